@@ -1,0 +1,229 @@
+// kmcl_core/ring_buffer.h: one direction of a VMBus channel, the ring buffer
+// in its real wire format (kmcl_api.md 10.1-10.4, docs/wire-format.md).
+//
+// A ring is a 4 KiB control page plus a data area whose size is a multiple of
+// 4 KiB. RingMemory names that memory wherever it lives (a test buffer, a
+// GPADL view of guest memory, a mapped file); the ring never owns it.
+// RingWriter is the producer end and RingReader the consumer end; the two may
+// be in different threads or processes, or one may be an independent VMBus
+// implementation.
+//
+// Batching: Write() and Read() move a private cursor; nothing is visible to
+// the peer until CommitWrite()/CommitRead() publish it with one index store.
+// The commits say whether the peer must be signalled:
+//   - CommitWrite: the ring went from empty to non-empty while the consumer's
+//     interrupt_mask was clear;
+//   - CommitRead: free space crossed the producer's pending_send_sz (and the
+//     producer advertised the pending-send-size feature).
+//
+// Hostile memory: the peer may write anything at any time. The reader copies
+// each descriptor and type-specific header out of the ring before validating
+// it (no double fetch) and bounds every index, length, offset, type, flag and
+// range count. Corruption is reported as RingStatus::kCorrupt with a reason
+// (corruption()); the endpoint is poisoned and never touches memory outside
+// the ring. The writer likewise validates the peer-owned read_index.
+//
+// Threading: a RingWriter and a RingReader are each thread-compatible (one
+// thread at a time per object); one writer and one reader may run
+// concurrently on the same ring. Control words are accessed with atomic_ref
+// (acquire/release plus the full fences the signalling protocol needs).
+#ifndef KMCLD_KMCL_CORE_RING_BUFFER_H_
+#define KMCLD_KMCL_CORE_RING_BUFFER_H_
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "kmcl_core/vmbus_wire.h"
+
+namespace kmcl {
+
+// A ring's memory: its control page and data area. Copyable; does not own.
+class RingMemory {
+ public:
+  // `control` must be 4-byte aligned and kPageSize long; `data` 8-byte
+  // aligned with `data_size` a non-zero multiple of kPageSize below 2 GiB.
+  static absl::StatusOr<RingMemory> Create(void* control, void* data, size_t data_size);
+  // The common layout: one buffer holding the control page then the data.
+  static absl::StatusOr<RingMemory> FromContiguous(std::span<uint8_t> ring);
+
+  RingMemory() = default;
+  wire::RingControl* control() const { return control_; }
+  uint8_t* data() const { return data_; }
+  uint32_t data_size() const { return data_size_; }
+
+ private:
+  RingMemory(wire::RingControl* control, uint8_t* data, uint32_t size)
+      : control_(control), data_(data), data_size_(size) {}
+  wire::RingControl* control_ = nullptr;
+  uint8_t* data_ = nullptr;
+  uint32_t data_size_ = 0;
+};
+
+// The two rings of a channel inside its ring GPADL (kmcl_api.md 10.2): pages
+// [0, downstream_page_offset) are the guest-to-host ring, the rest the
+// host-to-guest ring, each starting with its control page.
+struct RingPair {
+  RingMemory guest_to_host;
+  RingMemory host_to_guest;
+  // `view` is the contiguous mapping of the whole ring GPADL.
+  static absl::StatusOr<RingPair> FromGpadlView(std::span<uint8_t> view,
+                                                uint32_t downstream_page_offset);
+};
+
+enum class RingStatus {
+  kOk,
+  kEmpty,    // reader: no packet (normal)
+  kFull,     // writer: not enough free space (normal); see bytes_needed
+  kCorrupt,  // the ring or a packet is malformed; the endpoint is poisoned
+};
+
+// A snapshot of a ring's control words and fill, for diagnostics.
+struct RingSnapshot {
+  uint32_t write_index = 0;
+  uint32_t read_index = 0;
+  uint32_t interrupt_mask = 0;
+  uint32_t pending_send_size = 0;
+  uint32_t feature_bits = 0;
+  uint32_t data_size = 0;
+  uint32_t used_bytes = 0;  // 0 when the indices are invalid
+  uint32_t free_bytes = 0;  // data_size - used - 8 (never completely full)
+};
+RingSnapshot SnapshotRing(const RingMemory& memory);
+
+// One range of external data: byte_count bytes from byte_offset into the
+// first of `pfns` (guest page frame numbers).
+struct GpaRange {
+  uint32_t byte_count = 0;
+  uint32_t byte_offset = 0;
+  std::vector<uint64_t> pfns;
+  friend bool operator==(const GpaRange&, const GpaRange&) = default;
+};
+
+struct TransferPageRange {
+  uint32_t byte_count = 0;
+  uint32_t byte_offset = 0;
+  friend bool operator==(const TransferPageRange&, const TransferPageRange&) = default;
+};
+
+// What a writer sends. `payload` is padded with zeros to 8 bytes on the wire.
+struct OutgoingPacket {
+  wire::PacketType type = wire::PacketType::kDataInBand;
+  bool completion_requested = false;
+  uint64_t transaction_id = 0;
+  std::span<const uint8_t> payload;
+  // kDataUsingGpaDirect: at least one range.
+  std::span<const GpaRange> gpa_ranges;
+  // kDataUsingTransferPages.
+  uint16_t transfer_page_set_id = 0;
+  bool sender_owns_set = false;
+  std::span<const TransferPageRange> transfer_ranges;
+};
+
+// Bytes a packet occupies in the ring, trailer included (0 if unencodable:
+// len8 would overflow 16 bits).
+uint32_t RingSpaceFor(const OutgoingPacket& packet);
+
+// A packet as read. Buffers are reused across reads (capacity is kept).
+struct IncomingPacket {
+  wire::PacketType type = wire::PacketType::kInvalid;
+  uint16_t flags = 0;
+  uint64_t transaction_id = 0;
+  // The payload bytes after the type-specific header: (len8 - offset8) * 8.
+  std::vector<uint8_t> payload;
+  std::vector<GpaRange> gpa_ranges;  // kDataUsingGpaDirect
+  uint16_t transfer_page_set_id = 0;  // kDataUsingTransferPages
+  bool sender_owns_set = false;
+  std::vector<TransferPageRange> transfer_ranges;
+  uint32_t ring_offset = 0;  // where the packet started in the data area
+
+  bool completion_requested() const {
+    return (flags & wire::kPacketFlagCompletionRequested) != 0;
+  }
+};
+
+// The producer end of a ring.
+class RingWriter {
+ public:
+  // Sets the pending-send-size feature bit in the control page (this writer
+  // honours the protocol) and starts its cursor at the published write_index.
+  explicit RingWriter(RingMemory memory);
+
+  // Writes `packet` at the private cursor. kFull leaves the ring untouched and
+  // sets bytes_needed(); kCorrupt means the peer's read_index is invalid.
+  RingStatus Write(const OutgoingPacket& packet);
+  // Publishes everything written since the last commit. Returns true if the
+  // consumer must be signalled.
+  bool CommitWrite();
+  // Drops uncommitted writes.
+  void RevertWrite();
+
+  // After kFull: ask the consumer to signal once `bytes` are free. Returns
+  // true if that much is already free (the consumer drained in between), in
+  // which case the caller should simply retry.
+  bool ArmPendingSend(uint32_t bytes);
+  void ClearPendingSend();
+
+  uint32_t bytes_needed() const { return bytes_needed_; }
+  // Free bytes as of the last look at read_index (cheap; may be stale-low).
+  uint32_t cached_free_bytes() const;
+  const absl::Status& corruption() const { return corruption_; }
+  const RingMemory& memory() const { return memory_; }
+
+ private:
+  bool RefreshReadIndex();  // false (and poisons) if the peer's index is bad
+  void CopyIn(uint32_t offset, const void* src, uint32_t len);
+  RingStatus Poison(std::string reason);
+
+  RingMemory memory_;
+  uint32_t published_ = 0;    // write_index as last published
+  uint32_t cursor_ = 0;       // private write position
+  uint32_t cached_read_ = 0;  // read_index as last loaded
+  uint32_t bytes_needed_ = 0;
+  absl::Status corruption_;
+};
+
+// The consumer end of a ring.
+class RingReader {
+ public:
+  explicit RingReader(RingMemory memory);
+
+  // Reads the next packet at the private cursor into `packet`.
+  RingStatus Read(IncomingPacket& packet);
+  // Publishes the cursor as read_index. Returns true if the producer must be
+  // signalled (free space crossed its pending_send_sz).
+  bool CommitRead();
+  // Rewinds to the last committed position (packets will be read again).
+  void RevertRead();
+
+  // The consumer's interrupt mask. EndDrain clears it and returns true if a
+  // packet raced in, so the caller must keep draining instead of sleeping.
+  void BeginDrain();
+  bool EndDrain();
+  // True if a packet is available beyond the cursor (reloads write_index).
+  bool HasPacket();
+
+  const absl::Status& corruption() const { return corruption_; }
+  const RingMemory& memory() const { return memory_; }
+
+ private:
+  bool RefreshWriteIndex();
+  void CopyOut(uint32_t offset, void* dst, uint32_t len) const;
+  RingStatus Poison(std::string reason);
+  RingStatus ParseHeader(const wire::PacketDescriptor& desc, uint32_t header_bytes,
+                         IncomingPacket& packet);
+
+  RingMemory memory_;
+  uint32_t published_ = 0;     // read_index as last published
+  uint32_t cursor_ = 0;        // private read position
+  uint32_t cached_write_ = 0;  // write_index as last loaded
+  std::vector<uint8_t> header_scratch_;
+  absl::Status corruption_;
+};
+
+}  // namespace kmcl
+
+#endif  // KMCLD_KMCL_CORE_RING_BUFFER_H_
