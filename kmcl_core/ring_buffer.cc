@@ -198,7 +198,13 @@ void RingWriter::CopyIn(uint32_t offset, const void* src, uint32_t len) {
 RingStatus RingWriter::Write(const OutgoingPacket& packet) {
   if (!corruption_.ok()) return RingStatus::kCorrupt;
   const uint32_t size = memory_.data_size();
-  const uint32_t space = RingSpaceFor(packet);
+  const bool in_band = packet.type != PacketType::kDataUsingGpaDirect &&
+                       packet.type != PacketType::kDataUsingTransferPages;
+  const size_t len = packet.payload.size();
+  const uint32_t space = in_band && len <= kMaxPacketBytes - kDescriptorSize
+                             ? kDescriptorSize + wire::RoundUp8(static_cast<uint32_t>(len)) +
+                                   kPacketTrailerSize
+                             : RingSpaceFor(packet);
   if (space == 0 || space > size - 8) {
     bytes_needed_ = space == 0 ? UINT32_MAX : space;  // can never fit
     return RingStatus::kFull;
@@ -209,6 +215,27 @@ RingStatus RingWriter::Write(const OutgoingPacket& packet) {
       bytes_needed_ = space;
       return RingStatus::kFull;
     }
+  }
+  if (in_band && cursor_ + space <= size) {
+    // Fast path: an in-band or completion packet that does not wrap.
+    uint8_t* at = memory_.data() + cursor_;
+    const uint32_t padded = space - kDescriptorSize - kPacketTrailerSize;
+    PacketDescriptor desc;
+    desc.type = static_cast<uint16_t>(packet.type);
+    desc.offset8 = kDescriptorSize / 8;
+    desc.len8 = static_cast<uint16_t>((kDescriptorSize + padded) / 8);
+    desc.flags = packet.completion_requested ? wire::kPacketFlagCompletionRequested : 0;
+    desc.transaction_id = packet.transaction_id;
+    std::memcpy(at, &desc, sizeof(desc));
+    if (padded != len) {
+      const uint64_t zero = 0;
+      std::memcpy(at + kDescriptorSize + padded - 8, &zero, 8);
+    }
+    if (len != 0) std::memcpy(at + kDescriptorSize, packet.payload.data(), len);
+    const uint64_t trailer = wire::PacketTrailer(cursor_);
+    std::memcpy(at + kDescriptorSize + padded, &trailer, sizeof(trailer));
+    cursor_ = cursor_ + space == size ? 0 : cursor_ + space;
+    return RingStatus::kOk;
   }
   const uint32_t header = HeaderBytes(packet);
   const uint32_t payload_padded = wire::RoundUp8(static_cast<uint32_t>(packet.payload.size()));
@@ -396,7 +423,8 @@ RingStatus RingReader::ParseHeader(const PacketDescriptor& desc, uint32_t header
   return RingStatus::kOk;
 }
 
-RingStatus RingReader::Read(IncomingPacket& packet) {
+RingStatus RingReader::Next(IncomingPacket& packet, uint32_t& payload_at,
+                            uint32_t& payload_len) {
   if (!corruption_.ok()) return RingStatus::kCorrupt;
   if (cursor_ == cached_write_) {
     if (!RefreshWriteIndex()) return RingStatus::kCorrupt;
@@ -409,7 +437,11 @@ RingStatus RingReader::Read(IncomingPacket& packet) {
                                ", less than a packet descriptor and trailer"));
   }
   PacketDescriptor desc;
-  CopyOut(cursor_, &desc, sizeof(desc));
+  if (cursor_ + kDescriptorSize <= size) {
+    std::memcpy(&desc, memory_.data() + cursor_, sizeof(desc));
+  } else {
+    CopyOut(cursor_, &desc, sizeof(desc));
+  }
   if (desc.offset8 < 2 || desc.len8 < desc.offset8) {
     return Poison(absl::StrCat("packet at ", cursor_, " has offset8 ", desc.offset8,
                                " and len8 ", desc.len8));
@@ -423,31 +455,57 @@ RingStatus RingReader::Read(IncomingPacket& packet) {
     return Poison(absl::StrCat("packet at ", cursor_, " is ", total, " bytes but only ",
                                available, " were written"));
   }
-  switch (static_cast<PacketType>(desc.type)) {
+  const auto type = static_cast<PacketType>(desc.type);
+  switch (type) {
     case PacketType::kDataInBand:
-    case PacketType::kDataUsingTransferPages:
-    case PacketType::kDataUsingGpaDirect:
     case PacketType::kCompletion:
+      if (!packet.gpa_ranges.empty()) packet.gpa_ranges.clear();
+      if (!packet.transfer_ranges.empty()) packet.transfer_ranges.clear();
       break;
+    case PacketType::kDataUsingTransferPages:
+    case PacketType::kDataUsingGpaDirect: {
+      packet.gpa_ranges.clear();
+      packet.transfer_ranges.clear();
+      const uint32_t header_bytes = uint32_t{desc.offset8} * 8 - kDescriptorSize;
+      if (RingStatus s = ParseHeader(desc, header_bytes, packet); s != RingStatus::kOk) return s;
+      break;
+    }
     default:
       return Poison(absl::StrCat("packet at ", cursor_, " has unsupported type 0x",
                                  absl::Hex(desc.type)));
   }
-  packet.gpa_ranges.clear();
-  packet.transfer_ranges.clear();
-  const uint32_t header_bytes = uint32_t{desc.offset8} * 8 - kDescriptorSize;
-  if (RingStatus s = ParseHeader(desc, header_bytes, packet); s != RingStatus::kOk) return s;
-  packet.type = static_cast<PacketType>(desc.type);
+  packet.type = type;
   packet.flags = desc.flags;
   packet.transaction_id = desc.transaction_id;
   packet.ring_offset = cursor_;
-  const uint32_t payload_len = (uint32_t{desc.len8} - desc.offset8) * 8;
-  packet.payload.resize(payload_len);
-  if (payload_len != 0) {
-    uint32_t at = cursor_ + uint32_t{desc.offset8} * 8;
-    CopyOut(at >= size ? at - size : at, packet.payload.data(), payload_len);
-  }
+  const uint32_t at = cursor_ + uint32_t{desc.offset8} * 8;
+  payload_at = at >= size ? at - size : at;
+  payload_len = (uint32_t{desc.len8} - desc.offset8) * 8;
   cursor_ = cursor_ + total >= size ? cursor_ + total - size : cursor_ + total;
+  return RingStatus::kOk;
+}
+
+RingStatus RingReader::Read(IncomingPacket& packet) {
+  uint32_t at = 0, len = 0;
+  RingStatus s = Next(packet, at, len);
+  if (s != RingStatus::kOk) return s;
+  packet.payload.resize(len);
+  if (len != 0) CopyOut(at, packet.payload.data(), len);
+  return RingStatus::kOk;
+}
+
+RingStatus RingReader::ReadInPlace(IncomingPacket& packet, std::span<const uint8_t>& payload) {
+  uint32_t at = 0, len = 0;
+  RingStatus s = Next(packet, at, len);
+  if (s != RingStatus::kOk) return s;
+  packet.payload.clear();
+  if (at + len <= memory_.data_size()) {
+    payload = {memory_.data() + at, len};
+  } else {  // wraps around the end: hand out a private copy instead
+    wrap_scratch_.resize(len);
+    CopyOut(at, wrap_scratch_.data(), len);
+    payload = wrap_scratch_;
+  }
   return RingStatus::kOk;
 }
 

@@ -37,6 +37,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "kmcl_core/gpa_range.h"
 #include "kmcl_core/vmbus_wire.h"
 
 namespace kmcl {
@@ -94,15 +95,6 @@ struct RingSnapshot {
 };
 RingSnapshot SnapshotRing(const RingMemory& memory);
 
-// One range of external data: byte_count bytes from byte_offset into the
-// first of `pfns` (guest page frame numbers).
-struct GpaRange {
-  uint32_t byte_count = 0;
-  uint32_t byte_offset = 0;
-  std::vector<uint64_t> pfns;
-  friend bool operator==(const GpaRange&, const GpaRange&) = default;
-};
-
 struct TransferPageRange {
   uint32_t byte_count = 0;
   uint32_t byte_offset = 0;
@@ -145,8 +137,12 @@ struct IncomingPacket {
   }
 };
 
+// Each end keeps its private cursor on its own cache line (alignas), so a
+// writer and a reader in neighbouring memory never false-share.
+inline constexpr size_t kCacheLineSize = 64;
+
 // The producer end of a ring.
-class RingWriter {
+class alignas(kCacheLineSize) RingWriter {
  public:
   // Sets the pending-send-size feature bit in the control page (this writer
   // honours the protocol) and starts its cursor at the published write_index.
@@ -187,12 +183,19 @@ class RingWriter {
 };
 
 // The consumer end of a ring.
-class RingReader {
+class alignas(kCacheLineSize) RingReader {
  public:
   explicit RingReader(RingMemory memory);
 
-  // Reads the next packet at the private cursor into `packet`.
+  // Reads the next packet at the private cursor into `packet`, copying the
+  // payload out of the ring.
   RingStatus Read(IncomingPacket& packet);
+  // Like Read, but without copying the payload: `payload` points at the bytes
+  // in the ring (or at a private copy when the packet wraps around the end)
+  // and packet.payload is left empty. The view is valid until the next read,
+  // RevertRead or CommitRead (after which the producer may overwrite it). The
+  // peer can change the bytes under the view: copy before validating.
+  RingStatus ReadInPlace(IncomingPacket& packet, std::span<const uint8_t>& payload);
   // Publishes the cursor as read_index. Returns true if the producer must be
   // signalled (free space crossed its pending_send_sz).
   bool CommitRead();
@@ -211,6 +214,9 @@ class RingReader {
 
  private:
   bool RefreshWriteIndex();
+  // Validates and consumes the next packet's descriptor and header; the
+  // payload is the `payload_len` bytes at ring offset `payload_at`.
+  RingStatus Next(IncomingPacket& packet, uint32_t& payload_at, uint32_t& payload_len);
   void CopyOut(uint32_t offset, void* dst, uint32_t len) const;
   RingStatus Poison(std::string reason);
   RingStatus ParseHeader(const wire::PacketDescriptor& desc, uint32_t header_bytes,
@@ -221,6 +227,7 @@ class RingReader {
   uint32_t cursor_ = 0;        // private read position
   uint32_t cached_write_ = 0;  // write_index as last loaded
   std::vector<uint8_t> header_scratch_;
+  std::vector<uint8_t> wrap_scratch_;
   absl::Status corruption_;
 };
 

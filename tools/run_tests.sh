@@ -12,7 +12,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 configs=("$@")
-((${#configs[@]})) || configs=(plain)
+((${#configs[@]})) || configs=(plain fuzz)
 
 logdir=$(mktemp -d /tmp/kmcld-tests.XXXXXX)
 total_passed=0
