@@ -9,7 +9,7 @@
 namespace kmcl {
 
 uint32_t GpadlTable::AllocateId() {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   while (next_gpadl_id_ == 0 || gpadls_.contains(next_gpadl_id_)) ++next_gpadl_id_;
   return next_gpadl_id_++;
 }
@@ -19,7 +19,7 @@ absl::Status GpadlTable::Create(uint32_t gpadl_id, uint32_t channel_id,
   if (absl::Status s = ValidateGpaRanges(ranges, memory_.page_count()); !s.ok()) {
     return absl::Status(s.code(), absl::StrCat("GPADL ", gpadl_id, ": ", s.message()));
   }
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   if (gpadls_.contains(gpadl_id)) {
     return absl::AlreadyExistsError(absl::StrCat("GPADL id ", gpadl_id, " is already in use"));
   }
@@ -38,7 +38,7 @@ absl::StatusOr<GpadlLease> GpadlTable::Map(uint32_t gpadl_id, bool read_only) {
   std::vector<GpadlSegment> segments;
   uint64_t byte_count = 0;
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     auto it = gpadls_.find(gpadl_id);
     if (it == gpadls_.end()) {
       return absl::NotFoundError(absl::StrCat("no GPADL with id ", gpadl_id));
@@ -65,7 +65,7 @@ absl::StatusOr<GpadlLease> GpadlTable::Map(uint32_t gpadl_id, bool read_only) {
     it->second.lease_id = UINT64_MAX;
   }
   absl::StatusOr<GuestView> view = memory_.MapPages(pfns, /*writable=*/!read_only);
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   GpadlInfo& g = gpadls_.at(gpadl_id);  // a reserved GPADL cannot be removed
   if (!view.ok()) {
     g.lease_id = 0;
@@ -93,7 +93,7 @@ absl::StatusOr<GpadlLease> GpadlTable::Map(uint32_t gpadl_id, bool read_only) {
 
 absl::StatusOr<UnmapResult> GpadlTable::Unmap(uint64_t lease_id) {
   std::shared_ptr<const Lease> lease;  // unmapped outside the lock when last ref drops
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto it = leases_.find(lease_id);
   if (it == leases_.end()) {
     return absl::NotFoundError(
@@ -115,7 +115,7 @@ absl::StatusOr<UnmapResult> GpadlTable::Unmap(uint64_t lease_id) {
 }
 
 absl::StatusOr<TeardownResult> GpadlTable::Teardown(uint32_t gpadl_id) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto it = gpadls_.find(gpadl_id);
   if (it == gpadls_.end()) {
     return absl::NotFoundError(absl::StrCat("no GPADL with id ", gpadl_id));
@@ -134,7 +134,7 @@ absl::StatusOr<TeardownResult> GpadlTable::Teardown(uint32_t gpadl_id) {
 
 absl::StatusOr<std::shared_ptr<const GpadlTable::Lease>> GpadlTable::FindLease(
     uint64_t lease_id) const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto it = leases_.find(lease_id);
   if (it == leases_.end()) return absl::NotFoundError(absl::StrCat("no lease ", lease_id));
   return it->second;
@@ -189,21 +189,21 @@ absl::Status GpadlTable::WriteLease(uint64_t lease_id, uint64_t offset,
 }
 
 std::optional<GpadlInfo> GpadlTable::Get(uint32_t gpadl_id) const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto it = gpadls_.find(gpadl_id);
   if (it == gpadls_.end()) return std::nullopt;
   return it->second;
 }
 
 std::vector<GpadlInfo> GpadlTable::List() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   std::vector<GpadlInfo> out;
   for (const auto& [id, g] : gpadls_) out.push_back(g);
   return out;
 }
 
 std::vector<GpadlInfo> GpadlTable::ListForChannel(uint32_t channel_id) const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   std::vector<GpadlInfo> out;
   for (const auto& [id, g] : gpadls_) {
     if (g.channel_id == channel_id) out.push_back(g);
@@ -212,14 +212,14 @@ std::vector<GpadlInfo> GpadlTable::ListForChannel(uint32_t channel_id) const {
 }
 
 std::vector<LeaseInfo> GpadlTable::Leases() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   std::vector<LeaseInfo> out;
   for (const auto& [id, l] : leases_) out.push_back({id, l->gpadl_id, l->read_only, l->mapped_at});
   return out;
 }
 
 bool GpadlTable::CoversPage(uint64_t pfn) const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   for (const auto& [id, g] : gpadls_) {
     for (const GpaRange& r : g.ranges) {
       for (uint64_t p : r.pfns) {

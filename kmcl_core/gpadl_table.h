@@ -29,7 +29,7 @@
 #include "absl/container/btree_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include "kmcl_core/mutex.h"
 #include "absl/time/time.h"
 #include "kmcl_core/gpa_range.h"
 #include "kmcl_core/guest_memory.h"
@@ -139,7 +139,7 @@ class GpadlTable {
                                 bool to_guest);
 
   GuestMemory& memory_;
-  mutable absl::Mutex mu_;
+  mutable Mutex mu_;
   absl::btree_map<uint32_t, GpadlInfo> gpadls_ ABSL_GUARDED_BY(mu_);
   absl::btree_map<uint64_t, std::shared_ptr<const Lease>> leases_ ABSL_GUARDED_BY(mu_);
   uint64_t next_lease_id_ ABSL_GUARDED_BY(mu_) = 1;

@@ -70,7 +70,7 @@ absl::StatusOr<std::unique_ptr<GuestMemory>> GuestMemory::Create(uint64_t size_b
 
 GuestMemory::GuestMemory(int fd, uint8_t* base, uint64_t size)
     : fd_(fd), base_(base), size_(size) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   free_extents_[0] = page_count();
   free_pages_ = page_count();
   allocated_bits_.assign((page_count() + 63) / 64, 0);
@@ -158,12 +158,12 @@ void GuestMemory::SetAllocatedLocked(uint64_t pfn, bool allocated) {
 }
 
 bool GuestMemory::IsAllocated(uint64_t pfn) const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return pfn < page_count() && IsAllocatedLocked(pfn);
 }
 
 uint64_t GuestMemory::free_page_count() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return free_pages_;
 }
 
@@ -171,7 +171,7 @@ absl::StatusOr<std::vector<uint64_t>> GuestMemory::AllocatePages(uint64_t count)
   if (count == 0) return absl::InvalidArgumentError("cannot allocate zero pages");
   std::vector<uint64_t> pfns;
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     if (count > free_pages_) {
       return absl::ResourceExhaustedError(absl::StrCat("guest memory full: ", count,
                                                        " pages wanted, ", free_pages_, " free"));
@@ -240,7 +240,7 @@ void GuestMemory::AddToFreeLocked(uint64_t pfn) {
 
 absl::Status GuestMemory::FreePages(std::span<const uint64_t> pfns) {
   if (absl::Status s = CheckPages(pfns); !s.ok()) return s;
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   for (size_t i = 0; i < pfns.size(); ++i) {
     if (!IsAllocatedLocked(pfns[i])) {
       // Not allocated, or listed twice: undo this call so nothing is half freed.
@@ -261,7 +261,7 @@ absl::Status GuestMemory::FreePages(std::span<const uint64_t> pfns) {
 
 absl::Status GuestMemory::ClaimPages(std::span<const uint64_t> pfns) {
   if (absl::Status s = CheckPages(pfns); !s.ok()) return s;
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   for (size_t i = 0; i < pfns.size(); ++i) {
     if (IsAllocatedLocked(pfns[i])) {
       for (size_t j = 0; j < i; ++j) {

@@ -26,7 +26,7 @@
 #include "absl/container/btree_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include "kmcl_core/mutex.h"
 
 namespace kmcl {
 
@@ -106,7 +106,7 @@ class GuestMemory {
   uint8_t* const base_;  // the whole memory, mapped read-write
   const uint64_t size_;
 
-  mutable absl::Mutex mu_;
+  mutable Mutex mu_;
   // Free extents: first PFN -> page count, non-adjacent (coalesced).
   absl::btree_map<uint64_t, uint64_t> free_extents_ ABSL_GUARDED_BY(mu_);
   std::vector<uint64_t> allocated_bits_ ABSL_GUARDED_BY(mu_);
