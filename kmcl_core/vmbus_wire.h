@@ -216,6 +216,111 @@ struct GpadlTorndownMessage {
 };
 static_assert(sizeof(GpadlTorndownMessage) == 12);
 
+// OFFERCHANNEL (host to guest), 196 bytes.
+struct OfferChannelMessage {
+  ChannelMessageHeader header;
+  uint8_t interface_type[16];
+  uint8_t interface_instance[16];
+  uint8_t reserved[16];  // two u64 on the wire; bytes keep the struct 4-aligned
+  uint16_t channel_flags;
+  uint16_t mmio_megabytes;
+  uint8_t user_defined[120];
+  uint16_t subchannel_index;
+  uint16_t mmio_megabytes_optional;
+  uint32_t child_relid;
+  uint8_t monitor_id;
+  uint8_t monitor_allocated;  // bit 0
+  uint16_t dedicated_interrupt;  // bit 0
+  uint32_t connection_id;
+};
+static_assert(sizeof(OfferChannelMessage) == 196);
+static_assert(offsetof(OfferChannelMessage, channel_flags) == 56);
+static_assert(offsetof(OfferChannelMessage, user_defined) == 60);
+static_assert(offsetof(OfferChannelMessage, subchannel_index) == 180);
+static_assert(offsetof(OfferChannelMessage, child_relid) == 184);
+static_assert(offsetof(OfferChannelMessage, connection_id) == 192);
+
+inline constexpr uint32_t kOfferUserDefinedBytes = 120;
+
+// Wire channel flags of OFFERCHANNEL (kmcl_api.md 10.6).
+inline constexpr uint16_t kOfferFlagEnumerateDeviceInterface = 0x0001;
+inline constexpr uint16_t kOfferFlagNamedPipeMode = 0x0010;
+inline constexpr uint16_t kOfferFlagLoopback = 0x0100;
+inline constexpr uint16_t kOfferFlagForceNewChannel = 0x1000;
+inline constexpr uint16_t kOfferFlagTlnpiProvider = 0x2000;
+
+// Messages whose body is one u32 child relid: RESCIND_CHANNELOFFER,
+// CLOSECHANNEL, RELID_RELEASED.
+struct RelIdMessage {
+  ChannelMessageHeader header;
+  uint32_t child_relid;
+};
+static_assert(sizeof(RelIdMessage) == 12);
+
+// OPENCHANNEL (guest to host), 148 bytes (pre-Copper layout).
+struct OpenChannelMessage {
+  ChannelMessageHeader header;
+  uint32_t child_relid;
+  uint32_t open_id;
+  uint32_t ring_buffer_gpadl;
+  uint32_t target_vp;
+  uint32_t downstream_ring_buffer_page_offset;
+  uint8_t user_data[120];
+};
+static_assert(sizeof(OpenChannelMessage) == 148);
+
+struct OpenResultMessage {
+  ChannelMessageHeader header;
+  uint32_t child_relid;
+  uint32_t open_id;
+  uint32_t status;  // NTSTATUS, 0 = success
+};
+static_assert(sizeof(OpenResultMessage) == 20);
+
+// INITIATE_CONTACT (guest to host), 40 bytes.
+struct InitiateContactMessage {
+  ChannelMessageHeader header;
+  uint32_t version_requested;  // (major << 16) | minor
+  uint32_t target_vcpu;
+  // From protocol 5.0: u8 sint; from 5.1: u8 vtl; from 6.0: u32 feature flags
+  // in bits 32..63. Older protocols: the interrupt page GPA.
+  uint64_t interrupt_page_or_target_info;
+  uint64_t monitor_page1;
+  uint64_t monitor_page2;
+};
+static_assert(sizeof(InitiateContactMessage) == 40);
+
+struct VersionResponseMessage {
+  ChannelMessageHeader header;
+  uint8_t version_supported;  // 1 = accepted
+  uint8_t connection_state;
+  uint16_t padding;
+  uint32_t message_connection_id;
+};
+static_assert(sizeof(VersionResponseMessage) == 16);
+
+// Protocol versions, (major << 16) | minor.
+inline constexpr uint32_t kVersionWs2008 = 13;
+inline constexpr uint32_t kVersionWin7 = 0x00010001;
+inline constexpr uint32_t kVersionWin8 = 0x00020004;
+inline constexpr uint32_t kVersionWin8_1 = 0x00030000;
+inline constexpr uint32_t kVersionWin10 = 0x00040000;
+inline constexpr uint32_t kVersionWin10Rs3 = 0x00040001;
+inline constexpr uint32_t kVersionWin10V5 = 0x00050000;
+inline constexpr uint32_t kVersionWin10Rs4 = 0x00050001;
+inline constexpr uint32_t kVersionWin10Rs5 = 0x00050002;
+inline constexpr uint32_t kVersionIron = 0x00050003;
+inline constexpr uint32_t kVersionCopper = 0x00060000;
+// Newest first: what a guest offers in turn.
+inline constexpr uint32_t kSupportedVersions[] = {
+    kVersionCopper, kVersionIron,  kVersionWin10Rs5, kVersionWin10Rs4,
+    kVersionWin10V5, kVersionWin10Rs3, kVersionWin10, kVersionWin8_1,
+    kVersionWin8,   kVersionWin7,  kVersionWs2008};
+
+// Connection ids (QEMU vmbus-proto.h, OpenVMM).
+inline constexpr uint32_t kMessageConnectionId = 1;
+inline constexpr uint32_t kMessageConnectionIdV5 = 4;
+
 }  // namespace kmcl::wire
 
 #endif  // KMCLD_KMCL_CORE_VMBUS_WIRE_H_
