@@ -50,6 +50,9 @@ void EndpointStateMachine::LeaveRunning(Actions& out) const {
 
 void EndpointStateMachine::CloseOpened(Actions& out) {
   if (running()) LeaveRunning(out);
+  // A client tells the host before its Closed callback: drivers delete their
+  // GPADLs there, which waits for the host to unmap, which it does on close.
+  if (!is_server_) out.push_back(EndpointAction::kDisconnect);
   out.push_back(EndpointAction::kCancelTransactions);
   out.push_back(EndpointAction::kCallClosed);
   out.push_back(EndpointAction::kReleaseRings);
@@ -92,16 +95,14 @@ Actions EndpointStateMachine::Pause() {
 
 Actions EndpointStateMachine::Disable() {
   Actions out;
-  switch (connection_) {
-    case ConnectionState::kDisabled:
-      return out;
-    case ConnectionState::kOpened:
-      CloseOpened(out);
-      break;
-    default:
-      break;
+  if (connection_ == ConnectionState::kDisabled) return out;
+  // A server withdraws the offer first, so the guest starts closing at once.
+  if (is_server_) out.push_back(EndpointAction::kRescind);
+  if (connection_ == ConnectionState::kOpened) {
+    CloseOpened(out);
+  } else if (!is_server_) {
+    out.push_back(EndpointAction::kDisconnect);  // stop waiting for an offer
   }
-  out.push_back(is_server_ ? EndpointAction::kRescind : EndpointAction::kDisconnect);
   connection_ = ConnectionState::kDisabled;
   run_ = RunState::kPaused;
   return out;
@@ -122,14 +123,15 @@ Actions EndpointStateMachine::OpenedResult(bool success) {
   Actions out;
   if (connection_ != ConnectionState::kOpening) return out;
   if (!success) {
-    // Roll back to where no traffic flows: the server's offer stays out; the
-    // client gives the channel back.
-    out.push_back(EndpointAction::kRejectOpen);
-    out.push_back(EndpointAction::kReleaseRings);
+    // Roll back to where no traffic flows: the server refuses the open and
+    // its offer stays out; the client closes and gives the channel back.
     if (is_server_) {
+      out.push_back(EndpointAction::kRejectOpen);
+      out.push_back(EndpointAction::kReleaseRings);
       connection_ = ConnectionState::kEnabled;
     } else {
       out.push_back(EndpointAction::kDisconnect);
+      out.push_back(EndpointAction::kReleaseRings);
       connection_ = ConnectionState::kDisabled;
       run_ = RunState::kPaused;
     }
@@ -151,15 +153,16 @@ Actions EndpointStateMachine::OpenCancelled() {
 
 Actions EndpointStateMachine::PeerClosed() {
   Actions out;
+  if (connection_ == ConnectionState::kDisabled) return out;
   if (connection_ == ConnectionState::kOpened) {
     CloseOpened(out);
-  } else if (connection_ == ConnectionState::kOpening) {
-    out.push_back(EndpointAction::kReleaseRings);
+  } else {
+    if (!is_server_) out.push_back(EndpointAction::kDisconnect);
+    if (connection_ == ConnectionState::kOpening) out.push_back(EndpointAction::kReleaseRings);
   }
   if (is_server_) {
-    if (connection_ != ConnectionState::kDisabled) connection_ = ConnectionState::kClosed;
-  } else if (connection_ != ConnectionState::kDisabled) {
-    out.push_back(EndpointAction::kDisconnect);
+    connection_ = ConnectionState::kClosed;
+  } else {
     connection_ = ConnectionState::kDisabled;
     run_ = RunState::kPaused;
   }

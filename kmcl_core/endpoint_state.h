@@ -9,8 +9,9 @@
 //   entering running:  Started, incoming queue on, PostStarted
 //   leaving running:   incoming queue off, Suspend, wait until every
 //                      delivered packet is completed
-//   closing:           (leave running), cancel outstanding transactions,
-//                      Closed, release the rings
+//   closing:           (leave running), [client: CLOSECHANNEL], cancel
+//                      outstanding transactions, Closed, release the rings
+//   server Disable:    rescind first, then close as above
 // Servers start paused (VmbChannelStart runs them); clients start active
 // unless VmbChannelPause armed an auto-pause while disabled.
 //
@@ -50,7 +51,7 @@ enum class EndpointAction {
   kReleaseRings,        // unmap the ring GPADL; server: CloseComplete
   kRejectOpen,          // the Opened callback failed: answer the peer
   kRescind,             // server Disable: withdraw the offer
-  kDisconnect,          // client Disable/rescind: CLOSECHANNEL (if open) and release
+  kDisconnect,          // client: CLOSECHANNEL if open / stop waiting; release if rescinded
 };
 const char* EndpointActionName(EndpointAction action);
 
