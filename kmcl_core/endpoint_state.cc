@@ -101,7 +101,9 @@ Actions EndpointStateMachine::Disable() {
   if (connection_ == ConnectionState::kOpened) {
     CloseOpened(out);
   } else if (!is_server_) {
-    out.push_back(EndpointAction::kDisconnect);  // stop waiting for an offer
+    // Stop waiting for an offer, or abandon an open in flight.
+    out.push_back(EndpointAction::kDisconnect);
+    out.push_back(EndpointAction::kReleaseRings);
   }
   connection_ = ConnectionState::kDisabled;
   run_ = RunState::kPaused;
@@ -158,7 +160,7 @@ Actions EndpointStateMachine::PeerClosed() {
     CloseOpened(out);
   } else {
     if (!is_server_) out.push_back(EndpointAction::kDisconnect);
-    if (connection_ == ConnectionState::kOpening) out.push_back(EndpointAction::kReleaseRings);
+    out.push_back(EndpointAction::kReleaseRings);
   }
   if (is_server_) {
     connection_ = ConnectionState::kClosed;

@@ -153,7 +153,7 @@ TEST(ClientEndpoint, DisableClosesAndDisconnects) {
 TEST(ClientEndpoint, DisableWhileWaitingForAnOfferStopsWaiting) {
   EndpointStateMachine c(false);
   ASSERT_TRUE(c.Enable().ok());
-  EXPECT_EQ(Names(c.Disable()), "disconnect");
+  EXPECT_EQ(Names(c.Disable()), "disconnect release-rings");
 }
 
 TEST(ClientEndpoint, FailedOpenedCallbackGivesTheChannelBack) {

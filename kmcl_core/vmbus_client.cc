@@ -132,6 +132,10 @@ absl::Status VmbusClient::Close(uint32_t relid) {
   if (absl::Status s = CheckConnected(); !s.ok()) return s;
   ClientChannelInfo* c = Find(relid);
   if (c == nullptr) return absl::NotFoundError(absl::StrCat("no offer with channel id ", relid));
+  if (c->state == ClientChannelState::kOpening) {
+    c->close_after_open = true;  // CLOSECHANNEL follows a successful result
+    return absl::OkStatus();
+  }
   if (c->state != ClientChannelState::kOpen) {
     return absl::FailedPreconditionError(absl::StrCat("channel ", relid, " is not open"));
   }
@@ -215,6 +219,13 @@ void VmbusClient::HandleHostMessage(std::span<const uint8_t> bytes) {
             }
             NTSTATUS status = static_cast<NTSTATUS>(m.status);
             c->state = NtSuccess(status) ? ClientChannelState::kOpen : ClientChannelState::kOffered;
+            if (c->close_after_open) {
+              c->close_after_open = false;
+              if (c->state == ClientChannelState::kOpen) {
+                c->state = ClientChannelState::kOffered;
+                Send(CloseChannel{m.child_relid});
+              }
+            }
             effects_.push_back(OpenCompleted{m.child_relid, status});
           },
           [&](const GpadlCreated& m) {

@@ -44,6 +44,7 @@ struct ClientChannelInfo {
   OfferChannel offer;
   ClientChannelState state = ClientChannelState::kOffered;
   bool rescinded = false;
+  bool close_after_open = false;  // Close() while opening
   uint32_t open_id = 0;
   absl::btree_map<uint32_t, ClientGpadlState> gpadls;
 };
@@ -108,7 +109,8 @@ class VmbusClient {
   absl::Status TeardownGpadl(uint32_t relid, uint32_t gpadl_id);
   // OPENCHANNEL. The ring GPADL must be created on this channel.
   absl::Status Open(uint32_t relid, const OpenParams& params);
-  // CLOSECHANNEL (no reply).
+  // CLOSECHANNEL (no reply). While the open is in flight, the close is
+  // sent as soon as a successful OPENCHANNEL_RESULT arrives.
   absl::Status Close(uint32_t relid);
   // RELID_RELEASED for a rescinded channel that is closed; forgets it.
   absl::Status Release(uint32_t relid);

@@ -1,0 +1,161 @@
+// kmcl_core/partition.h: an emulated VM: its guest physical memory, GPADLs,
+// the host's VMBus server, a guest VMBus client per VTL, and the message
+// transport between them (the SynIC), plus the registry that routes control
+// plane events to the KMCL endpoints (Channel) of both sides.
+//
+// Create() builds the partition and connects each guest client (version
+// negotiation, REQUESTOFFERS), so offers reach guests as soon as hosts make
+// them. Channels call the partition for control-plane work; the partition
+// pumps every resulting message synchronously to quiescence under its lock,
+// then hands events to channels through their On*() methods, which only
+// queue work for the channel's threads.
+//
+// Threading: thread-safe. Lock order: Partition before Channel; a Channel
+// never calls the partition while holding its own lock. Ring interrupts go
+// through RingLink and never take the partition lock.
+#ifndef KMCLD_KMCL_CORE_PARTITION_H_
+#define KMCLD_KMCL_CORE_PARTITION_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "kmcl_core/gpadl_table.h"
+#include "kmcl_core/guest_memory.h"
+#include "kmcl_core/mutex.h"
+#include "kmcl_core/vmbus_client.h"
+#include "kmcl_core/vmbus_server.h"
+#include "kmcl_core/vmbus_wire.h"
+
+namespace kmcl {
+
+class Channel;
+
+struct PartitionOptions {
+  std::string id = "default";
+  uint64_t memory_bytes = kDefaultGuestMemoryBytes;
+  std::set<uint8_t> client_vtls = {0};
+  uint32_t max_version = wire::kVersionCopper;
+  // Above the largest guest memory (64 GiB), so it never overlaps RAM.
+  uint64_t mmio_base = uint64_t{64} << 30;
+  uint64_t mmio_size = uint64_t{128} << 20;
+};
+
+// The ring interrupt path between the two endpoints of one channel.
+struct RingLink {
+  Mutex mu;
+  Channel* host ABSL_GUARDED_BY(mu) = nullptr;
+  Channel* guest ABSL_GUARDED_BY(mu) = nullptr;
+  // Interrupts the endpoint opposite `from`, if attached.
+  void Signal(const Channel* from);
+  void Attach(Channel* endpoint, bool is_server);
+  void Detach(const Channel* endpoint);
+};
+
+struct PartitionCounters {
+  uint64_t messages_to_guest = 0;
+  uint64_t messages_to_host = 0;
+  uint64_t protocol_errors = 0;
+  std::string last_protocol_error;
+};
+
+class Partition {
+ public:
+  static absl::StatusOr<std::unique_ptr<Partition>> Create(PartitionOptions options);
+  // Every channel must have been destroyed first.
+  ~Partition();
+  Partition(const Partition&) = delete;
+  Partition& operator=(const Partition&) = delete;
+
+  const PartitionOptions& options() const { return options_; }
+  const std::string& id() const { return options_.id; }
+  GuestMemory& memory() { return *memory_; }
+  GpadlTable& gpadls() { return gpadls_; }
+  // The partition's VMBus handle (VmbServerChannelInitSetVmbusHandle).
+  uint64_t vmbus_handle() const { return handle_; }
+  static Partition* FromVmbusHandle(uint64_t handle);
+
+  std::optional<uint32_t> NegotiatedVersion(uint8_t vtl) const;
+  std::vector<ServerChannelInfo> ServerChannels() const;
+  std::vector<ClientChannelInfo> GuestOffers(uint8_t vtl) const;
+  PartitionCounters counters() const;
+  // Carves MMIO space from the partition's window.
+  absl::StatusOr<uint64_t> AllocateMmio(uint64_t bytes);
+  // The MMIO range the guest reserved for channel `relid`: allocated on first
+  // use, the same for both endpoints, freed when the channel is released.
+  absl::StatusOr<std::pair<uint64_t, uint64_t>> MmioFor(uint32_t relid, uint64_t bytes);
+
+  // ---- Host endpoints ----
+  absl::StatusOr<OfferHandle> Offer(Channel* host, const ServerOffer& offer);
+  absl::Status Revoke(uint32_t relid);
+  absl::Status AcceptOpen(uint32_t relid, NTSTATUS status);
+  absl::Status CloseComplete(uint32_t relid);
+  // Maps a GPADL of channel `relid` (VmbChannelMapGpadl).
+  absl::StatusOr<GpadlLease> MapGpadl(uint32_t relid, uint32_t gpadl_id, bool read_only);
+  absl::Status UnmapGpadl(uint64_t lease_id);
+  void DetachHost(uint32_t relid, const Channel* host);
+
+  // ---- Guest endpoints ----
+  // Claims an offer matching (type, instance) at `vtl` for `guest`, now or
+  // when one arrives; guest->OnOfferMatched follows.
+  void Connect(Channel* guest, uint8_t vtl, const Guid& type, std::optional<Guid> instance);
+  void CancelConnect(const Channel* guest);
+  // GPADL_HEADER/BODY and the answer (synchronous in-process).
+  absl::Status CreateGuestGpadl(uint8_t vtl, uint32_t relid, uint32_t gpadl_id,
+                                std::vector<GpaRange> ranges);
+  // GPADL_TEARDOWN; waits for GPADL_TORNDOWN (the host may hold a lease)
+  // up to `wait` (nullopt: forever). DEADLINE_EXCEEDED if it did not come.
+  absl::Status TeardownGuestGpadl(uint8_t vtl, uint32_t relid, uint32_t gpadl_id,
+                                  std::optional<absl::Duration> wait);
+  absl::Status OpenGuest(uint8_t vtl, uint32_t relid, const OpenParams& params);
+  absl::Status CloseGuest(uint8_t vtl, uint32_t relid);
+  // Forgets the guest endpoint; releases the relid if it was rescinded.
+  void DetachGuest(uint8_t vtl, uint32_t relid, const Channel* guest);
+  std::shared_ptr<RingLink> LinkFor(uint32_t relid);
+
+ private:
+  explicit Partition(PartitionOptions options, std::unique_ptr<GuestMemory> memory);
+  void PumpLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void HandleServerEffect(ServerEffect& effect) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void HandleClientEffect(uint8_t vtl, ClientEffect& effect) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void MatchWaitersLocked(uint8_t vtl) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  VmbusClient& client(uint8_t vtl) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const PartitionOptions options_;
+  std::unique_ptr<GuestMemory> memory_;
+  GpadlTable gpadls_;
+  uint64_t handle_ = 0;
+
+  mutable Mutex mu_;
+  CondVar changed_;  // GPADL answers and teardowns
+  VmbusServer server_ ABSL_GUARDED_BY(mu_);
+  std::map<uint8_t, VmbusClient> clients_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<uint32_t, Channel*> hosts_ ABSL_GUARDED_BY(mu_);
+  std::map<std::pair<uint8_t, uint32_t>, Channel*> guests_ ABSL_GUARDED_BY(mu_);
+  struct Waiter {
+    Channel* guest;
+    uint8_t vtl;
+    Guid type;
+    std::optional<Guid> instance;
+  };
+  std::vector<Waiter> waiters_ ABSL_GUARDED_BY(mu_);
+  // GPADL answers by id: creation status, or torn down.
+  absl::flat_hash_map<uint32_t, NTSTATUS> gpadl_created_ ABSL_GUARDED_BY(mu_);
+  std::set<uint32_t> gpadl_torn_down_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<uint32_t, std::shared_ptr<RingLink>> links_ ABSL_GUARDED_BY(mu_);
+  uint64_t mmio_next_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::flat_hash_map<uint32_t, std::pair<uint64_t, uint64_t>> mmio_ ABSL_GUARDED_BY(mu_);
+  PartitionCounters counters_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace kmcl
+
+#endif  // KMCLD_KMCL_CORE_PARTITION_H_
