@@ -17,7 +17,7 @@ absl::StatusOr<std::unique_ptr<Channel>> Channel::Allocate(Partition& partition,
 }
 
 Channel::Channel(Partition& partition, bool is_server)
-    : partition_(partition), is_server_(is_server), fsm_(is_server) {
+    : partition_(&partition), is_server_(is_server), fsm_(is_server) {
   MutexLock lock(&mu_);
   offer_.interface_instance = Guid::Random();
 }
@@ -35,10 +35,10 @@ Channel::~Channel() {
     vtl = client_vtl_;
   }
   if (is_server_) {
-    if (relid != 0) partition_.DetachHost(relid, this);
+    if (relid != 0) partition_->DetachHost(relid, this);
   } else {
-    partition_.CancelConnect(this);
-    if (relid != 0) partition_.DetachGuest(vtl, relid, this);
+    partition_->CancelConnect(this);
+    if (relid != 0) partition_->DetachGuest(vtl, relid, this);
   }
   magic_ = 0;
 }
@@ -57,6 +57,16 @@ absl::Status Channel::CheckConfigurable() const {
 }
 
 // ---- Configuration -------------------------------------------------------------------
+
+absl::Status Channel::BindPartition(Partition& partition) {
+  MutexLock lock(&mu_);
+  if (absl::Status s = CheckConfigurable(); !s.ok()) return s;
+  if (relid_ != 0) {
+    return absl::FailedPreconditionError("the channel's previous offer has not been released yet");
+  }
+  partition_ = &partition;
+  return absl::OkStatus();
+}
 
 absl::Status Channel::SetCallbacks(ChannelCallbacks callbacks) {
   MutexLock lock(&mu_);
@@ -280,7 +290,7 @@ absl::Status Channel::Enable() {
   StartThreads();
   for (EndpointAction action : actions) {
     if (action == EndpointAction::kOffer) {
-      absl::StatusOr<OfferHandle> handle = partition_.Offer(this, offer);
+      absl::StatusOr<OfferHandle> handle = partition_->Offer(this, offer);
       MutexLock lock(&mu_);
       if (!handle.ok()) {
         fsm_.Disable();
@@ -289,7 +299,7 @@ absl::Status Channel::Enable() {
       relid_ = handle->relid;
       offer_sequence_ = handle->offer_sequence;
     } else if (action == EndpointAction::kConnect) {
-      partition_.Connect(this, vtl, type, instance);
+      partition_->Connect(this, vtl, type, instance);
     }
   }
   return absl::OkStatus();
@@ -434,7 +444,7 @@ void Channel::ControlLoop() {
               MutexLock lock(&mu_);
               relid = relid_;
             }
-            if (relid != 0) partition_.AcceptOpen(relid, kStatusDeviceRemoved).IgnoreError();
+            if (relid != 0) partition_->AcceptOpen(relid, kStatusDeviceRemoved).IgnoreError();
           } else {
             AbandonClientOpen();
           }
@@ -538,7 +548,7 @@ void Channel::RunAction(EndpointAction action) {
         status = open_status_;
         open_.reset();
       }
-      partition_.AcceptOpen(relid, status).IgnoreError();
+      partition_->AcceptOpen(relid, status).IgnoreError();
       return;
     }
     case EndpointAction::kRescind: {
@@ -547,7 +557,7 @@ void Channel::RunAction(EndpointAction action) {
         MutexLock lock(&mu_);
         relid = relid_;
       }
-      if (relid != 0) partition_.Revoke(relid).IgnoreError();
+      if (relid != 0) partition_->Revoke(relid).IgnoreError();
       return;
     }
     case EndpointAction::kDisconnect:
@@ -573,15 +583,15 @@ void Channel::OpenMatchedOffer(uint32_t relid) {
     AbandonClientOpen();
     OnPnpFailure(ToNtStatus(s));
   };
-  absl::StatusOr<std::vector<uint64_t>> pfns = partition_.memory().AllocatePages(total);
+  absl::StatusOr<std::vector<uint64_t>> pfns = partition_->memory().AllocatePages(total);
   if (!pfns.ok()) return fail(pfns.status());
   ring_pfns_ = *pfns;
-  absl::StatusOr<GuestView> view = partition_.memory().MapPages(ring_pfns_, /*writable=*/true);
+  absl::StatusOr<GuestView> view = partition_->memory().MapPages(ring_pfns_, /*writable=*/true);
   if (!view.ok()) return fail(view.status());
   ring_view_ = *std::move(view);
-  ring_gpadl_ = partition_.gpadls().AllocateId();
+  ring_gpadl_ = partition_->gpadls().AllocateId();
   std::vector<GpaRange> ranges = {{total * wire::kPageSize, 0, ring_pfns_}};
-  if (absl::Status s = partition_.CreateGuestGpadl(vtl, relid, ring_gpadl_, ranges); !s.ok()) {
+  if (absl::Status s = partition_->CreateGuestGpadl(vtl, relid, ring_gpadl_, ranges); !s.ok()) {
     ring_gpadl_ = 0;
     return fail(s);
   }
@@ -593,7 +603,7 @@ void Channel::OpenMatchedOffer(uint32_t relid) {
     MutexLock lock(&mu_);
     client_open_sent_ = true;
   }
-  if (absl::Status s = partition_.OpenGuest(vtl, relid, params); !s.ok()) {
+  if (absl::Status s = partition_->OpenGuest(vtl, relid, params); !s.ok()) {
     {
       MutexLock lock(&mu_);
       client_open_sent_ = false;
@@ -614,7 +624,7 @@ void Channel::CallOpened() {
   if (is_server_) {
     // Map the guest's ring GPADL and build the rings before the callback.
     absl::StatusOr<GpadlLease> lease =
-        open.has_value() ? partition_.MapGpadl(relid, open->ring_buffer_gpadl, false)
+        open.has_value() ? partition_->MapGpadl(relid, open->ring_buffer_gpadl, false)
                          : absl::FailedPreconditionError("no open parameters");
     if (lease.ok()) {
       ring_lease_ = *lease;
@@ -634,7 +644,7 @@ void Channel::CallOpened() {
     mmio_bytes = uint64_t{megabytes} << 20;
   }
   if (NtSuccess(status) && mmio_bytes != 0) {
-    absl::StatusOr<std::pair<uint64_t, uint64_t>> mmio = partition_.MmioFor(relid, mmio_bytes);
+    absl::StatusOr<std::pair<uint64_t, uint64_t>> mmio = partition_->MmioFor(relid, mmio_bytes);
     if (mmio.ok()) {
       MutexLock lock(&mu_);
       mmio_ = *mmio;
@@ -650,7 +660,7 @@ void Channel::CallOpened() {
     next = fsm_.OpenedResult(NtSuccess(status));
   }
   if (is_server_ && NtSuccess(status)) {
-    partition_.AcceptOpen(relid, kStatusSuccess).IgnoreError();
+    partition_->AcceptOpen(relid, kStatusSuccess).IgnoreError();
   }
   // Sends queued before the open can go now.
   FlushSends();
@@ -680,24 +690,24 @@ void Channel::ReleaseRings() {
   }
   if (is_server_) {
     if (ring_lease_.has_value()) {
-      partition_.UnmapGpadl(ring_lease_->lease_id).IgnoreError();
+      partition_->UnmapGpadl(ring_lease_->lease_id).IgnoreError();
       ring_lease_.reset();
     }
-    if (relid != 0) partition_.CloseComplete(relid).IgnoreError();
+    if (relid != 0) partition_->CloseComplete(relid).IgnoreError();
     return;
   }
   // Client: give the ring GPADL back (waits for the host's unmap), free the
   // pages, and let the partition forget this endpoint.
   if (ring_gpadl_ != 0 && relid != 0) {
-    partition_.TeardownGuestGpadl(vtl, relid, ring_gpadl_, std::nullopt).IgnoreError();
+    partition_->TeardownGuestGpadl(vtl, relid, ring_gpadl_, std::nullopt).IgnoreError();
   }
   ring_gpadl_ = 0;
   ring_view_.reset();
   if (!ring_pfns_.empty()) {
-    partition_.memory().FreePages(ring_pfns_).IgnoreError();
+    partition_->memory().FreePages(ring_pfns_).IgnoreError();
     ring_pfns_.clear();
   }
-  if (relid != 0) partition_.DetachGuest(vtl, relid, this);
+  if (relid != 0) partition_->DetachGuest(vtl, relid, this);
   MutexLock lock(&mu_);
   relid_ = 0;
 }
@@ -713,10 +723,10 @@ void Channel::Disconnect() {
     open_sent = client_open_sent_;
     client_open_sent_ = false;
   }
-  partition_.CancelConnect(this);
+  partition_->CancelConnect(this);
   // CLOSECHANNEL; if the open is still in flight the guest client sends it
   // as soon as the host accepts.
-  if (open_sent && relid != 0) partition_.CloseGuest(vtl, relid).IgnoreError();
+  if (open_sent && relid != 0) partition_->CloseGuest(vtl, relid).IgnoreError();
 }
 
 void Channel::AbandonClientOpen() {
@@ -730,11 +740,26 @@ void Channel::AbandonClientOpen() {
     open_sent = client_open_sent_;
     client_open_sent_ = false;
   }
-  if (open_sent && relid != 0) partition_.CloseGuest(vtl, relid).IgnoreError();
+  if (open_sent && relid != 0) partition_->CloseGuest(vtl, relid).IgnoreError();
   ReleaseRings();
 }
 
 // ---- Misc -----------------------------------------------------------------------------------
+
+uint32_t Channel::relid() const {
+  MutexLock lock(&mu_);
+  return relid_;
+}
+
+uint8_t Channel::client_vtl() const {
+  MutexLock lock(&mu_);
+  return client_vtl_;
+}
+
+ConnectionState Channel::connection() const {
+  MutexLock lock(&mu_);
+  return fsm_.connection();
+}
 
 Guid Channel::interface_instance() const {
   MutexLock lock(&mu_);

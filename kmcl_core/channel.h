@@ -203,7 +203,10 @@ class Channel {
   Channel(const Channel&) = delete;
   Channel& operator=(const Channel&) = delete;
 
-  Partition& partition() const { return partition_; }
+  Partition& partition() const { return *partition_; }
+  // Moves a disabled channel to another partition (the KMCL server binding
+  // of VmbServerChannelInitSetVmbusHandle).
+  absl::Status BindPartition(Partition& partition);
   bool is_server() const { return is_server_; }
   static constexpr uint32_t kMagic = 0x4C484356;  // "VCHL"
   uint32_t magic() const { return magic_; }
@@ -274,6 +277,10 @@ class Channel {
   // Valid from Opened through Closed; returns the previous latency.
   absl::StatusOr<uint16_t> SetInterruptLatency(uint16_t latency_100ns);
   ChannelSnapshot Snapshot() const;
+  // The VMBus channel id while offered (server) or matched (client), else 0.
+  uint32_t relid() const;
+  uint8_t client_vtl() const;
+  ConnectionState connection() const;
   // The compatibility layer's handle context.
   void* kmcl_context = nullptr;
 
@@ -355,7 +362,7 @@ class Channel {
                             std::span<const GpaRange> external, uint32_t flags);
 
   uint32_t magic_ = kMagic;
-  Partition& partition_;
+  Partition* partition_;  // changes only while disabled (BindPartition)
   const bool is_server_;
   void* pointer_ = nullptr;
 

@@ -108,7 +108,7 @@ absl::Status Channel::ValidateSend(Packet& packet, std::span<const uint8_t> buff
       return absl::InvalidArgumentError("external data originates in the guest; a server cannot send it");
     }
     if (pipe_mode()) return absl::InvalidArgumentError("pipe channels carry no external data");
-    if (absl::Status s = ValidateGpaRanges(external, partition_.memory().page_count()); !s.ok()) {
+    if (absl::Status s = ValidateGpaRanges(external, partition_->memory().page_count()); !s.ok()) {
       return s;
     }
     if (max_external_bytes_ != 0 && TotalBytes(external) > max_external_bytes_) {
@@ -465,7 +465,7 @@ absl::StatusOr<ExternalData> Channel::GetExternalData(Delivery& d, bool read_onl
   std::vector<uint64_t> pfns;
   for (const GpaRange& r : d.external_) pfns.insert(pfns.end(), r.pfns.begin(), r.pfns.end());
   if (!d.external_view_.has_value() || (d.external_view_->writable() == read_only && !read_only)) {
-    absl::StatusOr<GuestView> view = partition_.memory().MapPages(pfns, !read_only);
+    absl::StatusOr<GuestView> view = partition_->memory().MapPages(pfns, !read_only);
     if (!view.ok()) return view.status();
     d.external_view_ = *std::move(view);
   }
@@ -535,7 +535,7 @@ absl::Status Channel::SetUpRings(std::span<uint8_t> view, uint32_t downstream_of
     relid = relid_;
     incoming_memory_ = incoming;
   }
-  std::shared_ptr<RingLink> link = partition_.LinkFor(relid);
+  std::shared_ptr<RingLink> link = partition_->LinkFor(relid);
   if (link != nullptr) link->Attach(this, is_server_);
   {
     MutexLock r(&reader_mu_);

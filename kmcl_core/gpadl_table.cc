@@ -188,6 +188,14 @@ absl::Status GpadlTable::WriteLease(uint64_t lease_id, uint64_t offset,
                    /*to_guest=*/true);
 }
 
+absl::Status GpadlTable::MarkReadOnly(uint32_t gpadl_id) {
+  MutexLock lock(&mu_);
+  auto it = gpadls_.find(gpadl_id);
+  if (it == gpadls_.end()) return absl::NotFoundError(absl::StrCat("no GPADL with id ", gpadl_id));
+  it->second.read_only = true;
+  return absl::OkStatus();
+}
+
 std::optional<GpadlInfo> GpadlTable::Get(uint32_t gpadl_id) const {
   MutexLock lock(&mu_);
   auto it = gpadls_.find(gpadl_id);

@@ -118,6 +118,10 @@ class GpadlTable {
   absl::Status WriteLease(uint64_t lease_id, uint64_t offset,
                           std::span<const uint8_t> data) const;
 
+  // The creator declared it read-only (VMBUS_CHANNEL_GPADL_FLAG_READ_ONLY);
+  // the host may then map it only read-only. NOT_FOUND for an unknown id.
+  absl::Status MarkReadOnly(uint32_t gpadl_id);
+
   std::optional<GpadlInfo> Get(uint32_t gpadl_id) const;
   std::vector<GpadlInfo> List() const;
   std::vector<GpadlInfo> ListForChannel(uint32_t channel_id) const;

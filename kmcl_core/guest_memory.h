@@ -19,6 +19,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -72,6 +73,16 @@ class GuestMemory {
   // if [gpa, gpa + length) is not inside guest memory.
   absl::Status Read(uint64_t gpa, std::span<uint8_t> out) const;
   absl::Status Write(uint64_t gpa, std::span<const uint8_t> data) const;
+
+  // The host address of a guest physical address in the whole-memory
+  // mapping (what an emulated guest driver uses as its "virtual address"),
+  // and the reverse; nullptr / nullopt outside guest memory.
+  uint8_t* HostAddress(uint64_t gpa) const { return gpa < size_ ? base_ + gpa : nullptr; }
+  std::optional<uint64_t> GpaOf(const void* host) const {
+    auto p = static_cast<const uint8_t*>(host);
+    if (p < base_ || p >= base_ + size_) return std::nullopt;
+    return static_cast<uint64_t>(p - base_);
+  }
 
   // OUT_OF_RANGE naming the first PFN outside guest memory.
   absl::Status CheckPages(std::span<const uint64_t> pfns) const;

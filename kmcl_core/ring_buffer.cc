@@ -510,22 +510,23 @@ RingStatus RingReader::ReadInPlace(IncomingPacket& packet, std::span<const uint8
 }
 
 bool RingReader::CommitRead() {
-  if (cursor_ == published_ || !corruption_.ok()) return false;
+  const bool owed = std::exchange(owed_signal_, false);
+  if (cursor_ == published_ || !corruption_.ok()) return owed;
   wire::RingControl* c = memory_.control();
   const uint32_t size = memory_.data_size();
   const uint32_t old_read = published_;
   StoreRelease(c->read_index, cursor_);
   published_ = cursor_;
   FullFence();
-  if ((LoadRelaxed(c->feature_bits) & wire::kRingFeaturePendingSendSize) == 0) return false;
+  if ((LoadRelaxed(c->feature_bits) & wire::kRingFeaturePendingSendSize) == 0) return owed;
   // Some peers write ring size - 1; only 8-byte granularity is meaningful.
   const uint32_t pending = LoadAcquire(c->pending_send_sz) & ~7u;
-  if (pending == 0) return false;
+  if (pending == 0) return owed;
   const uint32_t write = LoadAcquire(c->write_index);
-  if (!ValidIndex(write, size)) return false;  // the next Read reports it
+  if (!ValidIndex(write, size)) return owed;  // the next Read reports it
   const uint32_t free_before = FreeBytes(write, old_read, size);
   const uint32_t free_after = FreeBytes(write, cursor_, size);
-  return free_before < pending && free_after >= pending;
+  return owed || (free_before < pending && free_after >= pending);
 }
 
 void RingReader::RevertRead() { cursor_ = published_; }
@@ -535,6 +536,10 @@ void RingReader::BeginDrain() {
 }
 
 bool RingReader::EndDrain() {
+  // Publish what was read before unmasking: a writer decides whether to
+  // signal by comparing read_index with its old write index, so a stale
+  // read_index would make it skip the interrupt (a lost wakeup).
+  if (cursor_ != published_) owed_signal_ |= CommitRead();
   StoreRelease(memory_.control()->interrupt_mask, 0);
   FullFence();
   return HasPacket();

@@ -202,8 +202,10 @@ class alignas(kCacheLineSize) RingReader {
   // Rewinds to the last committed position (packets will be read again).
   void RevertRead();
 
-  // The consumer's interrupt mask. EndDrain clears it and returns true if a
-  // packet raced in, so the caller must keep draining instead of sleeping.
+  // The consumer's interrupt mask. EndDrain publishes any uncommitted reads
+  // (a producer signal that earns is returned by the next CommitRead), then
+  // clears the mask and returns true if a packet raced in, so the caller
+  // must keep draining instead of sleeping.
   void BeginDrain();
   bool EndDrain();
   // True if a packet is available beyond the cursor (reloads write_index).
@@ -228,6 +230,7 @@ class alignas(kCacheLineSize) RingReader {
   uint32_t cached_write_ = 0;  // write_index as last loaded
   std::vector<uint8_t> header_scratch_;
   std::vector<uint8_t> wrap_scratch_;
+  bool owed_signal_ = false;  // a producer signal earned inside EndDrain
   absl::Status corruption_;
 };
 

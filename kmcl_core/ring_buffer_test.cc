@@ -295,6 +295,26 @@ TEST(Ring, WriterSignalsOnlyOnEmptyToNonEmptyWhileUnmasked) {
   EXPECT_TRUE(reader.EndDrain()) << "the packet that raced in is reported";
 }
 
+TEST(Ring, EndDrainPublishesReadsSoTheWriterStillSignals) {
+  // The interleaving that lost wakeups: the reader drained everything but had
+  // not committed when it unmasked; the writer then saw a stale read_index,
+  // decided the ring was not empty, and did not signal.
+  TestRing ring;
+  RingWriter writer(ring.memory());
+  RingReader reader(ring.memory());
+  auto payload = Bytes(8, 1);
+  ASSERT_EQ(writer.Write(InBand(payload)), RingStatus::kOk);
+  writer.CommitWrite();
+  reader.BeginDrain();
+  IncomingPacket p;
+  ASSERT_EQ(reader.Read(p), RingStatus::kOk);
+  ASSERT_EQ(reader.Read(p), RingStatus::kEmpty);
+  EXPECT_FALSE(reader.EndDrain());  // no CommitRead before it
+  EXPECT_EQ(ring.control()->read_index, ring.control()->write_index) << "published by EndDrain";
+  ASSERT_EQ(writer.Write(InBand(payload)), RingStatus::kOk);
+  EXPECT_TRUE(writer.CommitWrite()) << "empty -> non-empty: the reader must be woken";
+}
+
 TEST(Ring, ReaderSignalsWhenFreeSpaceCrossesPendingSendSize) {
   TestRing ring;
   RingWriter writer(ring.memory());

@@ -1,0 +1,414 @@
+// The KMCL compatibility surface, part 1: channel handles, lifecycle,
+// configuration, state, server-only setters, VMBus handles, devices.
+// Packets, GPADLs, MDLs and the function tables are in kmcl_api_io.cc.
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <tuple>
+
+#include "absl/container/flat_hash_set.h"
+#include "kmcl_core/kmcl_compat.h"
+#include "kmcl_core/partition.h"
+
+namespace kmcl::compat {
+namespace {
+
+Mutex g_mu;
+absl::flat_hash_set<CompatChannel*>& Channels() ABSL_EXCLUSIVE_LOCKS_REQUIRED(g_mu) {
+  static auto* set = new absl::flat_hash_set<CompatChannel*>();
+  return *set;
+}
+std::vector<std::unique_ptr<Device>>& Devices() ABSL_EXCLUSIVE_LOCKS_REQUIRED(g_mu) {
+  static auto* devices = new std::vector<std::unique_ptr<Device>>();
+  return *devices;
+}
+
+// Kernel handles are user VMBus handles with this bit set.
+constexpr uint64_t kKernelHandleBit = uint64_t{1} << 62;
+
+Guid ToGuid(const GUID& g) {
+  Guid out;
+  out.data1 = g.Data1;
+  out.data2 = g.Data2;
+  out.data3 = g.Data3;
+  std::memcpy(out.data4, g.Data4, sizeof(out.data4));
+  return out;
+}
+
+}  // namespace
+
+CompatChannel* FromHandle(VMBCHANNEL handle) {
+  auto* c = reinterpret_cast<CompatChannel*>(handle);
+  MutexLock lock(&g_mu);
+  return Channels().contains(c) ? c : nullptr;
+}
+
+Packet* FromHandle(VMBPACKET handle) {
+  auto* p = reinterpret_cast<Packet*>(handle);
+  if (p == nullptr || reinterpret_cast<uintptr_t>(p) % alignof(Packet) != 0) return nullptr;
+  return p->magic() == Packet::kMagic ? p : nullptr;
+}
+
+Delivery* FromHandle(VMBPACKETCOMPLETION handle) {
+  auto* d = reinterpret_cast<Delivery*>(handle);
+  if (d == nullptr || reinterpret_cast<uintptr_t>(d) % alignof(Delivery) != 0) return nullptr;
+  return d->magic() == Delivery::kMagic ? d : nullptr;
+}
+
+CompatChannel* Owner(const Channel& channel) {
+  return static_cast<CompatChannel*>(channel.kmcl_context);
+}
+
+void RegisterChannel(CompatChannel* c) {
+  MutexLock lock(&g_mu);
+  Channels().insert(c);
+}
+
+void UnregisterChannel(CompatChannel* c) {
+  MutexLock lock(&g_mu);
+  Channels().erase(c);
+}
+
+NTSTATUS ToKmcl(const absl::Status& status, NTSTATUS wrong_state, NTSTATUS bad_argument) {
+  switch (status.code()) {
+    case absl::StatusCode::kOk: return STATUS_SUCCESS;
+    case absl::StatusCode::kFailedPrecondition: return wrong_state;
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kOutOfRange: return bad_argument;
+    default: return ToNtStatus(status);
+  }
+}
+
+absl::Status InstallCallbacks(CompatChannel& c) {
+  ChannelCallbacks cb;
+  const VMB_CHANNEL_STATE_CHANGE_CALLBACKS s = c.state;
+  CompatChannel* self = &c;
+  if (s.EvtChannelOpened) cb.opened = [f = s.EvtChannelOpened, self](Channel&) { return f(ToHandle(self)); };
+  if (s.EvtChannelClosed) cb.closed = [f = s.EvtChannelClosed, self](Channel&) { f(ToHandle(self)); };
+  if (s.EvtChannelSuspend) cb.suspend = [f = s.EvtChannelSuspend, self](Channel&) { f(ToHandle(self)); };
+  if (s.EvtChannelStarted) cb.started = [f = s.EvtChannelStarted, self](Channel&) { f(ToHandle(self)); };
+  if (s.EvtChannelPostStarted) {
+    cb.post_started = [f = s.EvtChannelPostStarted, self](Channel&) { f(ToHandle(self)); };
+  }
+  if (c.pnp_failure) {
+    cb.pnp_failure = [f = c.pnp_failure, self](Channel&, NTSTATUS st) { f(ToHandle(self), st); };
+  }
+  if (c.process_packet) {
+    cb.process_packet = [f = c.process_packet, self](Channel&, Delivery& d,
+                                                      std::span<const uint8_t> buf, uint32_t flags) {
+      f(ToHandle(self), ToHandle(&d), const_cast<uint8_t*>(buf.data()),
+        static_cast<UINT32>(buf.size()), flags);
+    };
+  }
+  if (c.processing_complete) {
+    cb.processing_complete = [f = c.processing_complete, self](Channel&, uint32_t n) {
+      f(ToHandle(self), n);
+    };
+  }
+  return c.channel->SetCallbacks(std::move(cb));
+}
+
+}  // namespace kmcl::compat
+
+using kmcl::compat::CompatChannel;
+using kmcl::compat::Device;
+using kmcl::compat::FromHandle;
+using kmcl::compat::ToKmcl;
+
+extern "C" {
+
+PDEVICE_OBJECT KmclGetVmbusDevice(UINT64 VmbusHandle, UINT8 Vtl) {
+  kmcl::Partition* p = kmcl::Partition::FromVmbusHandle(VmbusHandle);
+  if (p == nullptr || !p->options().client_vtls.contains(Vtl)) return nullptr;
+  kmcl::MutexLock lock(&kmcl::compat::g_mu);
+  for (auto& d : kmcl::compat::Devices()) {
+    if (d->vmbus_handle == VmbusHandle && d->vtl == Vtl) return reinterpret_cast<PDEVICE_OBJECT>(d.get());
+  }
+  kmcl::compat::Devices().push_back(std::make_unique<Device>(Device{Device::kMagic, VmbusHandle, Vtl}));
+  return reinterpret_cast<PDEVICE_OBJECT>(kmcl::compat::Devices().back().get());
+}
+
+NTSTATUS VmbChannelAllocate(PDEVICE_OBJECT ParentDeviceObject, BOOLEAN IsServer, VMBCHANNEL* Channel) {
+  if (Channel == nullptr) return STATUS_INVALID_PARAMETER_3;
+  *Channel = nullptr;
+  auto* device = reinterpret_cast<Device*>(ParentDeviceObject);
+  if (device == nullptr || device->magic != Device::kMagic) return STATUS_INVALID_PARAMETER_1;
+  kmcl::Partition* partition = kmcl::Partition::FromVmbusHandle(device->vmbus_handle);
+  if (partition == nullptr) return STATUS_DEVICE_REMOVED;
+  auto channel = kmcl::Channel::Allocate(*partition, IsServer != 0);
+  if (!channel.ok()) return STATUS_INSUFFICIENT_RESOURCES;
+  auto* c = new CompatChannel();
+  c->channel = *std::move(channel);
+  c->channel->kmcl_context = c;
+  c->vtl = device->vtl;
+  kmcl::compat::RegisterChannel(c);
+  *Channel = kmcl::compat::ToHandle(c);
+  return STATUS_SUCCESS;
+}
+
+VOID VmbChannelCleanup(VMBCHANNEL Channel) {
+  CompatChannel* c = FromHandle(Channel);
+  if (c == nullptr) return;
+  kmcl::compat::UnregisterChannel(c);
+  c->channel->Disable().IgnoreError();  // KMCL requires disabled; never leave threads behind
+  {
+    kmcl::MutexLock lock(&c->mu);
+    for (auto& [gpadl, m] : c->mappings) c->channel->partition().UnmapGpadl(m.lease_id).IgnoreError();
+    c->mappings.clear();
+  }
+  c->channel.reset();
+  c->magic = 0;
+  delete c;
+}
+
+NTSTATUS VmbChannelEnable(VMBCHANNEL Channel) {
+  CompatChannel* c = FromHandle(Channel);
+  if (c == nullptr) return STATUS_INVALID_PARAMETER_1;
+  return ToKmcl(c->channel->Enable(), STATUS_INVALID_DEVICE_STATE, STATUS_INVALID_PARAMETER);
+}
+
+VOID VmbChannelDisable(VMBCHANNEL Channel) {
+  if (CompatChannel* c = FromHandle(Channel)) c->channel->Disable().IgnoreError();
+}
+
+VOID VmbChannelStart(VMBCHANNEL Channel) {
+  if (CompatChannel* c = FromHandle(Channel)) c->channel->Start().IgnoreError();
+}
+
+VOID VmbChannelPause(VMBCHANNEL Channel) {
+  if (CompatChannel* c = FromHandle(Channel)) c->channel->Pause().IgnoreError();
+}
+
+NTSTATUS VmbChannelInitSetClientContextSize(VMBCHANNEL Channel, UINT32 ContextSize) {
+  CompatChannel* c = FromHandle(Channel);
+  if (c == nullptr) return STATUS_INVALID_PARAMETER_1;
+  return ToKmcl(c->channel->SetClientContextSize(ContextSize), STATUS_INVALID_PARAMETER_1,
+                STATUS_INVALID_PARAMETER_2);
+}
+
+NTSTATUS VmbChannelInitSetFlags(VMBCHANNEL Channel, UINT32 Flags) {
+  CompatChannel* c = FromHandle(Channel);
+  if (c == nullptr) return STATUS_INVALID_PARAMETER_1;
+  return ToKmcl(c->channel->SetFlags(Flags), STATUS_INVALID_PARAMETER_1, STATUS_INVALID_PARAMETER_2);
+}
+
+NTSTATUS VmbChannelInitSetFriendlyName(VMBCHANNEL Channel, PCUNICODE_STRING Name) {
+  CompatChannel* c = FromHandle(Channel);
+  if (c == nullptr) return STATUS_INVALID_PARAMETER_1;
+  if (Name == nullptr || (Name->Length != 0 && Name->Buffer == nullptr) || Name->Length % 2 != 0) {
+    return STATUS_INVALID_PARAMETER_2;
+  }
+  std::string name;
+  for (USHORT i = 0; i < Name->Length / 2; ++i) {
+    WCHAR ch = Name->Buffer[i];
+    name.push_back(ch < 0x80 ? static_cast<char>(ch) : '?');
+  }
+  return ToKmcl(c->channel->SetFriendlyName(name), STATUS_INVALID_PARAMETER_1,
+                STATUS_INVALID_PARAMETER_2);
+}
+
+NTSTATUS VmbChannelInitSetMaximumExternalData(VMBCHANNEL Channel, UINT32 DataSize, UINT32 ChainLength) {
+  CompatChannel* c = FromHandle(Channel);
+  if (c == nullptr) return STATUS_INVALID_PARAMETER_1;
+  if (DataSize == 0) return STATUS_INVALID_PARAMETER_2;
+  if (ChainLength == 0) return STATUS_INVALID_PARAMETER_3;
+  return ToKmcl(c->channel->SetMaximumExternalData(DataSize, ChainLength),
+                STATUS_INVALID_PARAMETER_1, STATUS_INVALID_PARAMETER_2);
+}
+
+NTSTATUS VmbChannelInitSetMaximumPacketSize(VMBCHANNEL Channel, UINT32 PacketSize) {
+  CompatChannel* c = FromHandle(Channel);
+  if (c == nullptr) return STATUS_INVALID_PARAMETER_1;
+  if (PacketSize == 0) return STATUS_INVALID_PARAMETER_2;
+  return ToKmcl(c->channel->SetMaximumPacketSize(PacketSize), STATUS_INVALID_PARAMETER_1,
+                STATUS_INVALID_PARAMETER_2);
+}
+
+NTSTATUS VmbChannelInitSetProcessPacketCallbacks(VMBCHANNEL Channel,
+                                                 PFN_VMB_CHANNEL_PROCESS_PACKET ProcessPacketCallback,
+                                                 PFN_VMB_CHANNEL_PROCESSING_COMPLETE ProcessingCompleteCallback) {
+  CompatChannel* c = FromHandle(Channel);
+  if (c == nullptr) return STATUS_INVALID_PARAMETER_1;
+  if (ProcessPacketCallback == nullptr) return STATUS_INVALID_PARAMETER_2;
+  auto saved = std::make_pair(c->process_packet, c->processing_complete);
+  c->process_packet = ProcessPacketCallback;
+  c->processing_complete = ProcessingCompleteCallback;
+  absl::Status s = kmcl::compat::InstallCallbacks(*c);
+  if (!s.ok()) std::tie(c->process_packet, c->processing_complete) = saved;
+  return ToKmcl(s, STATUS_INVALID_PARAMETER_1, STATUS_INVALID_PARAMETER_2);
+}
+
+NTSTATUS VmbChannelInitSetStateChangeCallbacks(VMBCHANNEL Channel,
+                                               PVMB_CHANNEL_STATE_CHANGE_CALLBACKS StateChangeCallbacks) {
+  CompatChannel* c = FromHandle(Channel);
+  if (c == nullptr) return STATUS_INVALID_PARAMETER_1;
+  if (StateChangeCallbacks == nullptr || StateChangeCallbacks->Version != 1 ||
+      StateChangeCallbacks->Size != sizeof(VMB_CHANNEL_STATE_CHANGE_CALLBACKS)) {
+    return STATUS_INVALID_PARAMETER_2;
+  }
+  VMB_CHANNEL_STATE_CHANGE_CALLBACKS saved = c->state;
+  c->state = *StateChangeCallbacks;
+  absl::Status s = kmcl::compat::InstallCallbacks(*c);
+  if (!s.ok()) c->state = saved;
+  return ToKmcl(s, STATUS_INVALID_PARAMETER_1, STATUS_INVALID_PARAMETER_2);
+}
+
+NTSTATUS VmbClientChannelInitSetRingBufferPageCount(VMBCHANNEL Channel, UINT32 IncomingPageCount,
+                                                    UINT32 OutgoingPageCount) {
+  CompatChannel* c = FromHandle(Channel);
+  if (c == nullptr || c->channel->is_server()) return STATUS_INVALID_PARAMETER_1;
+  if (IncomingPageCount == 0 || IncomingPageCount > kmcl::kMaxRingPages) return STATUS_INVALID_PARAMETER_2;
+  if (OutgoingPageCount == 0 || OutgoingPageCount > kmcl::kMaxRingPages) return STATUS_INVALID_PARAMETER_3;
+  return ToKmcl(c->channel->SetRingBufferPageCount(IncomingPageCount, OutgoingPageCount),
+                STATUS_INVALID_PARAMETER_1, STATUS_INVALID_PARAMETER_2);
+}
+
+NTSTATUS VmbClientChannelInitSetTargetPnp(VMBCHANNEL Channel, LPCGUID InterfaceType,
+                                          LPCGUID InterfaceInstance,
+                                          PFN_VMB_CHANNEL_PNP_FAILURE PnpFailureCallback) {
+  CompatChannel* c = FromHandle(Channel);
+  if (c == nullptr || c->channel->is_server()) return STATUS_INVALID_PARAMETER_1;
+  if (InterfaceType == nullptr) return STATUS_INVALID_PARAMETER_2;
+  std::optional<kmcl::Guid> instance;
+  if (InterfaceInstance != nullptr) instance = kmcl::compat::ToGuid(*InterfaceInstance);
+  absl::Status s = c->channel->SetTargetPnp(kmcl::compat::ToGuid(*InterfaceType), instance, c->vtl);
+  if (!s.ok()) return ToKmcl(s, STATUS_INVALID_PARAMETER_1, STATUS_INVALID_PARAMETER_2);
+  c->pnp_failure = PnpFailureCallback;
+  return ToKmcl(kmcl::compat::InstallCallbacks(*c), STATUS_INVALID_PARAMETER_1,
+                STATUS_INVALID_PARAMETER_2);
+}
+
+VOID VmbChannelGetInterfaceInstance(VMBCHANNEL Channel, LPGUID InterfaceInstance) {
+  CompatChannel* c = FromHandle(Channel);
+  if (c == nullptr || InterfaceInstance == nullptr) return;
+  kmcl::Guid g = c->channel->interface_instance();
+  InterfaceInstance->Data1 = g.data1;
+  InterfaceInstance->Data2 = g.data2;
+  InterfaceInstance->Data3 = g.data3;
+  std::memcpy(InterfaceInstance->Data4, g.data4, sizeof(g.data4));
+}
+
+VOID VmbChannelGetMmioSpace(VMBCHANNEL Channel, UINT64* MmioAddress, UINT64* MmioSize) {
+  CompatChannel* c = FromHandle(Channel);
+  if (MmioAddress != nullptr) *MmioAddress = 0;
+  if (MmioSize != nullptr) *MmioSize = 0;
+  if (c == nullptr) return;
+  auto mmio = c->channel->MmioSpace();
+  if (!mmio.ok()) return;
+  if (MmioAddress != nullptr) *MmioAddress = mmio->first;
+  if (MmioSize != nullptr) *MmioSize = mmio->second;
+}
+
+PVOID VmbChannelGetPointer(VMBCHANNEL Channel) {
+  CompatChannel* c = FromHandle(Channel);
+  return c == nullptr ? nullptr : c->channel->pointer();
+}
+
+VOID VmbChannelSetPointer(VMBCHANNEL Channel, PVOID Pointer) {
+  if (CompatChannel* c = FromHandle(Channel)) c->channel->set_pointer(Pointer);
+}
+
+NTSTATUS VmbChannelSetInterruptLatency(VMBCHANNEL Channel, UINT16 Latency, PUINT16 OriginalLatency) {
+  CompatChannel* c = FromHandle(Channel);
+  if (c == nullptr) return STATUS_INVALID_PARAMETER_1;
+  auto old = c->channel->SetInterruptLatency(Latency);
+  if (!old.ok()) return STATUS_INVALID_DEVICE_STATE;
+  if (OriginalLatency != nullptr) *OriginalLatency = *old;
+  return STATUS_SUCCESS;
+}
+
+VOID VmbChannelSetTransactionQuota(VMBCHANNEL Channel, UINT32 Quota) {
+  CompatChannel* c = FromHandle(Channel);
+  if (c != nullptr && Quota > 0) c->channel->SetTransactionQuota(Quota);  // KMCL: must be > 0
+}
+
+VOID VmbChannelSetIncomingProcessingAtPassive(VMBCHANNEL Channel, BOOLEAN RequirePassive) {
+  if (CompatChannel* c = FromHandle(Channel)) c->channel->SetIncomingProcessingAtPassive(RequirePassive != 0);
+}
+
+// ---- Server-only setters ------------------------------------------------------------------
+
+NTSTATUS VmbServerChannelInitSetFlags(VMBCHANNEL Channel, UINT32 Flags) {
+  CompatChannel* c = FromHandle(Channel);
+  if (c == nullptr || !c->channel->is_server()) return STATUS_INVALID_PARAMETER_1;
+  return ToKmcl(c->channel->SetServerFlags(Flags), STATUS_INVALID_PARAMETER_1, STATUS_INVALID_PARAMETER_2);
+}
+
+NTSTATUS VmbServerChannelInitSetMmioMegabytes(VMBCHANNEL Channel, UINT16 MmioMegabytes,
+                                              UINT16 MmioMegabytesOptional) {
+  CompatChannel* c = FromHandle(Channel);
+  if (c == nullptr || !c->channel->is_server()) return STATUS_INVALID_PARAMETER_1;
+  if (MmioMegabytes == 0 && MmioMegabytesOptional == 0) return STATUS_INVALID_PARAMETER;
+  return ToKmcl(c->channel->SetMmioMegabytes(MmioMegabytes, MmioMegabytesOptional),
+                STATUS_INVALID_PARAMETER_1, STATUS_INVALID_PARAMETER);
+}
+
+NTSTATUS VmbServerChannelInitSetSaveRestorePacketCallbacks(VMBCHANNEL Channel,
+                                                           PFN_VMB_CHANNEL_SAVE_PACKET SavePacketCallback,
+                                                           PFN_VMB_CHANNEL_RESTORE_PACKET RestorePacketCallback) {
+  CompatChannel* c = FromHandle(Channel);
+  if (c == nullptr || !c->channel->is_server() ||
+      c->channel->connection() != kmcl::ConnectionState::kDisabled) {
+    return STATUS_INVALID_PARAMETER_1;
+  }
+  c->save_packet = SavePacketCallback;
+  c->restore_packet = RestorePacketCallback;
+  return STATUS_SUCCESS;
+}
+
+NTSTATUS VmbServerChannelInitSetTargetInterfaceId(VMBCHANNEL Channel, GUID InterfaceType,
+                                                  GUID InterfaceInstance) {
+  CompatChannel* c = FromHandle(Channel);
+  if (c == nullptr || !c->channel->is_server()) return STATUS_INVALID_PARAMETER_1;
+  return ToKmcl(c->channel->SetTargetInterfaceId(kmcl::compat::ToGuid(InterfaceType),
+                                                 kmcl::compat::ToGuid(InterfaceInstance)),
+                STATUS_INVALID_PARAMETER_1, STATUS_INVALID_PARAMETER_2);
+}
+
+NTSTATUS VmbServerChannelInitSetTargetVtl(VMBCHANNEL Channel, UINT8 TargetVtl) {
+  CompatChannel* c = FromHandle(Channel);
+  if (c == nullptr || !c->channel->is_server()) return STATUS_INVALID_PARAMETER_1;
+  if (TargetVtl > 2) return STATUS_INVALID_PARAMETER_2;
+  return ToKmcl(c->channel->SetTargetVtl(TargetVtl), STATUS_INVALID_PARAMETER_1,
+                STATUS_INVALID_PARAMETER_2);
+}
+
+NTSTATUS VmbConvertVmbusHandleToKernelHandle(HANDLE VmbusHandle, PHANDLE KernelHandle) {
+  if (KernelHandle == nullptr) return STATUS_INVALID_PARAMETER_2;
+  const uint64_t user = reinterpret_cast<uint64_t>(VmbusHandle);
+  if (kmcl::Partition::FromVmbusHandle(user) == nullptr) return STATUS_INVALID_HANDLE;
+  *KernelHandle = reinterpret_cast<HANDLE>(user | kmcl::compat::kKernelHandleBit);
+  return STATUS_SUCCESS;
+}
+
+NTSTATUS VmbServerChannelInitSetVmbusHandle(VMBCHANNEL Channel, HANDLE VmbusHandle) {
+  CompatChannel* c = FromHandle(Channel);
+  if (c == nullptr || !c->channel->is_server()) return STATUS_INVALID_PARAMETER_1;
+  const uint64_t kernel = reinterpret_cast<uint64_t>(VmbusHandle);
+  if ((kernel & kmcl::compat::kKernelHandleBit) == 0) return STATUS_INVALID_PARAMETER_2;  // not converted
+  kmcl::Partition* p = kmcl::Partition::FromVmbusHandle(kernel & ~kmcl::compat::kKernelHandleBit);
+  if (p == nullptr) return STATUS_INVALID_PARAMETER_2;
+  return ToKmcl(c->channel->BindPartition(*p), STATUS_INVALID_PARAMETER_1, STATUS_INVALID_PARAMETER_2);
+}
+
+// ---- Save and restore (kmcl_api.md section 9) --------------------------------------------
+// Implemented by the save/restore work (issue 5); until then they report
+// STATUS_NOT_SUPPORTED rather than pretending to save.
+
+NTSTATUS VmbChannelSaveBegin(VMBCHANNEL Channel) {
+  return FromHandle(Channel) == nullptr ? STATUS_INVALID_PARAMETER_1 : STATUS_NOT_SUPPORTED;
+}
+NTSTATUS VmbChannelSaveContinue(VMBCHANNEL Channel, PVOID, ULONG, PULONG BytesFilled, PULONG BytesRequired) {
+  if (BytesFilled != nullptr) *BytesFilled = 0;
+  if (BytesRequired != nullptr) *BytesRequired = 0;
+  return FromHandle(Channel) == nullptr ? STATUS_INVALID_PARAMETER_1 : STATUS_NOT_SUPPORTED;
+}
+VOID VmbChannelSaveEnd(VMBCHANNEL) {}
+NTSTATUS VmbChannelRestoreFromBuffer(VMBCHANNEL Channel, PVOID, ULONG) {
+  return FromHandle(Channel) == nullptr ? STATUS_INVALID_PARAMETER_1 : STATUS_NOT_SUPPORTED;
+}
+NTSTATUS VmbPacketRestore(VMBPACKET PacketObject, PVOID, ULONG) {
+  return FromHandle(PacketObject) == nullptr ? STATUS_INVALID_PARAMETER_1 : STATUS_NOT_SUPPORTED;
+}
+
+}  // extern "C"
