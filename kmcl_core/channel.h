@@ -424,7 +424,7 @@ class Channel {
   std::unique_ptr<RingReader> reader_ ABSL_GUARDED_BY(reader_mu_);
   IncomingPacket incoming_packet_ ABSL_GUARDED_BY(reader_mu_);
 
-  // Outgoing. Lock order: mu_ is never held while taking send_mu_.
+  // Outgoing. Lock order: send_mu_ before mu_; never mu_ then send_mu_.
   mutable Mutex send_mu_;
   std::unique_ptr<RingWriter> writer_ ABSL_GUARDED_BY(send_mu_);
   std::deque<QueuedSend> send_queue_ ABSL_GUARDED_BY(send_mu_);

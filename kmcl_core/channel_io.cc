@@ -127,53 +127,59 @@ absl::Status Channel::Send(Packet& packet, std::span<const uint8_t> buffer,
                            std::span<const GpaRange> external, uint32_t flags) {
   if (absl::Status s = ValidateSend(packet, buffer, external, flags); !s.ok()) return s;
   NTSTATUS status = SendInternal(packet, buffer, external, flags, /*must_fit_now=*/false);
+  if (status == kStatusDeviceRemoved) {
+    return absl::FailedPreconditionError("sending on a disabled channel");
+  }
   return FromNtStatus(status, "send");
 }
 
 NTSTATUS Channel::SendInternal(Packet& packet, std::span<const uint8_t> buffer,
                                std::span<const GpaRange> external, uint32_t flags,
                                bool must_fit_now) {
-  bool pipe;
   {
-    MutexLock lock(&mu_);
-    pipe = pipe_mode();
-    if (flags & kFormatFlagWaitForCompletion) {
-      packet.transaction_id_ = next_transaction_id_++;
-      outstanding_[packet.transaction_id_] = &packet;
-    } else {
-      packet.transaction_id_ = 0;
-    }
-  }
-  uint32_t length = static_cast<uint32_t>(buffer.size());
-  if (pipe) {
-    wire::PipeHeader h{static_cast<uint32_t>(wire::PipePacketType::kData), length};
-    std::memcpy(packet.storage_, &h, sizeof(h));
-    if (length != 0) std::memcpy(packet.storage_ + sizeof(h), buffer.data(), length);
-    length += kPipeHeaderBytes;
-  } else if (length != 0) {
-    std::memcpy(packet.storage_, buffer.data(), length);
-  }
-  packet.length_ = length;
-  packet.flags_ = flags;
-  packet.external_.assign(external.begin(), external.end());
-  packet.in_flight_ = true;
-  if (must_fit_now) {
+    // The state check, the transaction and the queue entry are one step
+    // against CancelOutstanding (which sweeps under the same two locks), so
+    // a send racing a close is either cancelled or refused, never lost.
     MutexLock s(&send_mu_);
-    OutgoingPacket probe;
-    probe.payload = {packet.storage_, packet.length_};
-    probe.gpa_ranges = packet.external_;
-    if (!probe.gpa_ranges.empty()) probe.type = wire::PacketType::kDataUsingGpaDirect;
-    const bool fits = writer_ != nullptr && send_queue_.empty() &&
-                      RingSpaceFor(probe) <= writer_->cached_free_bytes();
-    if (!fits) {
-      packet.in_flight_ = false;
+    bool pipe;
+    {
       MutexLock lock(&mu_);
-      outstanding_.erase(packet.transaction_id_);
-      return kStatusBufferOverflow;
+      if (fsm_.connection() == ConnectionState::kDisabled) return kStatusDeviceRemoved;
+      pipe = pipe_mode();
     }
-    send_queue_.push_back({&packet});
-  } else {
-    MutexLock s(&send_mu_);
+    uint32_t length = static_cast<uint32_t>(buffer.size());
+    if (pipe) {
+      wire::PipeHeader h{static_cast<uint32_t>(wire::PipePacketType::kData), length};
+      std::memcpy(packet.storage_, &h, sizeof(h));
+      if (length != 0) std::memcpy(packet.storage_ + sizeof(h), buffer.data(), length);
+      length += kPipeHeaderBytes;
+    } else if (length != 0) {
+      std::memcpy(packet.storage_, buffer.data(), length);
+    }
+    packet.length_ = length;
+    packet.flags_ = flags;
+    packet.external_.assign(external.begin(), external.end());
+    if (must_fit_now) {
+      OutgoingPacket probe;
+      probe.payload = {packet.storage_, packet.length_};
+      probe.gpa_ranges = packet.external_;
+      if (!probe.gpa_ranges.empty()) probe.type = wire::PacketType::kDataUsingGpaDirect;
+      const bool fits = writer_ != nullptr && send_queue_.empty() &&
+                        RingSpaceFor(probe) <= writer_->cached_free_bytes();
+      if (!fits) return kStatusBufferOverflow;  // not queued
+    }
+    {
+      MutexLock lock(&mu_);
+      // In flight before it becomes visible: its completion may run on the
+      // I/O thread as soon as mu_ is released.
+      packet.in_flight_ = true;
+      if (flags & kFormatFlagWaitForCompletion) {
+        packet.transaction_id_ = next_transaction_id_++;
+        outstanding_[packet.transaction_id_] = &packet;
+      } else {
+        packet.transaction_id_ = 0;
+      }
+    }
     send_queue_.push_back({&packet});
     if (writer_ == nullptr || send_queue_.size() > 1) stats_.sends_queued++;
   }
@@ -264,7 +270,7 @@ void Channel::CancelOutstanding(NTSTATUS status) {
   std::vector<std::pair<Packet*, NTSTATUS>> done;
   absl::flat_hash_set<Packet*> seen;
   {
-    MutexLock s(&send_mu_);
+    MutexLock s(&send_mu_);  // then mu_: the same order as SendInternal
     for (auto& f : finished_sends_) {
       done.push_back(f);
       seen.insert(f.first);
@@ -274,8 +280,6 @@ void Channel::CancelOutstanding(NTSTATUS status) {
       if (q.packet != nullptr && seen.insert(q.packet).second) done.push_back({q.packet, status});
     }
     send_queue_.clear();
-  }
-  {
     MutexLock lock(&mu_);
     for (auto& [tid, packet] : outstanding_) {
       if (seen.insert(packet).second) done.push_back({packet, status});
