@@ -108,6 +108,12 @@ absl::Status InstallCallbacks(CompatChannel& c) {
   return c.channel->SetCallbacks(std::move(cb));
 }
 
+// Init setters are legal only while disabled; KMCL reports a wrong state as
+// STATUS_INVALID_PARAMETER_1, checked before the other parameters.
+bool Configurable(const CompatChannel& c) {
+  return c.channel->connection() == ConnectionState::kDisabled;
+}
+
 }  // namespace kmcl::compat
 
 using kmcl::compat::CompatChannel;
@@ -149,8 +155,10 @@ NTSTATUS VmbChannelAllocate(PDEVICE_OBJECT ParentDeviceObject, BOOLEAN IsServer,
 VOID VmbChannelCleanup(VMBCHANNEL Channel) {
   CompatChannel* c = FromHandle(Channel);
   if (c == nullptr) return;
+  // KMCL requires a disabled channel; a driver that forgot still gets its
+  // last callbacks (Suspend, Closed) with a valid handle, then none.
+  c->channel->Disable().IgnoreError();
   kmcl::compat::UnregisterChannel(c);
-  c->channel->Disable().IgnoreError();  // KMCL requires disabled; never leave threads behind
   {
     kmcl::MutexLock lock(&c->mu);
     for (auto& [gpadl, m] : c->mappings) c->channel->partition().UnmapGpadl(m.lease_id).IgnoreError();
@@ -181,20 +189,20 @@ VOID VmbChannelPause(VMBCHANNEL Channel) {
 
 NTSTATUS VmbChannelInitSetClientContextSize(VMBCHANNEL Channel, UINT32 ContextSize) {
   CompatChannel* c = FromHandle(Channel);
-  if (c == nullptr) return STATUS_INVALID_PARAMETER_1;
+  if (c == nullptr || !kmcl::compat::Configurable(*c)) return STATUS_INVALID_PARAMETER_1;
   return ToKmcl(c->channel->SetClientContextSize(ContextSize), STATUS_INVALID_PARAMETER_1,
                 STATUS_INVALID_PARAMETER_2);
 }
 
 NTSTATUS VmbChannelInitSetFlags(VMBCHANNEL Channel, UINT32 Flags) {
   CompatChannel* c = FromHandle(Channel);
-  if (c == nullptr) return STATUS_INVALID_PARAMETER_1;
+  if (c == nullptr || !kmcl::compat::Configurable(*c)) return STATUS_INVALID_PARAMETER_1;
   return ToKmcl(c->channel->SetFlags(Flags), STATUS_INVALID_PARAMETER_1, STATUS_INVALID_PARAMETER_2);
 }
 
 NTSTATUS VmbChannelInitSetFriendlyName(VMBCHANNEL Channel, PCUNICODE_STRING Name) {
   CompatChannel* c = FromHandle(Channel);
-  if (c == nullptr) return STATUS_INVALID_PARAMETER_1;
+  if (c == nullptr || !kmcl::compat::Configurable(*c)) return STATUS_INVALID_PARAMETER_1;
   if (Name == nullptr || (Name->Length != 0 && Name->Buffer == nullptr) || Name->Length % 2 != 0) {
     return STATUS_INVALID_PARAMETER_2;
   }
@@ -209,7 +217,7 @@ NTSTATUS VmbChannelInitSetFriendlyName(VMBCHANNEL Channel, PCUNICODE_STRING Name
 
 NTSTATUS VmbChannelInitSetMaximumExternalData(VMBCHANNEL Channel, UINT32 DataSize, UINT32 ChainLength) {
   CompatChannel* c = FromHandle(Channel);
-  if (c == nullptr) return STATUS_INVALID_PARAMETER_1;
+  if (c == nullptr || !kmcl::compat::Configurable(*c)) return STATUS_INVALID_PARAMETER_1;
   if (DataSize == 0) return STATUS_INVALID_PARAMETER_2;
   if (ChainLength == 0) return STATUS_INVALID_PARAMETER_3;
   return ToKmcl(c->channel->SetMaximumExternalData(DataSize, ChainLength),
@@ -218,7 +226,7 @@ NTSTATUS VmbChannelInitSetMaximumExternalData(VMBCHANNEL Channel, UINT32 DataSiz
 
 NTSTATUS VmbChannelInitSetMaximumPacketSize(VMBCHANNEL Channel, UINT32 PacketSize) {
   CompatChannel* c = FromHandle(Channel);
-  if (c == nullptr) return STATUS_INVALID_PARAMETER_1;
+  if (c == nullptr || !kmcl::compat::Configurable(*c)) return STATUS_INVALID_PARAMETER_1;
   if (PacketSize == 0) return STATUS_INVALID_PARAMETER_2;
   return ToKmcl(c->channel->SetMaximumPacketSize(PacketSize), STATUS_INVALID_PARAMETER_1,
                 STATUS_INVALID_PARAMETER_2);
@@ -228,7 +236,7 @@ NTSTATUS VmbChannelInitSetProcessPacketCallbacks(VMBCHANNEL Channel,
                                                  PFN_VMB_CHANNEL_PROCESS_PACKET ProcessPacketCallback,
                                                  PFN_VMB_CHANNEL_PROCESSING_COMPLETE ProcessingCompleteCallback) {
   CompatChannel* c = FromHandle(Channel);
-  if (c == nullptr) return STATUS_INVALID_PARAMETER_1;
+  if (c == nullptr || !kmcl::compat::Configurable(*c)) return STATUS_INVALID_PARAMETER_1;
   if (ProcessPacketCallback == nullptr) return STATUS_INVALID_PARAMETER_2;
   auto saved = std::make_pair(c->process_packet, c->processing_complete);
   c->process_packet = ProcessPacketCallback;
@@ -241,7 +249,7 @@ NTSTATUS VmbChannelInitSetProcessPacketCallbacks(VMBCHANNEL Channel,
 NTSTATUS VmbChannelInitSetStateChangeCallbacks(VMBCHANNEL Channel,
                                                PVMB_CHANNEL_STATE_CHANGE_CALLBACKS StateChangeCallbacks) {
   CompatChannel* c = FromHandle(Channel);
-  if (c == nullptr) return STATUS_INVALID_PARAMETER_1;
+  if (c == nullptr || !kmcl::compat::Configurable(*c)) return STATUS_INVALID_PARAMETER_1;
   if (StateChangeCallbacks == nullptr || StateChangeCallbacks->Version != 1 ||
       StateChangeCallbacks->Size != sizeof(VMB_CHANNEL_STATE_CHANGE_CALLBACKS)) {
     return STATUS_INVALID_PARAMETER_2;
@@ -256,7 +264,9 @@ NTSTATUS VmbChannelInitSetStateChangeCallbacks(VMBCHANNEL Channel,
 NTSTATUS VmbClientChannelInitSetRingBufferPageCount(VMBCHANNEL Channel, UINT32 IncomingPageCount,
                                                     UINT32 OutgoingPageCount) {
   CompatChannel* c = FromHandle(Channel);
-  if (c == nullptr || c->channel->is_server()) return STATUS_INVALID_PARAMETER_1;
+  if (c == nullptr || c->channel->is_server() || !kmcl::compat::Configurable(*c)) {
+    return STATUS_INVALID_PARAMETER_1;
+  }
   if (IncomingPageCount == 0 || IncomingPageCount > kmcl::kMaxRingPages) return STATUS_INVALID_PARAMETER_2;
   if (OutgoingPageCount == 0 || OutgoingPageCount > kmcl::kMaxRingPages) return STATUS_INVALID_PARAMETER_3;
   return ToKmcl(c->channel->SetRingBufferPageCount(IncomingPageCount, OutgoingPageCount),
@@ -267,7 +277,9 @@ NTSTATUS VmbClientChannelInitSetTargetPnp(VMBCHANNEL Channel, LPCGUID InterfaceT
                                           LPCGUID InterfaceInstance,
                                           PFN_VMB_CHANNEL_PNP_FAILURE PnpFailureCallback) {
   CompatChannel* c = FromHandle(Channel);
-  if (c == nullptr || c->channel->is_server()) return STATUS_INVALID_PARAMETER_1;
+  if (c == nullptr || c->channel->is_server() || !kmcl::compat::Configurable(*c)) {
+    return STATUS_INVALID_PARAMETER_1;
+  }
   if (InterfaceType == nullptr) return STATUS_INVALID_PARAMETER_2;
   std::optional<kmcl::Guid> instance;
   if (InterfaceInstance != nullptr) instance = kmcl::compat::ToGuid(*InterfaceInstance);
@@ -330,14 +342,18 @@ VOID VmbChannelSetIncomingProcessingAtPassive(VMBCHANNEL Channel, BOOLEAN Requir
 
 NTSTATUS VmbServerChannelInitSetFlags(VMBCHANNEL Channel, UINT32 Flags) {
   CompatChannel* c = FromHandle(Channel);
-  if (c == nullptr || !c->channel->is_server()) return STATUS_INVALID_PARAMETER_1;
+  if (c == nullptr || !c->channel->is_server() || !kmcl::compat::Configurable(*c)) {
+    return STATUS_INVALID_PARAMETER_1;
+  }
   return ToKmcl(c->channel->SetServerFlags(Flags), STATUS_INVALID_PARAMETER_1, STATUS_INVALID_PARAMETER_2);
 }
 
 NTSTATUS VmbServerChannelInitSetMmioMegabytes(VMBCHANNEL Channel, UINT16 MmioMegabytes,
                                               UINT16 MmioMegabytesOptional) {
   CompatChannel* c = FromHandle(Channel);
-  if (c == nullptr || !c->channel->is_server()) return STATUS_INVALID_PARAMETER_1;
+  if (c == nullptr || !c->channel->is_server() || !kmcl::compat::Configurable(*c)) {
+    return STATUS_INVALID_PARAMETER_1;
+  }
   if (MmioMegabytes == 0 && MmioMegabytesOptional == 0) return STATUS_INVALID_PARAMETER;
   return ToKmcl(c->channel->SetMmioMegabytes(MmioMegabytes, MmioMegabytesOptional),
                 STATUS_INVALID_PARAMETER_1, STATUS_INVALID_PARAMETER);
@@ -359,7 +375,9 @@ NTSTATUS VmbServerChannelInitSetSaveRestorePacketCallbacks(VMBCHANNEL Channel,
 NTSTATUS VmbServerChannelInitSetTargetInterfaceId(VMBCHANNEL Channel, GUID InterfaceType,
                                                   GUID InterfaceInstance) {
   CompatChannel* c = FromHandle(Channel);
-  if (c == nullptr || !c->channel->is_server()) return STATUS_INVALID_PARAMETER_1;
+  if (c == nullptr || !c->channel->is_server() || !kmcl::compat::Configurable(*c)) {
+    return STATUS_INVALID_PARAMETER_1;
+  }
   return ToKmcl(c->channel->SetTargetInterfaceId(kmcl::compat::ToGuid(InterfaceType),
                                                  kmcl::compat::ToGuid(InterfaceInstance)),
                 STATUS_INVALID_PARAMETER_1, STATUS_INVALID_PARAMETER_2);
@@ -367,7 +385,9 @@ NTSTATUS VmbServerChannelInitSetTargetInterfaceId(VMBCHANNEL Channel, GUID Inter
 
 NTSTATUS VmbServerChannelInitSetTargetVtl(VMBCHANNEL Channel, UINT8 TargetVtl) {
   CompatChannel* c = FromHandle(Channel);
-  if (c == nullptr || !c->channel->is_server()) return STATUS_INVALID_PARAMETER_1;
+  if (c == nullptr || !c->channel->is_server() || !kmcl::compat::Configurable(*c)) {
+    return STATUS_INVALID_PARAMETER_1;
+  }
   if (TargetVtl > 2) return STATUS_INVALID_PARAMETER_2;
   return ToKmcl(c->channel->SetTargetVtl(TargetVtl), STATUS_INVALID_PARAMETER_1,
                 STATUS_INVALID_PARAMETER_2);
@@ -383,7 +403,9 @@ NTSTATUS VmbConvertVmbusHandleToKernelHandle(HANDLE VmbusHandle, PHANDLE KernelH
 
 NTSTATUS VmbServerChannelInitSetVmbusHandle(VMBCHANNEL Channel, HANDLE VmbusHandle) {
   CompatChannel* c = FromHandle(Channel);
-  if (c == nullptr || !c->channel->is_server()) return STATUS_INVALID_PARAMETER_1;
+  if (c == nullptr || !c->channel->is_server() || !kmcl::compat::Configurable(*c)) {
+    return STATUS_INVALID_PARAMETER_1;
+  }
   const uint64_t kernel = reinterpret_cast<uint64_t>(VmbusHandle);
   if ((kernel & kmcl::compat::kKernelHandleBit) == 0) return STATUS_INVALID_PARAMETER_2;  // not converted
   kmcl::Partition* p = kmcl::Partition::FromVmbusHandle(kernel & ~kmcl::compat::kKernelHandleBit);
