@@ -40,6 +40,9 @@ Channel::~Channel() {
     partition_->CancelConnect(this);
     if (relid != 0) partition_->DetachGuest(vtl, relid, this);
   }
+  MutexLock lock(&mu_);
+  // Pooled packets were placement-constructed in raw blocks.
+  for (auto& block : packet_memory_) reinterpret_cast<Packet*>(block.get())->~Packet();
   magic_ = 0;
 }
 

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/synchronization/notification.h"
@@ -140,7 +141,15 @@ TEST_F(ChannelTest, EchoWithCompletions) {
   ASSERT_EQ(st, kStatusSuccess) << NtStatusName(st);
   EXPECT_THAT(reply, ElementsAre(0xFE, 0xFD, 0xFC, 0xFB, 0xFA, 0xF9, 0xF8, 0xF7));
 
+  // The host publishes its read index after the callback that already sent
+  // the completion, so the ring's indices settle a moment later.
   ChannelSnapshot hs = host->Snapshot();
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  while (hs.incoming.has_value() && hs.incoming->read_index != hs.incoming->write_index &&
+         absl::Now() < deadline) {
+    std::this_thread::yield();
+    hs = host->Snapshot();
+  }
   EXPECT_EQ(hs.connection, ConnectionState::kOpened);
   EXPECT_EQ(hs.stats.packets_received, 1u);
   EXPECT_EQ(hs.stats.completions_sent, 1u);
