@@ -10,7 +10,7 @@ build: setup
 	bazel build //...
 
 run: setup
-	bazel run //daemon:kmcld --
+	bazel run -c opt //daemon:kmcld -- --demo
 
 test: setup
 	@bash tools/run_tests.sh

@@ -20,7 +20,9 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "daemon/demo_traffic.h"
 #include "daemon/kmcl_services.h"
+#include "kmcl_core/partition.h"
 #include "daemon/listen_options.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -39,6 +41,11 @@ ABSL_FLAG(std::string, runtime_dir, "",
           "/run/kmcld for root, else /tmp/kmcld-<uid>.");
 ABSL_FLAG(int, shutdown_grace_ms, 5000,
           "On SIGINT/SIGTERM, how long running calls may take before they are cancelled.");
+ABSL_FLAG(bool, demo, false,
+          "Run demo traffic: an echo VSP and an echo VSC on the default partition, "
+          "echoing packets every --demo_interval_ms and reporting on stderr.");
+ABSL_FLAG(int, demo_interval_ms, 2000, "Pause between demo rounds.");
+ABSL_FLAG(int64_t, demo_packets, 20000, "Packets echoed per demo round.");
 
 namespace {
 
@@ -69,6 +76,28 @@ int Run() {
   if (options->tcp_address.empty() && options->uds_path.empty()) {
     absl::FPrintF(stderr, "kmcld: nothing to listen on (--listen and --uds both disabled)\n");
     return 1;
+  }
+
+  // The embedded default partition: an emulated VM with 4 GiB of lazily
+  // allocated guest memory and a guest VMBus client at VTL 0.
+  absl::StatusOr<std::unique_ptr<kmcl::Partition>> partition = kmcl::Partition::Create({});
+  if (!partition.ok()) {
+    absl::FPrintF(stderr, "kmcld: cannot create the default partition: %s\n",
+                  partition.status().message());
+    return 1;
+  }
+  absl::FPrintF(stderr, "kmcld: partition %s: %d MiB of guest memory, VMBus %d.%d, handle 0x%x\n",
+                (*partition)->id(), (*partition)->memory().size_bytes() >> 20,
+                *(*partition)->NegotiatedVersion(0) >> 16, *(*partition)->NegotiatedVersion(0) & 0xFFFF,
+                (*partition)->vmbus_handle());
+  kmcld::DemoTraffic demo;
+  if (absl::GetFlag(FLAGS_demo)) {
+    absl::Status s = demo.Start(**partition, absl::GetFlag(FLAGS_demo_packets),
+                                absl::Milliseconds(absl::GetFlag(FLAGS_demo_interval_ms)));
+    if (!s.ok()) {
+      absl::FPrintF(stderr, "kmcld: %s\n", s.message());
+      return 1;
+    }
   }
 
   grpc::EnableDefaultHealthCheckService(true);
@@ -112,6 +141,7 @@ int Run() {
   });
   server->Wait();
   signal_thread.join();
+  demo.Stop();
   if (!options->uds_path.empty()) ::unlink(options->uds_path.c_str());
   absl::FPrintF(stderr, "kmcld: stopped\n");
   return 0;

@@ -76,6 +76,25 @@ absl::Status DaemonProcess::Start(const std::vector<std::string>& args, absl::Du
   return absl::OkStatus();
 }
 
+absl::Status DaemonProcess::WaitForOutput(const std::string& text, int times,
+                                          absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  auto count = [&] {
+    int n = 0;
+    for (size_t at = output_.find(text); at != std::string::npos; at = output_.find(text, at + 1)) ++n;
+    return n;
+  };
+  while (count() < times) {
+    if (absl::Now() >= deadline) {
+      return absl::DeadlineExceededError(absl::StrCat("no '", text, "' in: ", output_));
+    }
+    if (!ReadSome(deadline)) {
+      return absl::UnavailableError(absl::StrCat("kmcld exited: ", output_));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<int> DaemonProcess::Stop(int signal, absl::Duration timeout) {
   if (pid_ <= 0) return absl::FailedPreconditionError("not running");
   ::kill(pid_, signal);

@@ -34,6 +34,11 @@ class DaemonProcess {
   absl::Status Start(const std::vector<std::string>& args,
                      absl::Duration timeout = absl::Seconds(30));
 
+  // Reads the daemon's stderr until it contains `text` at least `times`
+  // times. DEADLINE_EXCEEDED after `timeout`, UNAVAILABLE if it exited.
+  absl::Status WaitForOutput(const std::string& text, int times = 1,
+                             absl::Duration timeout = absl::Seconds(30));
+
   // Sends `signal`, waits for exit, returns the exit code (or 128 + signal
   // number if it was killed by a signal).
   absl::StatusOr<int> Stop(int signal, absl::Duration timeout = absl::Seconds(30));

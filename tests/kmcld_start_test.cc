@@ -8,6 +8,7 @@
 #include <string>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_split.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "gtest/gtest.h"
@@ -77,6 +78,27 @@ TEST(KmcldStart, RefusesASocketAnotherDaemonServes) {
   ASSERT_TRUE(health.ok()) << health.status();
   EXPECT_EQ(*health, 1);
   EXPECT_EQ(*first.Stop(SIGTERM), 0);
+}
+
+TEST(KmcldStart, HostsTheDefaultPartitionAndRunsDemoTraffic) {
+  DaemonProcess daemon;
+  ASSERT_TRUE(daemon.Start({"--listen=127.0.0.1:0", "--uds=none", "--demo", "--demo_packets=2000",
+                            "--demo_interval_ms=50"})
+                  .ok())
+      << daemon.output();
+  EXPECT_TRUE(absl::StrContains(daemon.output(), "kmcld: partition default: 4096 MiB"))
+      << daemon.output();
+  ASSERT_TRUE(daemon.WaitForOutput("kmcld: demo:", 2).ok()) << daemon.output();
+  EXPECT_TRUE(absl::StrContains(daemon.output(), "4000 packets echoed")) << daemon.output();
+  // Every report says nothing was mismatched.
+  for (absl::string_view line : absl::StrSplit(daemon.output(), '\n')) {
+    if (absl::StrContains(line, "kmcld: demo:")) {
+      EXPECT_TRUE(absl::StrContains(line, " 0 mismatched)")) << line;
+    }
+  }
+  auto code = daemon.Stop(SIGTERM);
+  ASSERT_TRUE(code.ok());
+  EXPECT_EQ(*code, 0) << daemon.output();
 }
 
 TEST(KmcldStart, UnusableTcpAddressFailsClearly) {
