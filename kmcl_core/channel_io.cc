@@ -262,9 +262,6 @@ void Channel::RunFinishedSends() {
 
 void Channel::CompleteSend(Packet& packet, NTSTATUS status, std::span<const uint8_t> completion) {
   packet.in_flight_ = false;
-  // Caller-memory packets may simply be abandoned after completion: hold no
-  // heap memory between sends.
-  std::vector<GpaRange>().swap(packet.external_);
   Packet::CompletionRoutine routine = packet.routine_;  // it may free the packet
   if (routine) routine(packet, status, completion);
 }

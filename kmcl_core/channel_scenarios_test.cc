@@ -256,12 +256,21 @@ TEST_F(Scenario, CloseWithANonEmptyRingThenReopen) {
   host_->SetTransactionQuota(1);
   MakeGuest(RecordingCallbacks(r, "guest"));
   ASSERT_TRUE(r.WaitFor("guest:post_started"));
-  Sender s;
-  std::thread t([&] { s.Run(*guest_, 5, 64, 8); });
-  while (delivered.load() < 1) std::this_thread::yield();
-  ASSERT_TRUE(guest_->Disable().ok());  // four packets still in the ring
-  t.join();
-  EXPECT_EQ(s.cancelled(), 5u) << "the guest's transactions end cancelled";
+  std::atomic<int>& cancelled = Keep<std::atomic<int>>(0);
+  for (int i = 0; i < 5; ++i) {
+    Packet* p = guest_->AllocatePacket();
+    p->set_completion_routine([&cancelled](Packet& pk, NTSTATUS st, std::span<const uint8_t>) {
+      if (st == kStatusCancelled) cancelled++;
+      pk.channel().FreePacket(&pk).IgnoreError();
+    });
+    std::vector<uint8_t> payload(64, static_cast<uint8_t>(i));
+    ASSERT_TRUE(guest_->Send(*p, payload, {}, kFormatFlagWaitForCompletion).ok());
+  }
+  while (delivered.load() < 1 || guest_->Snapshot().stats.packets_sent < 5) {
+    std::this_thread::yield();  // one delivered (quota 1), four waiting in the ring
+  }
+  ASSERT_TRUE(guest_->Disable().ok());
+  EXPECT_EQ(cancelled.load(), 5) << "the guest's transactions end cancelled";
   ASSERT_TRUE(r.WaitFor("host:closed"));
   EXPECT_EQ(host_->connection(), ConnectionState::kClosed) << "the offer stays out";
 

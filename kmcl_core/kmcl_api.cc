@@ -55,6 +55,14 @@ Delivery* FromHandle(VMBPACKETCOMPLETION handle) {
   return d->magic() == Delivery::kMagic ? d : nullptr;
 }
 
+const Device* FindDevice(const void* handle) {
+  MutexLock lock(&g_mu);
+  for (auto& d : Devices()) {
+    if (d.get() == handle) return d.get();  // compared, never dereferenced unchecked
+  }
+  return nullptr;
+}
+
 CompatChannel* Owner(const Channel& channel) {
   return static_cast<CompatChannel*>(channel.kmcl_context);
 }
@@ -137,8 +145,8 @@ PDEVICE_OBJECT KmclGetVmbusDevice(UINT64 VmbusHandle, UINT8 Vtl) {
 NTSTATUS VmbChannelAllocate(PDEVICE_OBJECT ParentDeviceObject, BOOLEAN IsServer, VMBCHANNEL* Channel) {
   if (Channel == nullptr) return STATUS_INVALID_PARAMETER_3;
   *Channel = nullptr;
-  auto* device = reinterpret_cast<Device*>(ParentDeviceObject);
-  if (device == nullptr || device->magic != Device::kMagic) return STATUS_INVALID_PARAMETER_1;
+  const Device* device = kmcl::compat::FindDevice(ParentDeviceObject);
+  if (device == nullptr) return STATUS_INVALID_PARAMETER_1;
   kmcl::Partition* partition = kmcl::Partition::FromVmbusHandle(device->vmbus_handle);
   if (partition == nullptr) return STATUS_DEVICE_REMOVED;
   auto channel = kmcl::Channel::Allocate(*partition, IsServer != 0);

@@ -410,9 +410,8 @@ VOID VmbChannelUnmapGpadl(VMBCHANNEL Channel, UINT32 GpadlHandle) {
 // ---- Guest memory helpers --------------------------------------------------------------------
 
 static kmcl::Partition* PartitionOf(PDEVICE_OBJECT Device) {
-  auto* d = reinterpret_cast<kmcl::compat::Device*>(Device);
-  if (d == nullptr || d->magic != kmcl::compat::Device::kMagic) return nullptr;
-  return kmcl::Partition::FromVmbusHandle(d->vmbus_handle);
+  const kmcl::compat::Device* d = kmcl::compat::FindDevice(Device);
+  return d == nullptr ? nullptr : kmcl::Partition::FromVmbusHandle(d->vmbus_handle);
 }
 
 PVOID KmclAllocateGuestMemory(PDEVICE_OBJECT Device, UINT32 ByteCount) {

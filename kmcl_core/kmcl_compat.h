@@ -58,6 +58,8 @@ inline VMBCHANNEL ToHandle(CompatChannel* c) { return reinterpret_cast<VMBCHANNE
 inline VMBPACKET ToHandle(Packet* p) { return reinterpret_cast<VMBPACKET>(p); }
 inline VMBPACKETCOMPLETION ToHandle(Delivery* d) { return reinterpret_cast<VMBPACKETCOMPLETION>(d); }
 CompatChannel* Owner(const Channel& channel);
+// The device a PDEVICE_OBJECT names, found by address (nullptr if none).
+const Device* FindDevice(const void* handle);
 
 void RegisterChannel(CompatChannel* c);
 void UnregisterChannel(CompatChannel* c);
