@@ -290,6 +290,13 @@ absl::Status Channel::Enable() {
     incoming_failed_ = false;
     corruption_.clear();
   }
+  // A restored endpoint re-attaches to its channel instead of offering or
+  // opening anew.
+  if (absl::StatusOr<bool> reattached = EnableRestored(); !reattached.ok()) {
+    return reattached.status();
+  } else if (*reattached) {
+    return absl::OkStatus();
+  }
   StartThreads();
   for (EndpointAction action : actions) {
     if (action == EndpointAction::kOffer) {
@@ -306,6 +313,50 @@ absl::Status Channel::Enable() {
     }
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<bool> Channel::EnableRestored() {
+  ConnectionState connection;
+  uint32_t old_relid;
+  bool force_new;
+  {
+    MutexLock lock(&mu_);
+    if (!restored_) return false;
+    restored_ = false;
+    connection = restored_connection_;
+    old_relid = relid_;
+    force_new = is_server_ && (server_flags_ & kServerFlagForceNewChannel) != 0;
+    if (connection == ConnectionState::kDisabled || (!is_server_ && connection == ConnectionState::kEnabled)) {
+      relid_ = 0;  // saved before it was offered/opened: enable as new
+      return false;
+    }
+  }
+  if (force_new) {
+    // FORCE_NEW_CHANNEL: abandon the old instance and offer afresh; its
+    // transactions end cancelled.
+    if (old_relid != 0) partition_->Revoke(old_relid).IgnoreError();
+    CancelOutstanding(kStatusCancelled);
+    MutexLock lock(&mu_);
+    relid_ = 0;
+    open_.reset();
+    for (Delivery* d : redeliver_) free_deliveries_.push_back(d);
+    redeliver_.clear();
+    delivered_ = 0;
+    return false;
+  }
+  if (absl::Status s = AttachRestored(); !s.ok()) {
+    MutexLock lock(&mu_);
+    fsm_.Disable();
+    return s;
+  }
+  {
+    MutexLock lock(&mu_);
+    fsm_.Restore(restored_connection_, restored_run_);
+  }
+  StartThreads();
+  MutexLock lock(&mu_);
+  Post({CommandKind::kRestoredOpen});
+  return true;
 }
 
 absl::Status Channel::RunUserCommand(CommandKind kind) {
@@ -467,6 +518,29 @@ void Channel::ControlLoop() {
       case CommandKind::kDeliverPassive:
         Deliver(*cmd.delivery);
         break;
+      case CommandKind::kRestoredOpen: {
+        // Back from a restore: the driver hears Opened again (to rebuild
+        // its mappings), then Started/PostStarted if it was running; both
+        // directions are signalled once, in case an interrupt was lost.
+        bool opened;
+        {
+          MutexLock lock(&mu_);
+          opened = fsm_.connection() == ConnectionState::kOpened;
+        }
+        if (opened && callbacks_.opened) callbacks_.opened(*this);
+        {
+          MutexLock lock(&mu_);
+          if (fsm_.running()) {
+            actions = {EndpointAction::kCallStarted, EndpointAction::kIncomingOn,
+                       EndpointAction::kCallPostStarted};
+          }
+        }
+        Execute(actions);
+        actions.clear();
+        NotifyIo();
+        SignalPeer();
+        break;
+      }
     }
     Execute(actions);
     if (cmd.ticket != 0) {

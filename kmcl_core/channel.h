@@ -162,6 +162,15 @@ struct ChannelCallbacks {
   std::function<void(Channel&, Delivery&, std::span<const uint8_t> buffer, uint32_t flags)>
       process_packet;
   std::function<void(Channel&, uint32_t packets)> processing_complete;
+  // Save/restore of the driver's own per-packet state (KMCL's
+  // EvtVmbChannelSavePacket / EvtVmbChannelRestorePacket): `save_packet`
+  // returns the bytes to keep for an in-flight packet; `restore_packet` gets
+  // them back with kmcl_core's own part (`lib`), and must allocate a packet
+  // and call Channel::RestorePacket(packet, lib).
+  std::function<absl::StatusOr<std::vector<uint8_t>>(Channel&, Packet&)> save_packet;
+  std::function<absl::Status(Channel&, std::span<const uint8_t> lib,
+                             std::span<const uint8_t> saved)>
+      restore_packet;
 };
 
 // What GetExternalData maps: the guest pages of a GPA-direct packet.
@@ -268,6 +277,23 @@ class Channel {
   void SetTransactionQuota(uint32_t quota);
   void SetIncomingProcessingAtPassive(bool passive);
 
+  // ---- Save and restore (channel_save.cc, docs/saved-state.md) ----
+  // The endpoint's state as a blob. FAILED_PRECONDITION while running or
+  // opening (Pause first). Freezes the send queue until Thaw(), so the rings
+  // saved with the partition match the blob. A saved channel that is not
+  // thawed has handed its transactions over: disabling it ends them
+  // silently (they complete in the restored channel); Thaw() instead
+  // resumes this channel as if nothing happened (a failed migration).
+  absl::StatusOr<std::string> Save();
+  void Thaw();
+  // Restores a blob into a disabled channel; Enable then re-attaches it.
+  // INVALID_ARGUMENT for a bad blob, FAILED_PRECONDITION for a newer format
+  // or a channel in the wrong state; nothing changes on failure.
+  absl::Status Restore(const std::string& blob);
+  // From restore_packet: gives `packet` the saved state `lib`.
+  absl::Status RestorePacket(Packet& packet, std::span<const uint8_t> lib);
+  bool restored() const;
+
   // ---- Misc ----
   void set_pointer(void* p) { pointer_ = p; }
   void* pointer() const { return pointer_; }
@@ -303,6 +329,7 @@ class Channel {
     kPeerClosed,               // server: the guest closed; client: rescind
     kOpenCancelled,            // server: rescinded while opening
     kDeliverPassive,           // a delivery deferred to passive level
+    kRestoredOpen,             // a restored, opened channel comes back up
   };
   struct Command {
     CommandKind kind;
@@ -337,6 +364,9 @@ class Channel {
   bool pipe_mode() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Control-thread steps.
+  absl::Status AttachRestored();
+  // Enable's restore path: true if it re-attached (Enable is done).
+  absl::StatusOr<bool> EnableRestored();
   void OpenMatchedOffer(uint32_t relid);
   void CallOpened();
   void ReleaseRings();
@@ -396,6 +426,12 @@ class Channel {
   std::optional<std::pair<uint64_t, uint64_t>> mmio_ ABSL_GUARDED_BY(mu_);
   uint16_t interrupt_latency_ ABSL_GUARDED_BY(mu_) = 0;
   bool in_closed_callback_ ABSL_GUARDED_BY(mu_) = false;
+  // Save/restore.
+  bool frozen_ ABSL_GUARDED_BY(mu_) = false;  // Save() stops sends reaching the ring
+  bool restored_ ABSL_GUARDED_BY(mu_) = false;
+  ConnectionState restored_connection_ ABSL_GUARDED_BY(mu_) = ConnectionState::kDisabled;
+  RunState restored_run_ ABSL_GUARDED_BY(mu_) = RunState::kPaused;
+  std::deque<Delivery*> redeliver_ ABSL_GUARDED_BY(mu_);  // delivered again after restore
   bool in_started_callback_ ABSL_GUARDED_BY(mu_) = false;
 
   // Threads and their queues.

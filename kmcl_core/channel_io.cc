@@ -194,6 +194,10 @@ void Channel::FlushSends() {
   {
     MutexLock s(&send_mu_);
     if (writer_ == nullptr) return;
+    {
+      MutexLock lock(&mu_);
+      if (frozen_) return;  // being saved: the queue stays as saved
+    }
     while (!send_queue_.empty()) {
       QueuedSend& q = send_queue_.front();
       OutgoingPacket op;
@@ -269,6 +273,11 @@ void Channel::CompleteSend(Packet& packet, NTSTATUS status, std::span<const uint
 void Channel::CancelOutstanding(NTSTATUS status) {
   std::vector<std::pair<Packet*, NTSTATUS>> done;
   absl::flat_hash_set<Packet*> seen;
+  bool handed_over;
+  {
+    MutexLock lock(&mu_);
+    handed_over = frozen_;  // saved and never thawed: the blob owns them now
+  }
   {
     MutexLock s(&send_mu_);  // then mu_: the same order as SendInternal
     for (auto& f : finished_sends_) {
@@ -285,6 +294,12 @@ void Channel::CancelOutstanding(NTSTATUS status) {
       if (seen.insert(packet).second) done.push_back({packet, status});
     }
     outstanding_.clear();
+  }
+  if (handed_over) {
+    // Their transactions live on in the saved blob and complete in the
+    // restored channel; here they end silently.
+    for (auto& [packet, s] : done) packet->in_flight_ = false;
+    return;
   }
   for (auto& [packet, s] : done) CompleteSend(*packet, s, {});
 }
@@ -567,6 +582,18 @@ void Channel::DrainIncoming() {
   uint32_t batch = 0;
   int since_commit = 0;
   bool signal = false;
+  // Packets delivered before a save and not completed come first.
+  for (;;) {
+    Delivery* d = nullptr;
+    {
+      MutexLock lock(&mu_);
+      if (redeliver_.empty() || !incoming_on_) break;
+      d = redeliver_.front();
+      redeliver_.pop_front();
+    }
+    ++batch;
+    Deliver(*d);
+  }
   reader_->BeginDrain();
   for (;;) {
     bool passive;

@@ -91,6 +91,12 @@ class EndpointStateMachine {
   // The open was cancelled before the Opened callback ran (rescind during open).
   Actions OpenCancelled();
 
+  // Restores a saved state (Channel::Restore) into a disabled machine.
+  void Restore(ConnectionState connection, RunState run) {
+    connection_ = connection;
+    run_ = run;
+  }
+
  private:
   void EnterRunning(Actions& out) const;
   void LeaveRunning(Actions& out) const;

@@ -14,6 +14,16 @@ uint32_t GpadlTable::AllocateId() {
   return next_gpadl_id_++;
 }
 
+uint32_t GpadlTable::next_id() const {
+  MutexLock lock(&mu_);
+  return next_gpadl_id_;
+}
+
+void GpadlTable::set_next_id(uint32_t id) {
+  MutexLock lock(&mu_);
+  next_gpadl_id_ = id;
+}
+
 absl::Status GpadlTable::Create(uint32_t gpadl_id, uint32_t channel_id,
                                 std::vector<GpaRange> ranges, bool read_only) {
   if (absl::Status s = ValidateGpaRanges(ranges, memory_.page_count()); !s.ok()) {

@@ -95,6 +95,9 @@ class GpadlTable {
 
   // An id not in use, for a guest that lets kmcl_core choose.
   uint32_t AllocateId();
+  // Where AllocateId continues (saved with the partition).
+  uint32_t next_id() const;
+  void set_next_id(uint32_t id);
 
   // ALREADY_EXISTS if the id is in use; INVALID_ARGUMENT / OUT_OF_RANGE for
   // bad ranges.

@@ -162,6 +162,17 @@ bool GuestMemory::IsAllocated(uint64_t pfn) const {
   return pfn < page_count() && IsAllocatedLocked(pfn);
 }
 
+std::vector<uint64_t> GuestMemory::AllocatedPages() const {
+  MutexLock lock(&mu_);
+  std::vector<uint64_t> out;
+  for (size_t w = 0; w < allocated_bits_.size(); ++w) {
+    for (uint64_t bits = allocated_bits_[w]; bits != 0; bits &= bits - 1) {
+      out.push_back(w * 64 + __builtin_ctzll(bits));
+    }
+  }
+  return out;
+}
+
 uint64_t GuestMemory::free_page_count() const {
   MutexLock lock(&mu_);
   return free_pages_;

@@ -102,6 +102,8 @@ class GuestMemory {
   absl::Status FreePages(std::span<const uint64_t> pfns);
   uint64_t free_page_count() const;
 
+  // Every allocated PFN, ascending (for saving a partition).
+  std::vector<uint64_t> AllocatedPages() const;
   // Marks pages allocated without zeroing them (restore of a saved layout).
   absl::Status ClaimPages(std::span<const uint64_t> pfns);
   bool IsAllocated(uint64_t pfn) const;

@@ -70,6 +70,17 @@ struct PartitionCounters {
 class Partition {
  public:
   static absl::StatusOr<std::unique_ptr<Partition>> Create(PartitionOptions options);
+
+  // The whole partition as one blob: guest memory (allocated pages), GPADLs
+  // and the VMBus control plane of host and guests. Channel endpoints are
+  // saved separately (Channel::Save) and re-attach after Restore.
+  // Call while the endpoints are paused so the rings are quiescent.
+  absl::StatusOr<std::string> Save() const;
+  // A new partition from Save()'s blob; `id` overrides the saved id when not
+  // empty. A truncated, corrupted or foreign blob is INVALID_ARGUMENT and a
+  // newer format FAILED_PRECONDITION; nothing is left behind on failure.
+  static absl::StatusOr<std::unique_ptr<Partition>> Restore(const std::string& blob,
+                                                             const std::string& id = "");
   // Every channel must have been destroyed first.
   ~Partition();
   Partition(const Partition&) = delete;
@@ -119,6 +130,11 @@ class Partition {
   absl::Status CloseGuest(uint8_t vtl, uint32_t relid);
   // Forgets the guest endpoint; releases the relid if it was rescinded.
   void DetachGuest(uint8_t vtl, uint32_t relid, const Channel* guest);
+  // A restored endpoint re-attaches to its channel (no wire traffic).
+  // FAILED_PRECONDITION if the channel is not in the restored control plane
+  // or another endpoint holds it.
+  absl::Status AttachHost(uint32_t relid, uint64_t offer_sequence, Channel* host);
+  absl::Status AttachGuest(uint8_t vtl, uint32_t relid, Channel* guest);
   std::shared_ptr<RingLink> LinkFor(uint32_t relid);
 
  private:

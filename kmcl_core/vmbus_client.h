@@ -31,6 +31,9 @@
 #include "kmcl_core/vmbus_messages.h"
 
 namespace kmcl {
+namespace saved::v1 {
+class Client;
+}
 
 enum class ClientChannelState {
   kOffered,  // known, not open
@@ -121,6 +124,10 @@ class VmbusClient {
 
   std::optional<ClientChannelInfo> Channel(uint32_t relid) const;
   std::vector<ClientChannelInfo> Channels() const;
+
+  // Saved state (vmbus_state_save.cc).
+  void Save(saved::v1::Client& out) const;
+  absl::Status Restore(const saved::v1::Client& in);
 
  private:
   void Send(VmbusMessage message);

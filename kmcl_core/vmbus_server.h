@@ -44,6 +44,9 @@
 #include "kmcl_core/vmbus_messages.h"
 
 namespace kmcl {
+namespace saved::v1 {
+class SavedPartition;
+}
 
 // What the host offers (VmbServerChannelInit* settings, in wire terms).
 struct ServerOffer {
@@ -156,6 +159,12 @@ class VmbusServer {
   std::vector<ServerChannelInfo> Channels() const;
   // The negotiated version at `vtl`, or nullopt if not connected.
   std::optional<uint32_t> ConnectedVersion(uint8_t vtl) const;
+
+  // Saved state (vmbus_state_save.cc). Restore validates everything (relids,
+  // states, GPADL owners against the table) and, on error, leaves this
+  // server as it was.
+  void Save(saved::v1::SavedPartition& out) const;
+  absl::Status Restore(const saved::v1::SavedPartition& in);
 
  private:
   struct Connection {

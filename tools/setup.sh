@@ -10,6 +10,7 @@ PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libssl-dev openssl
   libgtest-dev libgmock-dev libbenchmark-dev
+  zlib1g-dev              # CRC-32 of saved-state blobs
   libboost-dev            # boost::lockfree::spsc_queue, the ring benchmark's baseline
   clang libclang-rt-14-dev  # libFuzzer targets under fuzz/
 )
