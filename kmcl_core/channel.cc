@@ -392,6 +392,9 @@ absl::Status Channel::Start() {
       return absl::FailedPreconditionError("VmbChannelStart on a disabled channel");
     }
   }
+  // Starting a saved channel means it keeps running here (a checkpoint, or
+  // a migration that failed): its transactions are its own again.
+  Thaw();
   return RunUserCommand(CommandKind::kStart);
 }
 

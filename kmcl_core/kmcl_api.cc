@@ -113,6 +113,30 @@ absl::Status InstallCallbacks(CompatChannel& c) {
       f(ToHandle(self), n);
     };
   }
+  if (c.save_packet) {
+    // Two-phase sizing: first with no buffer to learn BytesNeeded.
+    cb.save_packet = [f = c.save_packet, self](Channel&, Packet& packet)
+        -> absl::StatusOr<std::vector<uint8_t>> {
+      UINT32 needed = 0;
+      NTSTATUS st = f(ToHandle(self), ToHandle(&packet), nullptr, 0, &needed);
+      if (NT_SUCCESS(st) && needed == 0) return std::vector<uint8_t>();
+      if (needed == 0) return absl::InternalError("EvtVmbChannelSavePacket failed");
+      std::vector<uint8_t> buffer(needed);
+      UINT32 again = 0;
+      st = f(ToHandle(self), ToHandle(&packet), buffer.data(), needed, &again);
+      if (!NT_SUCCESS(st)) return absl::InternalError("EvtVmbChannelSavePacket failed");
+      return buffer;
+    };
+  }
+  if (c.restore_packet) {
+    cb.restore_packet = [f = c.restore_packet, self](Channel&, std::span<const uint8_t> lib,
+                                                     std::span<const uint8_t> saved) -> absl::Status {
+      NTSTATUS st = f(ToHandle(self), const_cast<uint8_t*>(lib.data()), static_cast<UINT32>(lib.size()),
+                      const_cast<uint8_t*>(saved.data()), static_cast<UINT32>(saved.size()));
+      return NT_SUCCESS(st) ? absl::OkStatus()
+                            : absl::InvalidArgumentError("EvtVmbChannelRestorePacket failed");
+    };
+  }
   return c.channel->SetCallbacks(std::move(cb));
 }
 
@@ -377,7 +401,8 @@ NTSTATUS VmbServerChannelInitSetSaveRestorePacketCallbacks(VMBCHANNEL Channel,
   }
   c->save_packet = SavePacketCallback;
   c->restore_packet = RestorePacketCallback;
-  return STATUS_SUCCESS;
+  return ToKmcl(kmcl::compat::InstallCallbacks(*c), STATUS_INVALID_PARAMETER_1,
+                STATUS_INVALID_PARAMETER_2);
 }
 
 NTSTATUS VmbServerChannelInitSetTargetInterfaceId(VMBCHANNEL Channel, GUID InterfaceType,
@@ -421,24 +446,101 @@ NTSTATUS VmbServerChannelInitSetVmbusHandle(VMBCHANNEL Channel, HANDLE VmbusHand
   return ToKmcl(c->channel->BindPartition(*p), STATUS_INVALID_PARAMETER_1, STATUS_INVALID_PARAMETER_2);
 }
 
-// ---- Save and restore (kmcl_api.md section 9) --------------------------------------------
-// Implemented by the save/restore work (issue 5); until then they report
-// STATUS_NOT_SUPPORTED rather than pretending to save.
+// ---- Save and restore (kmcl_api.md section 9, docs/saved-state.md) ----------------
+// The stream SaveContinue hands out, and RestoreFromBuffer takes back in
+// chunks of any size, is an 8-byte little-endian length followed by the
+// channel's saved-state blob.
+
+static NTSTATUS SaveStatus(const absl::Status& s) {
+  if (s.code() == absl::StatusCode::kFailedPrecondition &&
+      s.message().find("format version") != absl::string_view::npos) {
+    return STATUS_REVISION_MISMATCH;  // a blob from a newer kmcl_core
+  }
+  return ToKmcl(s, STATUS_INVALID_DEVICE_STATE, STATUS_INVALID_PARAMETER);
+}
 
 NTSTATUS VmbChannelSaveBegin(VMBCHANNEL Channel) {
-  return FromHandle(Channel) == nullptr ? STATUS_INVALID_PARAMETER_1 : STATUS_NOT_SUPPORTED;
+  CompatChannel* c = FromHandle(Channel);
+  if (c == nullptr || !c->channel->is_server()) return STATUS_INVALID_PARAMETER_1;
+  absl::StatusOr<std::string> blob = c->channel->Save();
+  if (!blob.ok()) return SaveStatus(blob.status());
+  kmcl::MutexLock lock(&c->mu);
+  const uint64_t length = blob->size();
+  c->save_stream.assign(reinterpret_cast<const char*>(&length), sizeof(length));
+  c->save_stream += *blob;
+  c->save_cursor = 0;
+  c->saving = true;
+  return STATUS_SUCCESS;
 }
-NTSTATUS VmbChannelSaveContinue(VMBCHANNEL Channel, PVOID, ULONG, PULONG BytesFilled, PULONG BytesRequired) {
-  if (BytesFilled != nullptr) *BytesFilled = 0;
-  if (BytesRequired != nullptr) *BytesRequired = 0;
-  return FromHandle(Channel) == nullptr ? STATUS_INVALID_PARAMETER_1 : STATUS_NOT_SUPPORTED;
+
+NTSTATUS VmbChannelSaveContinue(VMBCHANNEL Channel, PVOID SaveBuffer, ULONG SaveBufferSize,
+                                PULONG BytesFilled, PULONG BytesRequired) {
+  CompatChannel* c = FromHandle(Channel);
+  if (c == nullptr) return STATUS_INVALID_PARAMETER_1;
+  if (BytesFilled == nullptr || BytesRequired == nullptr) return STATUS_INVALID_PARAMETER;
+  *BytesFilled = 0;
+  *BytesRequired = 0;
+  kmcl::MutexLock lock(&c->mu);
+  if (!c->saving) return STATUS_INVALID_DEVICE_STATE;  // no VmbChannelSaveBegin
+  const size_t remaining = c->save_stream.size() - c->save_cursor;
+  if (SaveBuffer == nullptr || SaveBufferSize == 0) {
+    *BytesRequired = static_cast<ULONG>(std::min<size_t>(remaining, UINT32_MAX));
+    return STATUS_BUFFER_TOO_SMALL;  // nothing written
+  }
+  const size_t n = std::min<size_t>(remaining, SaveBufferSize);
+  std::memcpy(SaveBuffer, c->save_stream.data() + c->save_cursor, n);
+  c->save_cursor += n;
+  *BytesFilled = static_cast<ULONG>(n);
+  if (c->save_cursor < c->save_stream.size()) {
+    *BytesRequired = static_cast<ULONG>(std::min<size_t>(c->save_stream.size() - c->save_cursor, UINT32_MAX));
+    return STATUS_BUFFER_OVERFLOW;  // partial: call again
+  }
+  return STATUS_SUCCESS;
 }
-VOID VmbChannelSaveEnd(VMBCHANNEL) {}
-NTSTATUS VmbChannelRestoreFromBuffer(VMBCHANNEL Channel, PVOID, ULONG) {
-  return FromHandle(Channel) == nullptr ? STATUS_INVALID_PARAMETER_1 : STATUS_NOT_SUPPORTED;
+
+VOID VmbChannelSaveEnd(VMBCHANNEL Channel) {
+  CompatChannel* c = FromHandle(Channel);
+  if (c == nullptr) return;
+  kmcl::MutexLock lock(&c->mu);
+  c->saving = false;
+  std::string().swap(c->save_stream);
+  c->save_cursor = 0;
 }
-NTSTATUS VmbPacketRestore(VMBPACKET PacketObject, PVOID, ULONG) {
-  return FromHandle(PacketObject) == nullptr ? STATUS_INVALID_PARAMETER_1 : STATUS_NOT_SUPPORTED;
+
+NTSTATUS VmbChannelRestoreFromBuffer(VMBCHANNEL Channel, PVOID Buffer, ULONG BufferSize) {
+  CompatChannel* c = FromHandle(Channel);
+  if (c == nullptr || !c->channel->is_server() || !kmcl::compat::Configurable(*c)) {
+    return STATUS_INVALID_PARAMETER_1;
+  }
+  if (Buffer == nullptr && BufferSize != 0) return STATUS_INVALID_PARAMETER_2;
+  std::string blob;
+  {
+    kmcl::MutexLock lock(&c->mu);
+    c->restore_stream.append(static_cast<const char*>(Buffer), BufferSize);
+    if (c->restore_stream.size() < sizeof(uint64_t)) return STATUS_MORE_PROCESSING_REQUIRED;
+    uint64_t length;
+    std::memcpy(&length, c->restore_stream.data(), sizeof(length));
+    if (length > (uint64_t{1} << 32)) {
+      c->restore_stream.clear();
+      return STATUS_INVALID_PARAMETER;  // not a saved-state stream
+    }
+    if (c->restore_stream.size() < sizeof(length) + length) return STATUS_MORE_PROCESSING_REQUIRED;
+    if (c->restore_stream.size() > sizeof(length) + length) {
+      c->restore_stream.clear();
+      return STATUS_INVALID_PARAMETER;  // more bytes than the stream holds
+    }
+    blob = c->restore_stream.substr(sizeof(length));
+    c->restore_stream.clear();
+  }
+  return SaveStatus(c->channel->Restore(blob));
+}
+
+NTSTATUS VmbPacketRestore(VMBPACKET PacketObject, PVOID Buffer, ULONG BufferSize) {
+  kmcl::Packet* p = FromHandle(PacketObject);
+  if (p == nullptr) return STATUS_INVALID_PARAMETER_1;
+  if (Buffer == nullptr) return STATUS_INVALID_PARAMETER_2;
+  return ToKmcl(p->channel().RestorePacket(*p, {static_cast<const uint8_t*>(Buffer), BufferSize}),
+                STATUS_INVALID_DEVICE_STATE, STATUS_INVALID_PARAMETER);
 }
 
 }  // extern "C"

@@ -46,6 +46,12 @@ struct CompatChannel {
   };
   absl::flat_hash_map<uint32_t, Mapping> mappings ABSL_GUARDED_BY(mu);
   std::vector<uint32_t> created_gpadls ABSL_GUARDED_BY(mu);
+  // VmbChannelSaveBegin..End: the stream being handed out ([u64 length][blob]).
+  std::string save_stream ABSL_GUARDED_BY(mu);
+  size_t save_cursor ABSL_GUARDED_BY(mu) = 0;
+  bool saving ABSL_GUARDED_BY(mu) = false;
+  // VmbChannelRestoreFromBuffer: the chunks received so far.
+  std::string restore_stream ABSL_GUARDED_BY(mu);
   // MDLs handed out by VmbChannelPacketGetExternalData, until completion.
   absl::flat_hash_map<const Delivery*, std::vector<uint8_t>> external_mdls ABSL_GUARDED_BY(mu);
 };
