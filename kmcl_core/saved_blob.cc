@@ -30,12 +30,12 @@ const char* KindName(saved::v1::SavedBlob::Kind kind) {
 
 }  // namespace
 
-std::string SealBlob(saved::v1::SavedBlob::Kind kind, const std::string& body) {
+std::string SealBlob(saved::v1::SavedBlob::Kind kind, std::string body) {
   saved::v1::SavedBlob blob;
   blob.set_format_version(kSavedStateFormatVersion);
   blob.set_kind(kind);
-  blob.set_body(body);
   blob.set_body_crc32(Crc32(body));
+  blob.set_body(std::move(body));  // large partition bodies are moved, not copied
   return blob.SerializeAsString();
 }
 

@@ -19,7 +19,7 @@ namespace kmcl {
 
 inline constexpr uint32_t kSavedStateFormatVersion = 1;
 
-std::string SealBlob(saved::v1::SavedBlob::Kind kind, const std::string& body);
+std::string SealBlob(saved::v1::SavedBlob::Kind kind, std::string body);
 absl::StatusOr<std::string> OpenBlob(absl::string_view blob, saved::v1::SavedBlob::Kind kind);
 
 }  // namespace kmcl
