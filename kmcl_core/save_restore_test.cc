@@ -275,6 +275,64 @@ TEST_F(SaveRestore, RejectsNewerVersionsWrongKindAndWrongRole) {
   EXPECT_EQ(stranger->Enable().code(), absl::StatusCode::kFailedPrecondition);
 }
 
+TEST(SaveRestoreForceNewChannel, AbandonsTheOldInstanceAndOffersAfresh) {
+  PartitionOptions o;
+  o.memory_bytes = 64 << 20;
+  auto partition = *Partition::Create(o);
+  Recorder r;
+  auto host = *Channel::Allocate(*partition, true);
+  ASSERT_TRUE(host->SetTargetInterfaceId(kTestType, kTestInstance).ok());
+  ASSERT_TRUE(host->SetServerFlags(kServerFlagForceNewChannel).ok());
+  ASSERT_TRUE(host->SetCallbacks(RecordingCallbacks(r, "host")).ok());
+  ASSERT_TRUE(host->Enable().ok());
+  auto guest = *Channel::Allocate(*partition, false);
+  ASSERT_TRUE(guest->SetTargetPnp(kTestType, std::nullopt).ok());
+  ASSERT_TRUE(guest->SetCallbacks(RecordingCallbacks(r, "guest")).ok());
+  ASSERT_TRUE(guest->Enable().ok());
+  ASSERT_TRUE(r.WaitFor("guest:post_started"));
+  ASSERT_TRUE(guest->Pause().ok());
+  // A transaction in flight when saved.
+  Packet* p = host->AllocatePacket();
+  std::vector<uint8_t> payload(8, 1);
+  ASSERT_TRUE(host->Send(*p, payload, {}, kFormatFlagWaitForCompletion).ok());
+  const uint32_t old_relid = host->relid();
+  auto host_blob = *host->Save();
+  auto partition_blob = *partition->Save();
+  guest->Disable().IgnoreError();
+  host->Disable().IgnoreError();
+  guest.reset();
+  host.reset();
+  partition.reset();
+
+  auto restored = *Partition::Restore(partition_blob);
+  std::atomic<int> cancelled{0};
+  auto host2 = *Channel::Allocate(*restored, true);
+  ChannelCallbacks cb = RecordingCallbacks(r, "host2");
+  cb.restore_packet = [&cancelled](Channel& ch, std::span<const uint8_t> lib,
+                                   std::span<const uint8_t>) {
+    Packet* packet = ch.AllocatePacket();
+    packet->set_completion_routine([&cancelled](Packet& pk, NTSTATUS st, std::span<const uint8_t>) {
+      if (st == kStatusCancelled) cancelled++;
+      pk.channel().FreePacket(&pk).IgnoreError();
+    });
+    return ch.RestorePacket(*packet, lib);
+  };
+  ASSERT_TRUE(host2->SetCallbacks(cb).ok());
+  ASSERT_TRUE(host2->Restore(host_blob).ok());
+  ASSERT_TRUE(host2->Enable().ok());
+  EXPECT_EQ(cancelled.load(), 1) << "the old instance's transaction ends cancelled";
+  EXPECT_NE(host2->relid(), 0u);
+  EXPECT_NE(host2->relid(), old_relid) << "the old relid is still held until the guest releases it";
+  ASSERT_TRUE(host2->Start().ok());
+  auto guest2 = *Channel::Allocate(*restored, false);
+  ASSERT_TRUE(guest2->SetTargetPnp(kTestType, std::nullopt).ok());
+  ASSERT_TRUE(guest2->SetCallbacks(RecordingCallbacks(r, "guest2")).ok());
+  ASSERT_TRUE(guest2->Enable().ok());
+  ASSERT_TRUE(r.WaitFor("host2:post_started")) << "the fresh offer is opened";
+  ASSERT_TRUE(guest2->Disable().ok());
+  ASSERT_TRUE(host2->Disable().ok());
+}
+
 TEST_F(SaveRestore, SaveRefusesARunningChannel) {
   EXPECT_EQ(world_.host->Save().status().code(), absl::StatusCode::kFailedPrecondition);
 }
