@@ -270,6 +270,50 @@ absl::Status Channel::RestorePacket(Packet& packet, std::span<const uint8_t> lib
   return absl::OkStatus();
 }
 
+absl::StatusOr<bool> Channel::EnableRestored() {
+  ConnectionState connection;
+  uint32_t old_relid;
+  bool force_new;
+  {
+    MutexLock lock(&mu_);
+    if (!restored_) return false;
+    restored_ = false;
+    connection = restored_connection_;
+    old_relid = relid_;
+    force_new = is_server_ && (server_flags_ & kServerFlagForceNewChannel) != 0;
+    if (connection == ConnectionState::kDisabled || (!is_server_ && connection == ConnectionState::kEnabled)) {
+      relid_ = 0;  // saved before it was offered/opened: enable as new
+      return false;
+    }
+  }
+  if (force_new) {
+    // FORCE_NEW_CHANNEL: abandon the old instance and offer afresh; its
+    // transactions end cancelled.
+    if (old_relid != 0) partition_->Revoke(old_relid).IgnoreError();
+    CancelOutstanding(kStatusCancelled);
+    MutexLock lock(&mu_);
+    relid_ = 0;
+    open_.reset();
+    for (Delivery* d : redeliver_) free_deliveries_.push_back(d);
+    redeliver_.clear();
+    delivered_ = 0;
+    return false;
+  }
+  if (absl::Status s = AttachRestored(); !s.ok()) {
+    MutexLock lock(&mu_);
+    fsm_.Disable();
+    return s;
+  }
+  {
+    MutexLock lock(&mu_);
+    fsm_.Restore(restored_connection_, restored_run_);
+  }
+  StartThreads();
+  MutexLock lock(&mu_);
+  Post({CommandKind::kRestoredOpen});
+  return true;
+}
+
 absl::Status Channel::AttachRestored() {
   uint32_t relid;
   uint64_t sequence;

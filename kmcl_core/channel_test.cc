@@ -11,6 +11,7 @@
 #include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "kmcl_core/channel_test_util.h"
 #include "kmcl_core/partition.h"
 
 namespace kmcl {
@@ -21,47 +22,9 @@ using ::testing::ElementsAre;
 const Guid kType = *Guid::Parse("9d1f7a2e-4b0c-4c51-8a7e-3f5e2d6c1b00");
 const Guid kInstance = *Guid::Parse("00000000-0000-4000-8000-000000000001");
 
-// Records callbacks in order, from any thread.
-class Recorder {
- public:
-  void Add(std::string what) {
-    MutexLock lock(&mu_);
-    events_.push_back(std::move(what));
-    cv_.SignalAll();
-  }
-  std::vector<std::string> Events() {
-    MutexLock lock(&mu_);
-    return events_;
-  }
-  // Waits (bounded) until `what` has been recorded.
-  bool WaitFor(const std::string& what, absl::Duration timeout = absl::Seconds(10)) {
-    MutexLock lock(&mu_);
-    absl::Time deadline = absl::Now() + timeout;
-    while (std::find(events_.begin(), events_.end(), what) == events_.end()) {
-      if (cv_.WaitWithDeadline(&mu_, deadline)) {
-        return std::find(events_.begin(), events_.end(), what) != events_.end();
-      }
-    }
-    return true;
-  }
-
- private:
-  Mutex mu_;
-  CondVar cv_;
-  std::vector<std::string> events_;
-};
-
+using testing::Recorder;
 ChannelCallbacks Recording(Recorder& r, const std::string& who) {
-  ChannelCallbacks cb;
-  cb.opened = [&r, who](Channel&) {
-    r.Add(who + ":opened");
-    return kStatusSuccess;
-  };
-  cb.started = [&r, who](Channel&) { r.Add(who + ":started"); };
-  cb.post_started = [&r, who](Channel&) { r.Add(who + ":post_started"); };
-  cb.suspend = [&r, who](Channel&) { r.Add(who + ":suspend"); };
-  cb.closed = [&r, who](Channel&) { r.Add(who + ":closed"); };
-  return cb;
+  return testing::RecordingCallbacks(r, who);
 }
 
 class ChannelTest : public ::testing::Test {
