@@ -94,8 +94,12 @@ class ChannelPairTest : public ::testing::Test {
     partition_ = *Partition::Create(o);
   }
   void TearDown() override {
-    if (guest_) EXPECT_TRUE(guest_->Disable().ok());
-    if (host_) EXPECT_TRUE(host_->Disable().ok());
+    if (guest_) {
+      EXPECT_TRUE(guest_->Disable().ok());
+    }
+    if (host_) {
+      EXPECT_TRUE(host_->Disable().ok());
+    }
     guest_.reset();
     host_.reset();
   }
@@ -105,7 +109,9 @@ class ChannelPairTest : public ::testing::Test {
     ASSERT_TRUE(host_->SetTargetInterfaceId(kTestType, kTestInstance).ok());
     ASSERT_TRUE(host_->SetCallbacks(std::move(cb)).ok());
     ASSERT_TRUE(host_->Enable().ok());
-    if (start) ASSERT_TRUE(host_->Start().ok());
+    if (start) {
+      ASSERT_TRUE(host_->Start().ok());
+    }
   }
   void MakeGuest(ChannelCallbacks cb, uint32_t ring_pages = 16) {
     guest_ = *Channel::Allocate(*partition_, false);

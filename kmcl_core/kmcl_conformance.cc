@@ -90,7 +90,9 @@ VMBCHANNEL KmclTest::Server(Endpoint& e, bool enable, bool start) {
   channels_.push_back(ch);
   Configure(kmcl_, ch, e);
   EXPECT_EQ(kmcl_.VmbServerChannelInitSetTargetInterfaceId(ch, kType, kInstance), STATUS_SUCCESS);
-  if (enable) EXPECT_EQ(kmcl_.VmbChannelEnable(ch), STATUS_SUCCESS);
+  if (enable) {
+    EXPECT_EQ(kmcl_.VmbChannelEnable(ch), STATUS_SUCCESS);
+  }
   if (enable && start) kmcl_.VmbChannelStart(ch);
   return ch;
 }
@@ -101,7 +103,9 @@ VMBCHANNEL KmclTest::Client(Endpoint& e, bool enable) {
   channels_.push_back(ch);
   Configure(kmcl_, ch, e);
   EXPECT_EQ(kmcl_.VmbClientChannelInitSetTargetPnp(ch, &kType, nullptr, PnpFailure), STATUS_SUCCESS);
-  if (enable) EXPECT_EQ(kmcl_.VmbChannelEnable(ch), STATUS_SUCCESS);
+  if (enable) {
+    EXPECT_EQ(kmcl_.VmbChannelEnable(ch), STATUS_SUCCESS);
+  }
   return ch;
 }
 

@@ -180,11 +180,13 @@ void Partition::PumpLocked() {
 
 void Partition::HandleServerEffect(ServerEffect& effect) {
   auto host = [&](uint32_t relid) -> Channel* {
+    mu_.AssertHeld();  // the lambdas run inside PumpLocked
     auto it = hosts_.find(relid);
     return it == hosts_.end() ? nullptr : it->second;
   };
   std::visit(Overloaded{
                  [&](OpenRequested& e) {
+                   mu_.AssertHeld();
                    if (Channel* h = host(e.relid)) {
                      h->OnOpenRequested(e.open);
                    } else {
@@ -192,6 +194,7 @@ void Partition::HandleServerEffect(ServerEffect& effect) {
                    }
                  },
                  [&](CloseRequested& e) {
+                   mu_.AssertHeld();
                    if (Channel* h = host(e.relid)) {
                      h->OnPeerClosed();
                    } else {
@@ -202,12 +205,14 @@ void Partition::HandleServerEffect(ServerEffect& effect) {
                    if (Channel* h = host(e.relid)) h->OnOpenCancelled();
                  },
                  [&](ChannelReleased& e) {
+                   mu_.AssertHeld();
                    if (Channel* h = host(e.relid)) h->OnReleased();
                    hosts_.erase(e.relid);
                    links_.erase(e.relid);
                    mmio_.erase(e.relid);
                  },
                  [&](ProtocolError& e) {
+                   mu_.AssertHeld();
                    ++counters_.protocol_errors;
                    counters_.last_protocol_error = e.what;
                  },
@@ -218,25 +223,37 @@ void Partition::HandleServerEffect(ServerEffect& effect) {
 
 void Partition::HandleClientEffect(uint8_t vtl, ClientEffect& effect) {
   auto guest = [&](uint32_t relid) -> Channel* {
+    mu_.AssertHeld();
     auto it = guests_.find({vtl, relid});
     return it == guests_.end() ? nullptr : it->second;
   };
   std::visit(Overloaded{
-                 [&](OfferArrived&) { MatchWaitersLocked(vtl); },
+                 [&](OfferArrived&) {
+                   mu_.AssertHeld();
+                   MatchWaitersLocked(vtl);
+                 },
                  [&](OfferRescinded& e) {
                    if (Channel* g = guest(e.relid)) {
                      g->OnPeerClosed();
                    } else {
                      // No driver owns it: give the relid back at once.
+                     mu_.AssertHeld();
                      client(vtl).Release(e.relid).IgnoreError();
                    }
                  },
                  [&](OpenCompleted& e) {
                    if (Channel* g = guest(e.relid)) g->OnOpenCompleted(e.status);
                  },
-                 [&](GpadlCreateCompleted& e) { gpadl_created_[e.gpadl_id] = e.status; },
-                 [&](GpadlTeardownCompleted& e) { gpadl_torn_down_.insert(e.gpadl_id); },
+                 [&](GpadlCreateCompleted& e) {
+                   mu_.AssertHeld();
+                   gpadl_created_[e.gpadl_id] = e.status;
+                 },
+                 [&](GpadlTeardownCompleted& e) {
+                   mu_.AssertHeld();
+                   gpadl_torn_down_.insert(e.gpadl_id);
+                 },
                  [&](ClientProtocolError& e) {
+                   mu_.AssertHeld();
                    ++counters_.protocol_errors;
                    counters_.last_protocol_error = e.what;
                  },
