@@ -215,7 +215,7 @@ TEST_F(Scenario, PauseAndStartUnderLoadLoseNothing) {
   ASSERT_TRUE(r.WaitFor("guest:post_started"));
   Sender s;
   std::thread t([&] { EXPECT_EQ(s.Run(*guest_, kPackets, 128, 64), kPackets); });
-  for (int round = 0; round < 5; ++round) {
+  for (uint64_t round = 0; round < 5; ++round) {
     while (host_rx.received.load() < (round + 1) * 5000) std::this_thread::yield();
     ASSERT_TRUE(host_->Pause().ok());  // returns after Suspend, all delivered completed
     EXPECT_EQ(host_->Snapshot().delivered_uncompleted, 0u);
