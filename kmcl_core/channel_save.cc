@@ -62,14 +62,7 @@ absl::StatusOr<std::string> Channel::Save() {
     out.set_client_open_sent(client_open_sent_);
     if (open_.has_value()) saved_convert::OpenTo(*open_, out.mutable_open());
     if (!is_server_) {
-      ServerOffer matched;
-      matched.interface_type = matched_offer_.interface_type;
-      matched.interface_instance = matched_offer_.interface_instance;
-      matched.channel_flags = matched_offer_.channel_flags;
-      matched.mmio_megabytes = matched_offer_.mmio_megabytes;
-      matched.mmio_megabytes_optional = matched_offer_.mmio_megabytes_optional;
-      matched.user_defined = matched_offer_.user_defined;
-      saved_convert::OfferTo(matched, out.mutable_offer());
+      saved_convert::OfferTo(FromOfferMessage(matched_offer_, client_vtl_), out.mutable_offer());
       out.set_ring_gpadl(ring_gpadl_);
       out.mutable_ring_pfns()->Add(ring_pfns_.begin(), ring_pfns_.end());
     }
@@ -175,12 +168,7 @@ absl::Status Channel::Restore(const std::string& blob) {
     if (is_server_) {
       offer_ = *offer;
     } else {
-      matched_offer_.interface_type = offer->interface_type;
-      matched_offer_.interface_instance = offer->interface_instance;
-      matched_offer_.channel_flags = offer->channel_flags;
-      matched_offer_.mmio_megabytes = offer->mmio_megabytes;
-      matched_offer_.mmio_megabytes_optional = offer->mmio_megabytes_optional;
-      matched_offer_.user_defined = offer->user_defined;
+      matched_offer_ = ToOfferMessage(*offer);
       matched_offer_.child_relid = in.relid();
     }
     server_flags_ = in.server_flags();

@@ -6,6 +6,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "kmcl_core/saved_state.pb.h"
 #include "kmcl_core/vmbus_client.h"
 #include "kmcl_core/vmbus_server.h"
 #include "kmcl_core/vmbus_wire.h"
@@ -433,6 +434,41 @@ TEST(ControlPlane, UnloadClosesOpenChannelsAndDisconnects) {
   // Reconnecting re-delivers the offer.
   lb.Connect();
   EXPECT_GE(lb.Guest<OfferArrived>().size(), 1u);
+}
+
+// ---- Saved state --------------------------------------------------------------
+
+TEST(ControlPlane, ASavedClientKeepsEveryOfferField) {
+  Loopback lb;
+  lb.Connect();
+  ServerOffer offer;
+  offer.interface_type = Guid::Random();
+  offer.interface_instance = Guid::Random();
+  offer.channel_flags = wire::kOfferFlagNamedPipeMode | wire::kOfferFlagEnumerateDeviceInterface;
+  offer.mmio_megabytes = 7;
+  offer.mmio_megabytes_optional = 9;
+  for (size_t i = 0; i < offer.user_defined.size(); ++i) offer.user_defined[i] = uint8_t(i + 1);
+  offer.subchannel_index = 3;
+  ASSERT_TRUE(lb.server().Offer(offer).ok());
+  lb.Pump();
+  auto arrived = lb.Guest<OfferArrived>();
+  ASSERT_EQ(arrived.size(), 1u);
+  const OfferChannel& sent = arrived[0].offer;
+  EXPECT_EQ(sent.interface_type, offer.interface_type);
+  EXPECT_EQ(sent.interface_instance, offer.interface_instance);
+  EXPECT_EQ(sent.channel_flags, offer.channel_flags);
+  EXPECT_EQ(sent.mmio_megabytes, 7);
+  EXPECT_EQ(sent.mmio_megabytes_optional, 9);
+  EXPECT_EQ(sent.user_defined, offer.user_defined);
+  EXPECT_EQ(sent.subchannel_index, 3);
+
+  saved::v1::Client saved;
+  lb.client(0).Save(saved);
+  VmbusClient restored(0, wire::kVersionCopper);
+  ASSERT_TRUE(restored.Restore(saved).ok());
+  std::optional<ClientChannelInfo> c = restored.Channel(sent.child_relid);
+  ASSERT_TRUE(c.has_value());
+  EXPECT_EQ(c->offer, sent);
 }
 
 }  // namespace

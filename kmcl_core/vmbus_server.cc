@@ -65,15 +65,33 @@ ServerChannelInfo* VmbusServer::FindForGuest(uint8_t vtl, uint32_t relid, const 
   return c;
 }
 
-OfferChannel VmbusServer::OfferMessage(const ServerChannelInfo& c) const {
+OfferChannel ToOfferMessage(const ServerOffer& offer) {
   OfferChannel m;
-  m.interface_type = c.offer.interface_type;
-  m.interface_instance = c.offer.interface_instance;
-  m.channel_flags = c.offer.channel_flags;
-  m.mmio_megabytes = c.offer.mmio_megabytes;
-  m.mmio_megabytes_optional = c.offer.mmio_megabytes_optional;
-  m.user_defined = c.offer.user_defined;
-  m.subchannel_index = c.offer.subchannel_index;
+  m.interface_type = offer.interface_type;
+  m.interface_instance = offer.interface_instance;
+  m.channel_flags = offer.channel_flags;
+  m.mmio_megabytes = offer.mmio_megabytes;
+  m.mmio_megabytes_optional = offer.mmio_megabytes_optional;
+  m.user_defined = offer.user_defined;
+  m.subchannel_index = offer.subchannel_index;
+  return m;
+}
+
+ServerOffer FromOfferMessage(const OfferChannel& m, uint8_t target_vtl) {
+  ServerOffer o;
+  o.interface_type = m.interface_type;
+  o.interface_instance = m.interface_instance;
+  o.target_vtl = target_vtl;
+  o.channel_flags = m.channel_flags;
+  o.mmio_megabytes = m.mmio_megabytes;
+  o.mmio_megabytes_optional = m.mmio_megabytes_optional;
+  o.user_defined = m.user_defined;
+  o.subchannel_index = m.subchannel_index;
+  return o;
+}
+
+OfferChannel VmbusServer::OfferMessage(const ServerChannelInfo& c) const {
+  OfferChannel m = ToOfferMessage(c.offer);
   m.child_relid = c.relid;
   // OpenVMM's per-channel connection id: relid | sint << 12 | vtl << 16.
   m.connection_id = c.relid | (2u << 12) | (uint32_t{c.offer.target_vtl} << 16);

@@ -60,6 +60,12 @@ struct ServerOffer {
   uint16_t subchannel_index = 0;
 };
 
+// The one mapping between an offer and its OFFERCHANNEL message. The message
+// from ToOfferMessage has no relid or connection id yet; FromOfferMessage
+// takes the target VTL the message itself does not carry.
+OfferChannel ToOfferMessage(const ServerOffer& offer);
+ServerOffer FromOfferMessage(const OfferChannel& message, uint8_t target_vtl);
+
 enum class ServerChannelState {
   kOffered,        // offered (or waiting for the guest to ask); not open
   kOpening,        // OPENCHANNEL received; the host endpoint is accepting

@@ -120,16 +120,7 @@ void VmbusClient::Save(saved::v1::Client& out) const {
   for (const auto& [relid, c] : channels_) {
     auto* p = out.add_channels();
     p->set_relid(relid);
-    ServerOffer o;
-    o.interface_type = c.offer.interface_type;
-    o.interface_instance = c.offer.interface_instance;
-    o.channel_flags = c.offer.channel_flags;
-    o.mmio_megabytes = c.offer.mmio_megabytes;
-    o.mmio_megabytes_optional = c.offer.mmio_megabytes_optional;
-    o.user_defined = c.offer.user_defined;
-    o.subchannel_index = c.offer.subchannel_index;
-    o.target_vtl = vtl_;
-    saved_convert::OfferTo(o, p->mutable_offer());
+    saved_convert::OfferTo(FromOfferMessage(c.offer, vtl_), p->mutable_offer());
     p->set_connection_id(c.offer.connection_id);
     p->set_state(static_cast<uint32_t>(c.state));
     p->set_rescinded(c.rescinded);
@@ -151,13 +142,7 @@ absl::Status VmbusClient::Restore(const saved::v1::Client& in) {
     absl::StatusOr<ServerOffer> o = saved_convert::OfferFrom(p.offer());
     if (!o.ok()) return o.status();
     ClientChannelInfo c;
-    c.offer.interface_type = o->interface_type;
-    c.offer.interface_instance = o->interface_instance;
-    c.offer.channel_flags = o->channel_flags;
-    c.offer.mmio_megabytes = o->mmio_megabytes;
-    c.offer.mmio_megabytes_optional = o->mmio_megabytes_optional;
-    c.offer.user_defined = o->user_defined;
-    c.offer.subchannel_index = o->subchannel_index;
+    c.offer = ToOfferMessage(*o);
     c.offer.child_relid = p.relid();
     c.offer.connection_id = p.connection_id();
     c.state = static_cast<ClientChannelState>(p.state());
