@@ -97,7 +97,7 @@ absl::StatusOr<RingPair> RingPair::FromGpadlView(std::span<uint8_t> view,
     return absl::InvalidArgumentError("ring GPADL view is not a whole number of pages");
   }
   uint64_t pages = view.size() / kPageSize;
-  if (downstream_page_offset < 2 || downstream_page_offset + 2 > pages) {
+  if (downstream_page_offset < 2 || uint64_t{downstream_page_offset} + 2 > pages) {
     return absl::InvalidArgumentError(absl::StrCat(
         "ring GPADL of ", pages, " pages cannot split at page ", downstream_page_offset,
         ": each ring needs a control page and at least one data page"));

@@ -76,6 +76,9 @@ TEST(RingPair, SplitsTheRingGpadlAtTheDownstreamOffset) {
   EXPECT_EQ(pair->host_to_guest.data_size(), 3 * 4096u);
   EXPECT_FALSE(RingPair::FromGpadlView({view, sizeof(view)}, 1).ok());  // no data page
   EXPECT_FALSE(RingPair::FromGpadlView({view, sizeof(view)}, 5).ok());  // second ring too small
+  // The offset comes from the guest's OPENCHANNEL: offset + 2 must not wrap.
+  EXPECT_FALSE(RingPair::FromGpadlView({view, sizeof(view)}, 0xFFFFFFFF).ok());
+  EXPECT_FALSE(RingPair::FromGpadlView({view, sizeof(view)}, 0xFFFFFFFE).ok());
 }
 
 TEST(Ring, EmptyRingReadsEmpty) {
