@@ -284,10 +284,9 @@ void Channel::CallOpened() {
   uint64_t mmio_bytes;
   {
     MutexLock lock(&mu_);
-    const auto& o = is_server_ ? offer_ : ServerOffer{};
-    uint32_t megabytes = is_server_ ? uint32_t{o.mmio_megabytes} + o.mmio_megabytes_optional
-                                    : uint32_t{matched_offer_.mmio_megabytes} +
-                                          matched_offer_.mmio_megabytes_optional;
+    const uint32_t megabytes =
+        is_server_ ? uint32_t{offer_.mmio_megabytes} + offer_.mmio_megabytes_optional
+                   : uint32_t{matched_offer_.mmio_megabytes} + matched_offer_.mmio_megabytes_optional;
     mmio_bytes = uint64_t{megabytes} << 20;
   }
   if (NtSuccess(status) && mmio_bytes != 0) {
