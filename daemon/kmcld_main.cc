@@ -64,6 +64,14 @@ int Run() {
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
+  if (absl::GetFlag(FLAGS_shutdown_grace_ms) < 0 || absl::GetFlag(FLAGS_demo_interval_ms) < 0 ||
+      absl::GetFlag(FLAGS_demo_packets) < 1) {
+    absl::FPrintF(stderr,
+                  "kmcld: --shutdown_grace_ms and --demo_interval_ms must be >= 0 and "
+                  "--demo_packets >= 1\n");
+    return 1;
+  }
+
   kmcld::ListenOptions requested;
   requested.tcp_address = absl::GetFlag(FLAGS_listen);
   requested.uds_path = absl::GetFlag(FLAGS_uds);

@@ -108,5 +108,13 @@ TEST(KmcldStart, UnusableTcpAddressFailsClearly) {
   EXPECT_TRUE(absl::StrContains(daemon.output(), "cannot listen")) << daemon.output();
 }
 
+TEST(KmcldStart, OutOfRangeFlagsFailClearly) {
+  for (const char* flag : {"--demo_packets=-1", "--demo_interval_ms=-5", "--shutdown_grace_ms=-1"}) {
+    DaemonProcess daemon;
+    EXPECT_FALSE(daemon.Start({"--listen=127.0.0.1:0", "--uds=none", "--demo", flag}).ok()) << flag;
+    EXPECT_TRUE(absl::StrContains(daemon.output(), "must be >= ")) << flag << ": " << daemon.output();
+  }
+}
+
 }  // namespace
 }  // namespace kmcld::testing
