@@ -148,6 +148,7 @@ class Delivery {
   bool in_callback_ = false;  // ProcessPacket is running for it now
   bool deferred_ = false;
   bool completed_ = false;
+  bool retired_ = false;      // RetireDelivery ran: its quota slot is back
   bool passive_ = false;      // delivered (again) at passive level
   std::optional<GuestView> external_view_;  // GetExternalData mapping
 };

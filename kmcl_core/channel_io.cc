@@ -28,7 +28,7 @@ Delivery* Channel::TakeDelivery() {
   Delivery* d = free_deliveries_.back();
   free_deliveries_.pop_back();
   d->channel_ = this;
-  d->in_callback_ = d->deferred_ = d->completed_ = d->passive_ = false;
+  d->in_callback_ = d->deferred_ = d->completed_ = d->retired_ = d->passive_ = false;
   d->context_.assign(context_size_, 0);
   return d;
 }
@@ -51,24 +51,28 @@ void Channel::Deliver(Delivery& d) {
     d.deferred_ = false;
     d.passive_ = true;
     Post({CommandKind::kDeliverPassive, 0, 0, 0, &d});
-  } else if (d.completed_) {
-    free_deliveries_.push_back(&d);  // completed inline: reusable now
+  } else if (d.retired_) {
+    free_deliveries_.push_back(&d);  // retired during the callback: reusable now
   }
 }
 
 void Channel::Complete(Delivery& d, std::span<const uint8_t> completion) {
   if (d.magic_ != Delivery::kMagic || d.channel_ != this) return;
   bool send_completion;
+  uint64_t transaction_id;
   {
     MutexLock lock(&mu_);
     if (d.completed_) return;  // completed twice: ignore the second
     d.completed_ = true;
+    // Read under the lock: once completed_ is set, a ProcessPacket ending on
+    // the I/O thread may retire the delivery and reuse it for the next one.
+    transaction_id = d.transaction_id_;
     send_completion = d.completion_requested_ && fsm_.connection() != ConnectionState::kDisabled;
   }
   if (send_completion) {
     {
       MutexLock s(&send_mu_);
-      send_queue_.push_back({nullptr, d.transaction_id_,
+      send_queue_.push_back({nullptr, transaction_id,
                              std::vector<uint8_t>(completion.begin(), completion.end())});
     }
     FlushSends();
@@ -92,7 +96,11 @@ void Channel::RetireDelivery(Delivery& d) {
   {
     MutexLock lock(&mu_);
     if (delivered_ > 0) --delivered_;
-    if (!d.in_callback_) free_deliveries_.push_back(&d);  // else Deliver frees it
+    // Exactly one of RetireDelivery and Deliver's epilogue frees it: this
+    // one unless ProcessPacket is still running (it may complete the
+    // delivery on another thread), in which case Deliver does.
+    d.retired_ = true;
+    if (!d.in_callback_) free_deliveries_.push_back(&d);
     io_work_ = true;  // a completion restarts a quota-stalled queue
     done_cv_.SignalAll();
   }
