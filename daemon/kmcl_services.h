@@ -1,35 +1,58 @@
-// daemon/kmcl_services.h: the kmcl.v1 services kmcld registers on its gRPC
-// server.
+// daemon/kmcl_services.h: kmcld's gRPC bridge, assembled: the event log,
+// the timer, the registry of partitions and endpoints, host leases, the
+// blocking pool, and every kmcl.v1 service (daemon/services/), registered on
+// one grpc::ServerBuilder.
 //
-// Every service of the API contract (proto/) is registered so that server
-// reflection lists the whole surface. Methods whose implementation has not
-// landed yet answer UNIMPLEMENTED, the generated default; README.md's status
-// table says which those are.
+//   KmclServices services(options);
+//   services.AddPartition(...default partition...);
+//   services.RegisterAll(builder);
+//   auto server = builder.BuildAndStart();
+//   ... server->Shutdown(); server->Wait();
+//   services.Shutdown();  // frees every endpoint and partition
 //
-// Thread-safe: the registry is built once before the server starts and
-// outlives it.
+// Thread-safe. Must outlive the server built from the builder.
 #ifndef KMCLD_DAEMON_KMCL_SERVICES_H_
 #define KMCLD_DAEMON_KMCL_SERVICES_H_
 
 #include <memory>
 #include <vector>
 
+#include "daemon/blocking_pool.h"
+#include "daemon/config.pb.h"
+#include "daemon/event_log.h"
+#include "daemon/leases.h"
+#include "daemon/registry.h"
+#include "daemon/services/packet_service.h"
+#include "daemon/services/service_context.h"
+#include "daemon/timer.h"
 #include "grpcpp/server_builder.h"
 
 namespace kmcld {
 
 class KmclServices {
  public:
-  KmclServices();
+  explicit KmclServices(const config::KmcldConfig& config);
   ~KmclServices();
   KmclServices(const KmclServices&) = delete;
   KmclServices& operator=(const KmclServices&) = delete;
 
-  // Registers every service on `builder`. The builder keeps raw pointers, so
-  // this object must outlive the server built from it.
+  Registry& registry() { return *registry_; }
+
+  // Registers every service on `builder`, and the message size limits.
   void RegisterAll(grpc::ServerBuilder& builder);
 
+  // After the server stopped: frees every endpoint and partition, then
+  // stops the timer. Idempotent.
+  void Shutdown();
+
  private:
+  const config::KmcldConfig config_;
+  Timer timer_;
+  EventLog log_;
+  std::unique_ptr<Registry> registry_;
+  LeaseTable leases_;
+  StreamCounter streams_;
+  std::unique_ptr<BlockingPool> pool_;
   std::vector<std::unique_ptr<grpc::Service>> services_;
 };
 

@@ -9,17 +9,22 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <memory>
 #include <string>
 #include <thread>
 
+#include "absl/flags/commandlineflag.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "daemon/config.h"
 #include "daemon/demo_traffic.h"
 #include "daemon/kmcl_services.h"
 #include "kmcl_core/partition.h"
@@ -27,6 +32,7 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/server_credentials.h"
+#include "google/protobuf/stubs/logging.h"
 #include "grpcpp/server.h"
 #include "grpcpp/server_builder.h"
 
@@ -42,12 +48,88 @@ ABSL_FLAG(std::string, runtime_dir, "",
 ABSL_FLAG(int, shutdown_grace_ms, 5000,
           "On SIGINT/SIGTERM, how long running calls may take before they are cancelled.");
 ABSL_FLAG(bool, demo, false,
-          "Run demo traffic: an echo VSP and an echo VSC on the default partition, "
-          "echoing packets every --demo_interval_ms and reporting on stderr.");
+          "Run in-process demo traffic: the C echo VSP and VSC on the default partition, "
+          "echoing packets every --demo_interval_ms and reporting on stderr. (The network "
+          "demo is examples/remote:remote_demo, which make run starts.)");
 ABSL_FLAG(int, demo_interval_ms, 2000, "Pause between demo rounds.");
 ABSL_FLAG(int64_t, demo_packets, 20000, "Packets echoed per demo round.");
+ABSL_FLAG(std::string, config, "",
+          "Optional configuration file in protobuf text format (daemon/config.proto, "
+          "docs/configuration.md). Flags given on the command line win over it.");
+// Limits; each also a field of the config file (0 there keeps the default).
+ABSL_FLAG(uint32_t, max_message_bytes, 16 << 20, "Largest gRPC message kmcld accepts or sends.");
+ABSL_FLAG(uint32_t, max_streams_per_client, 256, "Open Attach/WatchEvents streams per connection.");
+ABSL_FLAG(uint32_t, packets_in_flight_per_stream, 256,
+          "Send credits per attached endpoint: sends kmcld holds for a tool.");
+ABSL_FLAG(uint32_t, deliveries_in_flight, 1024,
+          "Delivered-but-uncompleted packets per endpoint (caps the transaction quota).");
+ABSL_FLAG(uint64_t, guest_buffer_bytes_per_partition, uint64_t{1} << 30,
+          "Guest buffers (AllocateGuestBuffer) per partition, in bytes.");
+ABSL_FLAG(uint32_t, max_partitions, 64, "Partitions per daemon.");
+ABSL_FLAG(uint32_t, event_retention, 65536, "Events kept for WatchEvents resumption.");
+ABSL_FLAG(uint32_t, attach_linger_ms, 30000,
+          "How long an endpoint keeps a vanished tool's deliveries and completions.");
+ABSL_FLAG(uint32_t, lease_idle_ms, 60000, "A GPADL lease unused this long is unmapped.");
+ABSL_FLAG(uint64_t, max_restore_bytes, uint64_t{1} << 30, "Largest blob a restore accepts.");
+ABSL_FLAG(uint32_t, max_blocking_calls, 256, "Blocking calls (pause, close, ...) at once.");
 
 namespace {
+
+// The effective configuration: defaults, the --config file, then flags
+// given on the command line.
+absl::StatusOr<kmcld::config::KmcldConfig> Configure() {
+  kmcld::config::KmcldConfig c = kmcld::DefaultConfig();
+  if (!absl::GetFlag(FLAGS_config).empty()) {
+    auto loaded = kmcld::LoadConfigFile(absl::GetFlag(FLAGS_config));
+    if (!loaded.ok()) return loaded.status();
+    c = *loaded;
+  }
+  // A flag counts as given when it differs from its default (this Abseil
+  // does not expose IsSpecifiedOnCommandLine).
+  auto given = [](absl::string_view name) {
+    const absl::CommandLineFlag* f = absl::FindCommandLineFlag(name);
+    return f != nullptr && f->CurrentValue() != f->DefaultValue();
+  };
+#define KMCLD_FLAG_OVERRIDES(name) \
+  if (given(#name)) c.set_##name(absl::GetFlag(FLAGS_##name))
+  KMCLD_FLAG_OVERRIDES(max_message_bytes);
+  KMCLD_FLAG_OVERRIDES(max_streams_per_client);
+  KMCLD_FLAG_OVERRIDES(packets_in_flight_per_stream);
+  KMCLD_FLAG_OVERRIDES(deliveries_in_flight);
+  KMCLD_FLAG_OVERRIDES(guest_buffer_bytes_per_partition);
+  KMCLD_FLAG_OVERRIDES(max_partitions);
+  KMCLD_FLAG_OVERRIDES(event_retention);
+  KMCLD_FLAG_OVERRIDES(attach_linger_ms);
+  KMCLD_FLAG_OVERRIDES(lease_idle_ms);
+  KMCLD_FLAG_OVERRIDES(max_restore_bytes);
+  KMCLD_FLAG_OVERRIDES(max_blocking_calls);
+#undef KMCLD_FLAG_OVERRIDES
+  if (given("listen") || c.listen().empty()) c.set_listen(absl::GetFlag(FLAGS_listen));
+  if (given("uds") || c.uds().empty()) c.set_uds(absl::GetFlag(FLAGS_uds));
+  if (absl::Status s = kmcld::ValidateConfig(c); !s.ok()) return s;
+  return c;
+}
+
+// Protobuf's own log lines (e.g. one per invalid UTF-8 string field while
+// parsing a hostile blob) would let any client flood kmcld's stderr: keep
+// at most a few per minute, counting the rest.
+void RateLimitedProtobufLog(google::protobuf::LogLevel level, const char* filename, int line,
+                            const std::string& message) {
+  static std::atomic<int64_t> window_start{0};
+  static std::atomic<int> in_window{0};
+  static std::atomic<uint64_t> dropped{0};
+  const int64_t now = absl::ToUnixSeconds(absl::Now());
+  if (now - window_start.load() >= 60) {
+    window_start = now;
+    in_window = 0;
+  }
+  if (level != google::protobuf::LOGLEVEL_FATAL && ++in_window > 5) {
+    ++dropped;
+    return;
+  }
+  absl::FPrintF(stderr, "kmcld: protobuf %s:%d: %s (%d dropped so far)\n", filename, line, message,
+                dropped.load());
+}
 
 // The address a client should dial for `requested` once the server picked
 // `port` (which differs from the requested one when that was 0).
@@ -72,9 +154,16 @@ int Run() {
     return 1;
   }
 
+  absl::StatusOr<kmcld::config::KmcldConfig> config = Configure();
+  if (!config.ok()) {
+    absl::FPrintF(stderr, "kmcld: configuration: %s\n", config.status().message());
+    return 1;
+  }
+  google::protobuf::SetLogHandler(&RateLimitedProtobufLog);
+
   kmcld::ListenOptions requested;
-  requested.tcp_address = absl::GetFlag(FLAGS_listen);
-  requested.uds_path = absl::GetFlag(FLAGS_uds);
+  requested.tcp_address = config->listen();
+  requested.uds_path = config->uds();
   requested.runtime_dir = absl::GetFlag(FLAGS_runtime_dir);
   absl::StatusOr<kmcld::ListenOptions> options = kmcld::ResolveListenOptions(requested);
   if (!options.ok()) {
@@ -98,9 +187,17 @@ int Run() {
                 (*partition)->id(), (*partition)->memory().size_bytes() >> 20,
                 *(*partition)->NegotiatedVersion(0) >> 16, *(*partition)->NegotiatedVersion(0) & 0xFFFF,
                 (*partition)->vmbus_handle());
+  kmcld::KmclServices services(*config);
+  absl::StatusOr<std::shared_ptr<kmcld::PartitionEntry>> entry =
+      services.registry().AddPartition(*std::move(partition));
+  if (!entry.ok()) {
+    absl::FPrintF(stderr, "kmcld: %s\n", entry.status().message());
+    return 1;
+  }
   kmcld::DemoTraffic demo;
   if (absl::GetFlag(FLAGS_demo)) {
-    absl::Status s = demo.Start(**partition, absl::GetFlag(FLAGS_demo_packets),
+    (*entry)->Pin();
+    absl::Status s = demo.Start((*entry)->partition(), absl::GetFlag(FLAGS_demo_packets),
                                 absl::Milliseconds(absl::GetFlag(FLAGS_demo_interval_ms)));
     if (!s.ok()) {
       absl::FPrintF(stderr, "kmcld: %s\n", s.message());
@@ -119,7 +216,6 @@ int Run() {
   if (!options->uds_path.empty()) {
     builder.AddListeningPort("unix:" + options->uds_path, grpc::InsecureServerCredentials());
   }
-  kmcld::KmclServices services;
   services.RegisterAll(builder);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || (!options->tcp_address.empty() && tcp_port == 0)) {
@@ -150,6 +246,7 @@ int Run() {
   server->Wait();
   signal_thread.join();
   demo.Stop();
+  services.Shutdown();
   if (!options->uds_path.empty()) ::unlink(options->uds_path.c_str());
   absl::FPrintF(stderr, "kmcld: stopped\n");
   return 0;

@@ -1,0 +1,255 @@
+#include "daemon/bundle.h"
+
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "daemon/convert.h"
+#include "proto/event.pb.h"
+
+namespace kmcld {
+
+namespace {
+
+bool Running(Endpoint& ep) {
+  kmcl::ChannelSnapshot s = ep.channel().Snapshot();
+  return s.connection == kmcl::ConnectionState::kOpened && s.run == kmcl::RunState::kActive;
+}
+
+absl::StatusOr<saved::SavedEndpoint> SaveEndpoint(Endpoint& ep, bool was_running) {
+  saved::SavedEndpoint out;
+  out.set_role(ep.role());
+  kmcl::v1::ChannelRef ref = ep.Ref();
+  out.set_relid(ref.channel_id());
+  out.set_offer_sequence(ref.offer_sequence());
+  out.set_vtl(ep.channel().client_vtl());
+  if (ep.role() == kmcl::v1::ENDPOINT_ROLE_HOST) {
+    *out.mutable_settings() = ep.settings();
+    if (auto offer = ep.offer(); offer.has_value()) *out.mutable_offer() = *offer;
+  }
+  out.set_max_packet_size(ep.max_packet_size());
+  out.set_transaction_quota(ep.channel().Snapshot().transaction_quota);
+  out.set_was_running(was_running);
+  auto blob = ep.channel().Save();
+  if (!blob.ok()) {
+    return absl::Status(blob.status().code(), absl::StrCat(EndpointRoleName(ep.role()),
+                                                           " endpoint of channel ", ref.channel_id(),
+                                                           ": ", blob.status().message()));
+  }
+  out.set_channel_blob(*std::move(blob));
+  return out;
+}
+
+absl::StatusOr<saved::SavedBundle> ParseBundle(const std::string& blob, saved::SavedBundle::Kind kind) {
+  saved::SavedBundle bundle;
+  if (blob.empty() || !bundle.ParseFromString(blob)) {
+    return absl::InvalidArgumentError("the blob is not a kmcld saved bundle (truncated or corrupted)");
+  }
+  if (bundle.version() > kBundleVersion) {
+    return absl::FailedPreconditionError(absl::StrCat("the bundle is format version ", bundle.version(),
+                                                      "; this kmcld reads up to ", kBundleVersion));
+  }
+  if (bundle.version() == 0 || bundle.kind() != kind) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the blob is not a kmcld ", kind == saved::SavedBundle::KIND_PARTITION ? "partition" : "channel",
+        " bundle"));
+  }
+  return bundle;
+}
+
+// Re-creates one endpoint from its saved form in `partition`.
+absl::StatusOr<std::shared_ptr<Endpoint>> RestoreEndpoint(Registry& registry,
+                                                          const std::shared_ptr<PartitionEntry>& p,
+                                                          const saved::SavedEndpoint& saved) {
+  if (saved.role() != kmcl::v1::ENDPOINT_ROLE_HOST && saved.role() != kmcl::v1::ENDPOINT_ROLE_GUEST) {
+    return absl::InvalidArgumentError("a saved endpoint has no role");
+  }
+  auto ep = Endpoint::Create(p->partition(), p->id(), saved.role(), registry.limits().endpoint,
+                             registry.log(), registry.timer());
+  if (!ep.ok()) return ep.status();
+  if (saved.max_packet_size() != 0) (*ep)->set_max_packet_size(saved.max_packet_size());
+  if (absl::Status s = (*ep)->channel().Restore(saved.channel_blob()); !s.ok()) return s;
+  // Restore brought back the quota KMCL saved; cap it by the window again.
+  (*ep)->SetQuota(saved.transaction_quota());
+  if (absl::Status s = (*ep)->channel().Enable(); !s.ok()) return s;
+  const uint32_t relid = (*ep)->channel().relid();
+  uint64_t sequence = saved.offer_sequence();
+  for (const kmcl::ServerChannelInfo& info : p->partition().ServerChannels()) {
+    if (info.relid == relid) sequence = info.offer_sequence;
+  }
+  if (saved.role() == kmcl::v1::ENDPOINT_ROLE_HOST) {
+    kmcl::v1::Offer offer = saved.offer();
+    offer.mutable_channel()->set_partition_id(p->id());
+    offer.mutable_channel()->set_channel_id(relid);
+    offer.mutable_channel()->set_offer_sequence(sequence);
+    (*ep)->set_offer(saved.settings(), offer);
+  } else {
+    (*ep)->set_offer_sequence(sequence);
+  }
+  {
+    kmcl::MutexLock lock(&p->mu);
+    if (saved.role() == kmcl::v1::ENDPOINT_ROLE_HOST) {
+      p->hosts[{relid, sequence}] = *ep;
+    } else {
+      p->guests.push_back(*ep);
+    }
+  }
+  (*ep)->Event(kmcl::v1::EVENT_KIND_RESTORED, 0);
+  return ep;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> SavePartitionBundle(Registry& registry, const std::string& id,
+                                                bool stay_paused) {
+  auto p = registry.GetPartition(id);
+  if (!p.ok()) return p.status();
+  std::vector<std::shared_ptr<Endpoint>> endpoints;
+  {
+    kmcl::MutexLock lock(&(*p)->mu);
+    for (auto& [key, ep] : (*p)->hosts) {
+      if (ep->channel().connection() != kmcl::ConnectionState::kDisabled) endpoints.push_back(ep);
+    }
+    for (auto& ep : (*p)->guests) endpoints.push_back(ep);
+  }
+  std::vector<bool> was_running;
+  absl::Status status;
+  for (auto& ep : endpoints) {
+    was_running.push_back(Running(*ep));
+    if (was_running.back() && status.ok()) status = ep->channel().Pause();
+  }
+  saved::SavedBundle bundle;
+  bundle.set_version(kBundleVersion);
+  bundle.set_kind(saved::SavedBundle::KIND_PARTITION);
+  for (size_t i = 0; i < endpoints.size() && status.ok(); ++i) {
+    auto e = SaveEndpoint(*endpoints[i], was_running[i]);
+    if (e.ok()) {
+      *bundle.add_endpoints() = *std::move(e);
+    } else {
+      status = e.status();
+    }
+  }
+  if (status.ok()) {
+    auto blob = (*p)->partition().Save();
+    if (blob.ok()) {
+      bundle.set_partition_blob(*std::move(blob));
+    } else {
+      status = blob.status();
+    }
+  }
+  {
+    kmcl::MutexLock lock(&(*p)->mu);
+    for (auto& [bid, b] : (*p)->buffers) {
+      saved::SavedBuffer* out = bundle.add_buffers();
+      out->set_buffer_id(bid);
+      out->set_byte_count(b.byte_count);
+      for (uint64_t pfn : b.pfns) out->add_pfns(pfn);
+    }
+    bundle.set_next_buffer_id((*p)->next_buffer_id);
+  }
+  if (!status.ok() || !stay_paused) {
+    for (size_t i = 0; i < endpoints.size(); ++i) {
+      endpoints[i]->channel().Thaw();
+      if (was_running[i]) endpoints[i]->channel().Start().IgnoreError();
+    }
+  }
+  if (!status.ok()) return status;
+  return bundle.SerializeAsString();
+}
+
+absl::StatusOr<std::shared_ptr<PartitionEntry>> RestorePartitionBundle(Registry& registry,
+                                                                       const std::string& blob,
+                                                                       const std::string& id) {
+  auto bundle = ParseBundle(blob, saved::SavedBundle::KIND_PARTITION);
+  if (!bundle.ok()) return bundle.status();
+  if (!id.empty() && registry.HasPartition(id)) {
+    return absl::AlreadyExistsError(absl::StrCat("partition '", id, "' already exists"));
+  }
+  auto partition = kmcl::Partition::Restore(bundle->partition_blob(), id);
+  if (!partition.ok()) return partition.status();
+  auto entry = registry.AddPartition(*std::move(partition));
+  if (!entry.ok()) return entry.status();
+  std::shared_ptr<PartitionEntry> p = *entry;
+  absl::Status status;
+  {
+    kmcl::MutexLock lock(&p->mu);
+    p->next_buffer_id = bundle->next_buffer_id();
+    for (const saved::SavedBuffer& b : bundle->buffers()) {
+      GuestBuffer buffer;
+      buffer.buffer_id = b.buffer_id();
+      buffer.byte_count = b.byte_count();
+      buffer.pfns.assign(b.pfns().begin(), b.pfns().end());
+      bool ok = buffer.byte_count == buffer.pfns.size() * 4096 && buffer.buffer_id != 0 &&
+                buffer.buffer_id < p->next_buffer_id;
+      for (uint64_t pfn : buffer.pfns) ok = ok && p->partition().memory().IsAllocated(pfn);
+      if (!ok) {
+        status = absl::InvalidArgumentError(absl::StrCat("saved guest buffer ", b.buffer_id(),
+                                                         " is inconsistent with guest memory"));
+        break;
+      }
+      p->buffer_bytes += buffer.byte_count;
+      p->buffers.emplace(buffer.buffer_id, std::move(buffer));
+    }
+  }
+  std::vector<std::pair<std::shared_ptr<Endpoint>, bool>> restored;
+  for (const saved::SavedEndpoint& saved : bundle->endpoints()) {
+    if (!status.ok()) break;
+    auto ep = RestoreEndpoint(registry, p, saved);
+    if (!ep.ok()) {
+      status = absl::Status(ep.status().code(),
+                            absl::StrCat("restoring the ", EndpointRoleName(saved.role()),
+                                         " endpoint of channel ", saved.relid(), ": ",
+                                         ep.status().message()));
+      break;
+    }
+    restored.emplace_back(*ep, saved.was_running());
+  }
+  for (auto& [ep, was_running] : restored) {
+    if (!status.ok()) break;
+    if (was_running && !Running(*ep)) status = ep->channel().Start();
+  }
+  if (!status.ok()) {
+    registry.DeletePartition(p->id(), /*force=*/true).IgnoreError();
+    return status;
+  }
+  return p;
+}
+
+absl::StatusOr<std::string> SaveChannelBundle(Registry& registry, const kmcl::v1::ChannelRef& ref) {
+  kmcl::v1::EndpointRef er;
+  *er.mutable_channel() = ref;
+  er.set_role(kmcl::v1::ENDPOINT_ROLE_HOST);
+  auto ep = registry.ResolveEndpoint(er);
+  if (!ep.ok()) return ep.status();
+  kmcl::ChannelSnapshot snap = (*ep)->channel().Snapshot();
+  if (snap.connection == kmcl::ConnectionState::kDisabled) {
+    return absl::FailedPreconditionError("a disabled or rescinded channel has nothing to save");
+  }
+  if (snap.run == kmcl::RunState::kActive) {
+    return absl::FailedPreconditionError("the host endpoint is running; PauseChannel first");
+  }
+  saved::SavedBundle bundle;
+  bundle.set_version(kBundleVersion);
+  bundle.set_kind(saved::SavedBundle::KIND_CHANNEL);
+  auto e = SaveEndpoint(**ep, /*was_running=*/false);
+  if (!e.ok()) return e.status();
+  *bundle.add_endpoints() = *std::move(e);
+  return bundle.SerializeAsString();
+}
+
+absl::StatusOr<kmcl::v1::ChannelRef> RestoreChannelBundle(Registry& registry,
+                                                          const std::string& partition_id,
+                                                          const std::string& blob) {
+  auto p = registry.GetPartition(partition_id);
+  if (!p.ok()) return p.status();
+  auto bundle = ParseBundle(blob, saved::SavedBundle::KIND_CHANNEL);
+  if (!bundle.ok()) return bundle.status();
+  if (bundle->endpoints_size() != 1 || bundle->endpoints(0).role() != kmcl::v1::ENDPOINT_ROLE_HOST) {
+    return absl::InvalidArgumentError("a channel bundle holds exactly one host endpoint");
+  }
+  auto ep = RestoreEndpoint(registry, *p, bundle->endpoints(0));
+  if (!ep.ok()) return ep.status();
+  return (*ep)->Ref();
+}
+
+}  // namespace kmcld

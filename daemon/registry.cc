@@ -1,0 +1,290 @@
+#include "daemon/registry.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "daemon/convert.h"
+
+namespace kmcld {
+
+PartitionEntry::~PartitionEntry() = default;
+
+
+Registry::Registry(RegistryLimits limits, EventLog& log, Timer& timer)
+    : limits_(limits), log_(log), timer_(timer) {}
+
+Registry::~Registry() {
+  for (const auto& p : ListPartitions()) DeletePartition(p->id(), /*force=*/true).IgnoreError();
+}
+
+absl::StatusOr<std::shared_ptr<PartitionEntry>> Registry::AddPartition(
+    std::unique_ptr<kmcl::Partition> partition) {
+  auto entry = std::make_shared<PartitionEntry>(std::move(partition));
+  {
+    kmcl::MutexLock lock(&mu_);
+    if (partitions_.contains(entry->id())) {
+      return absl::AlreadyExistsError(absl::StrCat("partition '", entry->id(), "' already exists"));
+    }
+    if (partitions_.size() >= limits_.max_partitions) {
+      return absl::ResourceExhaustedError(absl::StrCat("kmcld holds ", partitions_.size(),
+                                                       " partitions, its limit (max_partitions)"));
+    }
+    partitions_.emplace(entry->id(), entry);
+  }
+  kmcl::v1::Event e;
+  e.set_kind(kmcl::v1::EVENT_KIND_PARTITION_CREATED);
+  e.set_partition_id(entry->id());
+  log_.Append(std::move(e));
+  return entry;
+}
+
+absl::StatusOr<std::shared_ptr<PartitionEntry>> Registry::GetPartition(const std::string& id) const {
+  if (id.empty()) return absl::InvalidArgumentError("partition_id is required");
+  kmcl::MutexLock lock(&mu_);
+  auto it = partitions_.find(id);
+  if (it == partitions_.end()) {
+    return absl::NotFoundError(absl::StrCat("partition '", id.substr(0, 64), "' does not exist"));
+  }
+  return it->second;
+}
+
+bool Registry::HasPartition(const std::string& id) const {
+  kmcl::MutexLock lock(&mu_);
+  return partitions_.contains(id);
+}
+
+std::vector<std::shared_ptr<PartitionEntry>> Registry::ListPartitions() const {
+  kmcl::MutexLock lock(&mu_);
+  std::vector<std::shared_ptr<PartitionEntry>> out;
+  for (auto& [id, p] : partitions_) out.push_back(p);
+  return out;
+}
+
+absl::StatusOr<std::vector<std::shared_ptr<PartitionEntry>>> Registry::PartitionsFor(
+    const std::string& id) const {
+  if (id.empty()) return ListPartitions();
+  auto p = GetPartition(id);
+  if (!p.ok()) return p.status();
+  return std::vector<std::shared_ptr<PartitionEntry>>{*p};
+}
+
+std::string Registry::NextPartitionId() {
+  kmcl::MutexLock lock(&mu_);
+  for (;;) {
+    std::string id = absl::StrCat("p-", next_partition_++);
+    if (!partitions_.contains(id)) return id;
+  }
+}
+
+absl::Status Registry::DeletePartition(const std::string& id, bool force) {
+  auto entry = GetPartition(id);
+  if (!entry.ok()) return entry.status();
+  std::shared_ptr<PartitionEntry> p = *entry;
+  std::vector<std::shared_ptr<Endpoint>> endpoints;
+  {
+    kmcl::MutexLock lock(&p->mu);
+    if (p->deleted) return absl::NotFoundError(absl::StrCat("partition '", id, "' is being deleted"));
+    if (p->pinned_) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "partition '", id, "' is in use by kmcld's in-process demo (--demo)"));
+    }
+    const bool has_channels = !p->hosts.empty() || !p->guests.empty() ||
+                              !p->partition().ServerChannels().empty();
+    if (has_channels && !force) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "partition '", id, "' has channels; rescind and clean them up, or delete with force"));
+    }
+    p->deleted = true;
+    for (auto& [key, ep] : p->hosts) endpoints.push_back(ep);
+    for (auto& ep : p->guests) endpoints.push_back(ep);
+  }
+  {
+    kmcl::MutexLock lock(&mu_);
+    partitions_.erase(id);
+  }
+  // Guests first (their close lets the host side finish quickly), then hosts.
+  std::stable_sort(endpoints.begin(), endpoints.end(), [](const auto& a, const auto& b) {
+    return a->role() == kmcl::v1::ENDPOINT_ROLE_GUEST && b->role() != kmcl::v1::ENDPOINT_ROLE_GUEST;
+  });
+  for (auto& ep : endpoints) FreeEndpoint(p, ep);
+  {
+    kmcl::MutexLock lock(&p->mu);
+    for (auto& [bid, buffer] : p->buffers) p->partition().memory().FreePages(buffer.pfns).IgnoreError();
+    p->buffers.clear();
+  }
+  kmcl::v1::Event e;
+  e.set_kind(kmcl::v1::EVENT_KIND_PARTITION_DELETED);
+  e.set_partition_id(id);
+  log_.Append(std::move(e));
+  return absl::OkStatus();
+}
+
+void Registry::FreeEndpoint(const std::shared_ptr<PartitionEntry>& partition,
+                            const std::shared_ptr<Endpoint>& endpoint) {
+  endpoint->ExpectClose();
+  endpoint->EndStreamAndRelease();
+  const bool was_enabled = endpoint->channel().connection() != kmcl::ConnectionState::kDisabled;
+  endpoint->channel().Disable().IgnoreError();  // already disabled is fine
+  if (was_enabled && endpoint->role() == kmcl::v1::ENDPOINT_ROLE_HOST) endpoint->MarkRescinded();
+  kmcl::v1::Event e;
+  e.set_kind(kmcl::v1::EVENT_KIND_CLEANED_UP);
+  e.set_partition_id(partition->id());
+  *e.mutable_channel() = endpoint->Ref();
+  e.set_role(endpoint->role());
+  log_.Append(std::move(e));
+  kmcl::MutexLock lock(&partition->mu);
+  for (auto it = partition->hosts.begin(); it != partition->hosts.end(); ++it) {
+    if (it->second == endpoint) {
+      partition->hosts.erase(it);
+      break;
+    }
+  }
+  auto& guests = partition->guests;
+  guests.erase(std::remove(guests.begin(), guests.end(), endpoint), guests.end());
+}
+
+absl::StatusOr<ResolvedChannel> Registry::Resolve(const kmcl::v1::ChannelRef& ref) const {
+  if (ref.partition_id().empty()) return absl::InvalidArgumentError("channel.partition_id is required");
+  auto partition = GetPartition(ref.partition_id());
+  if (!partition.ok()) return partition.status();
+  if (ref.channel_id() == 0) return absl::InvalidArgumentError("channel.channel_id is required");
+  ResolvedChannel out;
+  out.partition = *partition;
+  out.relid = ref.channel_id();
+  for (kmcl::ServerChannelInfo& info : out.partition->partition().ServerChannels()) {
+    if (info.relid == ref.channel_id()) out.info = std::move(info);
+  }
+  kmcl::MutexLock lock(&out.partition->mu);
+  // The newest host endpoint for the relid, or the one the sequence names.
+  for (auto& [key, ep] : out.partition->hosts) {
+    if (key.first != ref.channel_id()) continue;
+    if (ref.offer_sequence() != 0 && key.second != ref.offer_sequence()) continue;
+    out.host = ep;
+  }
+  if (out.info.has_value()) {
+    out.offer_sequence = out.info->offer_sequence;
+    if (out.host != nullptr && out.host->Ref().offer_sequence() != out.offer_sequence &&
+        ref.offer_sequence() == 0) {
+      out.host = nullptr;  // an older incarnation awaiting cleanup
+    }
+  } else if (out.host != nullptr) {
+    out.offer_sequence = out.host->Ref().offer_sequence();
+  }
+  for (auto& ep : out.partition->guests) {
+    if (ep->channel().relid() == out.relid) out.guest = ep;
+  }
+  if (!out.info.has_value() && out.host == nullptr && out.guest != nullptr) {
+    return out;  // a guest endpoint whose offer is gone (rescinded and cleaned up)
+  }
+  if (!out.info.has_value() && out.host == nullptr) {
+    for (auto& [key, ep] : out.partition->hosts) {
+      if (key.first == ref.channel_id()) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "channel ", ref.channel_id(), " of partition '", ref.partition_id(),
+            "': offer_sequence ", ref.offer_sequence(), " is stale (the current incarnation is ",
+            key.second, ")"));
+      }
+    }
+    return absl::NotFoundError(absl::StrCat("channel ", ref.channel_id(), " of partition '",
+                                            ref.partition_id(), "' does not exist"));
+  }
+  if (ref.offer_sequence() != 0 && ref.offer_sequence() != out.offer_sequence) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "channel ", ref.channel_id(), " of partition '", ref.partition_id(), "': offer_sequence ",
+        ref.offer_sequence(), " is stale (the current incarnation is ", out.offer_sequence, ")"));
+  }
+  return out;
+}
+
+absl::StatusOr<std::shared_ptr<Endpoint>> Registry::ResolveEndpoint(
+    const kmcl::v1::EndpointRef& ref) const {
+  auto channel = Resolve(ref.channel());
+  if (!channel.ok()) return channel.status();
+  std::shared_ptr<Endpoint> ep;
+  switch (ref.role()) {
+    case kmcl::v1::ENDPOINT_ROLE_HOST:
+      ep = channel->host;
+      break;
+    case kmcl::v1::ENDPOINT_ROLE_GUEST:
+      ep = channel->guest;
+      break;
+    default:
+      return absl::InvalidArgumentError("endpoint.role must be HOST or GUEST");
+  }
+  if (ep == nullptr) {
+    return absl::NotFoundError(absl::StrCat("channel ", channel->relid, " of partition '",
+                                            channel->partition->id(), "' has no ",
+                                            EndpointRoleName(ref.role()), " endpoint in kmcld"));
+  }
+  return ep;
+}
+
+std::vector<ResolvedChannel> Registry::Channels(const std::shared_ptr<PartitionEntry>& partition) const {
+  std::map<std::pair<uint32_t, uint64_t>, ResolvedChannel> out;
+  for (kmcl::ServerChannelInfo& info : partition->partition().ServerChannels()) {
+    ResolvedChannel& c = out[{info.relid, info.offer_sequence}];
+    c.partition = partition;
+    c.relid = info.relid;
+    c.offer_sequence = info.offer_sequence;
+    c.info = std::move(info);
+  }
+  kmcl::MutexLock lock(&partition->mu);
+  for (auto& [key, ep] : partition->hosts) {
+    ResolvedChannel& c = out[key];
+    c.partition = partition;
+    c.relid = key.first;
+    c.offer_sequence = key.second;
+    c.host = ep;
+  }
+  for (auto& ep : partition->guests) {
+    const uint32_t relid = ep->channel().relid();
+    if (relid == 0) continue;
+    // The newest incarnation of the relid.
+    ResolvedChannel* newest = nullptr;
+    for (auto& [key, c] : out) {
+      if (key.first == relid) newest = &c;
+    }
+    if (newest != nullptr) newest->guest = ep;
+  }
+  std::vector<ResolvedChannel> list;
+  for (auto& [key, c] : out) list.push_back(std::move(c));
+  return list;
+}
+
+kmcl::v1::Channel Registry::Describe(const ResolvedChannel& c) const {
+  kmcl::v1::Channel out;
+  if (c.info.has_value()) {
+    *out.mutable_offer() = ToProto(*c.info, c.partition->id());
+  } else if (c.host != nullptr && c.host->offer().has_value()) {
+    *out.mutable_offer() = *c.host->offer();
+    out.mutable_offer()->set_opened(false);
+  } else {
+    out.mutable_offer()->mutable_channel()->set_partition_id(c.partition->id());
+    out.mutable_offer()->mutable_channel()->set_channel_id(c.relid);
+    out.mutable_offer()->mutable_channel()->set_offer_sequence(c.offer_sequence);
+  }
+  out.mutable_host()->set_role(kmcl::v1::ENDPOINT_ROLE_HOST);
+  out.mutable_guest()->set_role(kmcl::v1::ENDPOINT_ROLE_GUEST);
+  if (c.host != nullptr) {
+    *out.mutable_settings() = c.host->settings();
+    out.mutable_offer()->set_friendly_name(c.host->settings().friendly_name());
+    *out.mutable_host() = ToProto(c.host->channel().Snapshot(), kmcl::v1::ENDPOINT_ROLE_HOST,
+                                  c.host->rescinded(), c.host->attached());
+  }
+  if (c.guest != nullptr) {
+    *out.mutable_guest() = ToProto(c.guest->channel().Snapshot(), kmcl::v1::ENDPOINT_ROLE_GUEST,
+                                   c.guest->rescinded(), c.guest->attached());
+  }
+  const std::shared_ptr<Endpoint>& any = c.host != nullptr ? c.host : c.guest;
+  if (any != nullptr) {
+    auto mmio = any->channel().MmioSpace();
+    if (mmio.ok()) {
+      out.set_mmio_address(mmio->first);
+      out.set_mmio_size(mmio->second);
+    }
+  }
+  return out;
+}
+
+}  // namespace kmcld

@@ -1,0 +1,147 @@
+// daemon/registry.h: everything kmcld owns, by the ids the API uses:
+// partitions, their guest buffers, and the endpoints kmcld holds for remote
+// tools. It resolves a ChannelRef or EndpointRef once, checking the
+// partition, the relid and the offer_sequence (FAILED_PRECONDITION when a
+// non-zero offer_sequence names another incarnation of a reused relid), so
+// the services never repeat those checks.
+//
+// Threading: thread-safe. Lock order: Registry::mu_, then
+// PartitionEntry::mu, then an Endpoint's lock; kmcl_core calls that may block
+// are never made under these locks.
+#ifndef KMCLD_DAEMON_REGISTRY_H_
+#define KMCLD_DAEMON_REGISTRY_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "daemon/endpoint.h"
+#include "daemon/event_log.h"
+#include "daemon/timer.h"
+#include "kmcl_core/mutex.h"
+#include "kmcl_core/partition.h"
+#include "proto/channel.pb.h"
+#include "proto/common.pb.h"
+
+namespace kmcld {
+
+struct RegistryLimits {
+  uint32_t max_partitions = 64;
+  uint64_t guest_buffer_bytes_per_partition = uint64_t{1} << 30;  // 1 GiB
+  EndpointLimits endpoint;
+};
+
+struct GuestBuffer {
+  uint64_t buffer_id = 0;
+  uint64_t byte_count = 0;
+  std::vector<uint64_t> pfns;
+};
+
+class PartitionEntry {
+ public:
+  friend class Registry;
+  PartitionEntry(std::unique_ptr<kmcl::Partition> partition)
+      : partition_(std::move(partition)) {}
+  ~PartitionEntry();
+  kmcl::Partition& partition() const { return *partition_; }
+  const std::string& id() const { return partition_->id(); }
+
+  kmcl::Mutex mu;
+  // Host endpoints by (relid, offer_sequence): a relid is reused once the
+  // guest released it, while the old endpoint may await CleanupChannel.
+  std::map<std::pair<uint32_t, uint64_t>, std::shared_ptr<Endpoint>> hosts ABSL_GUARDED_BY(mu);
+  std::vector<std::shared_ptr<Endpoint>> guests ABSL_GUARDED_BY(mu);
+  std::map<uint64_t, GuestBuffer> buffers ABSL_GUARDED_BY(mu);
+  uint64_t next_buffer_id ABSL_GUARDED_BY(mu) = 1;
+  uint64_t buffer_bytes ABSL_GUARDED_BY(mu) = 0;
+  bool deleted ABSL_GUARDED_BY(mu) = false;
+  // Something in-process (the --demo traffic) uses the partition directly:
+  // DeletePartition refuses until unpinned.
+  void Pin() {
+    kmcl::MutexLock lock(&mu);
+    pinned_ = true;
+  }
+  void Unpin() {
+    kmcl::MutexLock lock(&mu);
+    pinned_ = false;
+  }
+  bool pinned() {
+    kmcl::MutexLock lock(&mu);
+    return pinned_;
+  }
+
+ private:
+  bool pinned_ ABSL_GUARDED_BY(mu) = false;
+  std::unique_ptr<kmcl::Partition> partition_;
+};
+
+// A ChannelRef resolved: the partition, the relid, the incarnation and the
+// endpoints kmcld holds for it (either may be null).
+struct ResolvedChannel {
+  std::shared_ptr<PartitionEntry> partition;
+  uint32_t relid = 0;
+  uint64_t offer_sequence = 0;
+  std::optional<kmcl::ServerChannelInfo> info;  // while the control plane knows it
+  std::shared_ptr<Endpoint> host;
+  std::shared_ptr<Endpoint> guest;
+};
+
+class Registry {
+ public:
+  Registry(RegistryLimits limits, EventLog& log, Timer& timer);
+  ~Registry();  // frees every endpoint and partition (blocking)
+  Registry(const Registry&) = delete;
+  Registry& operator=(const Registry&) = delete;
+
+  const RegistryLimits& limits() const { return limits_; }
+  EventLog& log() { return log_; }
+  Timer& timer() { return timer_; }
+
+  // ---- Partitions ----
+  // ALREADY_EXISTS for a taken id; RESOURCE_EXHAUSTED past max_partitions.
+  absl::StatusOr<std::shared_ptr<PartitionEntry>> AddPartition(
+      std::unique_ptr<kmcl::Partition> partition);
+  // NOT_FOUND naming the id; INVALID_ARGUMENT for an empty one.
+  absl::StatusOr<std::shared_ptr<PartitionEntry>> GetPartition(const std::string& id) const;
+  std::vector<std::shared_ptr<PartitionEntry>> ListPartitions() const;
+  // The partition `id`, or every partition when `id` is empty (the List*
+  // calls' rule for an empty partition_id).
+  absl::StatusOr<std::vector<std::shared_ptr<PartitionEntry>>> PartitionsFor(
+      const std::string& id) const;
+  // "p-<n>" not in use.
+  std::string NextPartitionId();
+  bool HasPartition(const std::string& id) const;
+  // Blocking: frees every endpoint (rescinding first with `force`) and the
+  // partition. FAILED_PRECONDITION with channels and no force.
+  absl::Status DeletePartition(const std::string& id, bool force);
+
+  // ---- Channels and endpoints ----
+  absl::StatusOr<ResolvedChannel> Resolve(const kmcl::v1::ChannelRef& ref) const;
+  absl::StatusOr<std::shared_ptr<Endpoint>> ResolveEndpoint(const kmcl::v1::EndpointRef& ref) const;
+  // Every channel of a partition: each host endpoint, each offer the
+  // control plane knows, and each guest endpoint's channel.
+  std::vector<ResolvedChannel> Channels(const std::shared_ptr<PartitionEntry>& partition) const;
+  // The Channel message GetChannel returns.
+  kmcl::v1::Channel Describe(const ResolvedChannel& channel) const;
+
+  // Blocking: ends the endpoint's stream, releases its held deliveries,
+  // disables it (close or rescind) and forgets it.
+  void FreeEndpoint(const std::shared_ptr<PartitionEntry>& partition,
+                    const std::shared_ptr<Endpoint>& endpoint);
+
+ private:
+  const RegistryLimits limits_;
+  EventLog& log_;
+  Timer& timer_;
+  mutable kmcl::Mutex mu_;
+  std::map<std::string, std::shared_ptr<PartitionEntry>> partitions_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_partition_ ABSL_GUARDED_BY(mu_) = 1;
+};
+
+}  // namespace kmcld
+
+#endif  // KMCLD_DAEMON_REGISTRY_H_

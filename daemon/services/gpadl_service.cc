@@ -1,0 +1,346 @@
+#include "daemon/services/gpadl_service.h"
+
+#include <algorithm>
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "daemon/convert.h"
+#include "kmcl_core/vmbus_wire.h"
+
+namespace kmcld {
+
+namespace {
+
+constexpr uint64_t kPage = kmcl::wire::kPageSize;
+
+void LogGpadl(EventLog& log, const ResolvedChannel& c, kmcl::v1::EventKind kind, uint32_t id) {
+  kmcl::v1::Event e;
+  e.set_kind(kind);
+  e.set_partition_id(c.partition->id());
+  e.mutable_channel()->set_partition_id(c.partition->id());
+  e.mutable_channel()->set_channel_id(c.relid);
+  e.mutable_channel()->set_offer_sequence(c.offer_sequence);
+  e.set_role(kmcl::v1::ENDPOINT_ROLE_GUEST);
+  e.set_detail(absl::StrCat("GPADL ", id));
+  log.Append(std::move(e));
+}
+
+// The guest VTL that owns a channel's GPADLs.
+uint8_t GuestVtl(const ResolvedChannel& c) {
+  if (c.guest != nullptr) return c.guest->channel().client_vtl();
+  return c.info.has_value() ? c.info->offer.target_vtl : 0;
+}
+
+}  // namespace
+
+absl::Status GpadlService::GuestIo(const std::string& partition_id, bool has_gpa, uint64_t gpa,
+                                   bool has_buffer, uint64_t buffer_id, uint64_t offset,
+                                   uint8_t* data, uint64_t length, bool write) {
+  if (length > ctx_.limits.max_transfer_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("a transfer of ", length,
+                                                   " bytes is above the limit of ",
+                                                   ctx_.limits.max_transfer_bytes));
+  }
+  auto p = ctx_.registry.GetPartition(partition_id);
+  if (!p.ok()) return p.status();
+  kmcl::GuestMemory& memory = (*p)->partition().memory();
+  if (has_gpa) {
+    return write ? memory.Write(gpa, {data, length}) : memory.Read(gpa, {data, length});
+  }
+  if (!has_buffer) return absl::InvalidArgumentError("set either gpa or buffer_id");
+  std::vector<uint64_t> pfns;
+  {
+    kmcl::MutexLock lock(&(*p)->mu);
+    auto it = (*p)->buffers.find(buffer_id);
+    if (it == (*p)->buffers.end()) {
+      return absl::NotFoundError(absl::StrCat("guest buffer ", buffer_id, " does not exist"));
+    }
+    const uint64_t size = it->second.byte_count;
+    if (offset > size || length > size - offset) {
+      return absl::OutOfRangeError(absl::StrCat("bytes [", offset, ", ", offset + length,
+                                                ") are outside guest buffer ", buffer_id, " of ",
+                                                size, " bytes"));
+    }
+    pfns = it->second.pfns;
+  }
+  uint64_t done = 0;
+  while (done < length) {
+    const uint64_t at = offset + done;
+    const uint64_t chunk = std::min(length - done, kPage - at % kPage);
+    const uint64_t address = pfns[at / kPage] * kPage + at % kPage;
+    absl::Status s = write ? memory.Write(address, {data + done, chunk})
+                           : memory.Read(address, {data + done, chunk});
+    if (!s.ok()) return s;
+    done += chunk;
+  }
+  return absl::OkStatus();
+}
+
+grpc::ServerUnaryReactor* GpadlService::AllocateGuestBuffer(
+    grpc::CallbackServerContext* ctx, const kmcl::v1::AllocateGuestBufferRequest* request,
+    kmcl::v1::GuestBuffer* response) {
+  auto p = ctx_.registry.GetPartition(request->partition_id());
+  if (!p.ok()) return FinishNow(ctx, p.status());
+  if (request->byte_count() == 0) {
+    return FinishNow(ctx, absl::InvalidArgumentError("byte_count must be non-zero"));
+  }
+  const uint64_t limit = ctx_.registry.limits().guest_buffer_bytes_per_partition;
+  if (request->byte_count() > limit) {
+    return FinishNow(ctx, absl::ResourceExhaustedError(absl::StrCat(
+                              "byte_count ", request->byte_count(),
+                              " is above the guest-buffer limit of ", limit, " bytes per partition")));
+  }
+  const uint64_t pages = (request->byte_count() + kPage - 1) / kPage;
+  kmcl::MutexLock lock(&(*p)->mu);
+  if ((*p)->buffer_bytes + pages * kPage > limit) {
+    return FinishNow(ctx, absl::ResourceExhaustedError(absl::StrCat(
+                              "partition '", (*p)->id(), "' already holds ", (*p)->buffer_bytes,
+                              " bytes of guest buffers; the limit is ", limit)));
+  }
+  auto pfns = (*p)->partition().memory().AllocatePages(pages);
+  if (!pfns.ok()) return FinishNow(ctx, pfns.status());
+  GuestBuffer buffer;
+  buffer.buffer_id = (*p)->next_buffer_id++;
+  buffer.byte_count = pages * kPage;
+  buffer.pfns = *std::move(pfns);
+  (*p)->buffer_bytes += buffer.byte_count;
+  response->set_partition_id((*p)->id());
+  response->set_buffer_id(buffer.buffer_id);
+  response->set_byte_count(buffer.byte_count);
+  for (uint64_t pfn : buffer.pfns) response->add_pfns(pfn);
+  (*p)->buffers.emplace(buffer.buffer_id, std::move(buffer));
+  return FinishNow(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* GpadlService::FreeGuestBuffer(
+    grpc::CallbackServerContext* ctx, const kmcl::v1::FreeGuestBufferRequest* request,
+    kmcl::v1::FreeGuestBufferResponse*) {
+  auto p = ctx_.registry.GetPartition(request->partition_id());
+  if (!p.ok()) return FinishNow(ctx, p.status());
+  kmcl::MutexLock lock(&(*p)->mu);
+  auto it = (*p)->buffers.find(request->buffer_id());
+  if (it == (*p)->buffers.end()) {
+    return FinishNow(ctx, absl::NotFoundError(absl::StrCat("guest buffer ", request->buffer_id(),
+                                                           " does not exist")));
+  }
+  for (uint64_t pfn : it->second.pfns) {
+    if ((*p)->partition().gpadls().CoversPage(pfn)) {
+      return FinishNow(ctx, absl::FailedPreconditionError(absl::StrCat(
+                                "guest buffer ", request->buffer_id(),
+                                " is still covered by a GPADL; tear it down first")));
+    }
+  }
+  absl::Status s = (*p)->partition().memory().FreePages(it->second.pfns);
+  if (s.ok()) {
+    (*p)->buffer_bytes -= it->second.byte_count;
+    (*p)->buffers.erase(it);
+  }
+  return FinishNow(ctx, s);
+}
+
+grpc::ServerUnaryReactor* GpadlService::WriteGuestMemory(
+    grpc::CallbackServerContext* ctx, const kmcl::v1::WriteGuestMemoryRequest* r,
+    kmcl::v1::WriteGuestMemoryResponse*) {
+  std::string data = r->data();
+  return FinishNow(ctx, GuestIo(r->partition_id(), r->has_gpa(), r->gpa(), r->has_buffer_id(),
+                                r->buffer_id(), r->offset(), reinterpret_cast<uint8_t*>(data.data()),
+                                data.size(), /*write=*/true));
+}
+
+grpc::ServerUnaryReactor* GpadlService::ReadGuestMemory(
+    grpc::CallbackServerContext* ctx, const kmcl::v1::ReadGuestMemoryRequest* r,
+    kmcl::v1::ReadGuestMemoryResponse* response) {
+  if (r->length() > ctx_.limits.max_transfer_bytes) {
+    return FinishNow(ctx, absl::InvalidArgumentError(absl::StrCat(
+                              "a transfer of ", r->length(), " bytes is above the limit of ",
+                              ctx_.limits.max_transfer_bytes)));
+  }
+  std::string data(r->length(), '\0');
+  absl::Status s = GuestIo(r->partition_id(), r->has_gpa(), r->gpa(), r->has_buffer_id(),
+                           r->buffer_id(), r->offset(), reinterpret_cast<uint8_t*>(data.data()),
+                           data.size(), /*write=*/false);
+  if (s.ok()) response->set_data(std::move(data));
+  return FinishNow(ctx, s);
+}
+
+absl::StatusOr<kmcl::v1::Gpadl> GpadlService::Describe(const ResolvedChannel& c, uint32_t id) {
+  std::optional<kmcl::GpadlInfo> info = c.partition->partition().gpadls().Get(id);
+  if (!info.has_value() || info->channel_id != c.relid) {
+    return absl::NotFoundError(absl::StrCat("GPADL ", id, " does not exist on channel ", c.relid));
+  }
+  kmcl::v1::Gpadl out;
+  out.mutable_channel()->set_partition_id(c.partition->id());
+  out.mutable_channel()->set_channel_id(c.relid);
+  out.mutable_channel()->set_offer_sequence(c.offer_sequence);
+  out.set_gpadl_id(id);
+  for (const kmcl::GpaRange& r : info->ranges) ToProto(r, out.add_ranges());
+  out.set_byte_count(info->byte_count);
+  out.set_read_only(info->read_only);
+  out.set_state(info->state == kmcl::GpadlState::kCreated ? kmcl::v1::GPADL_STATE_CREATED
+                                                          : kmcl::v1::GPADL_STATE_TEARING_DOWN);
+  for (const LeaseRecord& l : leases_.List()) {
+    if (l.partition.lock() == c.partition && l.gpadl_id == id) out.set_lease_id(l.lease_id);
+  }
+  return out;
+}
+
+grpc::ServerUnaryReactor* GpadlService::CreateGpadl(grpc::CallbackServerContext* ctx,
+                                                    const kmcl::v1::CreateGpadlRequest* request,
+                                                    kmcl::v1::Gpadl* response) {
+  auto c = ctx_.registry.Resolve(request->channel());
+  if (!c.ok()) return FinishNow(ctx, c.status());
+  if (c->guest == nullptr || c->guest->channel().connection() != kmcl::ConnectionState::kOpened) {
+    return FinishNow(ctx, absl::FailedPreconditionError(absl::StrCat(
+                              "channel ", c->relid,
+                              ": GPADLs are created by the guest role on a channel it has open")));
+  }
+  std::vector<kmcl::GpaRange> ranges;
+  switch (request->source_case()) {
+    case kmcl::v1::CreateGpadlRequest::kBuffer: {
+      const kmcl::v1::BufferSlice& slice = request->buffer();
+      kmcl::MutexLock lock(&c->partition->mu);
+      auto it = c->partition->buffers.find(slice.buffer_id());
+      if (it == c->partition->buffers.end()) {
+        return FinishNow(ctx, absl::NotFoundError(absl::StrCat("guest buffer ", slice.buffer_id(),
+                                                               " does not exist")));
+      }
+      kmcl::GpaRange whole;
+      whole.byte_count = static_cast<uint32_t>(it->second.byte_count);
+      whole.pfns = it->second.pfns;
+      if (it->second.byte_count > UINT32_MAX) {
+        return FinishNow(ctx, absl::InvalidArgumentError("a guest buffer above 4 GiB cannot be one range"));
+      }
+      auto sliced = SliceRanges({whole}, slice.offset(), slice.length());
+      if (!sliced.ok()) return FinishNow(ctx, sliced.status());
+      ranges = *std::move(sliced);
+      break;
+    }
+    case kmcl::v1::CreateGpadlRequest::kRanges: {
+      auto parsed = FromProto(request->ranges());
+      if (!parsed.ok()) return FinishNow(ctx, parsed.status());
+      if (absl::Status s = kmcl::ValidateGpaRanges(*parsed, c->partition->partition().memory().page_count());
+          !s.ok()) {
+        return FinishNow(ctx, s);
+      }
+      ranges = *std::move(parsed);
+      break;
+    }
+    case kmcl::v1::CreateGpadlRequest::SOURCE_NOT_SET:
+      return FinishNow(ctx, absl::InvalidArgumentError("set either buffer or ranges"));
+  }
+  kmcl::Partition& partition = c->partition->partition();
+  const uint32_t id = partition.gpadls().AllocateId();
+  absl::Status s = partition.CreateGuestGpadl(GuestVtl(*c), c->relid, id, std::move(ranges));
+  if (s.ok() && request->read_only()) s = partition.gpadls().MarkReadOnly(id);
+  if (!s.ok()) return FinishNow(ctx, s);
+  LogGpadl(ctx_.registry.log(), *c, kmcl::v1::EVENT_KIND_GPADL_CREATED, id);
+  auto described = Describe(*c, id);
+  if (described.ok()) *response = *std::move(described);
+  return FinishNow(ctx, described.status());
+}
+
+grpc::ServerUnaryReactor* GpadlService::TeardownGpadl(grpc::CallbackServerContext* ctx,
+                                                      const kmcl::v1::TeardownGpadlRequest* request,
+                                                      kmcl::v1::Gpadl* response) {
+  auto c = ctx_.registry.Resolve(request->channel());
+  if (!c.ok()) return FinishNow(ctx, c.status());
+  auto before = Describe(*c, request->gpadl_id());
+  if (!before.ok()) return FinishNow(ctx, before.status());
+  if (before->state() == kmcl::v1::GPADL_STATE_TEARING_DOWN) {
+    return FinishNow(ctx, absl::FailedPreconditionError(absl::StrCat(
+                              "GPADL ", request->gpadl_id(), " is already being torn down")));
+  }
+  const auto deadline = ctx->deadline();
+  const absl::Duration wait =
+      !request->wait() ? absl::ZeroDuration()
+      : deadline == std::chrono::system_clock::time_point::max()
+          ? absl::InfiniteDuration()
+          : std::max(absl::FromChrono(deadline) - absl::Now(), absl::ZeroDuration());
+  return FinishBlocking(ctx, ctx_.pool, [this, c = *c, request, response, wait,
+                                         before = *before]() mutable -> absl::Status {
+    std::optional<absl::Duration> how_long;
+    if (wait != absl::InfiniteDuration()) how_long = wait;
+    absl::Status s = c.partition->partition().TeardownGuestGpadl(GuestVtl(c), c.relid,
+                                                                 request->gpadl_id(), how_long);
+    *response = before;
+    if (s.ok()) {
+      response->set_state(kmcl::v1::GPADL_STATE_TORN_DOWN);
+      response->set_lease_id(0);
+      LogGpadl(ctx_.registry.log(), c, kmcl::v1::EVENT_KIND_GPADL_TORN_DOWN, request->gpadl_id());
+      return s;
+    }
+    if (s.code() == absl::StatusCode::kDeadlineExceeded) {
+      response->set_state(kmcl::v1::GPADL_STATE_TEARING_DOWN);
+      return request->wait() ? s : absl::OkStatus();
+    }
+    return s;
+  });
+}
+
+grpc::ServerUnaryReactor* GpadlService::GetGpadl(grpc::CallbackServerContext* ctx,
+                                                 const kmcl::v1::GetGpadlRequest* request,
+                                                 kmcl::v1::Gpadl* response) {
+  auto c = ctx_.registry.Resolve(request->channel());
+  if (!c.ok()) return FinishNow(ctx, c.status());
+  auto described = Describe(*c, request->gpadl_id());
+  if (described.ok()) *response = *std::move(described);
+  return FinishNow(ctx, described.status());
+}
+
+grpc::ServerUnaryReactor* GpadlService::MapGpadl(grpc::CallbackServerContext* ctx,
+                                                 const kmcl::v1::MapGpadlRequest* request,
+                                                 kmcl::v1::GpadlLease* response) {
+  auto c = ctx_.registry.Resolve(request->channel());
+  if (!c.ok()) return FinishNow(ctx, c.status());
+  if (c->host == nullptr) {
+    return FinishNow(ctx, absl::FailedPreconditionError(absl::StrCat(
+                              "channel ", c->relid, " has no host endpoint in kmcld to map with")));
+  }
+  auto lease = leases_.Map(c->partition, c->relid, request->gpadl_id(), request->read_only());
+  if (!lease.ok()) return FinishNow(ctx, lease.status());
+  response->set_lease_id(lease->lease_id);
+  response->mutable_channel()->set_partition_id(c->partition->id());
+  response->mutable_channel()->set_channel_id(c->relid);
+  response->mutable_channel()->set_offer_sequence(c->offer_sequence);
+  response->set_gpadl_id(lease->gpadl_id);
+  response->set_byte_count(lease->byte_count);
+  response->set_read_only(lease->read_only);
+  return FinishNow(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* GpadlService::ReadLease(grpc::CallbackServerContext* ctx,
+                                                  const kmcl::v1::LeaseIoRequest* request,
+                                                  kmcl::v1::LeaseIoResponse* response) {
+  if (request->length() > ctx_.limits.max_transfer_bytes) {
+    return FinishNow(ctx, absl::InvalidArgumentError(absl::StrCat(
+                              "a transfer of ", request->length(), " bytes is above the limit of ",
+                              ctx_.limits.max_transfer_bytes)));
+  }
+  std::string data(request->length(), '\0');
+  absl::Status s = leases_.Read(request->lease_id(), request->offset(),
+                                {reinterpret_cast<uint8_t*>(data.data()), data.size()});
+  if (s.ok()) response->set_data(std::move(data));
+  return FinishNow(ctx, s);
+}
+
+grpc::ServerUnaryReactor* GpadlService::WriteLease(grpc::CallbackServerContext* ctx,
+                                                   const kmcl::v1::LeaseIoRequest* request,
+                                                   kmcl::v1::LeaseIoResponse*) {
+  if (request->data().size() > ctx_.limits.max_transfer_bytes) {
+    return FinishNow(ctx, absl::InvalidArgumentError(absl::StrCat(
+                              "a transfer of ", request->data().size(),
+                              " bytes is above the limit of ", ctx_.limits.max_transfer_bytes)));
+  }
+  const std::string& d = request->data();
+  return FinishNow(ctx, leases_.Write(request->lease_id(), request->offset(),
+                                      {reinterpret_cast<const uint8_t*>(d.data()), d.size()}));
+}
+
+grpc::ServerUnaryReactor* GpadlService::UnmapGpadl(grpc::CallbackServerContext* ctx,
+                                                   const kmcl::v1::UnmapGpadlRequest* request,
+                                                   kmcl::v1::UnmapGpadlResponse*) {
+  return FinishNow(ctx, leases_.Unmap(request->lease_id()));
+}
+
+}  // namespace kmcld

@@ -1,0 +1,233 @@
+#include "daemon/services/packet_service.h"
+
+#include <memory>
+#include <optional>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace kmcld {
+
+absl::Status StreamCounter::Acquire(const std::string& peer) {
+  kmcl::MutexLock lock(&mu_);
+  uint32_t& n = open_[peer];
+  if (n >= limit_) {
+    return absl::ResourceExhaustedError(absl::StrCat("this client already has ", n,
+                                                     " open streams (max_streams_per_client)"));
+  }
+  ++n;
+  return absl::OkStatus();
+}
+
+void StreamCounter::Release(const std::string& peer) {
+  kmcl::MutexLock lock(&mu_);
+  auto it = open_.find(peer);
+  if (it != open_.end() && --it->second == 0) open_.erase(it);
+}
+
+namespace {
+
+using Reactor = grpc::ServerBidiReactor<kmcl::v1::AttachRequest, kmcl::v1::AttachResponse>;
+
+// The stream as the endpoint sees it. Outlives the reactor when the
+// endpoint still holds it; after OnDone every call is a no-op.
+class AttachStream final : public EndpointStream {
+ public:
+  explicit AttachStream(Reactor* reactor) : reactor_(reactor) {}
+
+  void Wake() override {
+    Reactor* reactor;
+    {
+      kmcl::MutexLock lock(&mu_);
+      if (reactor_ == nullptr || write_in_flight_ || finished_) return;
+      std::shared_ptr<Endpoint> endpoint = endpoint_.lock();
+      if (endpoint == nullptr) return;
+      out_.Clear();
+      if (!endpoint->NextMessage(this, &out_)) return;
+      write_in_flight_ = true;
+      reactor = reactor_;
+    }
+    reactor->StartWrite(&out_);  // OnDone cannot run while a write is in flight
+  }
+
+  void EndpointGone() override {
+    {
+      kmcl::MutexLock lock(&mu_);
+      endpoint_.reset();
+    }
+    Finish(grpc::Status::OK);
+  }
+
+  // Writes the first message (Attached) before anything NextMessage gives.
+  void WriteFirst(kmcl::v1::AttachResponse first) {
+    Reactor* reactor;
+    {
+      kmcl::MutexLock lock(&mu_);
+      reactor = reactor_;
+      out_ = std::move(first);
+    }
+    reactor->StartWrite(&out_);
+  }
+
+  // Claims the write slot before attaching, so that Attached goes first.
+  void ReserveWrite() {
+    kmcl::MutexLock lock(&mu_);
+    write_in_flight_ = true;
+  }
+
+  void WriteDone(bool ok) {
+    std::optional<grpc::Status> finish;
+    Reactor* reactor;
+    {
+      kmcl::MutexLock lock(&mu_);
+      write_in_flight_ = false;
+      reactor = reactor_;
+      if (pending_finish_.has_value()) {
+        finish = std::move(pending_finish_);
+        pending_finish_.reset();
+      }
+    }
+    if (finish.has_value()) {
+      if (reactor != nullptr) reactor->Finish(*finish);
+      return;
+    }
+    if (ok) Wake();
+  }
+
+  // Finishes once, after any write in flight.
+  void Finish(grpc::Status status) {
+    Reactor* reactor;
+    {
+      kmcl::MutexLock lock(&mu_);
+      if (finished_ || reactor_ == nullptr) return;
+      finished_ = true;
+      if (write_in_flight_) {
+        pending_finish_ = std::move(status);
+        return;
+      }
+      reactor = reactor_;
+    }
+    reactor->Finish(status);
+  }
+
+  void set_endpoint(std::shared_ptr<Endpoint> endpoint) {
+    kmcl::MutexLock lock(&mu_);
+    endpoint_ = endpoint;
+  }
+  std::shared_ptr<Endpoint> endpoint() {
+    kmcl::MutexLock lock(&mu_);
+    return endpoint_.lock();
+  }
+  void Done() {
+    kmcl::MutexLock lock(&mu_);
+    reactor_ = nullptr;
+  }
+
+ private:
+  kmcl::Mutex mu_;
+  Reactor* reactor_ ABSL_GUARDED_BY(mu_);
+  std::weak_ptr<Endpoint> endpoint_ ABSL_GUARDED_BY(mu_);
+  bool write_in_flight_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  std::optional<grpc::Status> pending_finish_ ABSL_GUARDED_BY(mu_);
+  kmcl::v1::AttachResponse out_;  // owned by the one write in flight
+};
+
+class AttachReactor final : public Reactor {
+ public:
+  AttachReactor(grpc::CallbackServerContext* ctx, ServiceContext services, StreamCounter& streams)
+      : ctx_(ctx), services_(services), streams_(streams), peer_(ctx->peer()),
+        stream_(std::make_shared<AttachStream>(this)) {
+    if (absl::Status s = streams_.Acquire(peer_); !s.ok()) {
+      stream_->Finish(ToGrpc(s));
+      return;
+    }
+    counted_ = true;
+    StartRead(&in_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      // The tool half-closed (clean), or the call broke (unclean).
+      Detach(/*clean=*/!ctx_->IsCancelled());
+      stream_->Finish(grpc::Status::OK);
+      return;
+    }
+    if (!attached_) {
+      absl::Status s = AttachFirst();
+      if (!s.ok()) {
+        stream_->Finish(ToGrpc(s));
+        return;
+      }
+      attached_ = true;
+    } else if (std::shared_ptr<Endpoint> ep = stream_->endpoint(); ep != nullptr) {
+      absl::Status s = ep->Handle(stream_.get(), in_);
+      if (!s.ok()) {
+        Detach(/*clean=*/false);
+        stream_->Finish(ToGrpc(s));
+        return;
+      }
+    }
+    StartRead(&in_);
+  }
+
+  void OnWriteDone(bool ok) override { stream_->WriteDone(ok); }
+
+  void OnCancel() override {
+    Detach(/*clean=*/false);
+    stream_->Finish(grpc::Status(grpc::StatusCode::CANCELLED, "the call was cancelled"));
+  }
+
+  void OnDone() override {
+    Detach(/*clean=*/false);
+    stream_->Done();
+    if (counted_) streams_.Release(peer_);
+    delete this;
+  }
+
+ private:
+  absl::Status AttachFirst() {
+    if (in_.kind_case() != kmcl::v1::AttachRequest::kAttach) {
+      return absl::FailedPreconditionError("the first message of an Attach stream must be Attach");
+    }
+    const kmcl::v1::Attach& a = in_.attach();
+    auto ep = services_.registry.ResolveEndpoint(a.endpoint());
+    if (!ep.ok()) return ep.status();
+    stream_->ReserveWrite();
+    stream_->set_endpoint(*ep);
+    auto attached = (*ep)->Attach(stream_, a.delivery_credits(), a.max_batch());
+    if (!attached.ok()) {
+      stream_->set_endpoint(nullptr);
+      stream_->WriteDone(false);
+      return attached.status();
+    }
+    kmcl::v1::AttachResponse first;
+    *first.mutable_attached() = *std::move(attached);
+    stream_->WriteFirst(std::move(first));
+    return absl::OkStatus();
+  }
+
+  void Detach(bool clean) {
+    std::shared_ptr<Endpoint> ep = stream_->endpoint();
+    if (ep == nullptr) return;
+    stream_->set_endpoint(nullptr);
+    ep->Detach(stream_.get(), clean);
+  }
+
+  grpc::CallbackServerContext* ctx_;
+  ServiceContext services_;
+  StreamCounter& streams_;
+  const std::string peer_;
+  std::shared_ptr<AttachStream> stream_;
+  bool counted_ = false;
+  bool attached_ = false;
+  kmcl::v1::AttachRequest in_;
+};
+
+}  // namespace
+
+Reactor* PacketService::Attach(grpc::CallbackServerContext* ctx) {
+  return new AttachReactor(ctx, ctx_, streams_);
+}
+
+}  // namespace kmcld

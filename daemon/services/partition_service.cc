@@ -1,0 +1,122 @@
+#include "daemon/services/partition_service.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "kmcl_core/vmbus_wire.h"
+
+namespace kmcld {
+
+kmcl::v1::Partition DescribePartition(PartitionEntry& entry) {
+  kmcl::Partition& p = entry.partition();
+  kmcl::v1::Partition out;
+  out.set_id(p.id());
+  const kmcl::PartitionOptions& o = p.options();
+  for (uint8_t vtl : o.client_vtls) {
+    out.add_client_vtls(vtl);
+    if (out.vmbus_version() == 0) {
+      if (auto v = p.NegotiatedVersion(vtl); v.has_value()) {
+        out.set_vmbus_version(static_cast<kmcl::v1::VmbusVersion>(*v));
+      }
+    }
+  }
+  out.mutable_mmio()->set_base(o.mmio_base);
+  out.mutable_mmio()->set_size_bytes(o.mmio_size);
+  out.set_guest_memory_bytes(p.memory().size_bytes());
+  out.set_channel_count(static_cast<uint32_t>(p.ServerChannels().size()));
+  out.set_vmbus_handle(p.vmbus_handle());
+  return out;
+}
+
+absl::StatusOr<kmcl::PartitionOptions> PartitionOptionsFrom(
+    const kmcl::v1::CreatePartitionRequest& r) {
+  kmcl::PartitionOptions o;
+  o.id = r.id();
+  if (!o.id.empty()) {
+    bool ok = o.id.size() <= 63;
+    for (char c : o.id) ok = ok && ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-');
+    if (!ok) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "id '", o.id.substr(0, 64), "' must be 1 to 63 characters of [a-z0-9-]"));
+    }
+  }
+  if (!kmcl::v1::VmbusVersion_IsValid(r.vmbus_version())) {
+    return absl::InvalidArgumentError(absl::StrCat("vmbus_version ", r.vmbus_version(),
+                                                   " is not a VMBus protocol version"));
+  }
+  o.max_version = r.vmbus_version() == kmcl::v1::VMBUS_VERSION_UNSPECIFIED
+                      ? kmcl::wire::kVersionCopper
+                      : static_cast<uint32_t>(r.vmbus_version());
+  if (r.client_vtls_size() > 0) {
+    o.client_vtls.clear();
+    for (uint32_t vtl : r.client_vtls()) {
+      if (vtl > 2) return absl::InvalidArgumentError(absl::StrCat("client_vtls: VTL ", vtl, " is above 2"));
+      o.client_vtls.insert(static_cast<uint8_t>(vtl));
+    }
+  }
+  if (r.guest_memory_bytes() != 0) {
+    if (r.guest_memory_bytes() % 4096 != 0 || r.guest_memory_bytes() > kmcl::kMaxGuestMemoryBytes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "guest_memory_bytes ", r.guest_memory_bytes(),
+          " must be a multiple of 4096 and at most ", kmcl::kMaxGuestMemoryBytes));
+    }
+    o.memory_bytes = r.guest_memory_bytes();
+  }
+  if (r.mmio().base() != 0 || r.mmio().size_bytes() != 0) {
+    if (r.mmio().size_bytes() == 0 || r.mmio().size_bytes() % 4096 != 0 ||
+        r.mmio().base() % 4096 != 0) {
+      return absl::InvalidArgumentError("mmio: base and size_bytes must be non-zero multiples of 4096");
+    }
+    if (r.mmio().base() < o.memory_bytes || r.mmio().base() + r.mmio().size_bytes() < r.mmio().base()) {
+      return absl::InvalidArgumentError(absl::StrCat("mmio: the window at 0x", absl::Hex(r.mmio().base()),
+                                                     " overlaps guest memory or wraps"));
+    }
+    o.mmio_base = r.mmio().base();
+    o.mmio_size = r.mmio().size_bytes();
+  }
+  return o;
+}
+
+grpc::ServerUnaryReactor* PartitionService::ListPartitions(
+    grpc::CallbackServerContext* ctx, const kmcl::v1::ListPartitionsRequest*,
+    kmcl::v1::ListPartitionsResponse* response) {
+  for (auto& p : ctx_.registry.ListPartitions()) *response->add_partitions() = DescribePartition(*p);
+  return FinishNow(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* PartitionService::CreatePartition(
+    grpc::CallbackServerContext* ctx, const kmcl::v1::CreatePartitionRequest* request,
+    kmcl::v1::Partition* response) {
+  return FinishBlocking(ctx, ctx_.pool, [this, request, response]() -> absl::Status {
+    auto options = PartitionOptionsFrom(*request);
+    if (!options.ok()) return options.status();
+    if (options->id.empty()) options->id = ctx_.registry.NextPartitionId();
+    if (ctx_.registry.HasPartition(options->id)) {
+      return absl::AlreadyExistsError(absl::StrCat("partition '", options->id, "' already exists"));
+    }
+    auto partition = kmcl::Partition::Create(*options);
+    if (!partition.ok()) return partition.status();
+    auto entry = ctx_.registry.AddPartition(*std::move(partition));
+    if (!entry.ok()) return entry.status();
+    *response = DescribePartition(**entry);
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* PartitionService::GetPartition(grpc::CallbackServerContext* ctx,
+                                                         const kmcl::v1::GetPartitionRequest* request,
+                                                         kmcl::v1::Partition* response) {
+  auto entry = ctx_.registry.GetPartition(request->id());
+  if (entry.ok()) *response = DescribePartition(**entry);
+  return FinishNow(ctx, entry.status());
+}
+
+grpc::ServerUnaryReactor* PartitionService::DeletePartition(
+    grpc::CallbackServerContext* ctx, const kmcl::v1::DeletePartitionRequest* request,
+    kmcl::v1::DeletePartitionResponse*) {
+  return FinishBlocking(ctx, ctx_.pool, [this, request] {
+    return ctx_.registry.DeletePartition(request->id(), request->force());
+  });
+}
+
+}  // namespace kmcld

@@ -1,0 +1,179 @@
+#include "daemon/services/save_restore_service.h"
+
+#include <algorithm>
+#include <functional>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "daemon/services/partition_service.h"
+
+namespace kmcld {
+
+namespace {
+
+constexpr uint32_t kDefaultChunk = 256 << 10;
+constexpr uint32_t kMaxChunk = 4 << 20;
+
+// Computes a blob on the blocking pool, then streams it in chunks, one
+// write in flight. The reactor finishes only after the computation, so
+// OnDone never races it.
+class SaveReactor final : public grpc::ServerWriteReactor<kmcl::v1::SaveChunk> {
+ public:
+  SaveReactor(BlockingPool& pool, uint32_t chunk_bytes,
+              std::function<absl::StatusOr<std::string>()> compute) {
+    if (chunk_bytes > kMaxChunk) {
+      Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          absl::StrCat("chunk_bytes ", chunk_bytes, " is above ", kMaxChunk)));
+      return;
+    }
+    chunk_ = chunk_bytes == 0 ? kDefaultChunk : chunk_bytes;
+    const bool started = pool.Run([this, compute = std::move(compute)] {
+      absl::StatusOr<std::string> blob = compute();
+      if (!blob.ok()) {
+        Finish(ToGrpc(blob.status()));
+        return;
+      }
+      blob_ = *std::move(blob);
+      Next();
+    });
+    if (!started) {
+      Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                          "too many blocking calls are running in kmcld; try again"));
+    }
+  }
+  void OnWriteDone(bool ok) override {
+    if (!ok) {
+      Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the client went away"));
+      return;
+    }
+    Next();
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  void Next() {
+    if (sent_ && offset_ >= blob_.size()) {
+      Finish(grpc::Status::OK);
+      return;
+    }
+    const size_t n = std::min<size_t>(chunk_, blob_.size() - offset_);
+    out_.Clear();
+    out_.set_data(blob_.data() + offset_, n);
+    out_.set_offset(offset_);
+    offset_ += n;
+    sent_ = true;
+    if (offset_ >= blob_.size()) {
+      out_.set_last(true);
+      out_.set_total_bytes(blob_.size());
+    }
+    StartWrite(&out_);
+  }
+  uint32_t chunk_ = kDefaultChunk;
+  std::string blob_;
+  size_t offset_ = 0;
+  bool sent_ = false;
+  kmcl::v1::SaveChunk out_;
+};
+
+// Collects a RestoreChunk stream (target first), bounded, then restores on
+// the blocking pool.
+class RestoreReactor final : public grpc::ServerReadReactor<kmcl::v1::RestoreChunk> {
+ public:
+  using Restore = std::function<absl::Status(const std::string& target, const std::string& blob)>;
+  RestoreReactor(grpc::CallbackServerContext* ctx, BlockingPool& pool, uint64_t max_bytes,
+                 Restore restore)
+      : ctx_(ctx), pool_(pool), max_bytes_(max_bytes), restore_(std::move(restore)) {
+    StartRead(&in_);
+  }
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      if (ctx_->IsCancelled()) {  // a broken stream is not a complete blob
+        Finish(grpc::Status(grpc::StatusCode::CANCELLED, "the restore stream was cancelled"));
+        return;
+      }
+      if (!have_target_) {
+        Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                            "a restore stream must start with its target"));
+        return;
+      }
+      const bool started = pool_.Run([this] { Finish(ToGrpc(restore_(target_, blob_))); });
+      if (!started) {
+        Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                            "too many blocking calls are running in kmcld; try again"));
+      }
+      return;
+    }
+    if (!have_target_) {
+      if (in_.kind_case() != kmcl::v1::RestoreChunk::kTarget) {
+        Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                            "the first RestoreChunk must be the target"));
+        return;
+      }
+      have_target_ = true;
+      target_ = in_.target().partition_id();
+    } else if (in_.kind_case() != kmcl::v1::RestoreChunk::kData) {
+      Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          "after the target, a restore stream carries only data"));
+      return;
+    } else {
+      if (blob_.size() + in_.data().size() > max_bytes_) {
+        Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                            absl::StrCat("the blob is larger than max_restore_bytes (", max_bytes_,
+                                         ")")));
+        return;
+      }
+      blob_ += in_.data();
+    }
+    StartRead(&in_);
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  grpc::CallbackServerContext* ctx_;
+  BlockingPool& pool_;
+  const uint64_t max_bytes_;
+  Restore restore_;
+  bool have_target_ = false;
+  std::string target_;
+  std::string blob_;
+  kmcl::v1::RestoreChunk in_;
+};
+
+}  // namespace
+
+grpc::ServerWriteReactor<kmcl::v1::SaveChunk>* SaveRestoreService::SaveChannel(
+    grpc::CallbackServerContext*, const kmcl::v1::SaveChannelRequest* request) {
+  return new SaveReactor(ctx_.pool, request->chunk_bytes(), [this, ref = request->channel()] {
+    return SaveChannelBundle(ctx_.registry, ref);
+  });
+}
+
+grpc::ServerWriteReactor<kmcl::v1::SaveChunk>* SaveRestoreService::SavePartition(
+    grpc::CallbackServerContext*, const kmcl::v1::SavePartitionRequest* request) {
+  return new SaveReactor(ctx_.pool, request->chunk_bytes(),
+                         [this, id = request->partition_id(), stay = request->stay_paused()] {
+                           return SavePartitionBundle(ctx_.registry, id, stay);
+                         });
+}
+
+grpc::ServerReadReactor<kmcl::v1::RestoreChunk>* SaveRestoreService::RestoreChannel(
+    grpc::CallbackServerContext* ctx, kmcl::v1::RestoreChannelResponse* response) {
+  return new RestoreReactor(ctx, ctx_.pool, limits_.max_restore_bytes,
+                            [this, response](const std::string& target, const std::string& blob) {
+                              auto ref = RestoreChannelBundle(ctx_.registry, target, blob);
+                              if (ref.ok()) *response->mutable_channel() = *ref;
+                              return ref.status();
+                            });
+}
+
+grpc::ServerReadReactor<kmcl::v1::RestoreChunk>* SaveRestoreService::RestorePartition(
+    grpc::CallbackServerContext* ctx, kmcl::v1::Partition* response) {
+  return new RestoreReactor(ctx, ctx_.pool, limits_.max_restore_bytes,
+                            [this, response](const std::string& target, const std::string& blob) {
+                              auto p = RestorePartitionBundle(ctx_.registry, blob, target);
+                              if (p.ok()) *response = DescribePartition(**p);
+                              return p.status();
+                            });
+}
+
+}  // namespace kmcld

@@ -1,0 +1,46 @@
+// daemon/services/service_context.h: what every kmcl.v1 service of kmcld
+// shares (the registry, the blocking pool, the limits), and the two ways a
+// unary call ends: at once on the reactor thread for calls that never
+// block, or on the blocking pool for calls that wait on KMCL callbacks or
+// remote tools.
+//
+// Thread-safe.
+#ifndef KMCLD_DAEMON_SERVICES_SERVICE_CONTEXT_H_
+#define KMCLD_DAEMON_SERVICES_SERVICE_CONTEXT_H_
+
+#include <functional>
+
+#include "absl/status/status.h"
+#include "daemon/blocking_pool.h"
+#include "daemon/grpc_status.h"
+#include "daemon/registry.h"
+#include "grpcpp/support/server_callback.h"
+#include "grpcpp/server_context.h"
+
+namespace kmcld {
+
+struct ServiceLimits {
+  uint32_t max_message_bytes = 16 << 20;   // gRPC receive/send limit
+  uint32_t max_streams_per_client = 256;   // Attach + WatchEvents per peer
+  uint32_t max_transfer_bytes = 1 << 20;   // guest memory and lease I/O per call
+};
+
+struct ServiceContext {
+  Registry& registry;
+  BlockingPool& pool;
+  ServiceLimits limits;
+};
+
+// Finishes a unary call now with `status`.
+grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* ctx, const absl::Status& status);
+
+// Runs `work` on the blocking pool and finishes the call with its result.
+// RESOURCE_EXHAUSTED at once when the pool is full. The call's deadline is
+// enforced by gRPC for the client; the work itself runs to its end (a pause
+// past the deadline still takes effect).
+grpc::ServerUnaryReactor* FinishBlocking(grpc::CallbackServerContext* ctx, BlockingPool& pool,
+                                         std::function<absl::Status()> work);
+
+}  // namespace kmcld
+
+#endif  // KMCLD_DAEMON_SERVICES_SERVICE_CONTEXT_H_
