@@ -48,6 +48,7 @@ Endpoint::~Endpoint() {
 void Endpoint::InstallCallbacks() {
   kmcl::ChannelCallbacks cb;
   cb.opened = [this](kmcl::Channel&) {
+    relid();  // remember it
     {
       kmcl::MutexLock lock(&mu_);
       opened_ = true;
@@ -90,10 +91,17 @@ void Endpoint::InstallCallbacks() {
   channel_->SetCallbacks(std::move(cb)).IgnoreError();  // a fresh channel is configurable
 }
 
+uint32_t Endpoint::relid() const {
+  const uint32_t now = channel_->relid();
+  kmcl::MutexLock lock(&mu_);
+  if (now != 0) relid_ = now;
+  return relid_;
+}
+
 kmcl::v1::ChannelRef Endpoint::Ref() const {
   kmcl::v1::ChannelRef ref;
   ref.set_partition_id(partition_id_);
-  ref.set_channel_id(channel_->relid());
+  ref.set_channel_id(relid());
   kmcl::MutexLock lock(&mu_);
   ref.set_offer_sequence(offer_sequence_);
   return ref;
@@ -249,7 +257,7 @@ absl::StatusOr<kmcl::v1::Attached> Endpoint::Attach(std::shared_ptr<EndpointStre
   if (stream_ != nullptr) {
     return absl::AlreadyExistsError(absl::StrCat("another stream is attached to the ",
                                                  EndpointRoleName(role_), " endpoint of channel ",
-                                                 channel_->relid()));
+                                                 relid_));
   }
   if (linger_timer_ != 0) timer_.Cancel(linger_timer_);
   linger_timer_ = 0;
@@ -365,9 +373,9 @@ absl::StatusOr<std::vector<kmcl::GpaRange>> Endpoint::ResolveExternal(
     case kmcl::v1::ExternalData::kGpadl: {
       const kmcl::v1::GpadlSlice& slice = ext.gpadl();
       std::optional<kmcl::GpadlInfo> info = partition_->gpadls().Get(slice.gpadl_id());
-      if (!info.has_value() || info->channel_id != channel_->relid()) {
+      if (!info.has_value() || info->channel_id != relid()) {
         return absl::NotFoundError(absl::StrCat("GPADL ", slice.gpadl_id(),
-                                                " does not exist on channel ", channel_->relid()));
+                                                " does not exist on channel ", relid()));
       }
       return SliceRanges(info->ranges, slice.offset(), slice.length());
     }

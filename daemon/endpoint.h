@@ -79,7 +79,10 @@ class Endpoint {
   Role role() const { return role_; }
   const std::string& partition_id() const { return partition_id_; }
   // The channel's ref (relid and offer sequence once offered or matched).
+  // The relid stays known after the channel forgets it (rescind, close),
+  // until the endpoint is freed.
   kmcl::v1::ChannelRef Ref() const;
+  uint32_t relid() const;
   void set_offer_sequence(uint64_t sequence);
 
   // What OfferChannel asked for and the offer it made (host endpoints), for
@@ -159,6 +162,7 @@ class Endpoint {
   mutable kmcl::Mutex mu_;
   kmcl::CondVar state_cv_;
   uint64_t offer_sequence_ ABSL_GUARDED_BY(mu_) = 0;
+  mutable uint32_t relid_ ABSL_GUARDED_BY(mu_) = 0;
   kmcl::v1::ServerChannelSettings settings_ ABSL_GUARDED_BY(mu_);
   std::optional<kmcl::v1::Offer> offer_ ABSL_GUARDED_BY(mu_);
   uint32_t max_packet_size_ ABSL_GUARDED_BY(mu_) = kmcl::kDefaultMaxPacketSize;

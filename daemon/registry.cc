@@ -172,7 +172,7 @@ absl::StatusOr<ResolvedChannel> Registry::Resolve(const kmcl::v1::ChannelRef& re
     out.offer_sequence = out.host->Ref().offer_sequence();
   }
   for (auto& ep : out.partition->guests) {
-    if (ep->channel().relid() == out.relid) out.guest = ep;
+    if (ep->relid() == out.relid) out.guest = ep;
   }
   if (!out.info.has_value() && out.host == nullptr && out.guest != nullptr) {
     return out;  // a guest endpoint whose offer is gone (rescinded and cleaned up)
@@ -238,7 +238,7 @@ std::vector<ResolvedChannel> Registry::Channels(const std::shared_ptr<PartitionE
     c.host = ep;
   }
   for (auto& ep : partition->guests) {
-    const uint32_t relid = ep->channel().relid();
+    const uint32_t relid = ep->relid();
     if (relid == 0) continue;
     // The newest incarnation of the relid.
     ResolvedChannel* newest = nullptr;

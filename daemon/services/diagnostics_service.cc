@@ -18,6 +18,8 @@ void DiagnoseEndpoint(Endpoint& ep, kmcl::v1::EndpointDiagnostics* out) {
   out->set_delivered_uncompleted(s.delivered_uncompleted);
   out->set_transaction_quota(s.transaction_quota);
   out->set_interrupt_latency_100ns(s.interrupt_latency);
+  out->set_outstanding_transactions(s.outstanding_transactions);
+  out->set_held_deliveries(ep.held_deliveries());
 }
 
 }  // namespace

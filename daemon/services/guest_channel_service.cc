@@ -133,8 +133,8 @@ grpc::ServerUnaryReactor* GuestChannelService::OpenChannel(
     }
     kmcl::v1::ChannelRef ref;
     ref.set_partition_id(p.id());
-    ref.set_channel_id(ch.relid());
-    if (ch.relid() == 0) {  // waiting for an offer
+    ref.set_channel_id((*ep)->relid());
+    if (ref.channel_id() == 0) {  // waiting for an offer
       kmcl::v1::Channel* c = response->mutable_channel();
       *c->mutable_offer()->mutable_channel() = ref;
       *c->mutable_guest() = ToProto(ch.Snapshot(), kmcl::v1::ENDPOINT_ROLE_GUEST, false,
@@ -161,7 +161,7 @@ grpc::ServerUnaryReactor* GuestChannelService::CloseChannel(grpc::CallbackServer
   return FinishBlocking(ctx, ctx_.pool, [this, ep = *ep, request, response, deadline] {
     auto partition = ctx_.registry.GetPartition(request->channel().partition_id());
     if (!partition.ok()) return partition.status();
-    const uint32_t relid = ep->channel().relid();
+    const uint32_t relid = ep->relid();
     const uint8_t vtl = ep->channel().client_vtl();
     ctx_.registry.FreeEndpoint(*partition, ep);
     // The GPADLs the tool created on the channel go with it; each waits for
