@@ -1,0 +1,378 @@
+// End-to-end: every kmcl.v1 RPC given a bad request answers its documented
+// code (docs/api.md, "Errors") and kmcld keeps serving afterwards.
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "tests/bridge_fixture.h"
+
+namespace kmcld::testing {
+namespace {
+
+using grpc::StatusCode;
+
+struct Case {
+  std::string name;
+  StatusCode want;
+  std::function<grpc::Status(Kmcld&, const kmcl::v1::ChannelRef&)> call;
+};
+
+kmcl::v1::ChannelRef Ref(const std::string& partition, uint32_t id, uint64_t seq = 0) {
+  kmcl::v1::ChannelRef r;
+  r.set_partition_id(partition);
+  r.set_channel_id(id);
+  r.set_offer_sequence(seq);
+  return r;
+}
+
+template <typename Req>
+Req WithChannel(const kmcl::v1::ChannelRef& ref) {
+  Req r;
+  *r.mutable_channel() = ref;
+  return r;
+}
+
+std::vector<Case> Cases() {
+  using namespace kmcl::v1;
+  std::vector<Case> c;
+  auto add = [&](std::string name, StatusCode want,
+                 std::function<grpc::Status(Kmcld&, const ChannelRef&)> call) {
+    c.push_back({std::move(name), want, std::move(call)});
+  };
+  // Partitions.
+  add("CreatePartition bad id", StatusCode::INVALID_ARGUMENT, [](Kmcld& k, const ChannelRef&) {
+    CreatePartitionRequest r;
+    r.set_id("Bad_ID!");
+    Partition p;
+    return k.partitions->CreatePartition(Kmcld::Context().get(), r, &p);
+  });
+  add("CreatePartition VTL 3", StatusCode::INVALID_ARGUMENT, [](Kmcld& k, const ChannelRef&) {
+    CreatePartitionRequest r;
+    r.add_client_vtls(3);
+    Partition p;
+    return k.partitions->CreatePartition(Kmcld::Context().get(), r, &p);
+  });
+  add("CreatePartition odd memory", StatusCode::INVALID_ARGUMENT, [](Kmcld& k, const ChannelRef&) {
+    CreatePartitionRequest r;
+    r.set_guest_memory_bytes(12345);
+    Partition p;
+    return k.partitions->CreatePartition(Kmcld::Context().get(), r, &p);
+  });
+  add("CreatePartition unknown version", StatusCode::INVALID_ARGUMENT, [](Kmcld& k, const ChannelRef&) {
+    CreatePartitionRequest r;
+    r.set_vmbus_version(static_cast<VmbusVersion>(77));
+    Partition p;
+    return k.partitions->CreatePartition(Kmcld::Context().get(), r, &p);
+  });
+  add("CreatePartition taken id", StatusCode::ALREADY_EXISTS, [](Kmcld& k, const ChannelRef&) {
+    CreatePartitionRequest r;
+    r.set_id("default");
+    Partition p;
+    return k.partitions->CreatePartition(Kmcld::Context().get(), r, &p);
+  });
+  add("GetPartition unknown", StatusCode::NOT_FOUND, [](Kmcld& k, const ChannelRef&) {
+    GetPartitionRequest r;
+    r.set_id("nope");
+    Partition p;
+    return k.partitions->GetPartition(Kmcld::Context().get(), r, &p);
+  });
+  add("DeletePartition with channels", StatusCode::FAILED_PRECONDITION, [](Kmcld& k, const ChannelRef&) {
+    DeletePartitionRequest r;
+    r.set_id("default");
+    DeletePartitionResponse p;
+    return k.partitions->DeletePartition(Kmcld::Context().get(), r, &p);
+  });
+  // Host channels.
+  add("OfferChannel no type", StatusCode::INVALID_ARGUMENT, [](Kmcld& k, const ChannelRef&) {
+    OfferChannelRequest r;
+    r.set_partition_id("default");
+    ChannelResponse p;
+    return k.host->OfferChannel(Kmcld::Context().get(), r, &p);
+  });
+  add("OfferChannel bad GUID", StatusCode::INVALID_ARGUMENT, [](Kmcld& k, const ChannelRef&) {
+    OfferChannelRequest r;
+    r.set_partition_id("default");
+    r.mutable_settings()->mutable_interface_type()->set_value("not-a-guid");
+    ChannelResponse p;
+    return k.host->OfferChannel(Kmcld::Context().get(), r, &p);
+  });
+  add("OfferChannel unknown flags", StatusCode::INVALID_ARGUMENT, [](Kmcld& k, const ChannelRef&) {
+    OfferChannelRequest r;
+    r.set_partition_id("default");
+    r.mutable_settings()->mutable_interface_type()->set_value(kEchoType);
+    r.mutable_settings()->set_server_flags(0x100);
+    ChannelResponse p;
+    return k.host->OfferChannel(Kmcld::Context().get(), r, &p);
+  });
+  add("OfferChannel user_defined too long", StatusCode::INVALID_ARGUMENT, [](Kmcld& k, const ChannelRef&) {
+    OfferChannelRequest r;
+    r.set_partition_id("default");
+    r.mutable_settings()->mutable_interface_type()->set_value(kEchoType);
+    r.mutable_settings()->set_user_defined(std::string(121, 'u'));
+    ChannelResponse p;
+    return k.host->OfferChannel(Kmcld::Context().get(), r, &p);
+  });
+  add("OfferChannel unknown partition", StatusCode::NOT_FOUND, [](Kmcld& k, const ChannelRef&) {
+    OfferChannelRequest r;
+    r.set_partition_id("nope");
+    r.mutable_settings()->mutable_interface_type()->set_value(kEchoType);
+    ChannelResponse p;
+    return k.host->OfferChannel(Kmcld::Context().get(), r, &p);
+  });
+  add("GetChannel unknown relid", StatusCode::NOT_FOUND, [](Kmcld& k, const ChannelRef&) {
+    ChannelResponse p;
+    return k.host->GetChannel(Kmcld::Context().get(), WithChannel<ChannelRequest>(Ref("default", 99)), &p);
+  });
+  add("GetChannel no relid", StatusCode::INVALID_ARGUMENT, [](Kmcld& k, const ChannelRef&) {
+    ChannelResponse p;
+    return k.host->GetChannel(Kmcld::Context().get(), WithChannel<ChannelRequest>(Ref("default", 0)), &p);
+  });
+  add("StartChannel stale sequence", StatusCode::FAILED_PRECONDITION, [](Kmcld& k, const ChannelRef& ref) {
+    ChannelResponse p;
+    ChannelRef stale = ref;
+    stale.set_offer_sequence(ref.offer_sequence() + 100);
+    return k.host->StartChannel(Kmcld::Context().get(), WithChannel<ChannelRequest>(stale), &p);
+  });
+  add("CleanupChannel while offered", StatusCode::FAILED_PRECONDITION, [](Kmcld& k, const ChannelRef& ref) {
+    CleanupChannelResponse p;
+    return k.host->CleanupChannel(Kmcld::Context().get(), WithChannel<ChannelRequest>(ref), &p);
+  });
+  add("ListChannels unknown partition", StatusCode::NOT_FOUND, [](Kmcld& k, const ChannelRef&) {
+    ListChannelsRequest r;
+    r.set_partition_id("nope");
+    ListChannelsResponse p;
+    return k.host->ListChannels(Kmcld::Context().get(), r, &p);
+  });
+  // Guest channels.
+  add("ListOffers VTL 5", StatusCode::INVALID_ARGUMENT, [](Kmcld& k, const ChannelRef&) {
+    ListOffersRequest r;
+    r.set_partition_id("default");
+    r.set_vtl(5);
+    ListOffersResponse p;
+    return k.guest->ListOffers(Kmcld::Context().get(), r, &p);
+  });
+  add("OpenChannel no such offer", StatusCode::NOT_FOUND, [](Kmcld& k, const ChannelRef&) {
+    OpenChannelRequest r;
+    r.set_partition_id("default");
+    r.mutable_interface_type()->set_value("00000000-0000-0000-0000-000000000001");
+    ChannelResponse p;
+    return k.guest->OpenChannel(Kmcld::Context().get(), r, &p);
+  });
+  add("OpenChannel ring too large", StatusCode::INVALID_ARGUMENT, [](Kmcld& k, const ChannelRef&) {
+    OpenChannelRequest r;
+    r.set_partition_id("default");
+    r.mutable_interface_type()->set_value(kEchoType);
+    r.set_incoming_ring_pages(1 << 20);
+    ChannelResponse p;
+    return k.guest->OpenChannel(Kmcld::Context().get(), r, &p);
+  });
+  add("OpenChannel already opened", StatusCode::NOT_FOUND, [](Kmcld& k, const ChannelRef&) {
+    OpenChannelRequest r;
+    r.set_partition_id("default");
+    r.mutable_interface_type()->set_value(kEchoType);
+    ChannelResponse p;
+    return k.guest->OpenChannel(Kmcld::Context().get(), r, &p);
+  });
+  add("CloseChannel no guest endpoint", StatusCode::NOT_FOUND, [](Kmcld& k, const ChannelRef&) {
+    ChannelResponse p;
+    return k.guest->CloseChannel(Kmcld::Context().get(), WithChannel<ChannelRequest>(Ref("default", 77)), &p);
+  });
+  // GPADLs and memory.
+  add("AllocateGuestBuffer zero", StatusCode::INVALID_ARGUMENT, [](Kmcld& k, const ChannelRef&) {
+    AllocateGuestBufferRequest r;
+    r.set_partition_id("default");
+    GuestBuffer p;
+    return k.gpadl->AllocateGuestBuffer(Kmcld::Context().get(), r, &p);
+  });
+  add("AllocateGuestBuffer over the limit", StatusCode::RESOURCE_EXHAUSTED, [](Kmcld& k, const ChannelRef&) {
+    AllocateGuestBufferRequest r;
+    r.set_partition_id("default");
+    r.set_byte_count(uint64_t{8} << 30);
+    GuestBuffer p;
+    return k.gpadl->AllocateGuestBuffer(Kmcld::Context().get(), r, &p);
+  });
+  add("WriteGuestMemory beyond memory", StatusCode::OUT_OF_RANGE, [](Kmcld& k, const ChannelRef&) {
+    WriteGuestMemoryRequest r;
+    r.set_partition_id("default");
+    r.set_gpa(uint64_t{5} << 30);
+    r.set_data("x");
+    WriteGuestMemoryResponse p;
+    return k.gpadl->WriteGuestMemory(Kmcld::Context().get(), r, &p);
+  });
+  add("WriteGuestMemory no target", StatusCode::INVALID_ARGUMENT, [](Kmcld& k, const ChannelRef&) {
+    WriteGuestMemoryRequest r;
+    r.set_partition_id("default");
+    r.set_data("x");
+    WriteGuestMemoryResponse p;
+    return k.gpadl->WriteGuestMemory(Kmcld::Context().get(), r, &p);
+  });
+  add("ReadGuestMemory above 1 MiB and out of range", StatusCode::INVALID_ARGUMENT,
+      [](Kmcld& k, const ChannelRef&) {
+        ReadGuestMemoryRequest r;
+        r.set_partition_id("default");
+        r.set_gpa(uint64_t{5} << 30);
+        r.set_length((1 << 20) + 1);
+        ReadGuestMemoryResponse p;
+        return k.gpadl->ReadGuestMemory(Kmcld::Context().get(), r, &p);
+      });
+  add("ReadGuestMemory unknown buffer", StatusCode::NOT_FOUND, [](Kmcld& k, const ChannelRef&) {
+    ReadGuestMemoryRequest r;
+    r.set_partition_id("default");
+    r.set_buffer_id(12345);
+    r.set_length(4);
+    ReadGuestMemoryResponse p;
+    return k.gpadl->ReadGuestMemory(Kmcld::Context().get(), r, &p);
+  });
+  add("CreateGpadl no source", StatusCode::INVALID_ARGUMENT, [](Kmcld& k, const ChannelRef& ref) {
+    Gpadl p;
+    return k.gpadl->CreateGpadl(Kmcld::Context().get(), WithChannel<CreateGpadlRequest>(ref), &p);
+  });
+  add("CreateGpadl PFN outside memory", StatusCode::OUT_OF_RANGE, [](Kmcld& k, const ChannelRef& ref) {
+    auto r = WithChannel<CreateGpadlRequest>(ref);
+    GpaRange* g = r.mutable_ranges()->add_ranges();
+    g->set_byte_count(4096);
+    g->add_pfns(uint64_t{1} << 40);
+    Gpadl p;
+    return k.gpadl->CreateGpadl(Kmcld::Context().get(), r, &p);
+  });
+  add("CreateGpadl wrong PFN count", StatusCode::INVALID_ARGUMENT, [](Kmcld& k, const ChannelRef& ref) {
+    auto r = WithChannel<CreateGpadlRequest>(ref);
+    GpaRange* g = r.mutable_ranges()->add_ranges();
+    g->set_byte_count(3 * 4096);
+    g->add_pfns(10);
+    Gpadl p;
+    return k.gpadl->CreateGpadl(Kmcld::Context().get(), r, &p);
+  });
+  add("MapGpadl unknown GPADL", StatusCode::NOT_FOUND, [](Kmcld& k, const ChannelRef& ref) {
+    auto r = WithChannel<MapGpadlRequest>(ref);
+    r.set_gpadl_id(424242);
+    GpadlLease p;
+    return k.gpadl->MapGpadl(Kmcld::Context().get(), r, &p);
+  });
+  add("ReadLease unknown lease", StatusCode::NOT_FOUND, [](Kmcld& k, const ChannelRef&) {
+    LeaseIoRequest r;
+    r.set_lease_id(999);
+    r.set_length(1);
+    LeaseIoResponse p;
+    return k.gpadl->ReadLease(Kmcld::Context().get(), r, &p);
+  });
+  add("WriteLease above 1 MiB", StatusCode::INVALID_ARGUMENT, [](Kmcld& k, const ChannelRef&) {
+    LeaseIoRequest r;
+    r.set_lease_id(999);
+    r.set_data(std::string((1 << 20) + 1, 'x'));
+    LeaseIoResponse p;
+    return k.gpadl->WriteLease(Kmcld::Context().get(), r, &p);
+  });
+  add("UnmapGpadl unknown lease", StatusCode::NOT_FOUND, [](Kmcld& k, const ChannelRef&) {
+    UnmapGpadlRequest r;
+    r.set_lease_id(999);
+    UnmapGpadlResponse p;
+    return k.gpadl->UnmapGpadl(Kmcld::Context().get(), r, &p);
+  });
+  // Save/restore and diagnostics.
+  add("SaveChannel while running", StatusCode::FAILED_PRECONDITION, [](Kmcld& k, const ChannelRef& ref) {
+    auto r = WithChannel<SaveChannelRequest>(ref);
+    auto ctx = Kmcld::Context();
+    auto reader = k.save_restore->SaveChannel(ctx.get(), r);
+    SaveChunk chunk;
+    while (reader->Read(&chunk)) {
+    }
+    return reader->Finish();
+  });
+  add("SavePartition huge chunks", StatusCode::INVALID_ARGUMENT, [](Kmcld& k, const ChannelRef&) {
+    SavePartitionRequest r;
+    r.set_partition_id("default");
+    r.set_chunk_bytes(64 << 20);
+    auto ctx = Kmcld::Context();
+    auto reader = k.save_restore->SavePartition(ctx.get(), r);
+    SaveChunk chunk;
+    while (reader->Read(&chunk)) {
+    }
+    return reader->Finish();
+  });
+  add("RestoreChannel without target", StatusCode::INVALID_ARGUMENT, [](Kmcld& k, const ChannelRef&) {
+    RestoreChannelResponse p;
+    auto ctx = Kmcld::Context();
+    auto writer = k.save_restore->RestoreChannel(ctx.get(), &p);
+    RestoreChunk c;
+    c.set_data("junk");
+    writer->Write(c);
+    writer->WritesDone();
+    return writer->Finish();
+  });
+  add("GetChannelDiagnostics unknown partition", StatusCode::NOT_FOUND, [](Kmcld& k, const ChannelRef&) {
+    ChannelDiagnostics p;
+    return k.diagnostics->GetChannelDiagnostics(
+        Kmcld::Context().get(), WithChannel<GetChannelDiagnosticsRequest>(Ref("nope", 1)), &p);
+  });
+  return c;
+}
+
+// Attach protocol violations: each ends its stream with its code.
+grpc::Status AttachWith(Kmcld& k, const std::vector<kmcl::v1::AttachRequest>& messages) {
+  auto ctx = Kmcld::Context();
+  auto rw = k.packets->Attach(ctx.get());
+  for (const auto& m : messages) rw->Write(m);
+  kmcl::v1::AttachResponse resp;
+  while (rw->Read(&resp)) {
+  }
+  return rw->Finish();
+}
+
+TEST(BridgeErrorsTest, EveryBadRequestGetsItsCodeAndKmcldKeepsServing) {
+  Kmcld k;
+  ASSERT_TRUE(k.Start().ok()) << k.process.output();
+  auto offered = k.Offer();
+  ASSERT_TRUE(offered.ok());
+  ASSERT_TRUE(k.Open().ok());
+  const kmcl::v1::ChannelRef ref = offered->offer().channel();
+  for (const Case& c : Cases()) {
+    grpc::Status s = c.call(k, ref);
+    EXPECT_EQ(s.error_code(), c.want) << c.name << ": " << s.error_message();
+    EXPECT_FALSE(s.error_message().empty()) << c.name;
+  }
+
+  kmcl::v1::AttachRequest attach;
+  *attach.mutable_attach()->mutable_endpoint()->mutable_channel() = ref;
+  attach.mutable_attach()->mutable_endpoint()->set_role(kmcl::v1::ENDPOINT_ROLE_HOST);
+  kmcl::v1::AttachRequest sends;
+  sends.mutable_sends()->add_packets()->set_payload("x");
+  kmcl::v1::AttachRequest empty;
+  kmcl::v1::AttachRequest bad_completion;
+  bad_completion.mutable_completions()->add_completions()->set_delivery_id(12345);
+  kmcl::v1::AttachRequest oversized;
+  oversized.mutable_sends()->add_packets()->set_payload(std::string(5000, 'o'));
+  kmcl::v1::AttachRequest unknown = attach;
+  unknown.mutable_attach()->mutable_endpoint()->mutable_channel()->set_channel_id(55);
+  kmcl::v1::AttachRequest no_role = attach;
+  no_role.mutable_attach()->mutable_endpoint()->set_role(kmcl::v1::ENDPOINT_ROLE_UNSPECIFIED);
+  EXPECT_EQ(AttachWith(k, {sends}).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(AttachWith(k, {attach, attach}).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(AttachWith(k, {attach, empty}).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(AttachWith(k, {attach, bad_completion}).error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(AttachWith(k, {attach, oversized}).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(AttachWith(k, {unknown}).error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(AttachWith(k, {no_role}).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+  // Still serving, the channel untouched and usable.
+  AttachStream host(*k.packets, ref, kmcl::v1::ENDPOINT_ROLE_HOST);
+  AttachStream guest(*k.packets, ref, kmcl::v1::ENDPOINT_ROLE_GUEST);
+  ASSERT_TRUE(host.ok() && guest.ok());
+  ASSERT_TRUE(guest.Send({Packet(1, "still here")}));
+  std::vector<kmcl::v1::ReceivedPacket> got;
+  ASSERT_TRUE(host.ReadDeliveries(1, &got));
+  EXPECT_EQ(got[0].payload(), Padded("still here"));
+}
+
+TEST(BridgeErrorsTest, ABadConfigFileStopsKmcldBeforeItListens) {
+  DaemonProcess d;
+  absl::Status s = d.Start({"--listen=127.0.0.1:0", "--uds=none", "--config=/nonexistent.conf"},
+                           absl::Seconds(30));
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(d.output().find("/nonexistent.conf"), std::string::npos) << d.output();
+  EXPECT_EQ(d.output().find("kmcld: ready"), std::string::npos) << d.output();
+}
+
+}  // namespace
+}  // namespace kmcld::testing
