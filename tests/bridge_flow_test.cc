@@ -275,5 +275,30 @@ TEST_F(BridgeFlowTest, AfterTheLingerHeldDeliveriesCompleteEmptyAndLostCompletio
   EXPECT_TRUE(guest.Close().ok());
 }
 
+TEST_F(BridgeFlowTest, PauseWhileAToolHoldsDeliveriesIsDeadlineExceededButTakesEffect) {
+  Start();
+  AttachStream host(*k_.packets, ref_, ENDPOINT_ROLE_HOST);
+  AttachStream guest(*k_.packets, ref_, ENDPOINT_ROLE_GUEST);
+  ASSERT_TRUE(host.ok() && guest.ok());
+  ASSERT_TRUE(guest.Send({Packet(1, "hold me")}));
+  std::vector<kmcl::v1::ReceivedPacket> got;
+  ASSERT_TRUE(host.ReadDeliveries(1, &got));
+  kmcl::v1::ChannelRequest req;
+  *req.mutable_channel() = ref_;
+  kmcl::v1::ChannelResponse resp;
+  grpc::Status s = k_.host->PauseChannel(Kmcld::Context(1).get(), req, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << s.error_message();
+  kmcl::v1::Channel now = Get();
+  EXPECT_EQ(now.host().run(), kmcl::v1::RUN_STATE_PAUSED) << "the pause took effect at once";
+  EXPECT_FALSE(now.host().running());
+  // Completing the held delivery lets the pause finish; start again.
+  ASSERT_TRUE(host.Complete({{got[0].delivery_id(), "done"}}));
+  std::vector<kmcl::v1::SendCompletion> completions;
+  ASSERT_TRUE(guest.ReadCompletions(1, &completions));
+  s = k_.host->StartChannel(Kmcld::Context().get(), req, &resp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_TRUE(resp.channel().host().running());
+}
+
 }  // namespace
 }  // namespace kmcld::testing
