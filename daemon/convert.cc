@@ -57,9 +57,7 @@ absl::StatusOr<std::vector<kmcl::GpaRange>> FromProto(const kmcl::v1::GpaRanges&
     g.pfns.assign(r.pfns().begin(), r.pfns().end());
     out.push_back(std::move(g));
   }
-  if (absl::Status s = kmcl::ValidateGpaRanges(out, UINT64_MAX); !s.ok()) {
-    return absl::InvalidArgumentError(s.message());
-  }
+  if (absl::Status s = kmcl::ValidateGpaRanges(out, UINT64_MAX); !s.ok()) return s;
   return out;
 }
 

@@ -58,7 +58,14 @@ void Endpoint::InstallCallbacks() {
     Event(kmcl::v1::EVENT_KIND_OPENED, kmcl::kStatusSuccess);
     return kmcl::kStatusSuccess;
   };
-  cb.started = [this](kmcl::Channel&) { Event(kmcl::v1::EVENT_KIND_STARTED, 0); };
+  cb.started = [this](kmcl::Channel&) {
+    {
+      kmcl::MutexLock lock(&mu_);
+      started_ = true;
+      state_cv_.SignalAll();
+    }
+    Event(kmcl::v1::EVENT_KIND_STARTED, 0);
+  };
   cb.post_started = [this](kmcl::Channel&) { Event(kmcl::v1::EVENT_KIND_POST_STARTED, 0); };
   cb.suspend = [this](kmcl::Channel&) { Event(kmcl::v1::EVENT_KIND_SUSPEND, 0); };
   cb.closed = [this](kmcl::Channel&) {
@@ -176,14 +183,14 @@ uint32_t Endpoint::held_deliveries() const {
 absl::Status Endpoint::WaitOpened(absl::Time deadline) {
   kmcl::MutexLock lock(&mu_);
   for (;;) {
-    if (opened_) return absl::OkStatus();
+    if (opened_ && started_) return absl::OkStatus();
     if (open_failure_.has_value()) {
       return absl::UnavailableError(absl::StrCat("the host refused the open: ",
                                                  kmcl::NtStatusName(*open_failure_)));
     }
     if (rescinded_) return absl::CancelledError("the offer was rescinded during the open");
     if (state_cv_.WaitWithDeadline(&mu_, deadline)) {
-      if (opened_) return absl::OkStatus();
+      if (opened_ && started_) return absl::OkStatus();
       return absl::DeadlineExceededError("the channel did not open before the deadline");
     }
   }

@@ -106,8 +106,9 @@ class Endpoint {
   // The tool asked to close (CloseChannel): the next Closed is not a rescind.
   void ExpectClose();
   bool attached() const;
-  // Waits until the endpoint is opened, a PnP failure or close ends the
-  // open, or `deadline`. OK when opened; the failure's status otherwise.
+  // Guest endpoints: waits until the endpoint is opened and running (its
+  // Started callback ran; guests start active), a PnP failure or a rescind
+  // ends the open, or `deadline`. OK when running; the failure otherwise.
   absl::Status WaitOpened(absl::Time deadline);
 
   // ---- The stream side (the Attach reactor) ----
@@ -170,6 +171,7 @@ class Endpoint {
   bool rescinded_ ABSL_GUARDED_BY(mu_) = false;
   bool closing_ ABSL_GUARDED_BY(mu_) = false;
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  bool started_ ABSL_GUARDED_BY(mu_) = false;
   std::optional<kmcl::NTSTATUS> open_failure_ ABSL_GUARDED_BY(mu_);
 
   std::shared_ptr<EndpointStream> stream_ ABSL_GUARDED_BY(mu_);

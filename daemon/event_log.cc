@@ -31,6 +31,7 @@ absl::Status EventLog::Read(uint64_t after, size_t max, std::vector<kmcl::v1::Ev
   kmcl::MutexLock lock(&mu_);
   if (events_.empty()) return absl::OkStatus();
   const uint64_t oldest = events_.front().sequence();
+  if (after >= events_.back().sequence()) return absl::OkStatus();  // nothing newer yet
   if (after != 0 && after + 1 < oldest) {
     return absl::OutOfRangeError(absl::StrCat("events after sequence ", after,
                                               " were dropped from the retention window; the "

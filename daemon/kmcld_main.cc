@@ -240,6 +240,9 @@ int Run() {
     absl::FPrintF(stderr, "kmcld: %s received, shutting down\n",
                   sig == SIGINT ? "SIGINT" : "SIGTERM");
     server->GetHealthCheckService()->SetServingStatus(false);
+    // Streams end and held deliveries complete, so that calls blocked on a
+    // tool (a pause waiting for completions) finish within the grace.
+    services.registry().ReleaseAllStreams();
     server->Shutdown(std::chrono::system_clock::now() +
                      std::chrono::milliseconds(absl::GetFlag(FLAGS_shutdown_grace_ms)));
   });

@@ -41,6 +41,11 @@ absl::StatusOr<std::shared_ptr<PartitionEntry>> Registry::AddPartition(
 
 absl::StatusOr<std::shared_ptr<PartitionEntry>> Registry::GetPartition(const std::string& id) const {
   if (id.empty()) return absl::InvalidArgumentError("partition_id is required");
+  bool well_formed = id.size() <= 63;
+  for (char c : id) well_formed = well_formed && ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-');
+  if (!well_formed) {
+    return absl::InvalidArgumentError("partition ids are 1 to 63 characters of [a-z0-9-]");
+  }
   kmcl::MutexLock lock(&mu_);
   auto it = partitions_.find(id);
   if (it == partitions_.end()) {
@@ -103,11 +108,14 @@ absl::Status Registry::DeletePartition(const std::string& id, bool force) {
     kmcl::MutexLock lock(&mu_);
     partitions_.erase(id);
   }
+  // Release what every tool holds first: a guest's close waits for the host
+  // to unmap the ring, which waits for the deliveries the host tool holds.
+  for (auto& ep : endpoints) ep->EndStreamAndRelease();
   // Guests first (their close lets the host side finish quickly), then hosts.
   std::stable_sort(endpoints.begin(), endpoints.end(), [](const auto& a, const auto& b) {
     return a->role() == kmcl::v1::ENDPOINT_ROLE_GUEST && b->role() != kmcl::v1::ENDPOINT_ROLE_GUEST;
   });
-  for (auto& ep : endpoints) FreeEndpoint(p, ep);
+  for (auto& ep : endpoints) FreeEndpoint(p, ep).IgnoreError();  // a racing close may win
   {
     kmcl::MutexLock lock(&p->mu);
     for (auto& [bid, buffer] : p->buffers) p->partition().memory().FreePages(buffer.pfns).IgnoreError();
@@ -120,8 +128,44 @@ absl::Status Registry::DeletePartition(const std::string& id, bool force) {
   return absl::OkStatus();
 }
 
-void Registry::FreeEndpoint(const std::shared_ptr<PartitionEntry>& partition,
-                            const std::shared_ptr<Endpoint>& endpoint) {
+void Registry::ReleaseAllStreams() {
+  for (const auto& p : ListPartitions()) {
+    std::vector<std::shared_ptr<Endpoint>> endpoints;
+    {
+      kmcl::MutexLock lock(&p->mu);
+      for (auto& [key, ep] : p->hosts) endpoints.push_back(ep);
+      for (auto& ep : p->guests) endpoints.push_back(ep);
+    }
+    for (auto& ep : endpoints) ep->EndStreamAndRelease();
+  }
+}
+
+absl::Status Registry::FreeEndpoint(const std::shared_ptr<PartitionEntry>& partition,
+                                    const std::shared_ptr<Endpoint>& endpoint) {
+  // Claim the endpoint first: of concurrent frees (two CloseChannel calls, a
+  // close racing a partition deletion) exactly one proceeds.
+  {
+    kmcl::MutexLock lock(&partition->mu);
+    bool found = false;
+    for (auto it = partition->hosts.begin(); it != partition->hosts.end(); ++it) {
+      if (it->second == endpoint) {
+        partition->hosts.erase(it);
+        found = true;
+        break;
+      }
+    }
+    auto& guests = partition->guests;
+    auto it = std::find(guests.begin(), guests.end(), endpoint);
+    if (it != guests.end()) {
+      guests.erase(it);
+      found = true;
+    }
+    if (!found) {
+      return absl::NotFoundError(absl::StrCat("the ", EndpointRoleName(endpoint->role()),
+                                              " endpoint of channel ", endpoint->relid(),
+                                              " is already being freed"));
+    }
+  }
   endpoint->ExpectClose();
   endpoint->EndStreamAndRelease();
   const bool was_enabled = endpoint->channel().connection() != kmcl::ConnectionState::kDisabled;
@@ -133,15 +177,7 @@ void Registry::FreeEndpoint(const std::shared_ptr<PartitionEntry>& partition,
   *e.mutable_channel() = endpoint->Ref();
   e.set_role(endpoint->role());
   log_.Append(std::move(e));
-  kmcl::MutexLock lock(&partition->mu);
-  for (auto it = partition->hosts.begin(); it != partition->hosts.end(); ++it) {
-    if (it->second == endpoint) {
-      partition->hosts.erase(it);
-      break;
-    }
-  }
-  auto& guests = partition->guests;
-  guests.erase(std::remove(guests.begin(), guests.end(), endpoint), guests.end());
+  return absl::OkStatus();
 }
 
 absl::StatusOr<ResolvedChannel> Registry::Resolve(const kmcl::v1::ChannelRef& ref) const {

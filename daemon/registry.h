@@ -128,10 +128,15 @@ class Registry {
   // The Channel message GetChannel returns.
   kmcl::v1::Channel Describe(const ResolvedChannel& channel) const;
 
+  // Ends every Attach stream (OK) and releases what the tools held, so
+  // that blocked KMCL calls return (at shutdown, before the server stops).
+  void ReleaseAllStreams();
+
   // Blocking: ends the endpoint's stream, releases its held deliveries,
   // disables it (close or rescind) and forgets it.
-  void FreeEndpoint(const std::shared_ptr<PartitionEntry>& partition,
-                    const std::shared_ptr<Endpoint>& endpoint);
+  // NOT_FOUND when another call is freeing (or has freed) it already.
+  absl::Status FreeEndpoint(const std::shared_ptr<PartitionEntry>& partition,
+                            const std::shared_ptr<Endpoint>& endpoint);
 
  private:
   const RegistryLimits limits_;

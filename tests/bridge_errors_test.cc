@@ -2,6 +2,7 @@
 // code (docs/api.md, "Errors") and kmcld keeps serving afterwards.
 #include <functional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -363,6 +364,110 @@ TEST(BridgeErrorsTest, EveryBadRequestGetsItsCodeAndKmcldKeepsServing) {
   std::vector<kmcl::v1::ReceivedPacket> got;
   ASSERT_TRUE(host.ReadDeliveries(1, &got));
   EXPECT_EQ(got[0].payload(), Padded("still here"));
+}
+
+// Regressions from a hostile-client review: races between calls on one
+// endpoint, a forced deletion while a tool holds deliveries, odd inputs.
+TEST(BridgeErrorsTest, RacingCallsOnOneEndpointEndCleanly) {
+  Kmcld k;
+  ASSERT_TRUE(k.Start().ok()) << k.process.output();
+  for (int round = 0; round < 5; ++round) {
+    auto offered = k.Offer();
+    ASSERT_TRUE(offered.ok()) << offered.status();
+    const kmcl::v1::ChannelRef ref = offered->offer().channel();
+    // Two guests race for one offer: one opens, the other is NOT_FOUND.
+    grpc::Status opens[2];
+    {
+      std::thread t([&] { opens[1] = k.Open().status().ok() ? grpc::Status::OK
+                                                             : grpc::Status(grpc::StatusCode::NOT_FOUND, ""); });
+      opens[0] = k.Open().status().ok() ? grpc::Status::OK : grpc::Status(grpc::StatusCode::NOT_FOUND, "");
+      t.join();
+    }
+    EXPECT_EQ(opens[0].ok() + opens[1].ok(), 1) << "round " << round;
+    // Two closes race: exactly one closes, the other is NOT_FOUND.
+    kmcl::v1::ChannelRequest req;
+    *req.mutable_channel() = ref;
+    grpc::Status closes[2];
+    {
+      kmcl::v1::ChannelResponse r0, r1;
+      std::thread t([&] { closes[1] = k.guest->CloseChannel(Kmcld::Context(20).get(), req, &r1); });
+      closes[0] = k.guest->CloseChannel(Kmcld::Context(20).get(), req, &r0);
+      t.join();
+    }
+    EXPECT_EQ(closes[0].ok() + closes[1].ok(), 1) << closes[0].error_message() << " / "
+                                                  << closes[1].error_message();
+    for (const auto& s : closes) {
+      if (!s.ok()) EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND) << s.error_message();
+    }
+    kmcl::v1::ChannelResponse resp;
+    ASSERT_TRUE(k.host->RescindChannel(Kmcld::Context().get(), req, &resp).ok());
+    kmcl::v1::CleanupChannelResponse cleaned;
+    ASSERT_TRUE(k.host->CleanupChannel(Kmcld::Context().get(), req, &cleaned).ok());
+  }
+  // A later offer is not taken by a leftover guest endpoint.
+  auto offered = k.Offer();
+  ASSERT_TRUE(offered.ok());
+  EXPECT_FALSE(offered->guest().present());
+  EXPECT_TRUE(k.Open().ok());
+}
+
+TEST(BridgeErrorsTest, ForcedDeleteReleasesHeldDeliveriesAndEndsStreams) {
+  Kmcld k;
+  ASSERT_TRUE(k.Start().ok()) << k.process.output();
+  kmcl::v1::CreatePartitionRequest create;
+  create.set_id("doomed");
+  kmcl::v1::Partition p;
+  ASSERT_TRUE(k.partitions->CreatePartition(Kmcld::Context().get(), create, &p).ok());
+  auto offered = k.Offer("doomed");
+  ASSERT_TRUE(offered.ok());
+  ASSERT_TRUE(k.Open("doomed").ok());
+  const kmcl::v1::ChannelRef ref = offered->offer().channel();
+  AttachStream host(*k.packets, ref, kmcl::v1::ENDPOINT_ROLE_HOST);
+  AttachStream guest(*k.packets, ref, kmcl::v1::ENDPOINT_ROLE_GUEST);
+  ASSERT_TRUE(host.ok() && guest.ok());
+  ASSERT_TRUE(guest.Send({Packet(1, "a"), Packet(2, "b"), Packet(3, "c")}));
+  std::vector<kmcl::v1::ReceivedPacket> got;
+  ASSERT_TRUE(host.ReadDeliveries(3, &got));  // held, never completed
+  kmcl::v1::DeletePartitionRequest del;
+  del.set_id("doomed");
+  del.set_force(true);
+  kmcl::v1::DeletePartitionResponse deleted;
+  grpc::Status s = k.partitions->DeletePartition(Kmcld::Context(20).get(), del, &deleted);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  EXPECT_TRUE(host.Close().ok()) << "the stream ended OK";
+  EXPECT_TRUE(guest.Close().ok());
+}
+
+TEST(BridgeErrorsTest, OddInputsGetTheirDocumentedCodes) {
+  Kmcld k;
+  ASSERT_TRUE(k.Start().ok()) << k.process.output();
+  kmcl::v1::AllocateGuestBufferRequest alloc;
+  alloc.set_partition_id("Default!");
+  alloc.set_byte_count(4096);
+  kmcl::v1::GuestBuffer b;
+  EXPECT_EQ(k.gpadl->AllocateGuestBuffer(Kmcld::Context().get(), alloc, &b).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  kmcl::v1::WatchEventsRequest watch;
+  watch.set_after_sequence(~uint64_t{0});
+  watch.set_backlog_only(true);
+  auto ctx = Kmcld::Context();
+  auto reader = k.events->WatchEvents(ctx.get(), watch);
+  kmcl::v1::Event e;
+  EXPECT_FALSE(reader->Read(&e));
+  EXPECT_TRUE(reader->Finish().ok()) << "nothing after the last sequence, not OUT_OF_RANGE";
+  // A restore stream whose data is not a bundle is refused at its first byte.
+  kmcl::v1::Partition p;
+  auto rctx = Kmcld::Context();
+  auto writer = k.save_restore->RestorePartition(rctx.get(), &p);
+  kmcl::v1::RestoreChunk target;
+  target.mutable_target()->set_partition_id("x");
+  writer->Write(target);
+  kmcl::v1::RestoreChunk junk;
+  junk.set_data(std::string(1 << 20, '\xff'));
+  for (int i = 0; i < 64 && writer->Write(junk); ++i) {
+  }
+  writer->WritesDone();
+  EXPECT_EQ(writer->Finish().error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 }
 
 TEST(BridgeErrorsTest, ABadConfigFileStopsKmcldBeforeItListens) {

@@ -161,6 +161,18 @@ void AttachStream::Cancel() {
   (void)rw_->Finish();
 }
 
+std::unique_ptr<AttachStream> AttachWhenFree(kmcl::v1::PacketService::Stub& stub,
+                                             const kmcl::v1::ChannelRef& ref,
+                                             kmcl::v1::EndpointRole role,
+                                             uint32_t delivery_credits) {
+  std::unique_ptr<AttachStream> s;
+  for (int i = 0; i < 100000; ++i) {
+    s = std::make_unique<AttachStream>(stub, ref, role, delivery_credits);
+    if (s->ok()) break;
+  }
+  return s;
+}
+
 kmcl::v1::SendPacket Packet(uint64_t tag, std::string payload, bool wait_for_completion) {
   kmcl::v1::SendPacket p;
   p.set_tag(tag);

@@ -99,6 +99,14 @@ class AttachStream {
   uint64_t send_credits_ = 0;
 };
 
+// Attaches, retrying while the endpoint is still held by a stream kmcld has
+// not yet seen end (a cancelled or killed tool's): ALREADY_EXISTS until
+// then. Bounded; the returned stream may still be !ok().
+std::unique_ptr<AttachStream> AttachWhenFree(kmcl::v1::PacketService::Stub& stub,
+                                             const kmcl::v1::ChannelRef& ref,
+                                             kmcl::v1::EndpointRole role,
+                                             uint32_t delivery_credits = 0);
+
 kmcl::v1::SendPacket Packet(uint64_t tag, std::string payload, bool wait_for_completion = true);
 // Zero-pads to a multiple of 8, as VMBus rings deliver.
 std::string Padded(std::string s);

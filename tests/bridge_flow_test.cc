@@ -215,8 +215,8 @@ TEST_F(BridgeFlowTest, UncleanDetachKeepsDeliveriesForTheNextStreamWithinTheLing
     EXPECT_FALSE(second.ok());
     host.Cancel();  // as a killed tool: no clean close
   }
-  EXPECT_FALSE(Get().host().attached());
-  AttachStream again(*k_.packets, ref_, ENDPOINT_ROLE_HOST);
+  std::unique_ptr<AttachStream> again_stream = AttachWhenFree(*k_.packets, ref_, ENDPOINT_ROLE_HOST);
+  AttachStream& again = *again_stream;
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(again.attached().redelivered(), 9u);
   std::vector<kmcl::v1::ReceivedPacket> redelivered;
@@ -250,7 +250,8 @@ TEST_F(BridgeFlowTest, AfterTheLingerHeldDeliveriesCompleteEmptyAndLostCompletio
   }
   // The host's deliveries, in turn, are released by the linger when the host
   // tool vanishes: the guest's next sends complete with empty payloads.
-  AttachStream guest(*k_.packets, ref_, ENDPOINT_ROLE_GUEST);
+  std::unique_ptr<AttachStream> guest_stream = AttachWhenFree(*k_.packets, ref_, ENDPOINT_ROLE_GUEST);
+  AttachStream& guest = *guest_stream;
   ASSERT_TRUE(guest.ok());
   // The guest's two completions are kept for it within its linger (or
   // dropped after it); either way every credit comes back.

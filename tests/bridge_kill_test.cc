@@ -126,11 +126,7 @@ TEST(BridgeKillTest, AKilledHostToolLosesNothingAndTouchesNoOtherChannel) {
   // A new host tool gets the five deliveries again, same ids, and completes
   // them; the guest sees each completion once. Attach can race kmcld's
   // noticing the kill: ALREADY_EXISTS until then.
-  std::unique_ptr<AttachStream> host_a;
-  for (int i = 0; i < 100000; ++i) {
-    host_a = std::make_unique<AttachStream>(*k.packets, ref_a, ENDPOINT_ROLE_HOST);
-    if (host_a->ok()) break;
-  }
+  std::unique_ptr<AttachStream> host_a = AttachWhenFree(*k.packets, ref_a, ENDPOINT_ROLE_HOST);
   ASSERT_TRUE(host_a->ok());
   EXPECT_EQ(host_a->attached().redelivered(), 5u);
   std::vector<kmcl::v1::ReceivedPacket> again;

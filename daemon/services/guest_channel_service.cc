@@ -126,9 +126,16 @@ grpc::ServerUnaryReactor* GuestChannelService::OpenChannel(
       p.guests.push_back(*ep);
     }
     absl::Status s = ch.Enable();
+    // Enable claims a matching offer at once if there is one; without
+    // wait_for_offer, losing a race for the offer is NOT_FOUND, not a wait.
+    if (s.ok() && !request->wait_for_offer() && (*ep)->relid() == 0) {
+      s = absl::NotFoundError(absl::StrCat("no unopened offer of type ", type->ToString(),
+                                           " for the guest at VTL ", vtl, " of partition '",
+                                           p.id(), "' (another guest opened it)"));
+    }
     if (s.ok() && !request->wait_for_offer()) s = (*ep)->WaitOpened(deadline);
     if (!s.ok()) {
-      ctx_.registry.FreeEndpoint(*partition, *ep);
+      ctx_.registry.FreeEndpoint(*partition, *ep).IgnoreError();
       return s;
     }
     kmcl::v1::ChannelRef ref;
@@ -163,7 +170,7 @@ grpc::ServerUnaryReactor* GuestChannelService::CloseChannel(grpc::CallbackServer
     if (!partition.ok()) return partition.status();
     const uint32_t relid = ep->relid();
     const uint8_t vtl = ep->channel().client_vtl();
-    ctx_.registry.FreeEndpoint(*partition, ep);
+    if (absl::Status s = ctx_.registry.FreeEndpoint(*partition, ep); !s.ok()) return s;
     // The GPADLs the tool created on the channel go with it; each waits for
     // the host to unmap (host leases expire, see GpadlService).
     absl::Status status;

@@ -39,11 +39,15 @@ grpc::ServerUnaryReactor* HostChannelService::OfferChannel(
     }
     offer.set_friendly_name(settings.friendly_name());
     endpoint.set_offer(settings, offer);
+    bool deleted;
     {
       kmcl::MutexLock lock(&(*partition)->mu);
-      if (!(*partition)->deleted) {
-        (*partition)->hosts[{relid, offer.channel().offer_sequence()}] = *ep;
-      }
+      deleted = (*partition)->deleted;
+      if (!deleted) (*partition)->hosts[{relid, offer.channel().offer_sequence()}] = *ep;
+    }
+    if (deleted) {  // deleted while we offered: take the offer back
+      endpoint.channel().Disable().IgnoreError();
+      return absl::NotFoundError(absl::StrCat("partition '", (*partition)->id(), "' was deleted"));
     }
     endpoint.Event(kmcl::v1::EVENT_KIND_OFFERED, 0, settings.friendly_name());
     if (settings.start()) {
@@ -113,8 +117,7 @@ grpc::ServerUnaryReactor* HostChannelService::CleanupChannel(
                               " is still offered; RescindChannel before CleanupChannel")));
   }
   return FinishBlocking(ctx, ctx_.pool, [this, c = *channel] {
-    ctx_.registry.FreeEndpoint(c.partition, c.host);
-    return absl::OkStatus();
+    return ctx_.registry.FreeEndpoint(c.partition, c.host);
   });
 }
 

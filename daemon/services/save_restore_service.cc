@@ -1,6 +1,7 @@
 #include "daemon/services/save_restore_service.h"
 
 #include <algorithm>
+#include <atomic>
 #include <functional>
 #include <utility>
 
@@ -81,8 +82,9 @@ class RestoreReactor final : public grpc::ServerReadReactor<kmcl::v1::RestoreChu
  public:
   using Restore = std::function<absl::Status(const std::string& target, const std::string& blob)>;
   RestoreReactor(grpc::CallbackServerContext* ctx, BlockingPool& pool, uint64_t max_bytes,
-                 Restore restore)
-      : ctx_(ctx), pool_(pool), max_bytes_(max_bytes), restore_(std::move(restore)) {
+                 std::atomic<uint64_t>& in_flight, Restore restore)
+      : ctx_(ctx), pool_(pool), max_bytes_(max_bytes), in_flight_(in_flight),
+        restore_(std::move(restore)) {
     StartRead(&in_);
   }
   void OnReadDone(bool ok) override {
@@ -116,22 +118,42 @@ class RestoreReactor final : public grpc::ServerReadReactor<kmcl::v1::RestoreChu
                           "after the target, a restore stream carries only data"));
       return;
     } else {
-      if (blob_.size() + in_.data().size() > max_bytes_) {
-        Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                            absl::StrCat("the blob is larger than max_restore_bytes (", max_bytes_,
-                                         ")")));
+      // A bundle begins with its version field (tag 1, varint): refuse
+      // anything else at the first byte instead of buffering it.
+      if (blob_.empty() && !in_.data().empty() && in_.data()[0] != '\x08') {
+        Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                            "the blob is not a kmcld saved bundle"));
         return;
       }
+      // The limit holds for one stream and for all restore streams together.
+      const uint64_t n = in_.data().size();
+      bool over = blob_.size() + n > max_bytes_;
+      if (!over && in_flight_.fetch_add(n) + n > max_bytes_) {
+        in_flight_.fetch_sub(n);
+        over = true;
+      }
+      if (over) {
+        Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                            absl::StrCat("restores in flight would hold more than "
+                                         "max_restore_bytes (", max_bytes_, ")")));
+        return;
+      }
+      counted_ += n;
       blob_ += in_.data();
     }
     StartRead(&in_);
   }
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    in_flight_.fetch_sub(counted_);
+    delete this;
+  }
 
  private:
   grpc::CallbackServerContext* ctx_;
   BlockingPool& pool_;
   const uint64_t max_bytes_;
+  std::atomic<uint64_t>& in_flight_;  // bytes all restore streams hold
+  uint64_t counted_ = 0;              // this stream's share of in_flight_
   Restore restore_;
   bool have_target_ = false;
   std::string target_;
@@ -158,7 +180,7 @@ grpc::ServerWriteReactor<kmcl::v1::SaveChunk>* SaveRestoreService::SavePartition
 
 grpc::ServerReadReactor<kmcl::v1::RestoreChunk>* SaveRestoreService::RestoreChannel(
     grpc::CallbackServerContext* ctx, kmcl::v1::RestoreChannelResponse* response) {
-  return new RestoreReactor(ctx, ctx_.pool, limits_.max_restore_bytes,
+  return new RestoreReactor(ctx, ctx_.pool, limits_.max_restore_bytes, restore_in_flight_,
                             [this, response](const std::string& target, const std::string& blob) {
                               auto ref = RestoreChannelBundle(ctx_.registry, target, blob);
                               if (ref.ok()) *response->mutable_channel() = *ref;
@@ -168,7 +190,7 @@ grpc::ServerReadReactor<kmcl::v1::RestoreChunk>* SaveRestoreService::RestoreChan
 
 grpc::ServerReadReactor<kmcl::v1::RestoreChunk>* SaveRestoreService::RestorePartition(
     grpc::CallbackServerContext* ctx, kmcl::v1::Partition* response) {
-  return new RestoreReactor(ctx, ctx_.pool, limits_.max_restore_bytes,
+  return new RestoreReactor(ctx, ctx_.pool, limits_.max_restore_bytes, restore_in_flight_,
                             [this, response](const std::string& target, const std::string& blob) {
                               auto p = RestorePartitionBundle(ctx_.registry, blob, target);
                               if (p.ok()) *response = DescribePartition(**p);

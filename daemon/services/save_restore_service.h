@@ -9,6 +9,7 @@
 #ifndef KMCLD_DAEMON_SERVICES_SAVE_RESTORE_SERVICE_H_
 #define KMCLD_DAEMON_SERVICES_SAVE_RESTORE_SERVICE_H_
 
+#include <atomic>
 #include <string>
 
 #include "daemon/bundle.h"
@@ -36,6 +37,7 @@ class SaveRestoreService final : public kmcl::v1::SaveRestoreService::CallbackSe
  private:
   ServiceContext ctx_;
   SaveRestoreLimits limits_;
+  std::atomic<uint64_t> restore_in_flight_{0};
 };
 
 }  // namespace kmcld
