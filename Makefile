@@ -10,7 +10,7 @@ build: setup
 	bazel build //...
 
 run: setup
-	bazel run -c opt //daemon:kmcld -- --demo
+	@bash tools/run_demo.sh
 
 test: setup
 	@bash tools/run_tests.sh
@@ -26,6 +26,7 @@ test-tsan: setup
 
 bench: setup
 	bazel run -c opt //bench:ring_bench
+	bazel run -c opt //bench:kmcld_bench
 
 clean:
 	bazel clean
