@@ -1,11 +1,9 @@
 // Synchronous tests of the VMBus control plane: a VmbusServer (host) and
 // VmbusClients (guest, one per VTL) exchanging real encoded messages through
-// a loopback pump, with no threads and no I/O.
-#include <map>
-#include <memory>
-
+// a loopback pump (control_plane_loopback.h), with no threads and no I/O.
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "kmcl_core/control_plane_loopback.h"
 #include "kmcl_core/saved_state.pb.h"
 #include "kmcl_core/vmbus_client.h"
 #include "kmcl_core/vmbus_server.h"
@@ -15,125 +13,6 @@ namespace kmcl {
 namespace {
 
 using ::testing::HasSubstr;
-
-class Loopback {
- public:
-  explicit Loopback(std::set<uint8_t> vtls = {0}, uint32_t server_max = wire::kVersionCopper,
-                    uint32_t client_max = wire::kVersionCopper)
-      : memory_(*GuestMemory::Create(1024 * 4096)),
-        table_(*memory_),
-        server_(table_, memory_->page_count(), vtls, server_max) {
-    for (uint8_t vtl : vtls) clients_.emplace(vtl, VmbusClient(vtl, client_max));
-  }
-
-  // Delivers messages both ways until none are left; keeps other effects.
-  void Pump() {
-    for (int round = 0; round < 1000; ++round) {
-      bool moved = false;
-      for (ServerEffect& e : server_.TakeEffects()) {
-        if (auto* send = std::get_if<SendToGuest>(&e)) {
-          host_to_guest_.push_back(MessageName(send->message));
-          client(send->vtl).HandleHostMessage(Encode(send->message));
-          moved = true;
-        } else {
-          host_.push_back(std::move(e));
-        }
-      }
-      for (auto& [vtl, c] : clients_) {
-        for (ClientEffect& e : c.TakeEffects()) {
-          if (auto* send = std::get_if<SendToHost>(&e)) {
-            server_.HandleGuestMessage(vtl, Encode(send->message));
-            moved = true;
-          } else {
-            guest_[vtl].push_back(std::move(e));
-          }
-        }
-      }
-      if (!moved) return;
-    }
-    ADD_FAILURE() << "control plane did not settle";
-  }
-
-  // Removes and returns the host (or guest) effects of type T.
-  template <typename T>
-  std::vector<T> Host() {
-    return Extract<T>(host_);
-  }
-  template <typename T>
-  std::vector<T> Guest(uint8_t vtl = 0) {
-    return Extract<T>(guest_[vtl]);
-  }
-
-  void Connect() {
-    for (auto& [vtl, c] : clients_) c.Connect();
-    Pump();
-  }
-
-  OfferHandle Offer(uint8_t vtl = 0, const char* type = "f8615163-df3e-46c5-913f-f2d2f965ed0e") {
-    ServerOffer offer;
-    offer.interface_type = *Guid::Parse(type);
-    offer.interface_instance = Guid::Random();
-    offer.target_vtl = vtl;
-    auto handle = server_.Offer(offer);
-    EXPECT_TRUE(handle.ok()) << handle.status();
-    Pump();
-    return *handle;
-  }
-
-  // Allocates guest pages and creates a GPADL over them on `relid`.
-  uint32_t CreateGpadl(uint32_t relid, uint32_t pages, uint8_t vtl = 0) {
-    auto pfns = *memory_->AllocatePages(pages);
-    std::vector<GpaRange> ranges = {{pages * 4096, 0, pfns}};
-    uint32_t id = table_.AllocateId();
-    while (assigned_.contains(id)) id = table_.AllocateId();
-    assigned_.insert(id);
-    EXPECT_TRUE(client(vtl).CreateGpadl(relid, id, ranges).ok());
-    Pump();
-    return id;
-  }
-
-  // Ring GPADL + OPENCHANNEL; the host side is left in OpenRequested.
-  uint32_t StartOpen(uint32_t relid, uint8_t vtl = 0) {
-    uint32_t ring = CreateGpadl(relid, 8, vtl);
-    auto created = Guest<GpadlCreateCompleted>(vtl);
-    EXPECT_EQ(created.size(), 1u);
-    OpenParams p;
-    p.ring_gpadl_id = ring;
-    p.downstream_page_offset = 4;
-    EXPECT_TRUE(client(vtl).Open(relid, p).ok());
-    Pump();
-    return ring;
-  }
-
-  VmbusClient& client(uint8_t vtl) { return clients_.at(vtl); }
-  VmbusServer& server() { return server_; }
-  GpadlTable& table() { return table_; }
-  std::vector<std::string>& host_to_guest() { return host_to_guest_; }
-
- private:
-  template <typename T, typename E>
-  static std::vector<T> Extract(std::vector<E>& effects) {
-    std::vector<T> out;
-    for (auto it = effects.begin(); it != effects.end();) {
-      if (auto* t = std::get_if<T>(&*it)) {
-        out.push_back(std::move(*t));
-        it = effects.erase(it);
-      } else {
-        ++it;
-      }
-    }
-    return out;
-  }
-
-  std::unique_ptr<GuestMemory> memory_;
-  GpadlTable table_;
-  VmbusServer server_;
-  std::map<uint8_t, VmbusClient> clients_;
-  std::vector<ServerEffect> host_;
-  std::map<uint8_t, std::vector<ClientEffect>> guest_;
-  std::vector<std::string> host_to_guest_;
-  std::set<uint32_t> assigned_;
-};
 
 // ---- Connection and offers ----------------------------------------------------
 
@@ -376,7 +255,7 @@ TEST(ControlPlane, BadGpadlsGetAFailureStatusNeverSilence) {
   Loopback lb;
   lb.Connect();
   OfferHandle h = lb.Offer();
-  // PFN beyond guest memory (1024 pages).
+  // PFN beyond guest memory (2048 pages).
   std::vector<GpaRange> outside = {{4096, 0, {5000}}};
   ASSERT_TRUE(lb.client(0).CreateGpadl(h.relid, 77, outside).ok());
   lb.Pump();
@@ -429,6 +308,10 @@ TEST(ControlPlane, UnloadClosesOpenChannelsAndDisconnects) {
   lb.client(0).Unload();
   lb.Pump();
   EXPECT_EQ(lb.Host<CloseRequested>().size(), 1u);
+  // UNLOAD_RESPONSE waits for the host endpoint to finish the close.
+  EXPECT_TRUE(lb.Guest<Unloaded>().empty());
+  ASSERT_TRUE(lb.server().CloseComplete(h.relid).ok());
+  lb.Pump();
   EXPECT_EQ(lb.Guest<Unloaded>().size(), 1u);
   EXPECT_FALSE(lb.server().ConnectedVersion(0).has_value());
   // Reconnecting re-delivers the offer.

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/container/btree_map.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "kmcl_core/vmbus_wire.h"
 
@@ -149,6 +151,7 @@ absl::Status VmbusServer::Revoke(uint32_t relid) {
   if (!c->offer_sent) {
     // The guest never heard of it: nothing to rescind, the relid is free now.
     ReleaseChannel(relid);
+    FinishUnloads();
     return absl::OkStatus();
   }
   Send(vtl, RescindChannelOffer{relid});
@@ -179,6 +182,7 @@ absl::Status VmbusServer::CloseComplete(uint32_t relid) {
     case ServerChannelState::kClosing:
       c->state = ServerChannelState::kOffered;
       c->open.reset();
+      FinishUnloads();
       return absl::OkStatus();
     case ServerChannelState::kClosingReopen: {
       OpenChannel reopen = *c->open;
@@ -196,12 +200,13 @@ absl::Status VmbusServer::CloseComplete(uint32_t relid) {
 
 void VmbusServer::GpadlUnmapped(const UnmapResult& result) {
   if (!result.completed_teardown) return;
-  auto owner = gpadl_owners_.find(result.gpadl_id);
-  if (owner == gpadl_owners_.end()) return;
-  GpadlOwner o = owner->second;
-  gpadl_owners_.erase(owner);
-  Send(o.vtl, GpadlTorndown{result.gpadl_id});
-  effects_.push_back(GpadlGone{o.relid, result.gpadl_id});
+  auto it = teardowns_.find(result.gpadl_id);
+  if (it == teardowns_.end()) return;
+  PendingTeardown t = it->second;
+  teardowns_.erase(it);
+  if (t.answer) Send(t.vtl, GpadlTorndown{result.gpadl_id});
+  effects_.push_back(GpadlGone{t.relid, result.gpadl_id});
+  FinishUnloads();
 }
 
 // ---- Guest messages -------------------------------------------------------------
@@ -214,6 +219,12 @@ void VmbusServer::HandleGuestMessage(uint8_t vtl, std::span<const uint8_t> bytes
   absl::StatusOr<VmbusMessage> message = ParseChannelMessage(bytes);
   if (!message.ok()) {
     Error(vtl, std::string(message.status().message()));
+    return;
+  }
+  if (connections_[vtl].unloading) {
+    // The guest sends nothing between UNLOAD and UNLOAD_RESPONSE.
+    Error(vtl, absl::StrCat(MessageName(*message), " before UNLOAD_RESPONSE"));
+    if (std::holds_alternative<InitiateContact>(*message)) Send(vtl, VersionResponse{false, 0, 0});
     return;
   }
   const bool connected = connections_[vtl].version.has_value();
@@ -365,7 +376,7 @@ void VmbusServer::OnGpadlHeader(uint8_t vtl, const GpadlHeader& m) {
     FinishGpadl(vtl, m.child_relid, *a);
     return;
   }
-  assembling_.emplace(m.gpadl, Assembling{vtl, *std::move(a)});
+  assembling_.emplace(m.gpadl, Assembling{vtl, *std::move(a), {m.bytes}});
 }
 
 void VmbusServer::OnGpadlBody(uint8_t vtl, const GpadlBody& m) {
@@ -375,6 +386,7 @@ void VmbusServer::OnGpadlBody(uint8_t vtl, const GpadlBody& m) {
     return;
   }
   GpadlAssembler& a = it->second.assembler;
+  it->second.messages.push_back(m.bytes);
   if (absl::Status s = a.AddBody(m.bytes); !s.ok()) {
     const uint32_t relid = a.child_relid();
     assembling_.erase(it);
@@ -421,50 +433,68 @@ void VmbusServer::OnGpadlTeardown(uint8_t vtl, const GpadlTeardown& m) {
     Error(vtl, std::string(r.status().message()));
     return;
   }
-  if (*r == TeardownResult::kTornDown) {
-    gpadl_owners_.erase(owner);
-    Send(vtl, GpadlTorndown{m.gpadl});
-    effects_.push_back(GpadlGone{m.child_relid, m.gpadl});
+  gpadl_owners_.erase(owner);
+  if (*r == TeardownResult::kPending) {
+    // GPADL_TORNDOWN goes out from GpadlUnmapped.
+    teardowns_[m.gpadl] = PendingTeardown{m.child_relid, vtl, true};
+    return;
   }
-  // kPending: GPADL_TORNDOWN goes out from GpadlUnmapped.
+  Send(vtl, GpadlTorndown{m.gpadl});
+  effects_.push_back(GpadlGone{m.child_relid, m.gpadl});
 }
 
 void VmbusServer::ReleaseChannel(uint32_t relid) {
   auto it = channels_.find(relid);
   if (it == channels_.end()) return;
   const uint64_t sequence = it->second.offer_sequence;
-  // GPADLs the guest left behind die with the channel.
-  for (auto o = gpadl_owners_.begin(); o != gpadl_owners_.end();) {
-    if (o->second.relid != relid) {
-      ++o;
-      continue;
-    }
-    absl::StatusOr<TeardownResult> r = gpadls_.Teardown(o->first);
-    if (r.ok() && *r == TeardownResult::kPending) {
-      ++o;  // finishes at unmap
-      continue;
-    }
-    effects_.push_back(GpadlGone{relid, o->first});
-    gpadl_owners_.erase(o++);
-  }
   channels_.erase(it);
+  ForgetRelid(relid);
   effects_.push_back(ChannelReleased{relid, sequence});
 }
 
-void VmbusServer::OnRelIdReleased(uint8_t vtl, const RelIdReleased& m) {
-  ServerChannelInfo* c = FindForGuest(vtl, m.child_relid, "RELID_RELEASED");
-  if (c == nullptr) return;
-  if (c->state != ServerChannelState::kRevoked) {
-    Error(vtl, absl::StrCat("RELID_RELEASED for channel ", m.child_relid,
-                            ", which was not rescinded"));
-    return;
+// ---- The rules of docs/control-plane.md ------------------------------------------
+
+template <typename Owned>
+void VmbusServer::ForgetGpadls(Owned owned) {
+  // GPADLs being assembled: dropped. Nothing is created and nothing answered;
+  // a late GPADL_BODY is a protocol error, whoever holds the relid by then.
+  absl::erase_if(assembling_, [&](const auto& entry) {
+    return owned(entry.second.assembler.child_relid(), entry.second.vtl);
+  });
+  // GPADL owners: torn down (when the host unmaps, if it holds a lease),
+  // without GPADL_TORNDOWN: the guest did not ask.
+  std::vector<std::pair<uint32_t, GpadlOwner>> abandoned;
+  for (const auto& [id, o] : gpadl_owners_) {
+    if (owned(o.relid, o.vtl)) abandoned.emplace_back(id, o);
   }
-  ReleaseChannel(m.child_relid);
+  std::sort(abandoned.begin(), abandoned.end(),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (const auto& [id, o] : abandoned) AbandonGpadl(id, o);
+  // Pending teardowns: still finish at unmap, but nobody waits for an answer.
+  for (auto& [id, t] : teardowns_) {
+    if (owned(t.relid, t.vtl)) t.answer = false;
+  }
 }
 
-void VmbusServer::OnUnload(uint8_t vtl) {
-  // The guest forgets everything: close what it had open, release what was
-  // rescinded, forget half-built GPADLs, and wait for a new INITIATE_CONTACT.
+void VmbusServer::AbandonGpadl(uint32_t gpadl_id, const GpadlOwner& owner) {
+  gpadl_owners_.erase(gpadl_id);
+  absl::StatusOr<TeardownResult> r = gpadls_.Teardown(gpadl_id);
+  if (r.ok() && *r == TeardownResult::kPending) {
+    teardowns_[gpadl_id] = PendingTeardown{owner.relid, owner.vtl, false};
+    return;
+  }
+  effects_.push_back(GpadlGone{owner.relid, gpadl_id});
+}
+
+void VmbusServer::ForgetRelid(uint32_t relid) {
+  ForgetGpadls([relid](uint32_t r, uint8_t) { return r == relid; });
+}
+
+void VmbusServer::ForgetConnection(uint8_t vtl) {
+  // Open requests in flight are cancelled (the guest no longer waits for
+  // OPENCHANNEL_RESULT), open channels are closed by their host endpoints,
+  // rescinded channels are released, and every offer is sent again after
+  // the next REQUESTOFFERS.
   std::vector<uint32_t> released;
   for (auto& [relid, c] : channels_) {
     if (c.offer.target_vtl != vtl) continue;
@@ -490,11 +520,49 @@ void VmbusServer::OnUnload(uint8_t vtl) {
     c.offer_sent = false;
   }
   for (uint32_t relid : released) ReleaseChannel(relid);
-  for (auto it = assembling_.begin(); it != assembling_.end();) {
-    it = it->second.vtl == vtl ? assembling_.erase(it) : std::next(it);
-  }
+  ForgetGpadls([vtl](uint32_t, uint8_t v) { return v == vtl; });
   connections_[vtl] = Connection{};
-  Send(vtl, UnloadResponse{});
+}
+
+bool VmbusServer::UnloadDone(uint8_t vtl) const {
+  for (const auto& [relid, c] : channels_) {
+    if (c.offer.target_vtl == vtl && (c.state == ServerChannelState::kOpening ||
+                                      c.state == ServerChannelState::kClosing ||
+                                      c.state == ServerChannelState::kClosingReopen)) {
+      return false;
+    }
+  }
+  for (const auto& [id, t] : teardowns_) {
+    if (t.vtl == vtl) return false;
+  }
+  return true;
+}
+
+void VmbusServer::FinishUnloads() {
+  for (auto& [vtl, conn] : connections_) {
+    if (!conn.unloading || !UnloadDone(vtl)) continue;
+    conn.unloading = false;
+    Send(vtl, UnloadResponse{});
+  }
+}
+
+void VmbusServer::OnRelIdReleased(uint8_t vtl, const RelIdReleased& m) {
+  ServerChannelInfo* c = FindForGuest(vtl, m.child_relid, "RELID_RELEASED");
+  if (c == nullptr) return;
+  if (c->state != ServerChannelState::kRevoked) {
+    Error(vtl, absl::StrCat("RELID_RELEASED for channel ", m.child_relid,
+                            ", which was not rescinded"));
+    return;
+  }
+  ReleaseChannel(m.child_relid);
+}
+
+void VmbusServer::OnUnload(uint8_t vtl) {
+  // The guest forgets everything; UNLOAD_RESPONSE waits until the host
+  // endpoints have closed its channels and its GPADLs are gone.
+  ForgetConnection(vtl);
+  connections_[vtl].unloading = true;
+  FinishUnloads();
 }
 
 // ---- Queries ---------------------------------------------------------------------
@@ -515,6 +583,56 @@ std::optional<uint32_t> VmbusServer::ConnectedVersion(uint8_t vtl) const {
   auto it = connections_.find(vtl);
   if (it == connections_.end()) return std::nullopt;
   return it->second.version;
+}
+
+bool VmbusServer::Unloading(uint8_t vtl) const {
+  auto it = connections_.find(vtl);
+  return it != connections_.end() && it->second.unloading;
+}
+
+absl::Status VmbusServer::CheckInvariants() const {
+  // A relid is live while its channel exists; a connection's GPADL entries
+  // live while it is connected.
+  auto live = [&](uint32_t relid, uint8_t vtl) {
+    auto c = channels_.find(relid);
+    auto conn = connections_.find(vtl);
+    return c != channels_.end() && c->second.offer.target_vtl == vtl && c->second.offer_sent &&
+           conn != connections_.end() && conn->second.version.has_value();
+  };
+  for (const auto& [id, a] : assembling_) {
+    if (!live(a.assembler.child_relid(), a.vtl)) {
+      return absl::InternalError(absl::StrCat("GPADL ", id, " being assembled for released relid ",
+                                              a.assembler.child_relid()));
+    }
+  }
+  for (const auto& [id, o] : gpadl_owners_) {
+    std::optional<GpadlInfo> info = gpadls_.Get(id);
+    if (!live(o.relid, o.vtl) || !info.has_value() || info->channel_id != o.relid) {
+      return absl::InternalError(absl::StrCat("GPADL ", id, " owned by released relid ", o.relid));
+    }
+  }
+  for (const auto& [id, t] : teardowns_) {
+    if (t.answer && !live(t.relid, t.vtl)) {
+      return absl::InternalError(
+          absl::StrCat("GPADL_TORNDOWN of ", id, " owed to released relid ", t.relid));
+    }
+    if (!gpadls_.Get(id).has_value()) {
+      return absl::InternalError(absl::StrCat("pending teardown of unknown GPADL ", id));
+    }
+  }
+  for (const auto& [relid, c] : channels_) {
+    const bool in_flight = c.state == ServerChannelState::kOpening ||
+                           c.state == ServerChannelState::kClosingReopen;
+    if (in_flight && !c.open.has_value()) {
+      return absl::InternalError(absl::StrCat("channel ", relid, " opens without parameters"));
+    }
+  }
+  for (const auto& [vtl, conn] : connections_) {
+    if (conn.unloading && conn.version.has_value()) {
+      return absl::InternalError(absl::StrCat("VTL ", vtl, " unloading while connected"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace kmcl
