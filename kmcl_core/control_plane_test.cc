@@ -14,6 +14,19 @@ namespace {
 
 using ::testing::HasSubstr;
 
+// OPENCHANNEL straight to the host, bypassing the guest client; returns the
+// host's effects.
+std::vector<ServerEffect> OpenRaw(Loopback& lb, uint32_t relid, uint32_t open_id, uint32_t ring,
+                                  uint32_t downstream_offset) {
+  OpenChannel open;
+  open.child_relid = relid;
+  open.open_id = open_id;
+  open.ring_buffer_gpadl = ring;
+  open.downstream_page_offset = downstream_offset;
+  lb.server().HandleGuestMessage(0, Encode(open));
+  return lb.server().TakeEffects();
+}
+
 // ---- Connection and offers ----------------------------------------------------
 
 TEST(ControlPlane, NegotiatesTheNewestCommonVersion) {
@@ -94,13 +107,7 @@ TEST(ControlPlane, OpenNamingAnotherChannelsGpadlFails) {
   OfferHandle a = lb.Offer();
   OfferHandle b = lb.Offer();
   uint32_t gpadl_of_b = lb.CreateGpadl(b.relid, 4);
-  OpenChannel open;
-  open.child_relid = a.relid;
-  open.open_id = 9;
-  open.ring_buffer_gpadl = gpadl_of_b;
-  open.downstream_page_offset = 2;
-  lb.server().HandleGuestMessage(0, Encode(open));
-  auto effects = lb.server().TakeEffects();
+  auto effects = OpenRaw(lb, a.relid, 9, gpadl_of_b, 2);
   ASSERT_EQ(effects.size(), 2u);
   EXPECT_THAT(std::get<ProtocolError>(effects[0]).what, HasSubstr("not one of its GPADLs"));
   auto result = std::get<OpenResult>(std::get<SendToGuest>(effects[1]).message);
@@ -132,6 +139,31 @@ TEST(ControlPlane, CloseThenReopenWhileTheHostIsStillClosing) {
   lb.Pump();
   EXPECT_EQ(lb.Host<OpenRequested>().size(), 1u);
   EXPECT_EQ(lb.server().Channel(h.relid)->state, ServerChannelState::kOpening);
+}
+
+TEST(ControlPlane, EveryOpenIsAnsweredEvenWhenWithdrawnOrRefused) {
+  Loopback lb;
+  lb.Connect();
+  OfferHandle h = lb.Offer();
+  uint32_t ring = lb.StartOpen(h.relid);
+  // A second OPENCHANNEL while the first is being accepted: refused.
+  auto effects = OpenRaw(lb, h.relid, 40, ring, 4);
+  ASSERT_EQ(effects.size(), 2u);
+  auto refused = std::get<OpenResult>(std::get<SendToGuest>(effects[1]).message);
+  EXPECT_EQ(refused.open_id, 40u);
+  EXPECT_EQ(static_cast<NTSTATUS>(refused.status), kStatusInvalidDeviceState);
+  ASSERT_TRUE(lb.server().AcceptOpen(h.relid, kStatusSuccess).ok());
+  lb.server().HandleGuestMessage(0, Encode(CloseChannel{h.relid}));
+  // Reopened while closing, then closed again: the reopen is withdrawn.
+  OpenRaw(lb, h.relid, 41, ring, 4);
+  ASSERT_EQ(lb.server().Channel(h.relid)->state, ServerChannelState::kClosingReopen);
+  lb.server().HandleGuestMessage(0, Encode(CloseChannel{h.relid}));
+  effects = lb.server().TakeEffects();
+  ASSERT_EQ(effects.size(), 1u);
+  auto withdrawn = std::get<OpenResult>(std::get<SendToGuest>(effects[0]).message);
+  EXPECT_EQ(withdrawn.open_id, 41u);
+  EXPECT_EQ(static_cast<NTSTATUS>(withdrawn.status), kStatusCancelled);
+  EXPECT_EQ(lb.server().Channel(h.relid)->state, ServerChannelState::kClosing);
 }
 
 // ---- Rescind races --------------------------------------------------------------

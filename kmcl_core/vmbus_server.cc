@@ -325,8 +325,11 @@ void VmbusServer::OnOpenChannel(uint8_t vtl, const OpenChannel& m) {
       Send(vtl, OpenResult{m.child_relid, m.open_id, static_cast<uint32_t>(kStatusDeviceRemoved)});
       return;
     default:
+      // Already opening or open: refused, but answered like every open.
       Error(vtl, absl::StrCat("OPENCHANNEL for channel ", m.child_relid, ", which is ",
                               ServerChannelStateName(c->state)));
+      Send(vtl, OpenResult{m.child_relid, m.open_id,
+                           static_cast<uint32_t>(kStatusInvalidDeviceState)});
       return;
   }
 }
@@ -340,7 +343,9 @@ void VmbusServer::OnCloseChannel(uint8_t vtl, const CloseChannel& m) {
       effects_.push_back(CloseRequested{c->relid});
       return;
     case ServerChannelState::kClosingReopen:
-      c->state = ServerChannelState::kClosing;  // the queued reopen is withdrawn
+      // The queued reopen is withdrawn; its OPENCHANNEL still gets its answer.
+      Send(vtl, OpenResult{c->relid, c->open->open_id, static_cast<uint32_t>(kStatusCancelled)});
+      c->state = ServerChannelState::kClosing;
       return;
     case ServerChannelState::kRevoked:
       return;  // the guest closes a rescinded channel before releasing it
