@@ -15,8 +15,9 @@
 //
 // Every request gets its answer before the state it belongs to goes away:
 // Release of a rescinded channel holds RELID_RELEASED until each GPADL
-// request on it (GPADL_HEADER, GPADL_TEARDOWN) has been answered, as Linux's
-// channel_mgmt.c waits for GPADL_CREATED before it frees a channel, and
+// request on it (GPADL_HEADER, GPADL_TEARDOWN) has been answered (in Linux,
+// vmbus_establish_gpadl in drivers/hv/channel.c blocks until GPADL_CREATED,
+// so a driver cannot let the channel go with the answer in flight), and
 // Unload refuses further requests until UNLOAD_RESPONSE, which ends every
 // request still open. docs/control-plane.md has the rules per table.
 //
