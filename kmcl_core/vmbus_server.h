@@ -24,8 +24,9 @@
 //
 // What happens to each table below when a relid is released, when a guest
 // connection unloads, and across save/restore is written in
-// docs/control-plane.md; ForgetRelid, ForgetConnection and Save/Restore are
-// the one place each rule is applied. UNLOAD_RESPONSE goes out only once the
+// docs/control-plane.md; ForgetRelid, ForgetConnection
+// (vmbus_server_rules.cc) and Save/Restore are the one place each rule is
+// applied. UNLOAD_RESPONSE goes out only once the
 // guest's channels are closed by the host endpoints and its GPADLs are gone
 // (OpenVMM's vmbus_server likewise holds the unload until its channels are
 // reset), so after it every id the guest used is free again.
