@@ -1,11 +1,9 @@
 // Synchronous tests of the VMBus control plane: a VmbusServer (host) and
 // VmbusClients (guest, one per VTL) exchanging real encoded messages through
-// a loopback pump, with no threads and no I/O.
-#include <map>
-#include <memory>
-
+// a loopback pump (control_plane_loopback.h), with no threads and no I/O.
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "kmcl_core/control_plane_loopback.h"
 #include "kmcl_core/saved_state.pb.h"
 #include "kmcl_core/vmbus_client.h"
 #include "kmcl_core/vmbus_server.h"
@@ -16,124 +14,18 @@ namespace {
 
 using ::testing::HasSubstr;
 
-class Loopback {
- public:
-  explicit Loopback(std::set<uint8_t> vtls = {0}, uint32_t server_max = wire::kVersionCopper,
-                    uint32_t client_max = wire::kVersionCopper)
-      : memory_(*GuestMemory::Create(1024 * 4096)),
-        table_(*memory_),
-        server_(table_, memory_->page_count(), vtls, server_max) {
-    for (uint8_t vtl : vtls) clients_.emplace(vtl, VmbusClient(vtl, client_max));
-  }
-
-  // Delivers messages both ways until none are left; keeps other effects.
-  void Pump() {
-    for (int round = 0; round < 1000; ++round) {
-      bool moved = false;
-      for (ServerEffect& e : server_.TakeEffects()) {
-        if (auto* send = std::get_if<SendToGuest>(&e)) {
-          host_to_guest_.push_back(MessageName(send->message));
-          client(send->vtl).HandleHostMessage(Encode(send->message));
-          moved = true;
-        } else {
-          host_.push_back(std::move(e));
-        }
-      }
-      for (auto& [vtl, c] : clients_) {
-        for (ClientEffect& e : c.TakeEffects()) {
-          if (auto* send = std::get_if<SendToHost>(&e)) {
-            server_.HandleGuestMessage(vtl, Encode(send->message));
-            moved = true;
-          } else {
-            guest_[vtl].push_back(std::move(e));
-          }
-        }
-      }
-      if (!moved) return;
-    }
-    ADD_FAILURE() << "control plane did not settle";
-  }
-
-  // Removes and returns the host (or guest) effects of type T.
-  template <typename T>
-  std::vector<T> Host() {
-    return Extract<T>(host_);
-  }
-  template <typename T>
-  std::vector<T> Guest(uint8_t vtl = 0) {
-    return Extract<T>(guest_[vtl]);
-  }
-
-  void Connect() {
-    for (auto& [vtl, c] : clients_) c.Connect();
-    Pump();
-  }
-
-  OfferHandle Offer(uint8_t vtl = 0, const char* type = "f8615163-df3e-46c5-913f-f2d2f965ed0e") {
-    ServerOffer offer;
-    offer.interface_type = *Guid::Parse(type);
-    offer.interface_instance = Guid::Random();
-    offer.target_vtl = vtl;
-    auto handle = server_.Offer(offer);
-    EXPECT_TRUE(handle.ok()) << handle.status();
-    Pump();
-    return *handle;
-  }
-
-  // Allocates guest pages and creates a GPADL over them on `relid`.
-  uint32_t CreateGpadl(uint32_t relid, uint32_t pages, uint8_t vtl = 0) {
-    auto pfns = *memory_->AllocatePages(pages);
-    std::vector<GpaRange> ranges = {{pages * 4096, 0, pfns}};
-    uint32_t id = table_.AllocateId();
-    while (assigned_.contains(id)) id = table_.AllocateId();
-    assigned_.insert(id);
-    EXPECT_TRUE(client(vtl).CreateGpadl(relid, id, ranges).ok());
-    Pump();
-    return id;
-  }
-
-  // Ring GPADL + OPENCHANNEL; the host side is left in OpenRequested.
-  uint32_t StartOpen(uint32_t relid, uint8_t vtl = 0) {
-    uint32_t ring = CreateGpadl(relid, 8, vtl);
-    auto created = Guest<GpadlCreateCompleted>(vtl);
-    EXPECT_EQ(created.size(), 1u);
-    OpenParams p;
-    p.ring_gpadl_id = ring;
-    p.downstream_page_offset = 4;
-    EXPECT_TRUE(client(vtl).Open(relid, p).ok());
-    Pump();
-    return ring;
-  }
-
-  VmbusClient& client(uint8_t vtl) { return clients_.at(vtl); }
-  VmbusServer& server() { return server_; }
-  GpadlTable& table() { return table_; }
-  std::vector<std::string>& host_to_guest() { return host_to_guest_; }
-
- private:
-  template <typename T, typename E>
-  static std::vector<T> Extract(std::vector<E>& effects) {
-    std::vector<T> out;
-    for (auto it = effects.begin(); it != effects.end();) {
-      if (auto* t = std::get_if<T>(&*it)) {
-        out.push_back(std::move(*t));
-        it = effects.erase(it);
-      } else {
-        ++it;
-      }
-    }
-    return out;
-  }
-
-  std::unique_ptr<GuestMemory> memory_;
-  GpadlTable table_;
-  VmbusServer server_;
-  std::map<uint8_t, VmbusClient> clients_;
-  std::vector<ServerEffect> host_;
-  std::map<uint8_t, std::vector<ClientEffect>> guest_;
-  std::vector<std::string> host_to_guest_;
-  std::set<uint32_t> assigned_;
-};
+// OPENCHANNEL straight to the host, bypassing the guest client; returns the
+// host's effects.
+std::vector<ServerEffect> OpenRaw(Loopback& lb, uint32_t relid, uint32_t open_id, uint32_t ring,
+                                  uint32_t downstream_offset) {
+  OpenChannel open;
+  open.child_relid = relid;
+  open.open_id = open_id;
+  open.ring_buffer_gpadl = ring;
+  open.downstream_page_offset = downstream_offset;
+  lb.server().HandleGuestMessage(0, Encode(open));
+  return lb.server().TakeEffects();
+}
 
 // ---- Connection and offers ----------------------------------------------------
 
@@ -215,13 +107,7 @@ TEST(ControlPlane, OpenNamingAnotherChannelsGpadlFails) {
   OfferHandle a = lb.Offer();
   OfferHandle b = lb.Offer();
   uint32_t gpadl_of_b = lb.CreateGpadl(b.relid, 4);
-  OpenChannel open;
-  open.child_relid = a.relid;
-  open.open_id = 9;
-  open.ring_buffer_gpadl = gpadl_of_b;
-  open.downstream_page_offset = 2;
-  lb.server().HandleGuestMessage(0, Encode(open));
-  auto effects = lb.server().TakeEffects();
+  auto effects = OpenRaw(lb, a.relid, 9, gpadl_of_b, 2);
   ASSERT_EQ(effects.size(), 2u);
   EXPECT_THAT(std::get<ProtocolError>(effects[0]).what, HasSubstr("not one of its GPADLs"));
   auto result = std::get<OpenResult>(std::get<SendToGuest>(effects[1]).message);
@@ -253,6 +139,31 @@ TEST(ControlPlane, CloseThenReopenWhileTheHostIsStillClosing) {
   lb.Pump();
   EXPECT_EQ(lb.Host<OpenRequested>().size(), 1u);
   EXPECT_EQ(lb.server().Channel(h.relid)->state, ServerChannelState::kOpening);
+}
+
+TEST(ControlPlane, EveryOpenIsAnsweredEvenWhenWithdrawnOrRefused) {
+  Loopback lb;
+  lb.Connect();
+  OfferHandle h = lb.Offer();
+  uint32_t ring = lb.StartOpen(h.relid);
+  // A second OPENCHANNEL while the first is being accepted: refused.
+  auto effects = OpenRaw(lb, h.relid, 40, ring, 4);
+  ASSERT_EQ(effects.size(), 2u);
+  auto refused = std::get<OpenResult>(std::get<SendToGuest>(effects[1]).message);
+  EXPECT_EQ(refused.open_id, 40u);
+  EXPECT_EQ(static_cast<NTSTATUS>(refused.status), kStatusInvalidDeviceState);
+  ASSERT_TRUE(lb.server().AcceptOpen(h.relid, kStatusSuccess).ok());
+  lb.server().HandleGuestMessage(0, Encode(CloseChannel{h.relid}));
+  // Reopened while closing, then closed again: the reopen is withdrawn.
+  OpenRaw(lb, h.relid, 41, ring, 4);
+  ASSERT_EQ(lb.server().Channel(h.relid)->state, ServerChannelState::kClosingReopen);
+  lb.server().HandleGuestMessage(0, Encode(CloseChannel{h.relid}));
+  effects = lb.server().TakeEffects();
+  ASSERT_EQ(effects.size(), 1u);
+  auto withdrawn = std::get<OpenResult>(std::get<SendToGuest>(effects[0]).message);
+  EXPECT_EQ(withdrawn.open_id, 41u);
+  EXPECT_EQ(static_cast<NTSTATUS>(withdrawn.status), kStatusCancelled);
+  EXPECT_EQ(lb.server().Channel(h.relid)->state, ServerChannelState::kClosing);
 }
 
 // ---- Rescind races --------------------------------------------------------------
@@ -376,7 +287,7 @@ TEST(ControlPlane, BadGpadlsGetAFailureStatusNeverSilence) {
   Loopback lb;
   lb.Connect();
   OfferHandle h = lb.Offer();
-  // PFN beyond guest memory (1024 pages).
+  // PFN beyond guest memory (2048 pages).
   std::vector<GpaRange> outside = {{4096, 0, {5000}}};
   ASSERT_TRUE(lb.client(0).CreateGpadl(h.relid, 77, outside).ok());
   lb.Pump();
@@ -429,6 +340,10 @@ TEST(ControlPlane, UnloadClosesOpenChannelsAndDisconnects) {
   lb.client(0).Unload();
   lb.Pump();
   EXPECT_EQ(lb.Host<CloseRequested>().size(), 1u);
+  // UNLOAD_RESPONSE waits for the host endpoint to finish the close.
+  EXPECT_TRUE(lb.Guest<Unloaded>().empty());
+  ASSERT_TRUE(lb.server().CloseComplete(h.relid).ok());
+  lb.Pump();
   EXPECT_EQ(lb.Guest<Unloaded>().size(), 1u);
   EXPECT_FALSE(lb.server().ConnectedVersion(0).has_value());
   // Reconnecting re-delivers the offer.

@@ -29,9 +29,9 @@ void VmbusClient::Send(VmbusMessage message) { effects_.push_back(SendToHost{std
 void VmbusClient::Error(std::string what) { effects_.push_back(ClientProtocolError{std::move(what)}); }
 
 absl::Status VmbusClient::CheckConnected() const {
-  if (!version_.has_value()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("the VMBus client at VTL ", vtl_, " is not connected"));
+  if (!version_.has_value() || unloading_) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the VMBus client at VTL ", vtl_, unloading_ ? " is unloading" : " is not connected"));
   }
   return absl::OkStatus();
 }
@@ -39,6 +39,26 @@ absl::Status VmbusClient::CheckConnected() const {
 ClientChannelInfo* VmbusClient::Find(uint32_t relid) {
   auto it = channels_.find(relid);
   return it == channels_.end() ? nullptr : &it->second;
+}
+
+absl::StatusOr<ClientChannelInfo*> VmbusClient::Usable(uint32_t relid) {
+  if (absl::Status s = CheckConnected(); !s.ok()) return s;
+  ClientChannelInfo* c = Find(relid);
+  if (c == nullptr || c->release_pending) {
+    return absl::NotFoundError(absl::StrCat("no offer with channel id ", relid));
+  }
+  return c;
+}
+
+void VmbusClient::FinishRelease(uint32_t relid) {
+  ClientChannelInfo* c = Find(relid);
+  if (c == nullptr || !c->release_pending) return;
+  for (const auto& [id, state] : c->gpadls) {
+    if (state != ClientGpadlState::kCreated) return;  // an answer is still owed
+  }
+  // The host tears down the GPADLs left on the channel.
+  channels_.erase(relid);
+  Send(RelIdReleased{relid});
 }
 
 void VmbusClient::SendContact() {
@@ -50,6 +70,8 @@ void VmbusClient::SendContact() {
 }
 
 void VmbusClient::Connect() {
+  // One negotiation at a time; a connected client unloads first.
+  if (connecting_ || version_.has_value() || unloading_) return;
   version_index_ = 0;
   while (version_index_ < std::size(wire::kSupportedVersions) &&
          wire::kSupportedVersions[version_index_] > max_version_) {
@@ -65,9 +87,9 @@ void VmbusClient::Connect() {
 
 absl::Status VmbusClient::CreateGpadl(uint32_t relid, uint32_t gpadl_id,
                                       std::span<const GpaRange> ranges) {
-  if (absl::Status s = CheckConnected(); !s.ok()) return s;
-  ClientChannelInfo* c = Find(relid);
-  if (c == nullptr) return absl::NotFoundError(absl::StrCat("no offer with channel id ", relid));
+  absl::StatusOr<ClientChannelInfo*> usable = Usable(relid);
+  if (!usable.ok()) return usable.status();
+  ClientChannelInfo* c = *usable;
   for (const auto& [id, other] : channels_) {
     if (other.gpadls.contains(gpadl_id)) {
       return absl::AlreadyExistsError(absl::StrCat("GPADL id ", gpadl_id, " is in use"));
@@ -85,16 +107,19 @@ absl::Status VmbusClient::CreateGpadl(uint32_t relid, uint32_t gpadl_id,
 }
 
 absl::Status VmbusClient::TeardownGpadl(uint32_t relid, uint32_t gpadl_id) {
-  if (absl::Status s = CheckConnected(); !s.ok()) return s;
-  ClientChannelInfo* c = Find(relid);
-  if (c == nullptr) return absl::NotFoundError(absl::StrCat("no offer with channel id ", relid));
+  absl::StatusOr<ClientChannelInfo*> usable = Usable(relid);
+  if (!usable.ok()) return usable.status();
+  ClientChannelInfo* c = *usable;
   auto g = c->gpadls.find(gpadl_id);
   if (g == c->gpadls.end()) {
     return absl::NotFoundError(absl::StrCat("channel ", relid, " has no GPADL ", gpadl_id));
   }
-  if (g->second == ClientGpadlState::kTearingDown) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("GPADL ", gpadl_id, " is already being torn down"));
+  if (g->second != ClientGpadlState::kCreated) {
+    // Its GPADL_CREATED (or GPADL_TORNDOWN) is still owed: one request at a time.
+    return absl::FailedPreconditionError(absl::StrCat(
+        "GPADL ", gpadl_id, g->second == ClientGpadlState::kCreating
+                                ? " is still being created"
+                                : " is already being torn down"));
   }
   g->second = ClientGpadlState::kTearingDown;
   Send(GpadlTeardown{relid, gpadl_id});
@@ -102,9 +127,9 @@ absl::Status VmbusClient::TeardownGpadl(uint32_t relid, uint32_t gpadl_id) {
 }
 
 absl::Status VmbusClient::Open(uint32_t relid, const OpenParams& params) {
-  if (absl::Status s = CheckConnected(); !s.ok()) return s;
-  ClientChannelInfo* c = Find(relid);
-  if (c == nullptr) return absl::NotFoundError(absl::StrCat("no offer with channel id ", relid));
+  absl::StatusOr<ClientChannelInfo*> usable = Usable(relid);
+  if (!usable.ok()) return usable.status();
+  ClientChannelInfo* c = *usable;
   if (c->rescinded) {
     return absl::UnavailableError(absl::StrCat("channel ", relid, " was rescinded"));
   }
@@ -129,9 +154,9 @@ absl::Status VmbusClient::Open(uint32_t relid, const OpenParams& params) {
 }
 
 absl::Status VmbusClient::Close(uint32_t relid) {
-  if (absl::Status s = CheckConnected(); !s.ok()) return s;
-  ClientChannelInfo* c = Find(relid);
-  if (c == nullptr) return absl::NotFoundError(absl::StrCat("no offer with channel id ", relid));
+  absl::StatusOr<ClientChannelInfo*> usable = Usable(relid);
+  if (!usable.ok()) return usable.status();
+  ClientChannelInfo* c = *usable;
   if (c->state == ClientChannelState::kOpening) {
     c->close_after_open = true;  // CLOSECHANNEL follows a successful result
     return absl::OkStatus();
@@ -145,21 +170,24 @@ absl::Status VmbusClient::Close(uint32_t relid) {
 }
 
 absl::Status VmbusClient::Release(uint32_t relid) {
-  if (absl::Status s = CheckConnected(); !s.ok()) return s;
-  ClientChannelInfo* c = Find(relid);
-  if (c == nullptr) return absl::NotFoundError(absl::StrCat("no offer with channel id ", relid));
+  absl::StatusOr<ClientChannelInfo*> usable = Usable(relid);
+  if (!usable.ok()) return usable.status();
+  ClientChannelInfo* c = *usable;
   if (!c->rescinded) {
     return absl::FailedPreconditionError(absl::StrCat("channel ", relid, " was not rescinded"));
   }
   if (c->state != ClientChannelState::kOffered) {
     return absl::FailedPreconditionError(absl::StrCat("close channel ", relid, " first"));
   }
-  channels_.erase(relid);
-  Send(RelIdReleased{relid});
+  c->release_pending = true;
+  FinishRelease(relid);
   return absl::OkStatus();
 }
 
 void VmbusClient::Unload() {
+  // The host answers UNLOAD only on a connection (Linux unloads only then).
+  if (unloading_ || !version_.has_value()) return;
+  unloading_ = true;
   Send(kmcl::Unload{});
 }
 
@@ -242,6 +270,7 @@ void VmbusClient::HandleHostMessage(std::span<const uint8_t> bytes) {
               c->gpadls.erase(g);
             }
             effects_.push_back(GpadlCreateCompleted{m.child_relid, m.gpadl, status});
+            FinishRelease(m.child_relid);
           },
           [&](const GpadlTorndown& m) {
             for (auto& [relid, c] : channels_) {
@@ -249,12 +278,19 @@ void VmbusClient::HandleHostMessage(std::span<const uint8_t> bytes) {
               if (g != c.gpadls.end() && g->second == ClientGpadlState::kTearingDown) {
                 c.gpadls.erase(g);
                 effects_.push_back(GpadlTeardownCompleted{relid, m.gpadl});
+                FinishRelease(relid);
                 return;
               }
             }
             Error(absl::StrCat("GPADL_TORNDOWN for GPADL ", m.gpadl, ", which is not being torn down"));
           },
           [&](const UnloadResponse&) {
+            if (!unloading_) {
+              Error("UNLOAD_RESPONSE without UNLOAD");
+              return;
+            }
+            // Every request still open ends here: the host forgot them.
+            unloading_ = false;
             channels_.clear();
             version_.reset();
             effects_.push_back(Unloaded{});
@@ -274,6 +310,20 @@ std::vector<ClientChannelInfo> VmbusClient::Channels() const {
   std::vector<ClientChannelInfo> out;
   for (const auto& [relid, c] : channels_) out.push_back(c);
   return out;
+}
+
+absl::Status VmbusClient::CheckInvariants() const {
+  for (const auto& [relid, c] : channels_) {
+    if (c.release_pending) {
+      bool owed = false;
+      for (const auto& [id, state] : c.gpadls) owed |= state != ClientGpadlState::kCreated;
+      if (!c.rescinded || !owed || c.state != ClientChannelState::kOffered) {
+        return absl::InternalError(absl::StrCat("channel ", relid, " held back without cause"));
+      }
+    }
+  }
+  if (unloading_ && connecting_) return absl::InternalError("connecting while unloading");
+  return absl::OkStatus();
 }
 
 }  // namespace kmcl

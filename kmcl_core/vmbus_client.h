@@ -13,6 +13,14 @@
 // GPADL_HEADER and as many GPADL_BODY messages as needed; a GPADL is usable
 // (for OPENCHANNEL or by the host) only after GPADL_CREATED with status 0.
 //
+// Every request gets its answer before the state it belongs to goes away:
+// Release of a rescinded channel holds RELID_RELEASED until each GPADL
+// request on it (GPADL_HEADER, GPADL_TEARDOWN) has been answered (in Linux,
+// vmbus_establish_gpadl in drivers/hv/channel.c blocks until GPADL_CREATED,
+// so a driver cannot let the channel go with the answer in flight), and
+// Unload refuses further requests until UNLOAD_RESPONSE, which ends every
+// request still open. docs/control-plane.md has the rules per table.
+//
 // Threading: thread-compatible. The partition serialises all calls.
 #ifndef KMCLD_KMCL_CORE_VMBUS_CLIENT_H_
 #define KMCLD_KMCL_CORE_VMBUS_CLIENT_H_
@@ -48,6 +56,7 @@ struct ClientChannelInfo {
   ClientChannelState state = ClientChannelState::kOffered;
   bool rescinded = false;
   bool close_after_open = false;  // Close() while opening
+  bool release_pending = false;   // Release() waits for GPADL answers
   uint32_t open_id = 0;
   absl::btree_map<uint32_t, ClientGpadlState> gpadls;
 };
@@ -104,6 +113,7 @@ class VmbusClient {
   std::optional<uint32_t> version() const { return version_; }
 
   // Starts version negotiation; after VERSION_RESPONSE it asks for offers.
+  // Does nothing while negotiating, connected or unloading.
   void Connect();
   // GPADL_HEADER + GPADL_BODY messages for `ranges`. FAILED_PRECONDITION if
   // not connected, NOT_FOUND for an unknown channel, ALREADY_EXISTS for an id
@@ -115,15 +125,21 @@ class VmbusClient {
   // CLOSECHANNEL (no reply). While the open is in flight, the close is
   // sent as soon as a successful OPENCHANNEL_RESULT arrives.
   absl::Status Close(uint32_t relid);
-  // RELID_RELEASED for a rescinded channel that is closed; forgets it.
+  // RELID_RELEASED for a rescinded channel that is closed; forgets it. If a
+  // GPADL request on it is unanswered, RELID_RELEASED follows the last answer.
   absl::Status Release(uint32_t relid);
+  // UNLOAD, if connected; until UNLOAD_RESPONSE every other call fails.
   void Unload();
+  bool unloading() const { return unloading_; }
 
   void HandleHostMessage(std::span<const uint8_t> bytes);
   std::vector<ClientEffect> TakeEffects();
 
   std::optional<ClientChannelInfo> Channel(uint32_t relid) const;
   std::vector<ClientChannelInfo> Channels() const;
+
+  // The rules of docs/control-plane.md as checks (tests and the fuzzer).
+  absl::Status CheckInvariants() const;
 
   // Saved state (vmbus_state_save.cc).
   void Save(saved::v1::Client& out) const;
@@ -134,12 +150,17 @@ class VmbusClient {
   void Error(std::string what);
   absl::Status CheckConnected() const;
   ClientChannelInfo* Find(uint32_t relid);
+  // The channel if it exists and was not released; NOT_FOUND otherwise.
+  absl::StatusOr<ClientChannelInfo*> Usable(uint32_t relid);
   void SendContact();
+  // Sends RELID_RELEASED for `relid` if its release waits for nothing more.
+  void FinishRelease(uint32_t relid);
 
   const uint8_t vtl_;
   size_t version_index_ = 0;  // into wire::kSupportedVersions
   const uint32_t max_version_;
   bool connecting_ = false;
+  bool unloading_ = false;
   std::optional<uint32_t> version_;
   uint32_t next_open_id_ = 1;
   absl::btree_map<uint32_t, ClientChannelInfo> channels_;

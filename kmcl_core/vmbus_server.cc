@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/container/btree_map.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "kmcl_core/vmbus_wire.h"
 
@@ -149,6 +151,7 @@ absl::Status VmbusServer::Revoke(uint32_t relid) {
   if (!c->offer_sent) {
     // The guest never heard of it: nothing to rescind, the relid is free now.
     ReleaseChannel(relid);
+    FinishUnloads();
     return absl::OkStatus();
   }
   Send(vtl, RescindChannelOffer{relid});
@@ -179,6 +182,7 @@ absl::Status VmbusServer::CloseComplete(uint32_t relid) {
     case ServerChannelState::kClosing:
       c->state = ServerChannelState::kOffered;
       c->open.reset();
+      FinishUnloads();
       return absl::OkStatus();
     case ServerChannelState::kClosingReopen: {
       OpenChannel reopen = *c->open;
@@ -196,12 +200,13 @@ absl::Status VmbusServer::CloseComplete(uint32_t relid) {
 
 void VmbusServer::GpadlUnmapped(const UnmapResult& result) {
   if (!result.completed_teardown) return;
-  auto owner = gpadl_owners_.find(result.gpadl_id);
-  if (owner == gpadl_owners_.end()) return;
-  GpadlOwner o = owner->second;
-  gpadl_owners_.erase(owner);
-  Send(o.vtl, GpadlTorndown{result.gpadl_id});
-  effects_.push_back(GpadlGone{o.relid, result.gpadl_id});
+  auto it = teardowns_.find(result.gpadl_id);
+  if (it == teardowns_.end()) return;
+  PendingTeardown t = it->second;
+  teardowns_.erase(it);
+  if (t.answer) Send(t.vtl, GpadlTorndown{result.gpadl_id});
+  effects_.push_back(GpadlGone{t.relid, result.gpadl_id});
+  FinishUnloads();
 }
 
 // ---- Guest messages -------------------------------------------------------------
@@ -214,6 +219,12 @@ void VmbusServer::HandleGuestMessage(uint8_t vtl, std::span<const uint8_t> bytes
   absl::StatusOr<VmbusMessage> message = ParseChannelMessage(bytes);
   if (!message.ok()) {
     Error(vtl, std::string(message.status().message()));
+    return;
+  }
+  if (connections_[vtl].unloading) {
+    // The guest sends nothing between UNLOAD and UNLOAD_RESPONSE.
+    Error(vtl, absl::StrCat(MessageName(*message), " before UNLOAD_RESPONSE"));
+    if (std::holds_alternative<InitiateContact>(*message)) Send(vtl, VersionResponse{false, 0, 0});
     return;
   }
   const bool connected = connections_[vtl].version.has_value();
@@ -314,8 +325,11 @@ void VmbusServer::OnOpenChannel(uint8_t vtl, const OpenChannel& m) {
       Send(vtl, OpenResult{m.child_relid, m.open_id, static_cast<uint32_t>(kStatusDeviceRemoved)});
       return;
     default:
+      // Already opening or open: refused, but answered like every open.
       Error(vtl, absl::StrCat("OPENCHANNEL for channel ", m.child_relid, ", which is ",
                               ServerChannelStateName(c->state)));
+      Send(vtl, OpenResult{m.child_relid, m.open_id,
+                           static_cast<uint32_t>(kStatusInvalidDeviceState)});
       return;
   }
 }
@@ -329,7 +343,9 @@ void VmbusServer::OnCloseChannel(uint8_t vtl, const CloseChannel& m) {
       effects_.push_back(CloseRequested{c->relid});
       return;
     case ServerChannelState::kClosingReopen:
-      c->state = ServerChannelState::kClosing;  // the queued reopen is withdrawn
+      // The queued reopen is withdrawn; its OPENCHANNEL still gets its answer.
+      Send(vtl, OpenResult{c->relid, c->open->open_id, static_cast<uint32_t>(kStatusCancelled)});
+      c->state = ServerChannelState::kClosing;
       return;
     case ServerChannelState::kRevoked:
       return;  // the guest closes a rescinded channel before releasing it
@@ -365,7 +381,7 @@ void VmbusServer::OnGpadlHeader(uint8_t vtl, const GpadlHeader& m) {
     FinishGpadl(vtl, m.child_relid, *a);
     return;
   }
-  assembling_.emplace(m.gpadl, Assembling{vtl, *std::move(a)});
+  assembling_.emplace(m.gpadl, Assembling{vtl, *std::move(a), {m.bytes}});
 }
 
 void VmbusServer::OnGpadlBody(uint8_t vtl, const GpadlBody& m) {
@@ -375,6 +391,7 @@ void VmbusServer::OnGpadlBody(uint8_t vtl, const GpadlBody& m) {
     return;
   }
   GpadlAssembler& a = it->second.assembler;
+  it->second.messages.push_back(m.bytes);
   if (absl::Status s = a.AddBody(m.bytes); !s.ok()) {
     const uint32_t relid = a.child_relid();
     assembling_.erase(it);
@@ -421,33 +438,22 @@ void VmbusServer::OnGpadlTeardown(uint8_t vtl, const GpadlTeardown& m) {
     Error(vtl, std::string(r.status().message()));
     return;
   }
-  if (*r == TeardownResult::kTornDown) {
-    gpadl_owners_.erase(owner);
-    Send(vtl, GpadlTorndown{m.gpadl});
-    effects_.push_back(GpadlGone{m.child_relid, m.gpadl});
+  gpadl_owners_.erase(owner);
+  if (*r == TeardownResult::kPending) {
+    // GPADL_TORNDOWN goes out from GpadlUnmapped.
+    teardowns_[m.gpadl] = PendingTeardown{m.child_relid, vtl, true};
+    return;
   }
-  // kPending: GPADL_TORNDOWN goes out from GpadlUnmapped.
+  Send(vtl, GpadlTorndown{m.gpadl});
+  effects_.push_back(GpadlGone{m.child_relid, m.gpadl});
 }
 
 void VmbusServer::ReleaseChannel(uint32_t relid) {
   auto it = channels_.find(relid);
   if (it == channels_.end()) return;
   const uint64_t sequence = it->second.offer_sequence;
-  // GPADLs the guest left behind die with the channel.
-  for (auto o = gpadl_owners_.begin(); o != gpadl_owners_.end();) {
-    if (o->second.relid != relid) {
-      ++o;
-      continue;
-    }
-    absl::StatusOr<TeardownResult> r = gpadls_.Teardown(o->first);
-    if (r.ok() && *r == TeardownResult::kPending) {
-      ++o;  // finishes at unmap
-      continue;
-    }
-    effects_.push_back(GpadlGone{relid, o->first});
-    gpadl_owners_.erase(o++);
-  }
   channels_.erase(it);
+  ForgetRelid(relid);
   effects_.push_back(ChannelReleased{relid, sequence});
 }
 
@@ -463,38 +469,11 @@ void VmbusServer::OnRelIdReleased(uint8_t vtl, const RelIdReleased& m) {
 }
 
 void VmbusServer::OnUnload(uint8_t vtl) {
-  // The guest forgets everything: close what it had open, release what was
-  // rescinded, forget half-built GPADLs, and wait for a new INITIATE_CONTACT.
-  std::vector<uint32_t> released;
-  for (auto& [relid, c] : channels_) {
-    if (c.offer.target_vtl != vtl) continue;
-    switch (c.state) {
-      case ServerChannelState::kOpen:
-        c.state = ServerChannelState::kClosing;
-        effects_.push_back(CloseRequested{relid});
-        break;
-      case ServerChannelState::kClosingReopen:
-        c.state = ServerChannelState::kClosing;
-        break;
-      case ServerChannelState::kOpening:
-        c.state = ServerChannelState::kOffered;
-        c.open.reset();
-        effects_.push_back(OpenCancelled{relid});
-        break;
-      case ServerChannelState::kRevoked:
-        released.push_back(relid);
-        break;
-      default:
-        break;
-    }
-    c.offer_sent = false;
-  }
-  for (uint32_t relid : released) ReleaseChannel(relid);
-  for (auto it = assembling_.begin(); it != assembling_.end();) {
-    it = it->second.vtl == vtl ? assembling_.erase(it) : std::next(it);
-  }
-  connections_[vtl] = Connection{};
-  Send(vtl, UnloadResponse{});
+  // The guest forgets everything; UNLOAD_RESPONSE waits until the host
+  // endpoints have closed its channels and its GPADLs are gone.
+  ForgetConnection(vtl);
+  connections_[vtl].unloading = true;
+  FinishUnloads();
 }
 
 // ---- Queries ---------------------------------------------------------------------
@@ -515,6 +494,11 @@ std::optional<uint32_t> VmbusServer::ConnectedVersion(uint8_t vtl) const {
   auto it = connections_.find(vtl);
   if (it == connections_.end()) return std::nullopt;
   return it->second.version;
+}
+
+bool VmbusServer::Unloading(uint8_t vtl) const {
+  auto it = connections_.find(vtl);
+  return it != connections_.end() && it->second.unloading;
 }
 
 }  // namespace kmcl

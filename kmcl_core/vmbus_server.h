@@ -22,6 +22,15 @@
 // change another channel: they produce a ProtocolError effect (and, where
 // the guest waits for an answer, a failure answer).
 //
+// What happens to each table below when a relid is released, when a guest
+// connection unloads, and across save/restore is written in
+// docs/control-plane.md; ForgetRelid, ForgetConnection
+// (vmbus_server_rules.cc) and Save/Restore are the one place each rule is
+// applied. UNLOAD_RESPONSE goes out only once the
+// guest's channels are closed by the host endpoints and its GPADLs are gone
+// (OpenVMM's vmbus_server likewise holds the unload until its channels are
+// reset), so after it every id the guest used is free again.
+//
 // Threading: thread-compatible. The partition serialises all calls.
 #ifndef KMCLD_KMCL_CORE_VMBUS_SERVER_H_
 #define KMCLD_KMCL_CORE_VMBUS_SERVER_H_
@@ -151,8 +160,9 @@ class VmbusServer {
   absl::Status AcceptOpen(uint32_t relid, NTSTATUS status);
   // The host endpoint finished a close requested by CloseRequested.
   absl::Status CloseComplete(uint32_t relid);
-  // The host unmapped a lease; if that finished a pending teardown, the guest
-  // gets GPADL_TORNDOWN.
+  // The host unmapped a lease; if that finished a teardown the guest asked
+  // for, the guest gets GPADL_TORNDOWN (one it did not ask for, or gave up
+  // waiting for by releasing the relid or unloading, is finished silently).
   void GpadlUnmapped(const UnmapResult& result);
 
   // ---- Guest messages ----
@@ -165,6 +175,13 @@ class VmbusServer {
   std::vector<ServerChannelInfo> Channels() const;
   // The negotiated version at `vtl`, or nullopt if not connected.
   std::optional<uint32_t> ConnectedVersion(uint8_t vtl) const;
+  // True between UNLOAD and UNLOAD_RESPONSE at `vtl`.
+  bool Unloading(uint8_t vtl) const;
+
+  // The rules of docs/control-plane.md as checks on the tables: no entry
+  // names a released relid or a connection that is gone, every open in
+  // flight names a ring GPADL its channel owns. For tests and the fuzzer.
+  absl::Status CheckInvariants() const;
 
   // Saved state (vmbus_state_save.cc). Restore validates everything (relids,
   // states, GPADL owners against the table) and, on error, leaves this
@@ -176,14 +193,24 @@ class VmbusServer {
   struct Connection {
     std::optional<uint32_t> version;
     bool offers_requested = false;
+    bool unloading = false;  // UNLOAD received, UNLOAD_RESPONSE not yet sent
   };
+  // A GPADL the guest created and has not asked to tear down.
   struct GpadlOwner {
     uint32_t relid;
     uint8_t vtl;
   };
+  // A GPADL whose teardown waits for the host to unmap its lease.
+  struct PendingTeardown {
+    uint32_t relid;  // the channel it belonged to (for GpadlGone)
+    uint8_t vtl;
+    bool answer;  // the guest asked and still waits for GPADL_TORNDOWN
+  };
+  // A GPADL_HEADER whose GPADL_BODY messages have not all arrived.
   struct Assembling {
     uint8_t vtl;
     GpadlAssembler assembler;
+    std::vector<std::vector<uint8_t>> messages;  // as received, for save/restore
   };
 
   void Send(uint8_t vtl, VmbusMessage message);
@@ -205,6 +232,19 @@ class VmbusServer {
   void FinishGpadl(uint8_t vtl, uint32_t relid, GpadlAssembler& assembler);
   void StartOpen(ServerChannelInfo& channel, const OpenChannel& open);
   void ReleaseChannel(uint32_t relid);
+  // The rules of docs/control-plane.md for the GPADL tables.
+  void ForgetRelid(uint32_t relid);
+  void ForgetConnection(uint8_t vtl);
+  // The GPADL part of both: `owned(relid, vtl)` selects the entries.
+  template <typename Owned>
+  void ForgetGpadls(Owned owned);
+  // Starts the teardown of a GPADL the guest no longer owns; GpadlGone now,
+  // or (mapped) a silent pending teardown.
+  void AbandonGpadl(uint32_t gpadl_id, const GpadlOwner& owner);
+  // Sends UNLOAD_RESPONSE to every unloading connection that has nothing
+  // left to wait for.
+  void FinishUnloads();
+  bool UnloadDone(uint8_t vtl) const;
 
   GpadlTable& gpadls_;
   const uint64_t guest_page_count_;
@@ -213,6 +253,7 @@ class VmbusServer {
   absl::btree_map<uint32_t, ServerChannelInfo> channels_;
   absl::btree_map<uint32_t, Assembling> assembling_;  // by GPADL id
   absl::flat_hash_map<uint32_t, GpadlOwner> gpadl_owners_;
+  absl::btree_map<uint32_t, PendingTeardown> teardowns_;  // by GPADL id
   uint64_t next_offer_sequence_ = 1;
   std::vector<ServerEffect> effects_;
 };
