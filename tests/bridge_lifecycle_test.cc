@@ -1,0 +1,138 @@
+// End-to-end lifecycle corners: a guest that opens before the offer exists
+// (wait_for_offer), host leases released when their tool stops using them,
+// pipe-mode offers, and ListOffers filters.
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "tests/bridge_fixture.h"
+
+namespace kmcld::testing {
+namespace {
+
+TEST(BridgeLifecycleTest, AGuestWaitingForAnOfferOpensItWhenItArrives) {
+  Kmcld k;
+  ASSERT_TRUE(k.Start().ok()) << k.process.output();
+  kmcl::v1::OpenChannelRequest open;
+  open.set_partition_id("default");
+  open.mutable_interface_type()->set_value(kEchoType);
+  open.set_wait_for_offer(true);
+  kmcl::v1::ChannelResponse resp;
+  grpc::Status s = k.guest->OpenChannel(Kmcld::Context().get(), open, &resp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(resp.channel().offer().channel().channel_id(), 0u) << "no offer yet";
+  EXPECT_EQ(resp.channel().guest().connection(), kmcl::v1::CONNECTION_STATE_ENABLED);
+
+  // Follow the log live; the guest's OPENED names the channel.
+  kmcl::v1::WatchEventsRequest watch;
+  watch.set_partition_id("default");
+  auto ctx = Kmcld::Context();
+  auto reader = k.events->WatchEvents(ctx.get(), watch);
+  auto offered = k.Offer();
+  ASSERT_TRUE(offered.ok());
+  kmcl::v1::Event e;
+  bool guest_opened = false;
+  while (!guest_opened && reader->Read(&e)) {
+    guest_opened = e.kind() == kmcl::v1::EVENT_KIND_OPENED && e.role() == kmcl::v1::ENDPOINT_ROLE_GUEST;
+  }
+  ASSERT_TRUE(guest_opened);
+  EXPECT_EQ(e.channel().channel_id(), offered->offer().channel().channel_id());
+  ctx->TryCancel();
+  (void)reader->Finish();
+  AttachStream host(*k.packets, offered->offer().channel(), kmcl::v1::ENDPOINT_ROLE_HOST);
+  AttachStream guest(*k.packets, offered->offer().channel(), kmcl::v1::ENDPOINT_ROLE_GUEST);
+  ASSERT_TRUE(host.ok() && guest.ok());
+  ASSERT_TRUE(guest.Send({Packet(1, "late but open")}));
+  std::vector<kmcl::v1::ReceivedPacket> got;
+  ASSERT_TRUE(host.ReadDeliveries(1, &got));
+}
+
+TEST(BridgeLifecycleTest, ALeaseItsToolStopsUsingIsReleasedSoTeardownCompletes) {
+  Kmcld k;
+  ASSERT_TRUE(k.Start({"--lease_idle_ms=300"}).ok()) << k.process.output();
+  auto offered = k.Offer();
+  ASSERT_TRUE(offered.ok());
+  ASSERT_TRUE(k.Open().ok());
+  const kmcl::v1::ChannelRef ref = offered->offer().channel();
+  kmcl::v1::CreateGpadlRequest cg;
+  *cg.mutable_channel() = ref;
+  kmcl::v1::GpaRange* r = cg.mutable_ranges()->add_ranges();
+  r->set_byte_count(8192);
+  r->add_pfns(3000);
+  r->add_pfns(3001);
+  kmcl::v1::Gpadl g;
+  ASSERT_TRUE(k.gpadl->CreateGpadl(Kmcld::Context().get(), cg, &g).ok());
+  kmcl::v1::MapGpadlRequest map;
+  *map.mutable_channel() = ref;
+  map.set_gpadl_id(g.gpadl_id());
+  kmcl::v1::GpadlLease lease;
+  ASSERT_TRUE(k.gpadl->MapGpadl(Kmcld::Context().get(), map, &lease).ok());
+  // The host tool "crashes": it never unmaps. The guest's teardown waits
+  // for the idle expiry, then completes.
+  kmcl::v1::TeardownGpadlRequest td;
+  *td.mutable_channel() = ref;
+  td.set_gpadl_id(g.gpadl_id());
+  td.set_wait(true);
+  kmcl::v1::Gpadl after;
+  grpc::Status s = k.gpadl->TeardownGpadl(Kmcld::Context(30).get(), td, &after);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(after.state(), kmcl::v1::GPADL_STATE_TORN_DOWN);
+  kmcl::v1::LeaseIoRequest read;
+  read.set_lease_id(lease.lease_id());
+  read.set_length(1);
+  kmcl::v1::LeaseIoResponse data;
+  EXPECT_EQ(k.gpadl->ReadLease(Kmcld::Context().get(), read, &data).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+}
+
+TEST(BridgeLifecycleTest, PipeOffersCarryTheirModeAndListOffersFilters) {
+  Kmcld k;
+  ASSERT_TRUE(k.Start().ok()) << k.process.output();
+  constexpr char kPipeType[] = "99999999-8888-7777-6666-555555555555";
+  kmcl::v1::OfferChannelRequest req;
+  req.set_partition_id("default");
+  kmcl::v1::ServerChannelSettings* s = req.mutable_settings();
+  s->mutable_interface_type()->set_value(kPipeType);
+  s->set_pipe_mode(kmcl::v1::PIPE_MODE_MESSAGE);
+  s->set_user_defined("hello");
+  s->set_friendly_name("a pipe");
+  s->set_start(true);
+  kmcl::v1::ChannelResponse resp;
+  grpc::Status st = k.host->OfferChannel(Kmcld::Context().get(), req, &resp);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  ASSERT_TRUE(k.Offer().ok());
+  kmcl::v1::ListOffersRequest lo;
+  lo.set_partition_id("default");
+  lo.mutable_interface_type()->set_value(kPipeType);
+  kmcl::v1::ListOffersResponse offers;
+  ASSERT_TRUE(k.guest->ListOffers(Kmcld::Context().get(), lo, &offers).ok());
+  ASSERT_EQ(offers.offers_size(), 1) << "filtered by type";
+  const kmcl::v1::Offer& o = offers.offers(0);
+  EXPECT_NE(o.wire_channel_flags() & 0x10, 0u) << "named pipe mode";
+  ASSERT_GE(o.user_defined().size(), 9u);
+  EXPECT_EQ(o.user_defined()[0], 4) << "message-mode pipe type, as Linux's vmbus_channel_offer";
+  EXPECT_EQ(o.user_defined().substr(4, 5), "hello");
+  lo.set_vtl(1);
+  EXPECT_EQ(k.guest->ListOffers(Kmcld::Context().get(), lo, &offers).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT)
+      << "the default partition has no guest at VTL 1";
+  // Pipes carry no transactions: a wait_for_completion send completes with
+  // an NTSTATUS error, plain sends go through.
+  auto opened = k.Open("default", kPipeType);
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  const kmcl::v1::ChannelRef ref = opened->offer().channel();
+  AttachStream host(*k.packets, ref, kmcl::v1::ENDPOINT_ROLE_HOST);
+  AttachStream guest(*k.packets, ref, kmcl::v1::ENDPOINT_ROLE_GUEST);
+  ASSERT_TRUE(host.ok() && guest.ok());
+  ASSERT_TRUE(guest.Send({Packet(1, "txn", true), Packet(2, "message", false)}));
+  std::vector<kmcl::v1::SendCompletion> done;
+  ASSERT_TRUE(guest.ReadCompletions(2, &done));
+  EXPECT_NE(done[0].status().code(), 0u) << done[0].status().name();
+  EXPECT_EQ(done[1].status().code(), 0u);
+  std::vector<kmcl::v1::ReceivedPacket> got;
+  ASSERT_TRUE(host.ReadDeliveries(1, &got));
+  EXPECT_EQ(got[0].payload().substr(0, 7), "message");
+}
+
+}  // namespace
+}  // namespace kmcld::testing
