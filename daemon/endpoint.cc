@@ -175,6 +175,15 @@ bool Endpoint::attached() const {
   return stream_ != nullptr;
 }
 
+std::string Endpoint::StreamState() const {
+  kmcl::MutexLock lock(&mu_);
+  return absl::StrCat("attached=", stream_ != nullptr, " epoch=", epoch_, " held=", held_.size(),
+                      " undelivered=", undelivered_.size(), " delivery_credits=", delivery_credits_,
+                      " send_credits=", send_credits_, " held_sends=", held_sends_,
+                      " credits_to_return=", credits_to_return_, " completions=", completions_.size(),
+                      " events=", events_.size());
+}
+
 uint32_t Endpoint::held_deliveries() const {
   kmcl::MutexLock lock(&mu_);
   return static_cast<uint32_t>(held_.size());

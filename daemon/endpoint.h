@@ -131,6 +131,7 @@ class Endpoint {
 
   // Counters for diagnostics.
   uint32_t held_deliveries() const;
+  std::string StreamState() const;
 
  private:
   Endpoint(std::string partition_id, Role role, EndpointLimits limits, EventLog& log,

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
 #include "tests/bridge_fixture.h"
 
@@ -275,7 +276,32 @@ void EchoBothWays(Kmcld& k, const kmcl::v1::ChannelRef& ref, int count) {
   EXPECT_EQ(host.attached().max_packet_size(), 4096u);
   for (auto [sender, receiver] : {std::pair{&guest, &host}, std::pair{&host, &guest}}) {
     std::thread echo([receiver, count] { Echo(receiver, count); });
+    absl::Notification done;
+    std::thread watchdog([&] {  // reports where a stalled run stands
+      if (done.WaitForNotificationWithTimeout(absl::Seconds(40))) return;
+      kmcl::v1::GetChannelDiagnosticsRequest dr;
+      *dr.mutable_channel() = ref;
+      kmcl::v1::ChannelDiagnostics diag;
+      (void)k.diagnostics->GetChannelDiagnostics(Kmcld::Context().get(), dr, &diag);
+      ADD_FAILURE() << "no progress for 40 s: host " << diag.host().stream_state() << " / "
+                    << diag.host().counters().ShortDebugString() << "; guest "
+                    << diag.guest().stream_state() << " / " << diag.guest().counters().ShortDebugString();
+    });
     SendAndCheck(sender, count);
+    done.Notify();
+    watchdog.join();
+    if (::testing::Test::HasFatalFailure()) {
+      // Say where the traffic stood, then end the streams so Echo returns.
+      kmcl::v1::GetChannelDiagnosticsRequest dr;
+      *dr.mutable_channel() = ref;
+      kmcl::v1::ChannelDiagnostics diag;
+      (void)k.diagnostics->GetChannelDiagnostics(Kmcld::Context().get(), dr, &diag);
+      ADD_FAILURE() << "stalled; kmcld says: " << diag.DebugString();
+      host.context().TryCancel();
+      guest.context().TryCancel();
+      echo.join();
+      return;
+    }
     echo.join();
     if (::testing::Test::HasFatalFailure()) return;
   }

@@ -1,6 +1,7 @@
 #include "tests/bridge_fixture.h"
 
 #include <chrono>
+#include <cstdlib>
 #include <utility>
 
 #include "grpcpp/security/credentials.h"
@@ -66,7 +67,10 @@ absl::StatusOr<kmcl::v1::Channel> Kmcld::Open(const std::string& partition,
 AttachStream::AttachStream(kmcl::v1::PacketService::Stub& stub, const kmcl::v1::ChannelRef& ref,
                            kmcl::v1::EndpointRole role, uint32_t delivery_credits,
                            uint32_t max_batch)
-    : ctx_(Kmcld::Context(300)), rw_(stub.Attach(ctx_.get())) {
+    : ctx_(Kmcld::Context(std::getenv("KMCLD_TEST_STREAM_SECONDS") != nullptr
+                              ? std::atoi(std::getenv("KMCLD_TEST_STREAM_SECONDS"))
+                              : 300)),
+      rw_(stub.Attach(ctx_.get())) {
   kmcl::v1::AttachRequest req;
   *req.mutable_attach()->mutable_endpoint()->mutable_channel() = ref;
   req.mutable_attach()->mutable_endpoint()->set_role(role);

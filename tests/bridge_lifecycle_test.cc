@@ -35,7 +35,7 @@ TEST(BridgeLifecycleTest, AGuestWaitingForAnOfferOpensItWhenItArrives) {
   while (!guest_opened && reader->Read(&e)) {
     guest_opened = e.kind() == kmcl::v1::EVENT_KIND_OPENED && e.role() == kmcl::v1::ENDPOINT_ROLE_GUEST;
   }
-  ASSERT_TRUE(guest_opened);
+  ASSERT_TRUE(guest_opened) << k.process.output();
   EXPECT_EQ(e.channel().channel_id(), offered->offer().channel().channel_id());
   ctx->TryCancel();
   (void)reader->Finish();

@@ -20,6 +20,7 @@ void DiagnoseEndpoint(Endpoint& ep, kmcl::v1::EndpointDiagnostics* out) {
   out->set_interrupt_latency_100ns(s.interrupt_latency);
   out->set_outstanding_transactions(s.outstanding_transactions);
   out->set_held_deliveries(ep.held_deliveries());
+  out->set_stream_state(ep.StreamState());
 }
 
 }  // namespace
