@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "daemon/stream_pump.h"
 
 namespace kmcld {
 
@@ -19,17 +20,27 @@ class WatchReactor final : public grpc::ServerWriteReactor<kmcl::v1::Event> {
                ServiceContext services, StreamCounter& streams)
       : services_(services), streams_(streams), peer_(ctx->peer()), request_(request),
         log_(services.registry.log()) {
+    // Deleted when gRPC is done with it and no pump task holds it.
+    self_ = std::shared_ptr<WatchReactor>(this, [](WatchReactor* r) { delete r; });
     absl::Status s = Validate();
     if (s.ok()) s = streams_.Acquire(peer_);
     if (!s.ok()) {
-      finished_ = true;
-      Finish(ToGrpc(s));
+      {
+        kmcl::MutexLock lock(&mu_);
+        FinishLocked(ToGrpc(s));
+      }
+      FlushFinish();
       return;
     }
     counted_ = true;
-    after_ = request_.after_sequence();
+    {
+      kmcl::MutexLock lock(&mu_);
+      after_ = request_.after_sequence();
+    }
     backlog_end_ = log_.last_sequence();
-    subscription_ = log_.Subscribe([this] { Pump(); });
+    // Appends happen on any thread (a channel's included): hop to the
+    // stream pump before touching gRPC (stream_pump.h says why).
+    subscription_ = log_.Subscribe([this] { WakeFromLog(); });
     Pump();
   }
 
@@ -38,11 +49,9 @@ class WatchReactor final : public grpc::ServerWriteReactor<kmcl::v1::Event> {
       kmcl::MutexLock lock(&mu_);
       write_in_flight_ = false;
       if (pending_finish_.has_value()) {
-        Finish(*pending_finish_);
+        finish_now_ = std::move(pending_finish_);
         pending_finish_.reset();
-        return;
-      }
-      if (!ok) {
+      } else if (!ok) {
         FinishLocked(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the watcher went away"));
       }
     }
@@ -50,14 +59,24 @@ class WatchReactor final : public grpc::ServerWriteReactor<kmcl::v1::Event> {
   }
 
   void OnCancel() override {
-    kmcl::MutexLock lock(&mu_);
-    FinishLocked(grpc::Status(grpc::StatusCode::CANCELLED, "the call was cancelled"));
+    {
+      kmcl::MutexLock lock(&mu_);
+      FinishLocked(grpc::Status(grpc::StatusCode::CANCELLED, "the call was cancelled"));
+    }
+    FlushFinish();
   }
 
   void OnDone() override {
-    if (subscription_ != 0) log_.Unsubscribe(subscription_);
+    if (subscription_ != 0) log_.Unsubscribe(subscription_);  // no wake-up after this
     if (counted_) streams_.Release(peer_);
-    delete this;
+    std::shared_ptr<WatchReactor> self;
+    {
+      kmcl::MutexLock lock(&mu_);
+      done_ = true;
+      self = std::move(self_);
+    }
+    // `self` going out of scope deletes this, unless a pump task still
+    // holds it (it then sees done_ and does nothing).
   }
 
  private:
@@ -88,21 +107,45 @@ class WatchReactor final : public grpc::ServerWriteReactor<kmcl::v1::Event> {
     return true;
   }
 
+  void WakeFromLog() {
+    std::shared_ptr<WatchReactor> self;
+    {
+      kmcl::MutexLock lock(&mu_);
+      if (done_ || finished_ || wake_queued_ || self_ == nullptr) return;
+      wake_queued_ = true;
+      self = self_;
+    }
+    StreamPump::Default().Post([self] {
+      {
+        kmcl::MutexLock lock(&self->mu_);
+        self->wake_queued_ = false;
+        if (self->done_) return;
+      }
+      self->Pump();
+    });
+  }
+
+  // From gRPC's reactions, the constructor or the stream pump; gRPC is
+  // called only after mu_ is released.
   void Pump() {
+    if (PrepareWrite()) StartWrite(&out_);
+    FlushFinish();
+  }
+
+  // True when out_ holds the next event to write (write_in_flight_ set).
+  bool PrepareWrite() {
     kmcl::MutexLock lock(&mu_);
-    if (finished_ || write_in_flight_) return;
+    if (done_ || finished_ || write_in_flight_) return false;
     while (pending_.empty()) {
       std::vector<kmcl::v1::Event> batch;
       absl::Status s = log_.Read(after_, kReadBatch, &batch);
       if (!s.ok()) {
         FinishLocked(ToGrpc(s));
-        return;
+        return false;
       }
       if (batch.empty()) {
-        if (request_.backlog_only() && after_ >= backlog_end_) {
-          FinishLocked(grpc::Status::OK);
-        }
-        return;
+        if (request_.backlog_only() && after_ >= backlog_end_) FinishLocked(grpc::Status::OK);
+        return false;
       }
       for (kmcl::v1::Event& e : batch) {
         after_ = e.sequence();
@@ -111,23 +154,35 @@ class WatchReactor final : public grpc::ServerWriteReactor<kmcl::v1::Event> {
       }
       if (request_.backlog_only() && after_ >= backlog_end_ && pending_.empty()) {
         FinishLocked(grpc::Status::OK);
-        return;
+        return false;
       }
     }
     out_ = std::move(pending_.front());
     pending_.pop_front();
     write_in_flight_ = true;
-    StartWrite(&out_);
+    return true;
   }
 
+  // Decides to finish: now (FlushFinish, outside mu_) or after the write in
+  // flight (OnWriteDone).
   void FinishLocked(grpc::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (finished_) return;
     finished_ = true;
     if (write_in_flight_) {
-      pending_finish_ = std::move(status);  // after the write in flight
-      return;
+      pending_finish_ = std::move(status);
+    } else {
+      finish_now_ = std::move(status);
     }
-    Finish(status);
+  }
+
+  void FlushFinish() {
+    std::optional<grpc::Status> status;
+    {
+      kmcl::MutexLock lock(&mu_);
+      status = std::move(finish_now_);
+      finish_now_.reset();
+    }
+    if (status.has_value()) Finish(*status);
   }
 
   ServiceContext services_;
@@ -139,11 +194,15 @@ class WatchReactor final : public grpc::ServerWriteReactor<kmcl::v1::Event> {
   uint64_t subscription_ = 0;
   uint64_t backlog_end_ = 0;
   kmcl::Mutex mu_;
+  std::shared_ptr<WatchReactor> self_ ABSL_GUARDED_BY(mu_);
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
   bool write_in_flight_ ABSL_GUARDED_BY(mu_) = false;
+  bool wake_queued_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t after_ ABSL_GUARDED_BY(mu_) = 0;
   std::deque<kmcl::v1::Event> pending_ ABSL_GUARDED_BY(mu_);
   std::optional<grpc::Status> pending_finish_ ABSL_GUARDED_BY(mu_);
+  std::optional<grpc::Status> finish_now_ ABSL_GUARDED_BY(mu_);
   kmcl::v1::Event out_;
 };
 

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "daemon/stream_pump.h"
 
 namespace kmcld {
 
@@ -31,11 +32,31 @@ using Reactor = grpc::ServerBidiReactor<kmcl::v1::AttachRequest, kmcl::v1::Attac
 
 // The stream as the endpoint sees it. Outlives the reactor when the
 // endpoint still holds it; after OnDone every call is a no-op.
-class AttachStream final : public EndpointStream {
+class AttachStream final : public EndpointStream,
+                           public std::enable_shared_from_this<AttachStream> {
  public:
   explicit AttachStream(Reactor* reactor) : reactor_(reactor) {}
 
+  // From any thread, a channel's included: the write starts on the stream
+  // pump (stream_pump.h says why), at most one pump task queued at a time.
   void Wake() override {
+    {
+      kmcl::MutexLock lock(&mu_);
+      if (reactor_ == nullptr || finished_ || wake_queued_) return;
+      wake_queued_ = true;
+    }
+    StreamPump::Default().Post([self = shared_from_this()] {
+      {
+        kmcl::MutexLock lock(&self->mu_);
+        self->wake_queued_ = false;
+      }
+      self->WriteNext();
+    });
+  }
+
+  // Starts the next write if none is in flight. Only from gRPC's reactions
+  // or the stream pump: never with a lock held.
+  void WriteNext() {
     Reactor* reactor;
     {
       kmcl::MutexLock lock(&mu_);
@@ -55,7 +76,7 @@ class AttachStream final : public EndpointStream {
       kmcl::MutexLock lock(&mu_);
       endpoint_.reset();
     }
-    Finish(grpc::Status::OK);
+    StreamPump::Default().Post([self = shared_from_this()] { self->Finish(grpc::Status::OK); });
   }
 
   // Writes the first message (Attached) before anything NextMessage gives.
@@ -91,7 +112,7 @@ class AttachStream final : public EndpointStream {
       if (reactor != nullptr) reactor->Finish(*finish);
       return;
     }
-    if (ok) Wake();
+    if (ok) WriteNext();  // a reaction: safe to start the next write here
   }
 
   // Finishes once, after any write in flight.
@@ -128,6 +149,7 @@ class AttachStream final : public EndpointStream {
   Reactor* reactor_ ABSL_GUARDED_BY(mu_);
   std::weak_ptr<Endpoint> endpoint_ ABSL_GUARDED_BY(mu_);
   bool write_in_flight_ ABSL_GUARDED_BY(mu_) = false;
+  bool wake_queued_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   std::optional<grpc::Status> pending_finish_ ABSL_GUARDED_BY(mu_);
   kmcl::v1::AttachResponse out_;  // owned by the one write in flight
