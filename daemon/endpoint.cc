@@ -176,8 +176,14 @@ bool Endpoint::attached() const {
 }
 
 std::string Endpoint::StreamState() const {
+  std::shared_ptr<EndpointStream> stream;
+  {
+    kmcl::MutexLock lock(&mu_);
+    stream = stream_;
+  }
+  const std::string writes = stream != nullptr ? stream->DebugState() : "";
   kmcl::MutexLock lock(&mu_);
-  return absl::StrCat("attached=", stream_ != nullptr, " epoch=", epoch_, " held=", held_.size(),
+  return absl::StrCat(writes, " ","attached=", stream_ != nullptr, " epoch=", epoch_, " held=", held_.size(),
                       " undelivered=", undelivered_.size(), " delivery_credits=", delivery_credits_,
                       " send_credits=", send_credits_, " held_sends=", held_sends_,
                       " credits_to_return=", credits_to_return_, " completions=", completions_.size(),

@@ -59,6 +59,8 @@ class EndpointStream {
   virtual void Wake() = 0;
   // The endpoint is being freed: finish the stream OK. Never blocks.
   virtual void EndpointGone() = 0;
+  // A line for diagnostics (writes started and done, ...).
+  virtual std::string DebugState() { return ""; }
 };
 
 class Endpoint {

@@ -66,9 +66,21 @@ class AttachStream final : public EndpointStream,
       out_.Clear();
       if (!endpoint->NextMessage(this, &out_)) return;
       write_in_flight_ = true;
+      ++writes_started_;
       reactor = reactor_;
     }
     reactor->StartWrite(&out_);  // OnDone cannot run while a write is in flight
+  }
+
+  std::string DebugState() override {
+    kmcl::MutexLock lock(&mu_);
+    return absl::StrCat("writes_started=", writes_started_, " writes_done=", writes_done_,
+                        " write_in_flight=", write_in_flight_, " wake_queued=", wake_queued_,
+                        " reads=", reads_);
+  }
+  void CountRead() {
+    kmcl::MutexLock lock(&mu_);
+    ++reads_;
   }
 
   void EndpointGone() override {
@@ -102,6 +114,7 @@ class AttachStream final : public EndpointStream,
     {
       kmcl::MutexLock lock(&mu_);
       write_in_flight_ = false;
+      ++writes_done_;
       reactor = reactor_;
       if (pending_finish_.has_value()) {
         finish = std::move(pending_finish_);
@@ -151,6 +164,9 @@ class AttachStream final : public EndpointStream,
   bool write_in_flight_ ABSL_GUARDED_BY(mu_) = false;
   bool wake_queued_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t writes_started_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t writes_done_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t reads_ ABSL_GUARDED_BY(mu_) = 0;
   std::optional<grpc::Status> pending_finish_ ABSL_GUARDED_BY(mu_);
   kmcl::v1::AttachResponse out_;  // owned by the one write in flight
 };
@@ -169,6 +185,7 @@ class AttachReactor final : public Reactor {
   }
 
   void OnReadDone(bool ok) override {
+    stream_->CountRead();
     if (!ok) {
       // The tool half-closed (clean), or the call broke (unclean).
       Detach(/*clean=*/!ctx_->IsCancelled());
