@@ -52,7 +52,6 @@ void Endpoint::InstallCallbacks() {
     {
       kmcl::MutexLock lock(&mu_);
       opened_ = true;
-      closed_ = false;
       state_cv_.SignalAll();
     }
     Event(kmcl::v1::EVENT_KIND_OPENED, kmcl::kStatusSuccess);
@@ -73,7 +72,6 @@ void Endpoint::InstallCallbacks() {
     {
       kmcl::MutexLock lock(&mu_);
       opened_ = false;
-      closed_ = true;
       if (role_ == kmcl::v1::ENDPOINT_ROLE_GUEST && !closing_ && !rescinded_) {
         rescinded_ = rescind = true;
       }

@@ -173,7 +173,6 @@ class Endpoint {
   bool opened_ ABSL_GUARDED_BY(mu_) = false;
   bool rescinded_ ABSL_GUARDED_BY(mu_) = false;
   bool closing_ ABSL_GUARDED_BY(mu_) = false;
-  bool closed_ ABSL_GUARDED_BY(mu_) = false;
   bool started_ ABSL_GUARDED_BY(mu_) = false;
   std::optional<kmcl::NTSTATUS> open_failure_ ABSL_GUARDED_BY(mu_);
 
