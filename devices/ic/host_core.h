@@ -74,12 +74,12 @@ struct IcHostCounters {
   uint64_t responses = 0;
   uint64_t timeouts = 0;
   // Malformed or unexpected guest packets, dropped:
-  uint64_t short_packets = 0;   // < 28 bytes, or a body shorter than its type needs
+  uint64_t short_packets = 0;   // shorter than the 28-byte header
   uint64_t not_response = 0;    // icflags without RESPONSE
   uint64_t wrong_type = 0;      // icmsgtype neither NEGOTIATE nor the service's
   uint64_t bad_size = 0;        // icmsgsize larger than the bytes that came
-  uint64_t bad_body = 0;        // undecodable or inconsistent body (bad version list,
-                                // wrong heartbeat sequence, bad KVP sizes, ...)
+  uint64_t bad_body = 0;        // a body too short for its type, undecodable or inconsistent
+                                // (bad version list, wrong heartbeat sequence, bad KVP sizes)
   uint64_t unexpected = 0;      // no request outstanding, or another transaction id
   uint64_t malformed() const {
     return short_packets + not_response + wrong_type + bad_size + bad_body + unexpected;

@@ -79,6 +79,20 @@ absl::Status IcHostService::Restore(std::string_view saved, absl::Time now) {
   return RestoreExtra(extra);
 }
 
+std::unique_ptr<IcHostService> MakeHostService(IcService service, const HostOptions& options) {
+  switch (service) {
+    case IcService::kHeartbeat:
+      return std::make_unique<HeartbeatHost>(options);
+    case IcService::kShutdown:
+      return std::make_unique<ShutdownHost>(options);
+    case IcService::kTimeSync:
+      return std::make_unique<TimeSyncHost>(options);
+    case IcService::kKvp:
+      return std::make_unique<KvpHost>(options);
+  }
+  return nullptr;
+}
+
 // ---- Heartbeat --------------------------------------------------------------------
 
 HeartbeatHost::HeartbeatHost(const HostOptions& options)

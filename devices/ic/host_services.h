@@ -26,6 +26,7 @@
 #define KMCLD_DEVICES_IC_HOST_SERVICES_H_
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -194,6 +195,9 @@ class KvpHost final : public IcHostService {
   absl::flat_hash_map<uint64_t, uint8_t> operations_;  // op id -> KVP operation
   ResultTable<KvpResult> results_;
 };
+
+// A new host state machine for `service`.
+std::unique_ptr<IcHostService> MakeHostService(IcService service, const HostOptions& options);
 
 }  // namespace kmcl::devices::ic
 

@@ -27,20 +27,6 @@ absl::Status Check(NTSTATUS status, const char* step) {
 
 }  // namespace
 
-std::unique_ptr<IcHostService> MakeHostService(IcService service, const HostOptions& options) {
-  switch (service) {
-    case IcService::kHeartbeat:
-      return std::make_unique<HeartbeatHost>(options);
-    case IcService::kShutdown:
-      return std::make_unique<ShutdownHost>(options);
-    case IcService::kTimeSync:
-      return std::make_unique<TimeSyncHost>(options);
-    case IcService::kKvp:
-      return std::make_unique<KvpHost>(options);
-  }
-  return nullptr;
-}
-
 IcVsp::IcVsp(IcService service, VspOptions options)
     : service_(service), options_(std::move(options)), host_(MakeHostService(service, options_.host)) {
   if (options_.instance.IsNull()) options_.instance = Guid::Random();

@@ -115,9 +115,6 @@ class IcVsp {
   VspStats stats_ ABSL_GUARDED_BY(mu_);
 };
 
-// A new host state machine for `service`.
-std::unique_ptr<IcHostService> MakeHostService(IcService service, const HostOptions& options);
-
 }  // namespace kmcl::devices::ic
 
 #endif  // KMCLD_DEVICES_IC_VSP_H_
