@@ -123,9 +123,11 @@ void IcVsp::Run(const std::function<void(IcHostService&, absl::Time, IcOutput&)>
     MutexLock lock(&mu_);
     fn(*host_, options_.clock(), out);
     SendLocked(out.send);
-    changed_.SignalAll();
   }
+  // Events first, so a waiter woken by this change has seen them.
   Emit(out.events);
+  MutexLock lock(&mu_);
+  changed_.SignalAll();
 }
 
 void IcVsp::Poll() {

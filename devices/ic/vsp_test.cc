@@ -6,7 +6,7 @@
 #include <algorithm>
 #include <vector>
 
-#include "absl/synchronization/mutex.h"
+#include "kmcl_core/mutex.h"
 #include "devices/ic/vsc.h"
 #include "devices/ic/vsp.h"
 #include "gtest/gtest.h"
@@ -20,11 +20,11 @@ constexpr absl::Duration kWait = absl::Seconds(20);
 class TestClock {
  public:
   absl::Time Now() {
-    absl::MutexLock l(&mu_);
+    MutexLock l(&mu_);
     return now_;
   }
   void Advance(absl::Duration d) {
-    absl::MutexLock l(&mu_);
+    MutexLock l(&mu_);
     now_ += d;
   }
   std::function<absl::Time()> Fn() {
@@ -32,7 +32,7 @@ class TestClock {
   }
 
  private:
-  absl::Mutex mu_;
+  Mutex mu_;
   absl::Time now_ = absl::FromUnixSeconds(1800000000);
 };
 
@@ -49,8 +49,9 @@ class Devices : public ::testing::Test {
     o.host.heartbeat_interval = absl::Seconds(1);
     o.host.heartbeat_timeout = absl::Seconds(5);
     o.on_event = [this](const IcEvent& e) {
-      absl::MutexLock l(&events_mu_);
+      MutexLock l(&events_mu_);
       events_.push_back(e.kind);
+      events_cv_.SignalAll();
     };
     return o;
   }
@@ -87,11 +88,17 @@ class Devices : public ::testing::Test {
   }
 
   TestClock clock_;
-  size_t CountEvents(IcEventKind kind) {
-    absl::MutexLock l(&events_mu_);
-    return std::count(events_.begin(), events_.end(), kind);
+  // The events of `kind` once there are `at_least` (bounded wait).
+  size_t CountEvents(IcEventKind kind, size_t at_least) {
+    const absl::Time deadline = absl::Now() + kWait;
+    MutexLock l(&events_mu_);
+    auto count = [&] { return static_cast<size_t>(std::count(events_.begin(), events_.end(), kind)); };
+    while (count() < at_least && !events_cv_.WaitWithDeadline(&events_mu_, deadline)) {
+    }
+    return count();
   }
-  absl::Mutex events_mu_;
+  Mutex events_mu_;
+  CondVar events_cv_;
   std::vector<IcEventKind> events_;
   std::unique_ptr<Partition> partition_;
 };
@@ -164,8 +171,8 @@ TEST_F(Devices, AllFourServicesWorkEndToEnd) {
     EXPECT_EQ(v->stats().protocol.malformed(), 0u);
     EXPECT_EQ(v->stats().send_failures, 0u);
   }
-  EXPECT_EQ(CountEvents(IcEventKind::kNegotiated), 4u);
-  EXPECT_EQ(CountEvents(IcEventKind::kShutdownAnswered), 1u);
+  EXPECT_EQ(CountEvents(IcEventKind::kNegotiated, 4), 4u);
+  EXPECT_EQ(CountEvents(IcEventKind::kShutdownAnswered, 1), 1u);
 }
 
 TEST_F(Devices, HeartbeatContinuesAcrossAPartitionSaveAndRestore) {
