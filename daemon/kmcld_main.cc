@@ -26,6 +26,7 @@
 #include "absl/time/clock.h"
 #include "daemon/config.h"
 #include "daemon/demo_traffic.h"
+#include "daemon/device_service.h"
 #include "daemon/kmcl_services.h"
 #include "kmcl_core/partition.h"
 #include "daemon/listen_options.h"
@@ -53,6 +54,13 @@ ABSL_FLAG(bool, demo, false,
           "demo is examples/remote:remote_demo, which make run starts.)");
 ABSL_FLAG(int, demo_interval_ms, 2000, "Pause between demo rounds.");
 ABSL_FLAG(int64_t, demo_packets, 20000, "Packets echoed per demo round.");
+ABSL_FLAG(std::string, devices, "none",
+          "Built-in devices of the default partition (docs/devices.md): none, default (all four), "
+          "or a list of heartbeat, shutdown, timesync, kvp.");
+ABSL_FLAG(bool, devices_guest, true,
+          "Also run kmcld's emulated Linux-like guest for the devices, so a tool sees a live guest.");
+ABSL_FLAG(int, device_heartbeat_timeout_ms, 5000,
+          "A guest whose last heartbeat answer is older than this is reported unresponsive.");
 ABSL_FLAG(std::string, config, "",
           "Optional configuration file in protobuf text format (daemon/config.proto, "
           "docs/configuration.md). Flags given on the command line win over it.");
@@ -205,6 +213,32 @@ int Run() {
     }
   }
 
+  kmcld::DeviceTable devices;
+  absl::StatusOr<std::vector<kmcl::devices::ic::IcService>> device_list =
+      kmcld::ParseDeviceList(absl::GetFlag(FLAGS_devices));
+  if (!device_list.ok() || absl::GetFlag(FLAGS_device_heartbeat_timeout_ms) <= 0) {
+    absl::FPrintF(stderr, "kmcld: --devices: %s\n",
+                  device_list.ok() ? "--device_heartbeat_timeout_ms must be > 0" : device_list.status().message());
+    return 1;
+  }
+  if (!device_list->empty()) {
+    kmcld::DeviceOptions d;
+    d.services = *device_list;
+    d.emulated_guest = absl::GetFlag(FLAGS_devices_guest);
+    d.host.heartbeat_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_device_heartbeat_timeout_ms));
+    absl::StatusOr<std::unique_ptr<kmcld::PartitionDevices>> created =
+        kmcld::PartitionDevices::Create((*entry)->partition(), d);
+    if (!created.ok()) {
+      absl::FPrintF(stderr, "kmcld: devices: %s\n", created.status().message());
+      return 1;
+    }
+    (*entry)->Pin();  // the devices' channels live in it
+    devices.Add(std::shared_ptr<kmcld::PartitionDevices>(*std::move(created))).IgnoreError();
+    absl::FPrintF(stderr, "kmcld: partition %s: devices %s%s\n", (*entry)->id(), absl::GetFlag(FLAGS_devices),
+                  d.emulated_guest ? " with the emulated guest" : "");
+  }
+  kmcld::DeviceService device_service(devices);
+
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -217,6 +251,7 @@ int Run() {
     builder.AddListeningPort("unix:" + options->uds_path, grpc::InsecureServerCredentials());
   }
   services.RegisterAll(builder);
+  builder.RegisterService(&device_service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || (!options->tcp_address.empty() && tcp_port == 0)) {
     absl::FPrintF(stderr, "kmcld: cannot listen on %s%s%s\n", options->tcp_address,
@@ -249,6 +284,8 @@ int Run() {
   server->Wait();
   signal_thread.join();
   demo.Stop();
+  device_service.Drain();
+  devices.Clear();  // before the partitions go
   services.Shutdown();
   if (!options->uds_path.empty()) ::unlink(options->uds_path.c_str());
   absl::FPrintF(stderr, "kmcld: stopped\n");

@@ -1,0 +1,81 @@
+// daemon/device_service.h: kmcl.v1.DeviceService (proto/devices.proto): the
+// built-in integration services of kmcld's partitions (partition_devices.h)
+// for remote tools: heartbeat state, shutdown requests, time samples and KVP
+// operations. Calls that wait for the guest's answer run on a blocking pool
+// of their own and wait at most the devices' request timeout.
+//
+// Thread-safe, except Drain(), which runs once the server stopped. Must
+// outlive the server it is registered on; the table must outlive it.
+#ifndef KMCLD_DAEMON_DEVICE_SERVICE_H_
+#define KMCLD_DAEMON_DEVICE_SERVICE_H_
+
+#include <memory>
+
+#include "daemon/blocking_pool.h"
+#include "daemon/partition_devices.h"
+#include "proto/devices.grpc.pb.h"
+
+namespace kmcld {
+
+class DeviceService final : public kmcl::v1::DeviceService::CallbackService {
+ public:
+  // At most `max_waiting_calls` calls wait for guests at once (more get
+  // RESOURCE_EXHAUSTED).
+  explicit DeviceService(DeviceTable& table, int max_waiting_calls = 64)
+      : table_(table), pool_(std::make_unique<BlockingPool>(max_waiting_calls)) {}
+
+  // After the server stopped: waits for calls still waiting on guests (at
+  // most the devices' request timeout), so no call holds a partition's
+  // devices when they are cleared. Later calls answer UNAVAILABLE.
+  void Drain() { pool_.reset(); }
+
+  grpc::ServerUnaryReactor* ListDevices(grpc::CallbackServerContext* ctx,
+                                        const kmcl::v1::ListDevicesRequest* request,
+                                        kmcl::v1::ListDevicesResponse* response) override;
+  grpc::ServerUnaryReactor* GetHeartbeat(grpc::CallbackServerContext* ctx,
+                                         const kmcl::v1::GetHeartbeatRequest* request,
+                                         kmcl::v1::HeartbeatState* response) override;
+  grpc::ServerUnaryReactor* RequestShutdown(grpc::CallbackServerContext* ctx,
+                                            const kmcl::v1::RequestShutdownRequest* request,
+                                            kmcl::v1::RequestShutdownResponse* response) override;
+  grpc::ServerUnaryReactor* SendTimeSample(grpc::CallbackServerContext* ctx,
+                                           const kmcl::v1::SendTimeSampleRequest* request,
+                                           kmcl::v1::TimeSample* response) override;
+  grpc::ServerUnaryReactor* KvpGet(grpc::CallbackServerContext* ctx, const kmcl::v1::KvpGetRequest* request,
+                                   kmcl::v1::KvpGetResponse* response) override;
+  grpc::ServerUnaryReactor* KvpSet(grpc::CallbackServerContext* ctx, const kmcl::v1::KvpSetRequest* request,
+                                   kmcl::v1::KvpStatus* response) override;
+  grpc::ServerUnaryReactor* KvpDelete(grpc::CallbackServerContext* ctx,
+                                      const kmcl::v1::KvpDeleteRequest* request,
+                                      kmcl::v1::KvpStatus* response) override;
+  grpc::ServerUnaryReactor* KvpEnumerate(grpc::CallbackServerContext* ctx,
+                                         const kmcl::v1::KvpEnumerateRequest* request,
+                                         kmcl::v1::KvpEnumerateResponse* response) override;
+
+ private:
+  // The partition's devices holding `service`, and its VSP; NOT_FOUND else.
+  struct Target {
+    std::shared_ptr<PartitionDevices> devices;
+    kmcl::devices::ic::IcVsp* vsp = nullptr;
+  };
+  absl::StatusOr<Target> Find(const std::string& partition_id, kmcl::devices::ic::IcService service) const;
+  // Finds the device, then runs `work` on the blocking pool.
+  grpc::ServerUnaryReactor* Waiting(grpc::CallbackServerContext* ctx, const std::string& partition_id,
+                                    kmcl::devices::ic::IcService service,
+                                    std::function<absl::Status(const Target&)> work);
+
+  // One KVP request on `pool`: `submit` makes it, `fill` reads its result.
+  grpc::ServerUnaryReactor* KvpOnce(
+      grpc::CallbackServerContext* ctx, const std::string& partition_id, uint32_t pool,
+      std::function<absl::StatusOr<uint64_t>(kmcl::devices::ic::KvpHost&, absl::Time,
+                                             kmcl::devices::ic::IcOutput&)>
+          submit,
+      std::function<void(const kmcl::devices::ic::KvpResult&)> fill);
+
+  DeviceTable& table_;
+  std::unique_ptr<BlockingPool> pool_;
+};
+
+}  // namespace kmcld
+
+#endif  // KMCLD_DAEMON_DEVICE_SERVICE_H_

@@ -1,0 +1,224 @@
+// kmcl.v1.DeviceService over an in-process gRPC channel, against a
+// partition with the four devices and kmcld's emulated guest: listing,
+// heartbeat state, shutdown, a time sample, every KVP call, and the errors
+// (no such partition, a bad pool, a failed negotiation, a guest that does
+// not answer). Waits are bounded waits on conditions, not sleeps.
+#include <memory>
+
+#include "daemon/device_service.h"
+#include "daemon/partition_devices.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/server.h"
+#include "grpcpp/server_builder.h"
+#include "gtest/gtest.h"
+#include "proto/devices.grpc.pb.h"
+
+namespace kmcld {
+namespace {
+
+namespace ic = kmcl::devices::ic;
+
+class DeviceServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    kmcl::PartitionOptions o;
+    o.memory_bytes = 64 << 20;
+    o.id = "vm";
+    partition_ = *kmcl::Partition::Create(o);
+    DeviceOptions d;
+    d.services = *ParseDeviceList("default");
+    d.host.request_timeout = absl::Seconds(2);
+    d.host.heartbeat_interval = absl::Milliseconds(20);
+    d.poll_interval = absl::Milliseconds(10);
+    auto devices = PartitionDevices::Create(*partition_, d);
+    ASSERT_TRUE(devices.ok()) << devices.status();
+    devices_ = std::shared_ptr<PartitionDevices>(*std::move(devices));
+    ASSERT_TRUE(table_.Add(devices_).ok());
+    for (ic::IcService s : d.services) {
+      ASSERT_TRUE(devices_->vsp(s)->WaitUntil(
+          [](ic::IcHostService& h) { return h.core().state() == ic::IcHostCore::State::kReady; },
+          absl::Seconds(20)));
+    }
+    service_ = std::make_unique<DeviceService>(table_);
+    grpc::ServerBuilder builder;
+    builder.RegisterService(service_.get());
+    server_ = builder.BuildAndStart();
+    stub_ = kmcl::v1::DeviceService::NewStub(server_->InProcessChannel({}));
+  }
+  void TearDown() override {
+    server_->Shutdown();
+    server_->Wait();
+    service_->Drain();
+    table_.Clear();
+    devices_.reset();
+  }
+  static std::unique_ptr<grpc::ClientContext> Ctx() {
+    auto c = std::make_unique<grpc::ClientContext>();
+    c->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    return c;
+  }
+
+  std::unique_ptr<kmcl::Partition> partition_;
+  DeviceTable table_;
+  std::shared_ptr<PartitionDevices> devices_;
+  std::unique_ptr<DeviceService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<kmcl::v1::DeviceService::Stub> stub_;
+};
+
+TEST_F(DeviceServiceTest, ListsTheFourDevicesNegotiated) {
+  kmcl::v1::ListDevicesRequest req;
+  kmcl::v1::ListDevicesResponse resp;
+  ASSERT_TRUE(stub_->ListDevices(Ctx().get(), req, &resp).ok());
+  ASSERT_EQ(resp.devices_size(), 4);
+  for (const kmcl::v1::Device& d : resp.devices()) {
+    EXPECT_EQ(d.partition_id(), "vm");
+    EXPECT_TRUE(d.negotiated()) << d.kind();
+    EXPECT_EQ(d.framework_version(), "3.0");
+    EXPECT_TRUE(d.emulated_guest());
+  }
+  EXPECT_EQ(resp.devices(0).interface_type(), "57164f39-9115-4e78-ab55-382f3bd5422d");
+  EXPECT_EQ(resp.devices(3).message_version(), "4.0") << "KVP";
+  EXPECT_GE(resp.recent_events_size(), 4) << "four negotiations";
+  req.set_partition_id("nope");
+  EXPECT_EQ(stub_->ListDevices(Ctx().get(), req, &resp).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(DeviceServiceTest, HeartbeatAdvancesAndIsAlive) {
+  ASSERT_TRUE(devices_->vsp(ic::IcService::kHeartbeat)
+                  ->WaitUntil([](ic::IcHostService& s) {
+                    return static_cast<ic::HeartbeatHost&>(s).Status(absl::Now()).answers >= 3;
+                  }, absl::Seconds(20)));
+  kmcl::v1::GetHeartbeatRequest req;
+  req.set_partition_id("vm");
+  kmcl::v1::HeartbeatState hb;
+  ASSERT_TRUE(stub_->GetHeartbeat(Ctx().get(), req, &hb).ok());
+  EXPECT_TRUE(hb.negotiated());
+  EXPECT_TRUE(hb.alive());
+  EXPECT_GE(hb.last_sequence(), 3u);
+  EXPECT_EQ(hb.last_sequence(), hb.answers()) << "+1 per round trip from 0";
+  EXPECT_GT(hb.last_answer_unix_nanos(), 0);
+}
+
+TEST_F(DeviceServiceTest, ShutdownIsAcknowledged) {
+  kmcl::v1::RequestShutdownRequest req;
+  req.set_partition_id("vm");
+  req.set_action(kmcl::v1::SHUTDOWN_ACTION_RESTART);
+  req.set_message("patching");
+  kmcl::v1::RequestShutdownResponse resp;
+  ASSERT_TRUE(stub_->RequestShutdown(Ctx().get(), req, &resp).ok());
+  EXPECT_TRUE(resp.acknowledged());
+  req.set_action(kmcl::v1::SHUTDOWN_ACTION_HIBERNATE);
+  ASSERT_TRUE(stub_->RequestShutdown(Ctx().get(), req, &resp).ok());
+  EXPECT_FALSE(resp.acknowledged()) << "the emulated guest does not hibernate";
+  EXPECT_EQ(resp.guest_status(), ic::kHvEFail);
+  devices_->vsc(ic::IcService::kShutdown)->Inspect([](ic::IcGuest& g) {
+    ASSERT_EQ(g.shutdowns().size(), 2u);
+    EXPECT_EQ(g.shutdowns()[0].request.display_message, "patching");
+  });
+}
+
+TEST_F(DeviceServiceTest, TimeSampleIsAnswered) {
+  kmcl::v1::SendTimeSampleRequest req;
+  req.set_partition_id("vm");
+  req.set_sync(true);
+  kmcl::v1::TimeSample resp;
+  ASSERT_TRUE(stub_->SendTimeSample(Ctx().get(), req, &resp).ok());
+  EXPECT_EQ(resp.guest_status(), 0u);
+  EXPECT_GE(resp.answered_unix_nanos(), resp.host_time_unix_nanos());
+  EXPECT_EQ(resp.samples_answered(), 1u);
+}
+
+TEST_F(DeviceServiceTest, KvpCalls) {
+  for (auto [k, v] : std::vector<std::pair<std::string, std::string>>{{"a", "1"}, {"b", "2"}}) {
+    kmcl::v1::KvpSetRequest set;
+    set.set_partition_id("vm");
+    set.set_pool(1);
+    set.set_key(k);
+    set.set_value(v);
+    kmcl::v1::KvpStatus st;
+    ASSERT_TRUE(stub_->KvpSet(Ctx().get(), set, &st).ok());
+    EXPECT_EQ(st.guest_status(), 0u);
+  }
+  kmcl::v1::KvpGetRequest get;
+  get.set_partition_id("vm");
+  get.set_pool(1);
+  get.set_key("b");
+  kmcl::v1::KvpGetResponse got;
+  ASSERT_TRUE(stub_->KvpGet(Ctx().get(), get, &got).ok());
+  EXPECT_TRUE(got.found());
+  EXPECT_EQ(got.value(), "2");
+  kmcl::v1::KvpDeleteRequest del;
+  del.set_partition_id("vm");
+  del.set_pool(1);
+  del.set_key("a");
+  kmcl::v1::KvpStatus st;
+  ASSERT_TRUE(stub_->KvpDelete(Ctx().get(), del, &st).ok());
+  EXPECT_EQ(st.guest_status(), 0u);
+  get.set_key("a");
+  ASSERT_TRUE(stub_->KvpGet(Ctx().get(), get, &got).ok());
+  EXPECT_FALSE(got.found());
+  EXPECT_EQ(got.guest_status(), ic::kHvSCont);
+  kmcl::v1::KvpEnumerateRequest en;
+  en.set_partition_id("vm");
+  en.set_pool(1);
+  kmcl::v1::KvpEnumerateResponse all;
+  ASSERT_TRUE(stub_->KvpEnumerate(Ctx().get(), en, &all).ok());
+  ASSERT_EQ(all.pairs_size(), 1);
+  EXPECT_EQ(all.pairs(0).key(), "b");
+  // Errors.
+  get.set_pool(5);
+  EXPECT_EQ(stub_->KvpGet(Ctx().get(), get, &got).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  get.set_pool(0);
+  get.set_key(std::string(256, 'k'));
+  EXPECT_EQ(stub_->KvpGet(Ctx().get(), get, &got).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  get.set_partition_id("other");
+  EXPECT_EQ(stub_->KvpGet(Ctx().get(), get, &got).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(DeviceServiceTest, AGuestThatDoesNotAnswerIsADeadlineAndShowsUnresponsive) {
+  devices_->vsc(ic::IcService::kKvp)->Inspect([](ic::IcGuest& g) { g.set_answering(false); });
+  kmcl::v1::KvpGetRequest get;
+  get.set_partition_id("vm");
+  get.set_key("x");
+  kmcl::v1::KvpGetResponse got;
+  EXPECT_EQ(stub_->KvpGet(Ctx().get(), get, &got).error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  devices_->vsc(ic::IcService::kKvp)->Inspect([](ic::IcGuest& g) { g.set_answering(true); });
+  get.set_key("y");
+  ASSERT_TRUE(stub_->KvpGet(Ctx().get(), get, &got).ok()) << "the channel keeps working";
+}
+
+TEST(DeviceServiceNegotiation, NoCommonVersionIsFailedPrecondition) {
+  kmcl::PartitionOptions o;
+  o.memory_bytes = 64 << 20;
+  auto partition = *kmcl::Partition::Create(o);
+  DeviceOptions d;
+  d.services = {ic::IcService::kKvp};
+  d.host.message_versions = {{9, 0}};
+  auto devices = std::shared_ptr<PartitionDevices>(*PartitionDevices::Create(*partition, d));
+  DeviceTable table;
+  ASSERT_TRUE(table.Add(devices).ok());
+  EXPECT_FALSE(table.Add(devices).ok()) << "one set of devices per partition";
+  ASSERT_TRUE(devices->vsp(ic::IcService::kKvp)->WaitUntil(
+      [](ic::IcHostService& h) { return h.core().state() == ic::IcHostCore::State::kFailed; }, absl::Seconds(20)));
+  DeviceService service(table);
+  grpc::ServerBuilder builder;
+  builder.RegisterService(&service);
+  auto server = builder.BuildAndStart();
+  auto stub = kmcl::v1::DeviceService::NewStub(server->InProcessChannel({}));
+  kmcl::v1::KvpGetRequest get;
+  get.set_partition_id("default");
+  get.set_key("k");
+  kmcl::v1::KvpGetResponse got;
+  grpc::ClientContext ctx;
+  grpc::Status st = stub->KvpGet(&ctx, get, &got);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(st.error_message().find("no common version"), std::string::npos) << st.error_message();
+  server->Shutdown();
+  server->Wait();
+  service.Drain();
+  table.Clear();
+}
+
+}  // namespace
+}  // namespace kmcld
