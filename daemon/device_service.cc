@@ -1,282 +1,71 @@
 #include "daemon/device_service.h"
 
-#include <optional>
-
-#include "absl/strings/str_cat.h"
-#include "daemon/grpc_status.h"
 #include "daemon/services/service_context.h"
 
 namespace kmcld {
 
-namespace ic = kmcl::devices::ic;
-using ic::IcHostService;
-using ic::IcOutput;
-using ic::IcService;
-
-namespace {
-
-kmcl::v1::DeviceKind KindOf(IcService s) {
-  switch (s) {
-    case IcService::kHeartbeat:
-      return kmcl::v1::DEVICE_KIND_HEARTBEAT;
-    case IcService::kShutdown:
-      return kmcl::v1::DEVICE_KIND_SHUTDOWN;
-    case IcService::kTimeSync:
-      return kmcl::v1::DEVICE_KIND_TIMESYNC;
-    case IcService::kKvp:
-      return kmcl::v1::DEVICE_KIND_KVP;
-  }
-  return kmcl::v1::DEVICE_KIND_UNSPECIFIED;
-}
-
-int64_t UnixNanos(absl::Time t) { return absl::ToUnixNanos(t); }
-
-// Submits a request on `vsp` and waits for its result, at most `timeout`
-// (the core times requests out itself; this only bounds the wait).
-template <typename Host, typename Result>
-absl::StatusOr<Result> Ask(ic::IcVsp& vsp, absl::Duration timeout,
-                           const std::function<absl::StatusOr<uint64_t>(Host&, absl::Time, IcOutput&)>& submit) {
-  absl::StatusOr<uint64_t> op = absl::UnknownError("not submitted");
-  vsp.Run([&](IcHostService& s, absl::Time now, IcOutput& out) { op = submit(static_cast<Host&>(s), now, out); });
-  if (!op.ok()) return op.status();
-  std::optional<absl::StatusOr<Result>> result;
-  vsp.WaitUntil(
-      [&](IcHostService& s) {
-        if (!result) result = static_cast<Host&>(s).TakeResult(*op);
-        return result.has_value();
-      },
-      timeout);
-  if (!result) {
-    return absl::DeadlineExceededError(
-        absl::StrCat(ic::ServiceInfo(vsp.service()).name, ": the guest did not answer within ",
-                     absl::FormatDuration(timeout)));
-  }
-  return *std::move(result);
-}
-
-absl::Status NeedPool(uint32_t pool) {
-  if (pool < ic::kKvpPoolCount) return absl::OkStatus();
-  return absl::InvalidArgumentError(absl::StrCat("KVP pool ", pool, " is not 0..4"));
-}
-
-}  // namespace
-
-absl::StatusOr<DeviceService::Target> DeviceService::Find(const std::string& partition_id,
-                                                          IcService service) const {
-  if (partition_id.empty()) return absl::InvalidArgumentError("partition_id is empty");
-  std::shared_ptr<PartitionDevices> devices = table_.Get(partition_id);
-  ic::IcVsp* vsp = devices == nullptr ? nullptr : devices->vsp(service);
-  if (vsp == nullptr) {
-    return absl::NotFoundError(absl::StrCat("partition \"", partition_id, "\" has no ",
-                                            ic::ServiceInfo(service).name, " device"));
-  }
-  return Target{std::move(devices), vsp};
-}
+using kmcl::devices::ic::IcService;
 
 grpc::ServerUnaryReactor* DeviceService::Waiting(grpc::CallbackServerContext* ctx,
                                                  const std::string& partition_id, IcService service,
-                                                 std::function<absl::Status(const Target&)> work) {
-  absl::StatusOr<Target> target = Find(partition_id, service);
-  if (!target.ok()) return FinishNow(ctx, target.status());
+                                                 std::function<absl::Status()> work) {
+  if (absl::Status s = api_.CheckDevice(partition_id, service); !s.ok()) return FinishNow(ctx, s);
   if (pool_ == nullptr) return FinishNow(ctx, absl::UnavailableError("kmcld is shutting down"));
-  return FinishBlocking(ctx, *pool_, [target = *std::move(target), work = std::move(work)] { return work(target); });
+  return FinishBlocking(ctx, *pool_, std::move(work));
 }
 
 grpc::ServerUnaryReactor* DeviceService::ListDevices(grpc::CallbackServerContext* ctx,
                                                      const kmcl::v1::ListDevicesRequest* request,
                                                      kmcl::v1::ListDevicesResponse* response) {
-  std::vector<std::shared_ptr<PartitionDevices>> all;
-  if (request->partition_id().empty()) {
-    all = table_.List();
-  } else if (auto d = table_.Get(request->partition_id()); d != nullptr) {
-    all.push_back(std::move(d));
-  } else {
-    return FinishNow(ctx, absl::NotFoundError(
-                              absl::StrCat("partition \"", request->partition_id(), "\" has no devices")));
-  }
-  for (const auto& d : all) {
-    for (IcService s : d->options().services) {
-      ic::IcVsp* vsp = d->vsp(s);
-      kmcl::v1::Device* out = response->add_devices();
-      out->set_partition_id(d->partition_id());
-      out->set_kind(KindOf(s));
-      out->set_interface_type(ic::ServiceInfo(s).interface_type.ToString());
-      out->set_emulated_guest(d->vsc(s) != nullptr);
-      vsp->Run([&](IcHostService& host, absl::Time, IcOutput&) {
-        const ic::IcHostCore& core = host.core();
-        out->set_negotiated(core.state() == ic::IcHostCore::State::kReady);
-        if (core.negotiated()) {
-          out->set_framework_version(core.negotiated()->framework.ToString());
-          out->set_message_version(core.negotiated()->message.ToString());
-        }
-        out->set_negotiation_failure(core.failure());
-      });
-      const ic::VspStats stats = vsp->stats();
-      kmcl::v1::DeviceCounters* c = out->mutable_counters();
-      c->set_requests_sent(stats.protocol.requests_sent);
-      c->set_responses(stats.protocol.responses);
-      c->set_timeouts(stats.protocol.timeouts);
-      c->set_short_packets(stats.protocol.short_packets);
-      c->set_not_response(stats.protocol.not_response);
-      c->set_wrong_type(stats.protocol.wrong_type);
-      c->set_bad_size(stats.protocol.bad_size);
-      c->set_bad_body(stats.protocol.bad_body);
-      c->set_unexpected(stats.protocol.unexpected);
-      c->set_send_failures(stats.send_failures);
-    }
-    for (const DeviceEventRecord& e : d->RecentEvents()) {
-      kmcl::v1::DeviceEvent* out = response->add_recent_events();
-      out->set_time_unix_nanos(UnixNanos(e.time));
-      out->set_partition_id(e.partition_id);
-      out->set_kind(KindOf(e.service));
-      out->set_name(ic::IcEventName(e.event.kind));
-      out->set_detail(e.event.detail);
-    }
-  }
-  return FinishNow(ctx, absl::OkStatus());
+  return FinishNow(ctx, api_.ListDevices(*request, response));
 }
 
 grpc::ServerUnaryReactor* DeviceService::GetHeartbeat(grpc::CallbackServerContext* ctx,
                                                       const kmcl::v1::GetHeartbeatRequest* request,
                                                       kmcl::v1::HeartbeatState* response) {
-  absl::StatusOr<Target> t = Find(request->partition_id(), IcService::kHeartbeat);
-  if (!t.ok()) return FinishNow(ctx, t.status());
-  t->vsp->Run([&](IcHostService& s, absl::Time now, IcOutput&) {
-    const ic::HeartbeatStatus hb = static_cast<ic::HeartbeatHost&>(s).Status(now);
-    response->set_negotiated(hb.negotiated);
-    response->set_alive(hb.alive);
-    response->set_last_sequence(hb.last_sequence);
-    if (hb.last_answer) response->set_last_answer_unix_nanos(UnixNanos(*hb.last_answer));
-    response->set_answers(hb.answers);
-    response->set_unresponsive_events(hb.unresponsive_events);
-  });
-  response->set_timeout_ms(absl::ToInt64Milliseconds(t->devices->options().host.heartbeat_timeout));
-  return FinishNow(ctx, absl::OkStatus());
+  return FinishNow(ctx, api_.GetHeartbeat(*request, response));
 }
 
 grpc::ServerUnaryReactor* DeviceService::RequestShutdown(grpc::CallbackServerContext* ctx,
                                                          const kmcl::v1::RequestShutdownRequest* request,
                                                          kmcl::v1::RequestShutdownResponse* response) {
-  ic::ShutdownBody body;
-  body.reason_code = request->reason_code();
-  body.timeout_seconds = request->timeout_seconds();
-  body.display_message = request->message();
-  switch (request->action()) {
-    case kmcl::v1::SHUTDOWN_ACTION_RESTART:
-      body.flags = ic::kShutdownFlagRestart;
-      break;
-    case kmcl::v1::SHUTDOWN_ACTION_HIBERNATE:
-      body.flags = ic::kShutdownFlagHibernate;
-      break;
-    default:
-      body.flags = ic::kShutdownFlagShutdown;
-      break;
-  }
-  if (request->force()) body.flags |= ic::kShutdownFlagForce;
-  return Waiting(ctx, request->partition_id(), IcService::kShutdown, [body, response](const Target& t) {
-    auto r = Ask<ic::ShutdownHost, ic::ShutdownResult>(
-        *t.vsp, t.devices->options().host.request_timeout + absl::Seconds(2),
-        [&](ic::ShutdownHost& h, absl::Time now, IcOutput& out) { return h.RequestShutdown(body, now, out); });
-    if (!r.ok()) return r.status();
-    response->set_guest_status(r->guest_status);
-    response->set_acknowledged(r->guest_status == ic::kHvSOk);
-    return absl::OkStatus();
-  });
+  return Waiting(ctx, request->partition_id(), IcService::kShutdown,
+                 [this, request, response] { return api_.RequestShutdown(*request, response); });
 }
 
 grpc::ServerUnaryReactor* DeviceService::SendTimeSample(grpc::CallbackServerContext* ctx,
                                                         const kmcl::v1::SendTimeSampleRequest* request,
                                                         kmcl::v1::TimeSample* response) {
-  const uint8_t flags = request->sync() ? ic::kTimeSyncSync : ic::kTimeSyncSample;
-  return Waiting(ctx, request->partition_id(), IcService::kTimeSync, [flags, response](const Target& t) {
-    auto r = Ask<ic::TimeSyncHost, ic::TimeSyncResult>(
-        *t.vsp, t.devices->options().host.request_timeout + absl::Seconds(2),
-        [&](ic::TimeSyncHost& h, absl::Time now, IcOutput& out) { return h.SendSample(flags, now, out); });
-    if (!r.ok()) return r.status();
-    response->set_parent_time_100ns(r->sent.parent_time);
-    response->set_host_time_unix_nanos(
-        static_cast<int64_t>(r->sent.parent_time - ic::kWindowsToUnixEpoch100ns) * 100);
-    response->set_answered_unix_nanos(UnixNanos(r->answered_at));
-    response->set_guest_status(r->guest_status);
-    t.vsp->Run([&](IcHostService& s, absl::Time, IcOutput&) {
-      response->set_samples_answered(static_cast<ic::TimeSyncHost&>(s).samples_answered());
-    });
-    return absl::OkStatus();
-  });
-}
-
-grpc::ServerUnaryReactor* DeviceService::KvpOnce(
-    grpc::CallbackServerContext* ctx, const std::string& partition_id, uint32_t pool,
-    std::function<absl::StatusOr<uint64_t>(ic::KvpHost&, absl::Time, IcOutput&)> submit,
-    std::function<void(const ic::KvpResult&)> fill) {
-  if (absl::Status s = NeedPool(pool); !s.ok()) return FinishNow(ctx, s);
-  return Waiting(ctx, partition_id, IcService::kKvp,
-                 [submit = std::move(submit), fill = std::move(fill)](const Target& t) {
-                   auto r = Ask<ic::KvpHost, ic::KvpResult>(
-                       *t.vsp, t.devices->options().host.request_timeout + absl::Seconds(2), submit);
-                   if (!r.ok()) return r.status();
-                   fill(*r);
-                   return absl::OkStatus();
-                 });
+  return Waiting(ctx, request->partition_id(), IcService::kTimeSync,
+                 [this, request, response] { return api_.SendTimeSample(*request, response); });
 }
 
 grpc::ServerUnaryReactor* DeviceService::KvpGet(grpc::CallbackServerContext* ctx,
                                                 const kmcl::v1::KvpGetRequest* request,
                                                 kmcl::v1::KvpGetResponse* response) {
-  return KvpOnce(
-      ctx, request->partition_id(), request->pool(),
-      [request](ic::KvpHost& h, absl::Time now, IcOutput& out) {
-        return h.Get(static_cast<uint8_t>(request->pool()), request->key(), now, out);
-      },
-      [response](const ic::KvpResult& r) {
-        response->set_guest_status(r.guest_status);
-        response->set_found(r.guest_status == ic::kHvSOk);
-        response->set_value(r.value);
-      });
+  return Waiting(ctx, request->partition_id(), IcService::kKvp,
+                 [this, request, response] { return api_.KvpGet(*request, response); });
 }
 
 grpc::ServerUnaryReactor* DeviceService::KvpSet(grpc::CallbackServerContext* ctx,
                                                 const kmcl::v1::KvpSetRequest* request,
                                                 kmcl::v1::KvpStatus* response) {
-  return KvpOnce(
-      ctx, request->partition_id(), request->pool(),
-      [request](ic::KvpHost& h, absl::Time now, IcOutput& out) {
-        return h.Set(static_cast<uint8_t>(request->pool()), request->key(), request->value(), now, out);
-      },
-      [response](const ic::KvpResult& r) { response->set_guest_status(r.guest_status); });
+  return Waiting(ctx, request->partition_id(), IcService::kKvp,
+                 [this, request, response] { return api_.KvpSet(*request, response); });
 }
 
 grpc::ServerUnaryReactor* DeviceService::KvpDelete(grpc::CallbackServerContext* ctx,
                                                    const kmcl::v1::KvpDeleteRequest* request,
                                                    kmcl::v1::KvpStatus* response) {
-  return KvpOnce(
-      ctx, request->partition_id(), request->pool(),
-      [request](ic::KvpHost& h, absl::Time now, IcOutput& out) {
-        return h.Delete(static_cast<uint8_t>(request->pool()), request->key(), now, out);
-      },
-      [response](const ic::KvpResult& r) { response->set_guest_status(r.guest_status); });
+  return Waiting(ctx, request->partition_id(), IcService::kKvp,
+                 [this, request, response] { return api_.KvpDelete(*request, response); });
 }
 
 grpc::ServerUnaryReactor* DeviceService::KvpEnumerate(grpc::CallbackServerContext* ctx,
                                                       const kmcl::v1::KvpEnumerateRequest* request,
                                                       kmcl::v1::KvpEnumerateResponse* response) {
-  if (absl::Status s = NeedPool(request->pool()); !s.ok()) return FinishNow(ctx, s);
-  return Waiting(ctx, request->partition_id(), IcService::kKvp, [request, response](const Target& t) {
-    constexpr uint32_t kMaxRecords = 4096;
-    for (uint32_t index = 0; index < kMaxRecords; ++index) {
-      auto r = Ask<ic::KvpHost, ic::KvpResult>(
-          *t.vsp, t.devices->options().host.request_timeout + absl::Seconds(2),
-          [&](ic::KvpHost& h, absl::Time now, IcOutput& out) {
-            return h.Enumerate(static_cast<uint8_t>(request->pool()), index, now, out);
-          });
-      if (!r.ok()) return r.status();
-      if (r->guest_status != ic::kHvSOk) break;  // HV_S_CONT: no more items
-      kmcl::v1::KvpPair* pair = response->add_pairs();
-      pair->set_key(r->key);
-      pair->set_value(r->value);
-    }
-    return absl::OkStatus();
-  });
+  return Waiting(ctx, request->partition_id(), IcService::kKvp,
+                 [this, request, response] { return api_.KvpEnumerate(*request, response); });
 }
 
 }  // namespace kmcld

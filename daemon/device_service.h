@@ -1,18 +1,19 @@
-// daemon/device_service.h: kmcl.v1.DeviceService (proto/devices.proto): the
-// built-in integration services of kmcld's partitions (partition_devices.h)
-// for remote tools: heartbeat state, shutdown requests, time samples and KVP
-// operations. Calls that wait for the guest's answer run on a blocking pool
-// of their own and wait at most the devices' request timeout.
+// daemon/device_service.h: kmcl.v1.DeviceService (proto/devices.proto) over
+// gRPC: each call is DeviceApi's (device_api.h). Calls that read state
+// finish on the reactor thread; calls that wait for the guest's answer run
+// on a blocking pool of their own, after a cheap check that the device
+// exists.
 //
 // Thread-safe, except Drain(), which runs once the server stopped. Must
 // outlive the server it is registered on; the table must outlive it.
 #ifndef KMCLD_DAEMON_DEVICE_SERVICE_H_
 #define KMCLD_DAEMON_DEVICE_SERVICE_H_
 
+#include <functional>
 #include <memory>
 
 #include "daemon/blocking_pool.h"
-#include "daemon/partition_devices.h"
+#include "daemon/device_api.h"
 #include "proto/devices.grpc.pb.h"
 
 namespace kmcld {
@@ -22,7 +23,7 @@ class DeviceService final : public kmcl::v1::DeviceService::CallbackService {
   // At most `max_waiting_calls` calls wait for guests at once (more get
   // RESOURCE_EXHAUSTED).
   explicit DeviceService(DeviceTable& table, int max_waiting_calls = 64)
-      : table_(table), pool_(std::make_unique<BlockingPool>(max_waiting_calls)) {}
+      : api_(table), pool_(std::make_unique<BlockingPool>(max_waiting_calls)) {}
 
   // After the server stopped: waits for calls still waiting on guests (at
   // most the devices' request timeout), so no call holds a partition's
@@ -53,26 +54,11 @@ class DeviceService final : public kmcl::v1::DeviceService::CallbackService {
                                          kmcl::v1::KvpEnumerateResponse* response) override;
 
  private:
-  // The partition's devices holding `service`, and its VSP; NOT_FOUND else.
-  struct Target {
-    std::shared_ptr<PartitionDevices> devices;
-    kmcl::devices::ic::IcVsp* vsp = nullptr;
-  };
-  absl::StatusOr<Target> Find(const std::string& partition_id, kmcl::devices::ic::IcService service) const;
-  // Finds the device, then runs `work` on the blocking pool.
+  // Checks that the device exists, then runs `work` on the blocking pool.
   grpc::ServerUnaryReactor* Waiting(grpc::CallbackServerContext* ctx, const std::string& partition_id,
-                                    kmcl::devices::ic::IcService service,
-                                    std::function<absl::Status(const Target&)> work);
+                                    kmcl::devices::ic::IcService service, std::function<absl::Status()> work);
 
-  // One KVP request on `pool`: `submit` makes it, `fill` reads its result.
-  grpc::ServerUnaryReactor* KvpOnce(
-      grpc::CallbackServerContext* ctx, const std::string& partition_id, uint32_t pool,
-      std::function<absl::StatusOr<uint64_t>(kmcl::devices::ic::KvpHost&, absl::Time,
-                                             kmcl::devices::ic::IcOutput&)>
-          submit,
-      std::function<void(const kmcl::devices::ic::KvpResult&)> fill);
-
-  DeviceTable& table_;
+  DeviceApi api_;
   std::unique_ptr<BlockingPool> pool_;
 };
 

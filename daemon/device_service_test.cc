@@ -1,10 +1,12 @@
-// kmcl.v1.DeviceService over an in-process gRPC channel, against a
-// partition with the four devices and kmcld's emulated guest: listing,
-// heartbeat state, shutdown, a time sample, every KVP call, and the errors
-// (no such partition, a bad pool, a failed negotiation, a guest that does
-// not answer). Waits are bounded waits on conditions, not sleeps.
+// kmcl.v1.DeviceService against a partition with the four devices and
+// kmcld's emulated guest: every call through DeviceApi (listing, heartbeat
+// state, shutdown, a time sample, every KVP call, and the errors: no such
+// partition, a bad pool, a failed negotiation, a guest that does not
+// answer), and the gRPC wrapper over an in-process channel. Waits are
+// bounded waits on conditions, not sleeps.
 #include <memory>
 
+#include "daemon/device_api.h"
 #include "daemon/device_service.h"
 #include "daemon/partition_devices.h"
 #include "grpcpp/create_channel.h"
@@ -39,37 +41,23 @@ class DeviceServiceTest : public ::testing::Test {
           [](ic::IcHostService& h) { return h.core().state() == ic::IcHostCore::State::kReady; },
           absl::Seconds(20)));
     }
-    service_ = std::make_unique<DeviceService>(table_);
-    grpc::ServerBuilder builder;
-    builder.RegisterService(service_.get());
-    server_ = builder.BuildAndStart();
-    stub_ = kmcl::v1::DeviceService::NewStub(server_->InProcessChannel({}));
+    api_ = std::make_unique<DeviceApi>(table_);
   }
   void TearDown() override {
-    server_->Shutdown();
-    server_->Wait();
-    service_->Drain();
     table_.Clear();
     devices_.reset();
-  }
-  static std::unique_ptr<grpc::ClientContext> Ctx() {
-    auto c = std::make_unique<grpc::ClientContext>();
-    c->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
-    return c;
   }
 
   std::unique_ptr<kmcl::Partition> partition_;
   DeviceTable table_;
   std::shared_ptr<PartitionDevices> devices_;
-  std::unique_ptr<DeviceService> service_;
-  std::unique_ptr<grpc::Server> server_;
-  std::unique_ptr<kmcl::v1::DeviceService::Stub> stub_;
+  std::unique_ptr<DeviceApi> api_;
 };
 
 TEST_F(DeviceServiceTest, ListsTheFourDevicesNegotiated) {
   kmcl::v1::ListDevicesRequest req;
   kmcl::v1::ListDevicesResponse resp;
-  ASSERT_TRUE(stub_->ListDevices(Ctx().get(), req, &resp).ok());
+  ASSERT_TRUE(api_->ListDevices(req, &resp).ok());
   ASSERT_EQ(resp.devices_size(), 4);
   for (const kmcl::v1::Device& d : resp.devices()) {
     EXPECT_EQ(d.partition_id(), "vm");
@@ -81,7 +69,7 @@ TEST_F(DeviceServiceTest, ListsTheFourDevicesNegotiated) {
   EXPECT_EQ(resp.devices(3).message_version(), "4.0") << "KVP";
   EXPECT_GE(resp.recent_events_size(), 4) << "four negotiations";
   req.set_partition_id("nope");
-  EXPECT_EQ(stub_->ListDevices(Ctx().get(), req, &resp).error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(api_->ListDevices(req, &resp).code(), absl::StatusCode::kNotFound);
 }
 
 TEST_F(DeviceServiceTest, HeartbeatAdvancesAndIsAlive) {
@@ -92,7 +80,7 @@ TEST_F(DeviceServiceTest, HeartbeatAdvancesAndIsAlive) {
   kmcl::v1::GetHeartbeatRequest req;
   req.set_partition_id("vm");
   kmcl::v1::HeartbeatState hb;
-  ASSERT_TRUE(stub_->GetHeartbeat(Ctx().get(), req, &hb).ok());
+  ASSERT_TRUE(api_->GetHeartbeat(req, &hb).ok());
   EXPECT_TRUE(hb.negotiated());
   EXPECT_TRUE(hb.alive());
   EXPECT_GE(hb.last_sequence(), 3u);
@@ -106,10 +94,10 @@ TEST_F(DeviceServiceTest, ShutdownIsAcknowledged) {
   req.set_action(kmcl::v1::SHUTDOWN_ACTION_RESTART);
   req.set_message("patching");
   kmcl::v1::RequestShutdownResponse resp;
-  ASSERT_TRUE(stub_->RequestShutdown(Ctx().get(), req, &resp).ok());
+  ASSERT_TRUE(api_->RequestShutdown(req, &resp).ok());
   EXPECT_TRUE(resp.acknowledged());
   req.set_action(kmcl::v1::SHUTDOWN_ACTION_HIBERNATE);
-  ASSERT_TRUE(stub_->RequestShutdown(Ctx().get(), req, &resp).ok());
+  ASSERT_TRUE(api_->RequestShutdown(req, &resp).ok());
   EXPECT_FALSE(resp.acknowledged()) << "the emulated guest does not hibernate";
   EXPECT_EQ(resp.guest_status(), ic::kHvEFail);
   devices_->vsc(ic::IcService::kShutdown)->Inspect([](ic::IcGuest& g) {
@@ -123,7 +111,7 @@ TEST_F(DeviceServiceTest, TimeSampleIsAnswered) {
   req.set_partition_id("vm");
   req.set_sync(true);
   kmcl::v1::TimeSample resp;
-  ASSERT_TRUE(stub_->SendTimeSample(Ctx().get(), req, &resp).ok());
+  ASSERT_TRUE(api_->SendTimeSample(req, &resp).ok());
   EXPECT_EQ(resp.guest_status(), 0u);
   EXPECT_GE(resp.answered_unix_nanos(), resp.host_time_unix_nanos());
   EXPECT_EQ(resp.samples_answered(), 1u);
@@ -137,7 +125,7 @@ TEST_F(DeviceServiceTest, KvpCalls) {
     set.set_key(k);
     set.set_value(v);
     kmcl::v1::KvpStatus st;
-    ASSERT_TRUE(stub_->KvpSet(Ctx().get(), set, &st).ok());
+    ASSERT_TRUE(api_->KvpSet(set, &st).ok());
     EXPECT_EQ(st.guest_status(), 0u);
   }
   kmcl::v1::KvpGetRequest get;
@@ -145,7 +133,7 @@ TEST_F(DeviceServiceTest, KvpCalls) {
   get.set_pool(1);
   get.set_key("b");
   kmcl::v1::KvpGetResponse got;
-  ASSERT_TRUE(stub_->KvpGet(Ctx().get(), get, &got).ok());
+  ASSERT_TRUE(api_->KvpGet(get, &got).ok());
   EXPECT_TRUE(got.found());
   EXPECT_EQ(got.value(), "2");
   kmcl::v1::KvpDeleteRequest del;
@@ -153,27 +141,27 @@ TEST_F(DeviceServiceTest, KvpCalls) {
   del.set_pool(1);
   del.set_key("a");
   kmcl::v1::KvpStatus st;
-  ASSERT_TRUE(stub_->KvpDelete(Ctx().get(), del, &st).ok());
+  ASSERT_TRUE(api_->KvpDelete(del, &st).ok());
   EXPECT_EQ(st.guest_status(), 0u);
   get.set_key("a");
-  ASSERT_TRUE(stub_->KvpGet(Ctx().get(), get, &got).ok());
+  ASSERT_TRUE(api_->KvpGet(get, &got).ok());
   EXPECT_FALSE(got.found());
   EXPECT_EQ(got.guest_status(), ic::kHvSCont);
   kmcl::v1::KvpEnumerateRequest en;
   en.set_partition_id("vm");
   en.set_pool(1);
   kmcl::v1::KvpEnumerateResponse all;
-  ASSERT_TRUE(stub_->KvpEnumerate(Ctx().get(), en, &all).ok());
+  ASSERT_TRUE(api_->KvpEnumerate(en, &all).ok());
   ASSERT_EQ(all.pairs_size(), 1);
   EXPECT_EQ(all.pairs(0).key(), "b");
   // Errors.
   get.set_pool(5);
-  EXPECT_EQ(stub_->KvpGet(Ctx().get(), get, &got).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(api_->KvpGet(get, &got).code(), absl::StatusCode::kInvalidArgument);
   get.set_pool(0);
   get.set_key(std::string(256, 'k'));
-  EXPECT_EQ(stub_->KvpGet(Ctx().get(), get, &got).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(api_->KvpGet(get, &got).code(), absl::StatusCode::kInvalidArgument);
   get.set_partition_id("other");
-  EXPECT_EQ(stub_->KvpGet(Ctx().get(), get, &got).error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(api_->KvpGet(get, &got).code(), absl::StatusCode::kNotFound);
 }
 
 TEST_F(DeviceServiceTest, AGuestThatDoesNotAnswerIsADeadlineAndShowsUnresponsive) {
@@ -182,13 +170,13 @@ TEST_F(DeviceServiceTest, AGuestThatDoesNotAnswerIsADeadlineAndShowsUnresponsive
   get.set_partition_id("vm");
   get.set_key("x");
   kmcl::v1::KvpGetResponse got;
-  EXPECT_EQ(stub_->KvpGet(Ctx().get(), get, &got).error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_EQ(api_->KvpGet(get, &got).code(), absl::StatusCode::kDeadlineExceeded);
   devices_->vsc(ic::IcService::kKvp)->Inspect([](ic::IcGuest& g) { g.set_answering(true); });
   get.set_key("y");
-  ASSERT_TRUE(stub_->KvpGet(Ctx().get(), get, &got).ok()) << "the channel keeps working";
+  ASSERT_TRUE(api_->KvpGet(get, &got).ok()) << "the channel keeps working";
 }
 
-TEST(DeviceServiceNegotiation, NoCommonVersionIsFailedPrecondition) {
+TEST(DeviceApiNegotiation, NoCommonVersionIsFailedPrecondition) {
   kmcl::PartitionOptions o;
   o.memory_bytes = 64 << 20;
   auto partition = *kmcl::Partition::Create(o);
@@ -201,23 +189,60 @@ TEST(DeviceServiceNegotiation, NoCommonVersionIsFailedPrecondition) {
   EXPECT_FALSE(table.Add(devices).ok()) << "one set of devices per partition";
   ASSERT_TRUE(devices->vsp(ic::IcService::kKvp)->WaitUntil(
       [](ic::IcHostService& h) { return h.core().state() == ic::IcHostCore::State::kFailed; }, absl::Seconds(20)));
-  DeviceService service(table);
-  grpc::ServerBuilder builder;
-  builder.RegisterService(&service);
-  auto server = builder.BuildAndStart();
-  auto stub = kmcl::v1::DeviceService::NewStub(server->InProcessChannel({}));
+  DeviceApi api(table);
   kmcl::v1::KvpGetRequest get;
   get.set_partition_id("default");
   get.set_key("k");
   kmcl::v1::KvpGetResponse got;
-  grpc::ClientContext ctx;
-  grpc::Status st = stub->KvpGet(&ctx, get, &got);
-  EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
-  EXPECT_NE(st.error_message().find("no common version"), std::string::npos) << st.error_message();
+  absl::Status st = api.KvpGet(get, &got);
+  EXPECT_TRUE(absl::IsFailedPrecondition(st)) << st;
+  EXPECT_NE(st.message().find("no common version"), std::string::npos) << st;
+  table.Clear();
+}
+
+// The gRPC wrapper, in process. Under TSan this is skipped: client and
+// server share one binary, and TSan cannot see the synchronisation inside
+// Debian's uninstrumented libgrpc, so gRPC's own inline code reports races;
+// DeviceApi above carries the logic and runs under TSan.
+TEST_F(DeviceServiceTest, TheGrpcServiceServesTheSameCalls) {
+#if defined(__SANITIZE_THREAD__)
+  GTEST_SKIP() << "in-process gRPC under TSan (see above)";
+#endif
+  DeviceService service(table_);
+  grpc::ServerBuilder builder;
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  auto stub = kmcl::v1::DeviceService::NewStub(server->InProcessChannel({}));
+  auto ctx = [] {
+    auto c = std::make_unique<grpc::ClientContext>();
+    c->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    return c;
+  };
+  kmcl::v1::ListDevicesResponse list;
+  ASSERT_TRUE(stub->ListDevices(ctx().get(), {}, &list).ok());
+  EXPECT_EQ(list.devices_size(), 4);
+  kmcl::v1::KvpSetRequest set;
+  set.set_partition_id("vm");
+  set.set_key("k");
+  set.set_value("v");
+  kmcl::v1::KvpStatus st;
+  ASSERT_TRUE(stub->KvpSet(ctx().get(), set, &st).ok());
+  kmcl::v1::KvpGetRequest get;
+  get.set_partition_id("vm");
+  get.set_key("k");
+  kmcl::v1::KvpGetResponse got;
+  ASSERT_TRUE(stub->KvpGet(ctx().get(), get, &got).ok());
+  EXPECT_EQ(got.value(), "v");
+  get.set_partition_id("none");
+  EXPECT_EQ(stub->KvpGet(ctx().get(), get, &got).error_code(), grpc::StatusCode::NOT_FOUND);
+  kmcl::v1::RequestShutdownRequest sd;
+  sd.set_partition_id("vm");
+  kmcl::v1::RequestShutdownResponse ack;
+  ASSERT_TRUE(stub->RequestShutdown(ctx().get(), sd, &ack).ok());
+  EXPECT_TRUE(ack.acknowledged());
   server->Shutdown();
   server->Wait();
   service.Drain();
-  table.Clear();
 }
 
 }  // namespace
