@@ -1,0 +1,182 @@
+#include "clients/cpp/testing/tcp_proxy.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "absl/strings/str_cat.h"
+
+namespace kmcl::client::testing {
+namespace {
+
+int Connect(const std::string& host, uint16_t port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  ::inet_pton(AF_INET, host.c_str(), &addr.sin_addr);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  return fd;
+}
+
+// Moves what `from` has to `to` (blocking write). False when either end is done.
+bool Pump(int from, int to) {
+  char buf[64 * 1024];
+  ssize_t n = ::read(from, buf, sizeof(buf));
+  if (n <= 0) return false;
+  for (ssize_t off = 0; off < n;) {
+    ssize_t w = ::write(to, buf + off, static_cast<size_t>(n - off));
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return false;
+    off += w;
+  }
+  return true;
+}
+
+}  // namespace
+
+TcpProxy::~TcpProxy() {
+  {
+    absl::MutexLock lock(&mu_);
+    stop_ = true;
+  }
+  Wake();
+  if (thread_.joinable()) thread_.join();
+  for (Pair& p : pairs_) {
+    ::close(p.client);
+    ::close(p.upstream);
+  }
+  if (listen_fd_ >= 0) ::close(listen_fd_);
+  for (int fd : wake_) {
+    if (fd >= 0) ::close(fd);
+  }
+}
+
+absl::Status TcpProxy::Start(const std::string& host, uint16_t port) {
+  host_ = host;
+  upstream_port_ = port;
+  if (::pipe2(wake_, O_CLOEXEC | O_NONBLOCK) != 0) return absl::InternalError("pipe failed");
+  listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  if (listen_fd_ < 0 || ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), len) != 0 ||
+      ::listen(listen_fd_, 16) != 0 ||
+      ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    return absl::InternalError("TcpProxy: cannot listen on 127.0.0.1:0");
+  }
+  port_ = ntohs(addr.sin_port);
+  thread_ = std::thread([this] { Loop(); });
+  return absl::OkStatus();
+}
+
+std::string TcpProxy::address() const { return absl::StrCat("127.0.0.1:", port_); }
+
+void TcpProxy::Wake() {
+  char c = 1;
+  (void)!::write(wake_[1], &c, 1);
+}
+
+void TcpProxy::SetAccepting(bool accepting) {
+  absl::MutexLock lock(&mu_);
+  accepting_ = accepting;
+}
+
+int TcpProxy::DropAll() {
+  {
+    absl::MutexLock lock(&mu_);
+    drop_ = true;
+    drop_done_ = false;
+  }
+  Wake();
+  absl::MutexLock lock(&mu_);
+  mu_.Await(absl::Condition(&drop_done_));
+  return dropped_;
+}
+
+int TcpProxy::connections_accepted() const {
+  absl::MutexLock lock(&mu_);
+  return accepted_;
+}
+
+void TcpProxy::Loop() {
+  for (;;) {
+    std::vector<pollfd> fds = {{wake_[0], POLLIN, 0}, {listen_fd_, POLLIN, 0}};
+    for (const Pair& p : pairs_) {
+      fds.push_back({p.client, POLLIN, 0});
+      fds.push_back({p.upstream, POLLIN, 0});
+    }
+    if (::poll(fds.data(), fds.size(), -1) < 0 && errno != EINTR) return;
+    bool accepting;
+    {
+      absl::MutexLock lock(&mu_);
+      if (stop_) return;
+      accepting = accepting_;
+      if (drop_) {
+        for (Pair& p : pairs_) {
+          ::shutdown(p.client, SHUT_RDWR);
+          ::close(p.client);
+          ::close(p.upstream);
+        }
+        dropped_ = static_cast<int>(pairs_.size());
+        pairs_.clear();
+        drop_ = false;
+        drop_done_ = true;
+        char buf[64];
+        while (::read(wake_[0], buf, sizeof(buf)) > 0) {
+        }
+        continue;  // the fds polled above are closed
+      }
+    }
+    if (fds[0].revents != 0) {
+      char buf[64];
+      while (::read(wake_[0], buf, sizeof(buf)) > 0) {
+      }
+    }
+    if (fds[1].revents & POLLIN) {
+      int c = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (c >= 0) {
+        int u = accepting ? Connect(host_, upstream_port_) : -1;
+        if (u < 0) {
+          ::close(c);
+        } else {
+          int one = 1;
+          ::setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+          pairs_.push_back({c, u});
+          absl::MutexLock lock(&mu_);
+          ++accepted_;
+        }
+      }
+    }
+    std::vector<Pair> alive;
+    for (size_t i = 0; i < pairs_.size(); ++i) {
+      const pollfd& c = fds[2 + 2 * i];
+      const pollfd& u = fds[3 + 2 * i];
+      bool ok = true;
+      if (c.revents != 0) ok = Pump(pairs_[i].client, pairs_[i].upstream);
+      if (ok && u.revents != 0) ok = Pump(pairs_[i].upstream, pairs_[i].client);
+      if (ok) {
+        alive.push_back(pairs_[i]);
+      } else {
+        ::close(pairs_[i].client);
+        ::close(pairs_[i].upstream);
+      }
+    }
+    pairs_.swap(alive);
+  }
+}
+
+}  // namespace kmcl::client::testing

@@ -1,0 +1,70 @@
+// clients/cpp/testing/tcp_proxy.h: a loopback TCP proxy a test controls, to
+// drop a client's connections under it (as a network failure would) and to
+// keep it out for as long as the test wants.
+//
+//   TcpProxy proxy;
+//   ASSERT_TRUE(proxy.Start("127.0.0.1", daemon_port).ok());
+//   client connects to proxy.address();
+//   proxy.SetAccepting(false);  // new connections are closed at once
+//   proxy.DropAll();            // every open connection is closed
+//   proxy.SetAccepting(true);
+//
+// Thread-safe: one internal thread moves the bytes (poll); the methods may
+// be called from any thread.
+#ifndef KMCLD_CLIENTS_CPP_TESTING_TCP_PROXY_H_
+#define KMCLD_CLIENTS_CPP_TESTING_TCP_PROXY_H_
+
+#include <cstdint>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+
+namespace kmcl::client::testing {
+
+class TcpProxy {
+ public:
+  TcpProxy() = default;
+  ~TcpProxy();
+  TcpProxy(const TcpProxy&) = delete;
+  TcpProxy& operator=(const TcpProxy&) = delete;
+
+  // Listens on 127.0.0.1:0 and forwards to host:port.
+  absl::Status Start(const std::string& host, uint16_t port);
+  std::string address() const;  // "127.0.0.1:<port>"
+
+  void SetAccepting(bool accepting);
+  // Closes every forwarded connection; returns how many there were.
+  int DropAll();
+  int connections_accepted() const;
+
+ private:
+  struct Pair {
+    int client = -1;
+    int upstream = -1;
+  };
+  void Loop();
+  void Wake();
+
+  std::string host_;
+  uint16_t upstream_port_ = 0;
+  uint16_t port_ = 0;
+  int listen_fd_ = -1;
+  int wake_[2] = {-1, -1};
+  std::thread thread_;
+  mutable absl::Mutex mu_;
+  bool accepting_ ABSL_GUARDED_BY(mu_) = true;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  bool drop_ ABSL_GUARDED_BY(mu_) = false;
+  int dropped_ ABSL_GUARDED_BY(mu_) = 0;
+  bool drop_done_ ABSL_GUARDED_BY(mu_) = false;
+  int accepted_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<Pair> pairs_;  // the loop thread's only
+};
+
+}  // namespace kmcl::client::testing
+
+#endif  // KMCLD_CLIENTS_CPP_TESTING_TCP_PROXY_H_

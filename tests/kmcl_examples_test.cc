@@ -1,0 +1,37 @@
+// End-to-end: the two client-library examples against a real kmcld. The
+// echo host offers and echoes; the guest tool opens, shares a GPADL, sends
+// transactions and checks each echo; both exit 0 and clean up after
+// themselves (no channel left).
+#include <string>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "clients/cpp/kmcl.h"
+#include "clients/cpp/testing/kmcld.h"
+#include "clients/cpp/testing/subprocess.h"
+#include "gtest/gtest.h"
+
+namespace kmcl::client::testing {
+namespace {
+
+TEST(KmclExamplesTest, EchoHostAndGuestToolTalkThroughKmcld) {
+  TestDaemon d;
+  ASSERT_TRUE(d.Start().ok()) << d.process.output();
+  const std::string target = "--target=" + d.process.tcp_address();
+  Background host({Runfile("examples/kmcl_echo_host"), target, "--count=500"});
+  ASSERT_TRUE(host.WaitForStdout("echoing").ok()) << host.out();
+  RunResult guest = testing::Run({Runfile("examples/kmcl_guest_tool"), target, "--packets=500"});
+  EXPECT_EQ(guest.exit_code, 0) << guest.out << guest.err;
+  EXPECT_TRUE(absl::StrContains(guest.out, "500 transactions echoed")) << guest.out;
+  EXPECT_TRUE(absl::StrContains(guest.out, ", 0 mismatched")) << guest.out;
+  EXPECT_EQ(host.Wait(), 0) << host.out();
+  EXPECT_TRUE(absl::StrContains(host.out(), "echoed 500 packets")) << host.out();
+  auto client = Client::Connect(d.process.tcp_address());
+  ASSERT_TRUE(client.ok());
+  auto channels = (*client)->ListChannels("");
+  ASSERT_TRUE(channels.ok());
+  EXPECT_TRUE(channels->empty()) << "the examples' handles released their channel";
+}
+
+}  // namespace
+}  // namespace kmcl::client::testing
