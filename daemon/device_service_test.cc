@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "daemon/device_api.h"
+#include "daemon/device_demo.h"
 #include "daemon/device_service.h"
 #include "daemon/partition_devices.h"
 #include "grpcpp/create_channel.h"
@@ -174,6 +175,15 @@ TEST_F(DeviceServiceTest, AGuestThatDoesNotAnswerIsADeadlineAndShowsUnresponsive
   devices_->vsc(ic::IcService::kKvp)->Inspect([](ic::IcGuest& g) { g.set_answering(true); });
   get.set_key("y");
   ASSERT_TRUE(api_->KvpGet(get, &got).ok()) << "the channel keeps working";
+}
+
+TEST_F(DeviceServiceTest, DemoRoundShowsHeartbeatKvpAndTimeSync) {
+  const std::string line = DeviceDemo::Round(*api_, "vm", 7);
+  EXPECT_NE(line.find("heartbeat sequence"), std::string::npos) << line;
+  EXPECT_NE(line.find("(alive)"), std::string::npos) << line;
+  EXPECT_NE(line.find("kmcld/demo-round = 7 (round trip ok)"), std::string::npos) << line;
+  EXPECT_NE(line.find("time sample answered in"), std::string::npos) << line;
+  EXPECT_EQ(DeviceDemo::Round(*api_, "elsewhere", 1), "kmcld: devices:") << "nothing to report";
 }
 
 TEST(DeviceApiNegotiation, NoCommonVersionIsFailedPrecondition) {

@@ -26,6 +26,7 @@
 #include "absl/time/clock.h"
 #include "daemon/config.h"
 #include "daemon/demo_traffic.h"
+#include "daemon/device_demo.h"
 #include "daemon/device_service.h"
 #include "daemon/kmcl_services.h"
 #include "kmcl_core/partition.h"
@@ -238,6 +239,10 @@ int Run() {
                   d.emulated_guest ? " with the emulated guest" : "");
   }
   kmcld::DeviceService device_service(devices);
+  kmcld::DeviceDemo device_demo;
+  if (absl::GetFlag(FLAGS_demo) && !device_list->empty()) {
+    device_demo.Start(devices, (*entry)->id(), absl::Milliseconds(absl::GetFlag(FLAGS_demo_interval_ms)));
+  }
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -284,6 +289,7 @@ int Run() {
   server->Wait();
   signal_thread.join();
   demo.Stop();
+  device_demo.Stop();
   device_service.Drain();
   devices.Clear();  // before the partitions go
   services.Shutdown();
