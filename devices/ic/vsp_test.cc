@@ -210,5 +210,35 @@ TEST_F(Devices, HeartbeatContinuesAcrossAPartitionSaveAndRestore) {
   hb.reset();
 }
 
+TEST_F(Devices, AKvpRequestInFlightCompletesAfterAPartitionSaveAndRestore) {
+  auto kvp = *IcVsp::Create(IcService::kKvp, partition_->vmbus_handle(), Options());
+  auto guest = *IcVsc::Create(*partition_, IcService::kKvp, {}, nullptr, clock_.Fn());
+  ASSERT_TRUE(kvp->WaitUntil(Ready, kWait));
+  auto guest_blob = guest->Save();  // the guest stops draining
+  ASSERT_TRUE(guest_blob.ok()) << guest_blob.status();
+  uint64_t op = 0;
+  kvp->Run([&](IcHostService& s, absl::Time now, IcOutput& out) {
+    op = *static_cast<KvpHost&>(s).Set(kKvpPoolGuest, "in-flight", "yes", now, out);
+  });
+  auto host_blob = kvp->Save();
+  ASSERT_TRUE(host_blob.ok()) << host_blob.status();
+  auto partition_blob = partition_->Save();
+  ASSERT_TRUE(partition_blob.ok()) << partition_blob.status();
+
+  auto restored = *Partition::Restore(*partition_blob, "restored");
+  {
+    auto kvp2 = IcVsp::Create(IcService::kKvp, restored->vmbus_handle(), Options(), &*host_blob);
+    ASSERT_TRUE(kvp2.ok()) << kvp2.status();
+    auto guest2 = IcVsc::Create(*restored, IcService::kKvp, {}, &*guest_blob, clock_.Fn());
+    ASSERT_TRUE(guest2.ok()) << guest2.status();
+    auto done = Await<KvpHost>(**kvp2, op);
+    ASSERT_TRUE(done.has_value() && done->ok()) << "the request in flight finishes under its op id";
+    EXPECT_EQ((*done)->guest_status, kHvSOk);
+    (*guest2)->Inspect([](IcGuest& g) { EXPECT_EQ(*g.pool(kKvpPoolGuest).Find("in-flight"), "yes"); });
+  }
+  guest.reset();
+  kvp.reset();
+}
+
 }  // namespace
 }  // namespace kmcl::devices::ic
