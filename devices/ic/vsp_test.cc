@@ -240,5 +240,21 @@ TEST_F(Devices, AKvpRequestInFlightCompletesAfterAPartitionSaveAndRestore) {
   kvp.reset();
 }
 
+TEST_F(Devices, AGuestThatReopensRenegotiatesAndTheSequenceContinues) {
+  auto hb = *IcVsp::Create(IcService::kHeartbeat, partition_->vmbus_handle(), Options());
+  auto guest = *IcVsc::Create(*partition_, IcService::kHeartbeat, {}, nullptr, clock_.Fn());
+  ASSERT_TRUE(hb->WaitUntil(Ready, kWait));
+  hb->Poll();
+  ASSERT_TRUE(hb->WaitUntil([&](IcHostService& s) { return static_cast<HeartbeatHost&>(s).Status(clock_.Now()).answers == 1; }, kWait));
+  Beat(*hb, 2);
+  guest.reset();  // the guest closes the channel: the host's service closes
+  ASSERT_TRUE(hb->WaitUntil([](IcHostService& s) { return s.core().state() == IcHostCore::State::kClosed; }, kWait));
+  guest = *IcVsc::Create(*partition_, IcService::kHeartbeat, {}, nullptr, clock_.Fn());
+  ASSERT_TRUE(hb->WaitUntil(Ready, kWait)) << "NEGOTIATE again on the reopened channel";
+  Beat(*hb, 3);
+  EXPECT_EQ(CountEvents(IcEventKind::kNegotiated, 2), 2u);
+  EXPECT_EQ(hb->stats().protocol.malformed(), 0u);
+}
+
 }  // namespace
 }  // namespace kmcl::devices::ic
