@@ -16,9 +16,11 @@
 //   and values (at most `kvp_pool_capacity` records each); a missing key or
 //   an index past the end is HV_S_CONT, a full pool HV_ERROR_DISK_FULL,
 //   bad sizes or pool HV_INVALIDARG, IP-info operations HV_ERROR_NOT_SUPPORTED;
-// - a packet shorter than its header or than its type's body is dropped and
-//   counted (Linux logs and drops it); an unknown type is answered E_FAIL
-//   (KVP: dropped, as hv_kvp.c does).
+// - a packet shorter than its 28-byte header, or a heartbeat, shutdown or
+//   time-sync body shorter than its layout, or a KVP body under 4 bytes, is
+//   dropped and counted (Linux logs and drops it); a KVP body too short for
+//   its operation is answered HV_INVALIDARG; an unknown type is answered
+//   E_FAIL (KVP: dropped, as hv_kvp.c does).
 //
 // Threading: not thread-safe; the VSC glue (vsc.h) serialises calls.
 #ifndef KMCLD_DEVICES_IC_GUEST_H_
