@@ -13,6 +13,7 @@ PACKAGES=(
   zlib1g-dev              # CRC-32 of saved-state blobs
   libboost-dev            # boost::lockfree::spsc_queue, the ring benchmark's baseline
   clang libclang-rt-14-dev  # libFuzzer targets under fuzz/
+  libcli11-dev            # kmclctl's command line (header-only)
 )
 
 missing=()

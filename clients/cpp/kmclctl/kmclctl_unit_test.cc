@@ -1,0 +1,99 @@
+// kmclctl's pieces without a daemon: the targets file, channel references,
+// hex payloads, tables and JSON keyed by target.
+#include "gtest/gtest.h"
+#include "clients/cpp/kmclctl/commands.h"
+#include "clients/cpp/kmclctl/output.h"
+#include "clients/cpp/kmclctl/targets.h"
+#include "google/protobuf/struct.pb.h"
+#include "google/protobuf/util/json_util.h"
+
+namespace kmclctl {
+namespace {
+
+TEST(TargetsTest, ParsesPrometheusFileSd) {
+  auto t = ParseFileSd(R"([
+    {"targets": ["10.0.0.1:50551", "unix:///run/kmcld/kmcld.sock"], "labels": {"rack": "a"}},
+    {"targets": ["10.0.0.2:50551"]}
+  ])");
+  ASSERT_TRUE(t.ok()) << t.status();
+  ASSERT_EQ(t->size(), 3u);
+  EXPECT_EQ((*t)[0].address, "10.0.0.1:50551");
+  EXPECT_EQ((*t)[0].labels.at("rack"), "a");
+  EXPECT_EQ((*t)[1].address, "unix:/run/kmcld/kmcld.sock");
+  EXPECT_TRUE((*t)[2].labels.empty());
+}
+
+TEST(TargetsTest, RejectsWhatIsNotFileSd) {
+  for (const char* bad : {"", "{}", "[1]", R"([{"labels": {}}])", R"([{"targets": "x:1"}])",
+                          R"([{"targets": [1]}])", R"([{"targets": ["nohost"]}])",
+                          R"([{"targets": ["a:1"], "labels": {"k": 1}}])", "[{\"targets\": [\"a:1\""}) {
+    EXPECT_EQ(ParseFileSd(bad).status().code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
+}
+
+TEST(TargetsTest, FlagsThenFileWithoutDuplicatesAndAFallback) {
+  auto t = ResolveTargets({"127.0.0.1:1", "127.0.0.1:1", "unix:/x"}, "", "127.0.0.1:9");
+  ASSERT_TRUE(t.ok());
+  ASSERT_EQ(t->size(), 2u);
+  auto fallback = ResolveTargets({}, "", "127.0.0.1:9");
+  ASSERT_TRUE(fallback.ok());
+  EXPECT_EQ((*fallback)[0].address, "127.0.0.1:9");
+  EXPECT_FALSE(ResolveTargets({}, "/nonexistent/targets.json", "x:1").ok());
+  EXPECT_FALSE(ResolveTargets({"bad target"}, "", "x:1").ok());
+}
+
+TEST(ChannelRefTest, ParsesPartitionChannelAndSequence) {
+  auto r = ParseChannelRef("p-1/3@7");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->partition_id(), "p-1");
+  EXPECT_EQ(r->channel_id(), 3u);
+  EXPECT_EQ(r->offer_sequence(), 7u);
+  EXPECT_EQ(FormatChannelRef(*r), "p-1/3");
+  for (const char* bad : {"", "default", "/1", "default/", "default/0", "default/x", "a/1/2",
+                          "default/1@", "default/1@x", "default/1@2@3", "default/99999999999"}) {
+    EXPECT_FALSE(ParseChannelRef(bad).ok()) << bad;
+  }
+}
+
+TEST(HexTest, AcceptsSpacesColonsAndPrefix) {
+  EXPECT_EQ(*ParseHex("de ad:BE,ef"), std::string("\xde\xad\xbe\xef"));
+  EXPECT_EQ(*ParseHex("0x0102"), std::string("\x01\x02"));
+  EXPECT_EQ(*ParseHex(""), "");
+  EXPECT_FALSE(ParseHex("abc").ok());
+  EXPECT_FALSE(ParseHex("zz").ok());
+}
+
+TEST(OutputTest, AlignsColumnsAndAddsTargetsAndWideColumns) {
+  Table a, b;
+  a.columns = b.columns = {{"ID"}, {"SIZE"}, {"EXTRA", true}};
+  a.Add({"default", "4.0 GiB", "x"});
+  b.Add({"p-12345", "1 B", "yy"});
+  EXPECT_EQ(RenderTable({&a}, {}, false), "ID       SIZE\ndefault  4.0 GiB\n");
+  EXPECT_EQ(RenderTable({&a, &b}, {"h1:1", "host-2:2"}, true),
+            "TARGET    ID       SIZE     EXTRA\n"
+            "h1:1      default  4.0 GiB  x\n"
+            "host-2:2  p-12345  1 B      yy\n");
+}
+
+TEST(OutputTest, JsonUsesTheApiFieldNamesAndKeysByTarget) {
+  kmcl::v1::Partition p;
+  p.set_id("default");
+  p.set_guest_memory_bytes(4096);
+  auto one = ToJson(p, false);
+  ASSERT_TRUE(one.ok());
+  EXPECT_EQ(*one, R"({"id":"default","guest_memory_bytes":"4096"})");
+  auto merged = ToJsonByTarget({{"a:1", &p}, {"b:2", &p}}, false);
+  ASSERT_TRUE(merged.ok());
+  google::protobuf::Struct parsed;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(*merged, &parsed).ok());
+  EXPECT_EQ(parsed.fields().size(), 2u);
+  EXPECT_EQ(parsed.fields().at("b:2").struct_value().fields().at("id").string_value(), "default");
+}
+
+TEST(OutputTest, HexdumpShowsOffsetsBytesAndText) {
+  EXPECT_EQ(Hexdump("AB\x01", 16),
+            "00000010  41 42 01                                          |AB.|\n");
+}
+
+}  // namespace
+}  // namespace kmclctl
