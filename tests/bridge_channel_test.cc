@@ -2,6 +2,7 @@
 // offers a channel and a guest tool that opens it, GPADLs with leases
 // (read-only enforcement, teardown after the last unmap), and packets with
 // completions both ways, payloads and order checked.
+#include <atomic>
 #include <string>
 #include <thread>
 #include <vector>
@@ -218,6 +219,14 @@ TEST_F(BridgeChannelTest, GpadlThroughALeaseWithReadOnlyAndTeardownAfterUnmap) {
   EXPECT_EQ(after.state(), kmcl::v1::GPADL_STATE_TORN_DOWN);
 }
 
+// 100,000 round trips each way; fewer where ASan or TSan slow every packet
+// down several times, so that the run stays within the test's deadlines.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr int kEchoCount = 20000;
+#else
+constexpr int kEchoCount = 100000;
+#endif
+
 std::string Payload(int i) { return absl::StrCat("packet-", i, "-", std::string(i % 23, 'x')); }
 
 // `receiver` echoes `count` deliveries as their completions, checking order
@@ -246,7 +255,7 @@ void Echo(AttachStream* receiver, int count) {
 
 // `sender` sends `count` transactions as credits allow and checks each
 // completion's tag, status and echoed payload.
-void SendAndCheck(AttachStream* sender, int count) {
+void SendAndCheck(AttachStream* sender, int count, std::atomic<int>* progress) {
   int sent = 0, completed = 0;
   kmcl::v1::AttachResponse resp;
   while (completed < count) {
@@ -263,6 +272,7 @@ void SendAndCheck(AttachStream* sender, int count) {
       ASSERT_EQ(c.payload(), Padded(absl::StrCat("echo-", completed)));
       ++completed;
     }
+    progress->store(completed, std::memory_order_relaxed);
   }
 }
 
@@ -277,17 +287,31 @@ void EchoBothWays(Kmcld& k, const kmcl::v1::ChannelRef& ref, int count) {
   for (auto [sender, receiver] : {std::pair{&guest, &host}, std::pair{&host, &guest}}) {
     std::thread echo([receiver, count] { Echo(receiver, count); });
     absl::Notification done;
-    std::thread watchdog([&] {  // reports where a stalled run stands
-      if (done.WaitForNotificationWithTimeout(absl::Seconds(40))) return;
-      kmcl::v1::GetChannelDiagnosticsRequest dr;
-      *dr.mutable_channel() = ref;
-      kmcl::v1::ChannelDiagnostics diag;
-      (void)k.diagnostics->GetChannelDiagnostics(Kmcld::Context().get(), dr, &diag);
-      ADD_FAILURE() << "no progress for 40 s: host " << diag.host().stream_state() << " / "
-                    << diag.host().counters().ShortDebugString() << "; guest "
-                    << diag.guest().stream_state() << " / " << diag.guest().counters().ShortDebugString();
+    std::atomic<int> progress{0};
+    // Reports where the traffic stands if no completion arrived for 40 s (a
+    // stall, not a slow build: sanitizer builds are several times slower).
+    std::thread watchdog([&] {
+      int last = -1;
+      while (!done.WaitForNotificationWithTimeout(absl::Seconds(40))) {
+        const int now = progress.load(std::memory_order_relaxed);
+        if (now != last) {
+          last = now;
+          continue;
+        }
+        kmcl::v1::GetChannelDiagnosticsRequest dr;
+        *dr.mutable_channel() = ref;
+        kmcl::v1::ChannelDiagnostics diag;
+        (void)k.diagnostics->GetChannelDiagnostics(Kmcld::Context().get(), dr, &diag);
+        ADD_FAILURE() << "no progress for 40 s at " << now << " completions: host "
+                      << diag.host().stream_state() << " / " << diag.host().counters().ShortDebugString()
+                      << "; guest " << diag.guest().stream_state() << " / "
+                      << diag.guest().counters().ShortDebugString();
+        host.context().TryCancel();  // thread-safe; ends both loops
+        guest.context().TryCancel();
+        return;
+      }
     });
-    SendAndCheck(sender, count);
+    SendAndCheck(sender, count, &progress);
     done.Notify();
     watchdog.join();
     if (::testing::Test::HasFatalFailure()) {
@@ -313,7 +337,7 @@ TEST_F(BridgeChannelTest, PacketsWithCompletionsBothWays) {
   auto offered = k_.Offer();
   ASSERT_TRUE(offered.ok()) << offered.status();
   ASSERT_TRUE(k_.Open().ok());
-  EchoBothWays(k_, offered->offer().channel(), 100000);
+  EchoBothWays(k_, offered->offer().channel(), kEchoCount);
 }
 
 }  // namespace
