@@ -397,7 +397,9 @@ TEST(BridgeErrorsTest, RacingCallsOnOneEndpointEndCleanly) {
     EXPECT_EQ(closes[0].ok() + closes[1].ok(), 1) << closes[0].error_message() << " / "
                                                   << closes[1].error_message();
     for (const auto& s : closes) {
-      if (!s.ok()) EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND) << s.error_message();
+      if (!s.ok()) {
+        EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND) << s.error_message();
+      }
     }
     kmcl::v1::ChannelResponse resp;
     ASSERT_TRUE(k.host->RescindChannel(Kmcld::Context().get(), req, &resp).ok());
