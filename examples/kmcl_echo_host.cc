@@ -54,10 +54,9 @@ int main(int argc, char** argv) {
   // stream's own thread. The library hands credits back and batches.
   const uint64_t count = absl::GetFlag(FLAGS_count);
   std::atomic<uint64_t> echoed{0};
-  kc::AttachedStream* stream_ptr = nullptr;
   kc::StreamOptions options;
-  options.on_delivery = [&](kc::Delivery d) {
-    if (absl::Status s = stream_ptr->Complete(d.id, std::move(d.payload)); !s.ok()) {
+  options.on_delivery = [&](kc::AttachedStream& stream, kc::Delivery d) {
+    if (absl::Status s = stream.Complete(d.id, std::move(d.payload)); !s.ok()) {
       Fail(s);
     }
     if (++echoed == count) done.Notify();
@@ -68,7 +67,6 @@ int main(int argc, char** argv) {
   };
   auto stream = kc::AttachedStream::Attach(*client, channel->endpoint(), options);
   if (!stream.ok()) return Fail(stream.status());
-  stream_ptr = stream->get();
 
   std::printf("offered channel %u in partition %s (type %s); echoing\n",
               channel->ref().channel_id(), channel->ref().partition_id().c_str(),

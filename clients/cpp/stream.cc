@@ -12,9 +12,9 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "grpcpp/support/client_callback.h"
+#include "kmcl_core/mutex.h"
 
 namespace kmcl::client {
 namespace {
@@ -37,6 +37,27 @@ bool Retryable(absl::StatusCode code) {
       return false;
   }
 }
+
+// Holds the stream's mutex and, on release, wakes everyone waiting on its
+// condition variable: every state change is made under one of these, so a
+// waiter re-checks its predicate after each.
+class ChangeLock {
+ public:
+  ChangeLock(kmcl::Mutex* mu, kmcl::CondVar* cv) ABSL_EXCLUSIVE_LOCK_FUNCTION(mu)
+      : mu_(mu), cv_(cv) {
+    mu_->Lock();
+  }
+  ~ChangeLock() ABSL_UNLOCK_FUNCTION() {
+    cv_->SignalAll();
+    mu_->Unlock();
+  }
+  ChangeLock(const ChangeLock&) = delete;
+  ChangeLock& operator=(const ChangeLock&) = delete;
+
+ private:
+  kmcl::Mutex* const mu_;
+  kmcl::CondVar* const cv_;
+};
 
 struct PendingSend {
   uint64_t tag = 0;
@@ -61,6 +82,8 @@ class AttachedStream::Core : public std::enable_shared_from_this<Core> {
     if (options_.delivery_credits == 0) options_.delivery_credits = 64;
   }
 
+  // The facade handed to on_delivery; set before Start, outlives the worker.
+  void set_owner(AttachedStream* owner) { owner_ = owner; }
   absl::Status Start();
   void Send(OutgoingPacket packet, SendCallback done);
   absl::StatusOr<Delivery> Receive(absl::Time deadline);
@@ -68,11 +91,11 @@ class AttachedStream::Core : public std::enable_shared_from_this<Core> {
   absl::Status Close(absl::Duration drain);
   void Break();
   v1::Attached attached() const {
-    absl::MutexLock lock(&mu_);
+    ChangeLock lock(&mu_, &cv_);
     return attached_;
   }
   Stats stats() const {
-    absl::MutexLock lock(&mu_);
+    ChangeLock lock(&mu_, &cv_);
     return stats_;
   }
 
@@ -103,7 +126,17 @@ class AttachedStream::Core : public std::enable_shared_from_this<Core> {
   StreamOptions options_;
   uint64_t tag_base_ = 0;
 
-  mutable absl::Mutex mu_;
+  // Waits (mu_ held) until `done()` or `deadline`; false on the deadline.
+  template <typename Pred>
+  bool WaitUntil(Pred done, absl::Time deadline) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    while (!done()) {
+      if (cv_.WaitWithDeadline(&mu_, deadline)) return done();
+    }
+    return true;
+  }
+
+  mutable kmcl::Mutex mu_;
+  mutable kmcl::CondVar cv_;
   // The current call and its write slot.
   std::shared_ptr<Call> call_ ABSL_GUARDED_BY(mu_);
   uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;
@@ -143,6 +176,7 @@ class AttachedStream::Core : public std::enable_shared_from_this<Core> {
   uint32_t awaiting_redelivered_ ABSL_GUARDED_BY(mu_) = 0;
   // Callbacks for the stream's thread.
   std::deque<std::function<void()>> work_ ABSL_GUARDED_BY(mu_);
+  AttachedStream* owner_ = nullptr;
   std::thread worker_;
   std::thread::id worker_id_;
   Stats stats_ ABSL_GUARDED_BY(mu_);
@@ -201,12 +235,12 @@ absl::Status AttachedStream::Core::Start() {
   auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return ever_attached_ || done_; };
   std::shared_ptr<Call> late;
   {
-    absl::MutexLock lock(&mu_);
-    if (!mu_.AwaitWithDeadline(absl::Condition(&ready), deadline)) late = call_;
+    ChangeLock lock(&mu_, &cv_);
+    if (!WaitUntil(ready, deadline)) late = call_;
   }
   if (late != nullptr) late->Cancel();  // OnDone then ends the attempt
-  absl::MutexLock lock(&mu_);
-  mu_.Await(absl::Condition(&ready));
+  ChangeLock lock(&mu_, &cv_);
+  WaitUntil(ready, absl::InfiniteFuture());
   if (ever_attached_) return absl::OkStatus();
   return final_;
 }
@@ -215,7 +249,7 @@ void AttachedStream::Core::StartCall() {
   v1::AttachRequest request;
   std::shared_ptr<Call> call;
   {
-    absl::MutexLock lock(&mu_);
+    ChangeLock lock(&mu_, &cv_);
     if (done_) return;
     call = std::make_shared<Call>(shared_from_this());
     call_ = call;
@@ -239,7 +273,7 @@ void AttachedStream::Core::StartCall() {
 
 void AttachedStream::Core::OnRead(const v1::AttachResponse& r) {
   {
-    absl::MutexLock lock(&mu_);
+    ChangeLock lock(&mu_, &cv_);
     ++stats_.messages_read;
     switch (r.kind_case()) {
       case v1::AttachResponse::kAttached:
@@ -354,8 +388,8 @@ void AttachedStream::Core::HandleDelivery(const v1::ReceivedPacket& p) {
   handed_out_.insert(id);
   if (options_.on_delivery) {
     Post([this, d = std::move(d)]() mutable {
-      options_.on_delivery(std::move(d));
-      absl::MutexLock lock(&mu_);
+      options_.on_delivery(*owner_, std::move(d));
+      ChangeLock lock(&mu_, &cv_);
       ++credits_to_grant_;
     });
   } else {
@@ -366,7 +400,7 @@ void AttachedStream::Core::HandleDelivery(const v1::ReceivedPacket& p) {
 void AttachedStream::Core::OnReadFailed(Call* call) {
   bool release = false;
   {
-    absl::MutexLock lock(&mu_);
+    ChangeLock lock(&mu_, &cv_);
     call_dead_ = true;
     release = !write_in_flight_ && !hold_released_;
     hold_released_ = hold_released_ || release;
@@ -378,7 +412,7 @@ void AttachedStream::Core::OnWriteDone(Call* call, bool ok) {
   bool release = false;
   bool return_early = false;
   {
-    absl::MutexLock lock(&mu_);
+    ChangeLock lock(&mu_, &cv_);
     write_in_flight_ = false;
     if (!ok) {
       // Not sent: these sends never reached kmcld.
@@ -405,7 +439,7 @@ void AttachedStream::Core::MaybeWrite() {
   v1::AttachRequest request;
   bool writes_done = false;
   {
-    absl::MutexLock lock(&mu_);
+    ChangeLock lock(&mu_, &cv_);
     if (call_ == nullptr || !call_attached_ || call_dead_ || write_in_flight_ ||
         writes_done_sent_) {
       return;
@@ -490,7 +524,7 @@ bool AttachedStream::Core::BuildWrite(v1::AttachRequest* out) {
 void AttachedStream::Core::OnDone(const grpc::Status& grpc_status) {
   std::shared_ptr<Call> dead;
   {
-    absl::MutexLock lock(&mu_);
+    ChangeLock lock(&mu_, &cv_);
     dead = std::move(call_);
     call_ = nullptr;
     call_attached_ = false;
@@ -546,16 +580,15 @@ void AttachedStream::Core::WorkerLoop() {
     std::deque<std::function<void()>> work;
     bool reconnect = false;
     {
-      absl::MutexLock lock(&mu_);
-      // Wakes for work, stop, a due reconnect, or a new reconnect time
-      // (the wait's deadline is then recomputed).
-      const std::optional<absl::Time> seen = reconnect_at_;
-      auto ready = [this, seen]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return !work_.empty() || stop_worker_ || reconnect_at_ != seen ||
-               (reconnect_at_.has_value() && absl::Now() >= *reconnect_at_);
+      ChangeLock lock(&mu_, &cv_);
+      // Wakes for work, stop, or a due reconnect (a new reconnect time
+      // signals the condition variable, and the deadline is recomputed).
+      auto due = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return reconnect_at_.has_value() && absl::Now() >= *reconnect_at_;
       };
-      const absl::Time until = reconnect_at_.value_or(absl::InfiniteFuture());
-      mu_.AwaitWithDeadline(absl::Condition(&ready), until);
+      while (work_.empty() && !stop_worker_ && !due()) {
+        cv_.WaitWithDeadline(&mu_, reconnect_at_.value_or(absl::InfiniteFuture()));
+      }
       work.swap(work_);
       if (reconnect_at_.has_value() && absl::Now() >= *reconnect_at_ && call_ == nullptr) {
         reconnect_at_.reset();
@@ -571,7 +604,7 @@ void AttachedStream::Core::WorkerLoop() {
 
 void AttachedStream::Core::Send(OutgoingPacket packet, SendCallback done) {
   {
-    absl::MutexLock lock(&mu_);
+    ChangeLock lock(&mu_, &cv_);
     absl::Status error;
     if (done_ || closing_) {
       error = done_ && !final_.ok() ? final_
@@ -595,12 +628,12 @@ void AttachedStream::Core::Send(OutgoingPacket packet, SendCallback done) {
 absl::StatusOr<Delivery> AttachedStream::Core::Receive(absl::Time deadline) {
   absl::StatusOr<Delivery> out;
   {
-    absl::MutexLock lock(&mu_);
+    ChangeLock lock(&mu_, &cv_);
     if (options_.on_delivery) {
       return absl::FailedPreconditionError("AttachedStream: deliveries go to on_delivery");
     }
     auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !ready_.empty() || done_; };
-    if (!mu_.AwaitWithDeadline(absl::Condition(&ready), deadline)) {
+    if (!WaitUntil(ready, deadline)) {
       return absl::DeadlineExceededError("AttachedStream: no delivery before the deadline");
     }
     if (ready_.empty()) {
@@ -617,7 +650,7 @@ absl::StatusOr<Delivery> AttachedStream::Core::Receive(absl::Time deadline) {
 
 absl::Status AttachedStream::Core::CompleteOrFail(uint64_t id, std::string payload, bool fail) {
   {
-    absl::MutexLock lock(&mu_);
+    ChangeLock lock(&mu_, &cv_);
     if (!handed_out_.contains(id)) {
       return absl::NotFoundError(
           absl::StrCat("AttachedStream: delivery ", id, " is not an uncompleted delivery"));
@@ -651,11 +684,11 @@ absl::Status AttachedStream::Core::Close(absl::Duration drain) {
   }
   std::shared_ptr<Call> call;
   {
-    absl::MutexLock lock(&mu_);
+    ChangeLock lock(&mu_, &cv_);
     auto drained = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
       return done_ || (unsent_.empty() && written_.empty());
     };
-    mu_.AwaitWithDeadline(absl::Condition(&drained), absl::Now() + drain);
+    WaitUntil(drained, absl::Now() + drain);
     closing_ = true;
     reconnect_at_.reset();
     if (call_ == nullptr && !done_) Finish(last_cause_);  // detached: nothing to close
@@ -663,24 +696,23 @@ absl::Status AttachedStream::Core::Close(absl::Duration drain) {
   }
   MaybeWrite();  // WritesDone once the completions are out
   {
-    absl::MutexLock lock(&mu_);
+    ChangeLock lock(&mu_, &cv_);
     auto finished = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return done_; };
-    if (!mu_.AwaitWithDeadline(absl::Condition(&finished), absl::Now() + absl::Seconds(10)) &&
-        call != nullptr) {
+    if (!WaitUntil(finished, absl::Now() + absl::Seconds(10)) && call != nullptr) {
       call->Cancel();
-      mu_.Await(absl::Condition(&finished));
+      WaitUntil(finished, absl::InfiniteFuture());
     }
     stop_worker_ = true;
   }
   if (worker_.joinable()) worker_.join();
-  absl::MutexLock lock(&mu_);
+  ChangeLock lock(&mu_, &cv_);
   return final_;
 }
 
 void AttachedStream::Core::Break() {
   std::shared_ptr<Call> call;
   {
-    absl::MutexLock lock(&mu_);
+    ChangeLock lock(&mu_, &cv_);
     call = call_;
   }
   if (call != nullptr) call->Cancel();
@@ -698,6 +730,10 @@ absl::StatusOr<std::unique_ptr<AttachedStream>> AttachedStream::Attach(
     return s;
   }
   return stream;
+}
+
+AttachedStream::AttachedStream(std::shared_ptr<Core> core) : core_(std::move(core)) {
+  core_->set_owner(this);
 }
 
 AttachedStream::~AttachedStream() { core_->Close(absl::Seconds(5)).IgnoreError(); }

@@ -48,6 +48,8 @@
 
 namespace kmcl::client {
 
+class AttachedStream;
+
 struct OutgoingPacket {
   std::string payload;
   // A transaction: the result carries the peer's completion payload.
@@ -82,8 +84,9 @@ struct StreamOptions {
   uint32_t delivery_credits = 64;
   uint32_t max_batch = 64;  // Attach.max_batch
   // Callback receive: each delivery is passed here (on the stream's thread)
-  // instead of being queued for Receive().
-  std::function<void(Delivery)> on_delivery;
+  // instead of being queued for Receive(), with the stream to complete it
+  // on (the callback may run before Attach() has returned).
+  std::function<void(AttachedStream& stream, Delivery delivery)> on_delivery;
   std::function<void(const v1::EndpointEvent&)> on_event;
   std::function<void(const ReconnectInfo&)> on_reconnect;
   bool reconnect = true;
@@ -143,7 +146,7 @@ class AttachedStream {
   class Core;  // the implementation (stream.cc)
 
  private:
-  explicit AttachedStream(std::shared_ptr<Core> core) : core_(std::move(core)) {}
+  explicit AttachedStream(std::shared_ptr<Core> core);
   std::shared_ptr<Core> core_;
 };
 

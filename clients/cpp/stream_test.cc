@@ -45,10 +45,10 @@ class StreamTest : public ::testing::Test {
  protected:
   void StartDaemon(const std::vector<std::string>& flags = {}) {
     ASSERT_TRUE(daemon_.Start(flags).ok()) << daemon_.process.output();
-    direct_ = *Client::Connect(daemon_.process.tcp_address());
+    direct_ = *Client::Connect(daemon_.target());
   }
   std::shared_ptr<Client> ThroughProxy() {
-    EXPECT_TRUE(proxy_.Start("127.0.0.1", daemon_.port()).ok());
+    EXPECT_TRUE(proxy_.Start(daemon_.process.uds_path()).ok());
     return *Client::Connect(proxy_.address());
   }
   v1::ChannelDiagnostics Diagnostics(const v1::ChannelRef& ref) {
@@ -66,12 +66,13 @@ TEST_F(StreamTest, SendsWaitForCreditsAndNeverOverrunTheDaemon) {
   StartDaemon({"--packets_in_flight_per_stream=4"});
   auto channel = testing::OfferAndOpen(direct_, direct_);
   ASSERT_TRUE(channel.ok()) << channel.status();
-  std::unique_ptr<AttachedStream> host;
   StreamOptions echo;
-  echo.on_delivery = [&host](Delivery d) { ASSERT_TRUE(host->Complete(d.id, d.payload).ok()); };
+  echo.on_delivery = [](AttachedStream& stream, Delivery d) {
+    ASSERT_TRUE(stream.Complete(d.id, d.payload).ok());
+  };
   auto h = AttachedStream::Attach(direct_, channel->host.endpoint(), echo);
   ASSERT_TRUE(h.ok()) << h.status();
-  host = *std::move(h);
+  std::unique_ptr<AttachedStream> host = *std::move(h);
   auto guest = AttachedStream::Attach(direct_, channel->guest.endpoint());
   ASSERT_TRUE(guest.ok()) << guest.status();
   EXPECT_EQ((*guest)->attached().send_credits(), 4u);

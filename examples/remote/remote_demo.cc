@@ -246,13 +246,12 @@ absl::Status Demo::Echo() {
   // The host echoes each delivery as its completion, on its stream's thread.
   absl::Mutex mu;
   uint64_t echoed = 0;
-  kc::AttachedStream* host_stream = nullptr;
   absl::Status host_error;
   kc::StreamOptions host_options;
   host_options.delivery_credits = 256;
   host_options.max_batch = 256;
-  host_options.on_delivery = [&](kc::Delivery d) {
-    absl::Status s = host_stream->Complete(d.id, std::move(d.payload));
+  host_options.on_delivery = [&](kc::AttachedStream& stream, kc::Delivery d) {
+    absl::Status s = stream.Complete(d.id, std::move(d.payload));
     absl::MutexLock lock(&mu);
     if (!s.ok() && host_error.ok()) host_error = s;
     ++echoed;
@@ -262,7 +261,6 @@ absl::Status Demo::Echo() {
   };
   KMCL_ASSIGN_OR_RETURN(std::unique_ptr<kc::AttachedStream> host,
                         kc::AttachedStream::Attach(client_, host_.endpoint(), host_options));
-  host_stream = host.get();
   const v1::Attached ha = host->attached();
   Say("host", "attached: %u send credits, max packet %u bytes, %u redelivered", ha.send_credits(),
       ha.max_packet_size(), ha.redelivered());

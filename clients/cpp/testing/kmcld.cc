@@ -6,16 +6,9 @@
 namespace kmcl::client::testing {
 
 absl::Status TestDaemon::Start(const std::vector<std::string>& flags) {
-  std::vector<std::string> args = {"--listen=127.0.0.1:0", "--uds=none"};
+  std::vector<std::string> args = {"--listen=", "--uds=" + dir.Join("kmcld.sock")};
   args.insert(args.end(), flags.begin(), flags.end());
   return process.Start(args);
-}
-
-uint16_t TestDaemon::port() const {
-  const std::string& a = process.tcp_address();
-  uint32_t port = 0;
-  if (!absl::SimpleAtoi(a.substr(a.rfind(':') + 1), &port)) return 0;
-  return static_cast<uint16_t>(port);
 }
 
 absl::StatusOr<EchoChannel> OfferAndOpen(std::shared_ptr<Client> host,

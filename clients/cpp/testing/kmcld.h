@@ -1,6 +1,8 @@
-// clients/cpp/testing/kmcld.h: a real kmcld on loopback (port 0) for the
-// client library's tests, plus the channel every stream test needs: an
-// offered, started echo-typed host channel opened by a guest.
+// clients/cpp/testing/kmcld.h: a real kmcld for the client library's tests,
+// serving its Unix socket only (in a private folder), plus the channel every
+// stream test needs: an offered, started echo-typed host channel opened by a
+// guest. Tests that need TCP put a TcpProxy (tcp_proxy.h) in front of the
+// socket: kmcld's own TCP listener may demand TLS, the proxy never does.
 //
 // Thread-compatible: one test thread drives one TestDaemon.
 #ifndef KMCLD_CLIENTS_CPP_TESTING_KMCLD_H_
@@ -13,15 +15,17 @@
 #include "absl/status/statusor.h"
 #include "clients/cpp/kmcl.h"
 #include "tests/daemon_process.h"
+#include "tests/short_temp_dir.h"
 
 namespace kmcl::client::testing {
 
 inline constexpr char kTestType[] = "5a3c1e2d-7b6f-4a8e-9c0d-1e2f3a4b5c6d";
 
 struct TestDaemon {
-  // kmcld --listen=127.0.0.1:0 --uds=none plus `flags`.
+  // kmcld --listen= --uds=<private folder>/kmcld.sock plus `flags`.
   absl::Status Start(const std::vector<std::string>& flags = {});
-  uint16_t port() const;
+  std::string target() const { return "unix:" + process.uds_path(); }
+  kmcld::testing::ShortTempDir dir;
   kmcld::testing::DaemonProcess process;
 };
 

@@ -6,28 +6,31 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 
 #include "absl/strings/str_cat.h"
 
 namespace kmcl::client::testing {
 namespace {
 
-int Connect(const std::string& host, uint16_t port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+int ConnectUnix(const std::string& path) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return -1;
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  ::inet_pton(AF_INET, host.c_str(), &addr.sin_addr);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof(addr.sun_path)) {
+    ::close(fd);
+    return -1;
+  }
+  std::memcpy(addr.sun_path, path.data(), path.size());
   if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
     ::close(fd);
     return -1;
   }
-  int one = 1;
-  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   return fd;
 }
 
@@ -49,7 +52,7 @@ bool Pump(int from, int to) {
 
 TcpProxy::~TcpProxy() {
   {
-    absl::MutexLock lock(&mu_);
+    kmcl::MutexLock lock(&mu_);
     stop_ = true;
   }
   Wake();
@@ -64,9 +67,8 @@ TcpProxy::~TcpProxy() {
   }
 }
 
-absl::Status TcpProxy::Start(const std::string& host, uint16_t port) {
-  host_ = host;
-  upstream_port_ = port;
+absl::Status TcpProxy::Start(const std::string& upstream) {
+  upstream_ = upstream;
   if (::pipe2(wake_, O_CLOEXEC | O_NONBLOCK) != 0) return absl::InternalError("pipe failed");
   listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_in addr{};
@@ -91,24 +93,24 @@ void TcpProxy::Wake() {
 }
 
 void TcpProxy::SetAccepting(bool accepting) {
-  absl::MutexLock lock(&mu_);
+  kmcl::MutexLock lock(&mu_);
   accepting_ = accepting;
 }
 
 int TcpProxy::DropAll() {
   {
-    absl::MutexLock lock(&mu_);
+    kmcl::MutexLock lock(&mu_);
     drop_ = true;
     drop_done_ = false;
   }
   Wake();
-  absl::MutexLock lock(&mu_);
-  mu_.Await(absl::Condition(&drop_done_));
+  kmcl::MutexLock lock(&mu_);
+  while (!drop_done_) dropped_cv_.Wait(&mu_);
   return dropped_;
 }
 
 int TcpProxy::connections_accepted() const {
-  absl::MutexLock lock(&mu_);
+  kmcl::MutexLock lock(&mu_);
   return accepted_;
 }
 
@@ -122,7 +124,7 @@ void TcpProxy::Loop() {
     if (::poll(fds.data(), fds.size(), -1) < 0 && errno != EINTR) return;
     bool accepting;
     {
-      absl::MutexLock lock(&mu_);
+      kmcl::MutexLock lock(&mu_);
       if (stop_) return;
       accepting = accepting_;
       if (drop_) {
@@ -135,6 +137,7 @@ void TcpProxy::Loop() {
         pairs_.clear();
         drop_ = false;
         drop_done_ = true;
+        dropped_cv_.SignalAll();
         char buf[64];
         while (::read(wake_[0], buf, sizeof(buf)) > 0) {
         }
@@ -149,20 +152,24 @@ void TcpProxy::Loop() {
     if (fds[1].revents & POLLIN) {
       int c = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
       if (c >= 0) {
-        int u = accepting ? Connect(host_, upstream_port_) : -1;
+        int u = accepting ? ConnectUnix(upstream_) : -1;
         if (u < 0) {
           ::close(c);
         } else {
           int one = 1;
           ::setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
           pairs_.push_back({c, u});
-          absl::MutexLock lock(&mu_);
+          kmcl::MutexLock lock(&mu_);
           ++accepted_;
         }
       }
     }
     std::vector<Pair> alive;
     for (size_t i = 0; i < pairs_.size(); ++i) {
+      if (2 + 2 * i >= fds.size()) {  // accepted after this poll
+        alive.push_back(pairs_[i]);
+        continue;
+      }
       const pollfd& c = fds[2 + 2 * i];
       const pollfd& u = fds[3 + 2 * i];
       bool ok = true;

@@ -1,9 +1,10 @@
-// clients/cpp/testing/tcp_proxy.h: a loopback TCP proxy a test controls, to
-// drop a client's connections under it (as a network failure would) and to
-// keep it out for as long as the test wants.
+// clients/cpp/testing/tcp_proxy.h: a loopback TCP proxy in front of a Unix
+// socket (kmcld's), which a test controls: it gives clients a host:port
+// target, drops their connections under them (as a network failure would)
+// and keeps them out for as long as the test wants.
 //
 //   TcpProxy proxy;
-//   ASSERT_TRUE(proxy.Start("127.0.0.1", daemon_port).ok());
+//   ASSERT_TRUE(proxy.Start(daemon.process.uds_path()).ok());
 //   client connects to proxy.address();
 //   proxy.SetAccepting(false);  // new connections are closed at once
 //   proxy.DropAll();            // every open connection is closed
@@ -21,7 +22,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
-#include "absl/synchronization/mutex.h"
+#include "kmcl_core/mutex.h"
 
 namespace kmcl::client::testing {
 
@@ -32,8 +33,8 @@ class TcpProxy {
   TcpProxy(const TcpProxy&) = delete;
   TcpProxy& operator=(const TcpProxy&) = delete;
 
-  // Listens on 127.0.0.1:0 and forwards to host:port.
-  absl::Status Start(const std::string& host, uint16_t port);
+  // Listens on 127.0.0.1:0 and forwards to the Unix socket `upstream`.
+  absl::Status Start(const std::string& upstream);
   std::string address() const;  // "127.0.0.1:<port>"
 
   void SetAccepting(bool accepting);
@@ -49,13 +50,13 @@ class TcpProxy {
   void Loop();
   void Wake();
 
-  std::string host_;
-  uint16_t upstream_port_ = 0;
+  std::string upstream_;
   uint16_t port_ = 0;
   int listen_fd_ = -1;
   int wake_[2] = {-1, -1};
   std::thread thread_;
-  mutable absl::Mutex mu_;
+  mutable kmcl::Mutex mu_;
+  kmcl::CondVar dropped_cv_;
   bool accepting_ ABSL_GUARDED_BY(mu_) = true;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   bool drop_ ABSL_GUARDED_BY(mu_) = false;
