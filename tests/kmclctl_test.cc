@@ -1,5 +1,6 @@
-// kmclctl end to end: two kmcld processes on loopback (port 0) and one
-// address where nothing listens. Every command runs as a child process;
+// kmclctl end to end: two kmcld processes (A on its Unix socket, B over TCP
+// on loopback through a proxy in front of its socket, so both target forms
+// are used) and one address where nothing listens. Every command runs as a child process;
 // tables and --json output are parsed and checked, the down target is
 // reported on stderr with exit code 1, a partition is saved to a file on
 // one daemon and restored on the other, and watch resumes after a sequence.
@@ -20,8 +21,10 @@
 #include "absl/strings/str_split.h"
 #include "clients/cpp/kmcl.h"
 #include "clients/cpp/kmclctl/kmclctl.pb.h"
+#include "clients/cpp/kmclctl/struct_access.h"
 #include "clients/cpp/testing/kmcld.h"
 #include "clients/cpp/testing/subprocess.h"
+#include "clients/cpp/testing/tcp_proxy.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
@@ -71,6 +74,16 @@ Message FromJson(const std::string& json) {
   return m;
 }
 
+// The row of `table` whose `column` is `value` (an empty row if none):
+// kmcld may have channels of its own (built-in devices) beside the test's.
+Row Find(const std::vector<Row>& table, const std::string& column, const std::string& value) {
+  for (const Row& r : table) {
+    auto it = r.find(column);
+    if (it != r.end() && it->second == value) return r;
+  }
+  return Row();
+}
+
 // An address on loopback where nothing listens: bound, never listened.
 std::string DownAddress() {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
@@ -89,8 +102,9 @@ class KmclctlTest : public ::testing::Test {
   void SetUp() override {
     ASSERT_TRUE(a_.Start().ok()) << a_.process.output();
     ASSERT_TRUE(b_.Start().ok()) << b_.process.output();
-    A = a_.process.tcp_address();
-    B = b_.process.tcp_address();
+    ASSERT_TRUE(b_proxy_.Start(b_.process.uds_path()).ok());
+    A = a_.target();
+    B = b_proxy_.address();
     down_ = DownAddress();
   }
   // kmclctl with `args` (no shell).
@@ -108,6 +122,7 @@ class KmclctlTest : public ::testing::Test {
   }
 
   TestDaemon a_, b_;
+  TcpProxy b_proxy_;
   std::string A, B, down_;
 };
 
@@ -157,10 +172,13 @@ TEST_F(KmclctlTest, FanOutMergesAnswersAndReportsTheDownTarget) {
   RunResult j = Ctl({"-t", A, "-t", B, "-t", down_, "--timeout=2", "--json", "partitions", "list"});
   EXPECT_EQ(j.exit_code, 1);
   auto merged = FromJson<google::protobuf::Struct>(j.out);
-  ASSERT_EQ(merged.fields().size(), 2u) << j.out;
+  std::map<std::string, const google::protobuf::Value*> by_target;
+  for (const auto& [k, v] : kmclctl::StructFields(merged)) by_target[k] = v;
+  ASSERT_EQ(by_target.size(), 2u) << j.out;
   for (const std::string& t : {A, B}) {
+    ASSERT_TRUE(by_target.count(t)) << t;
     std::string one;
-    ASSERT_TRUE(google::protobuf::util::MessageToJsonString(merged.fields().at(t), &one).ok());
+    ASSERT_TRUE(google::protobuf::util::MessageToJsonString(*by_target[t], &one).ok());
     auto list = FromJson<v1::ListPartitionsResponse>(one);
     ASSERT_EQ(list.partitions_size(), 1);
     EXPECT_EQ(list.partitions(0).guest_memory_bytes(), uint64_t{4} << 30);
@@ -222,11 +240,10 @@ TEST_F(KmclctlTest, ChannelLifecycleSendAndGpadls) {
   EXPECT_EQ(FromJson<v1::ChannelResponse>(open.out).channel().guest().connection(),
             v1::CONNECTION_STATE_OPENED);
   std::vector<Row> rows = ParseTable(On(A, {"channels", "list"}).out);
-  ASSERT_EQ(rows.size(), 1u);
-  EXPECT_EQ(rows[0]["CHANNEL"], ch);
-  EXPECT_EQ(rows[0]["HOST"], "OPENED/ACTIVE+attached");
-  EXPECT_EQ(rows[0]["GUEST"], "OPENED/ACTIVE");
-  EXPECT_EQ(rows[0]["NAME"], "kmcl_echo_host");
+  Row row = Find(rows, "CHANNEL", ch);
+  EXPECT_EQ(row["HOST"], "OPENED/ACTIVE+attached");
+  EXPECT_EQ(row["GUEST"], "OPENED/ACTIVE");
+  EXPECT_EQ(row["NAME"], "kmcl_echo_host");
 
   // A GPADL the guest creates (through the library), seen and read by kmclctl.
   auto client = Client::Connect(A);
@@ -279,7 +296,7 @@ TEST_F(KmclctlTest, ChannelLifecycleSendAndGpadls) {
   RunResult close = On(A, {"close", ch});
   EXPECT_EQ(close.exit_code, 0) << close.err;
   EXPECT_EQ(On(A, {"close", ch}).exit_code, 1);
-  EXPECT_TRUE(ParseTable(On(A, {"channels", "list"}).out).empty());
+  EXPECT_TRUE(Find(ParseTable(On(A, {"channels", "list"}).out), "CHANNEL", ch).empty());
 }
 
 TEST_F(KmclctlTest, OfferOpenCloseRescindByHand) {
@@ -291,14 +308,13 @@ TEST_F(KmclctlTest, OfferOpenCloseRescindByHand) {
   EXPECT_EQ(offered.host().connection(), v1::CONNECTION_STATE_ENABLED);
   EXPECT_EQ(offered.offer().user_defined().substr(0, 2), "\x01\x02");
   ASSERT_EQ(On(A, {"open", "--type", kType}).exit_code, 0);
-  std::vector<Row> rows = ParseTable(On(A, {"-o", "wide", "channels", "list"}).out);
-  ASSERT_EQ(rows.size(), 1u);
-  EXPECT_EQ(rows[0]["HOST_OUT_FILL"], "0/65536 (0%)");
-  EXPECT_EQ(rows[0]["GPADLS"], "1");
+  Row row = Find(ParseTable(On(A, {"-o", "wide", "channels", "list"}).out), "CHANNEL", ch);
+  EXPECT_EQ(row["HOST_OUT_FILL"], "0/65536 (0%)");
+  EXPECT_EQ(row["GPADLS"], "1");
   ASSERT_EQ(On(A, {"close", ch}).exit_code, 0);
   RunResult rescind = On(A, {"rescind", ch, "--cleanup"});
   EXPECT_EQ(rescind.exit_code, 0) << rescind.err;
-  EXPECT_TRUE(ParseTable(On(A, {"channels", "list"}).out).empty());
+  EXPECT_TRUE(Find(ParseTable(On(A, {"channels", "list"}).out), "CHANNEL", ch).empty());
   EXPECT_EQ(On(A, {"rescind", ch}).exit_code, 1);
 }
 

@@ -1,8 +1,13 @@
 // kmclctl's pieces without a daemon: the targets file, channel references,
 // hex payloads, tables and JSON keyed by target.
+#include <stdlib.h>
+
+#include <map>
+
 #include "gtest/gtest.h"
 #include "clients/cpp/kmclctl/commands.h"
 #include "clients/cpp/kmclctl/output.h"
+#include "clients/cpp/kmclctl/struct_access.h"
 #include "clients/cpp/kmclctl/targets.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
@@ -40,6 +45,14 @@ TEST(TargetsTest, FlagsThenFileWithoutDuplicatesAndAFallback) {
   EXPECT_EQ((*fallback)[0].address, "127.0.0.1:9");
   EXPECT_FALSE(ResolveTargets({}, "/nonexistent/targets.json", "x:1").ok());
   EXPECT_FALSE(ResolveTargets({"bad target"}, "", "x:1").ok());
+}
+
+TEST(TargetsTest, DefaultIsKmcldTargetElseTheDaemonsSocket) {
+  ::setenv("KMCLD_TARGET", "10.1.2.3:50551", 1);
+  EXPECT_EQ(DefaultTarget(), "10.1.2.3:50551");
+  ::unsetenv("KMCLD_TARGET");
+  ::setenv("XDG_RUNTIME_DIR", "/run/user/1000", 1);
+  EXPECT_EQ(DefaultTarget(), "unix:/run/user/1000/kmcld/kmcld.sock");
 }
 
 TEST(ChannelRefTest, ParsesPartitionChannelAndSequence) {
@@ -86,8 +99,14 @@ TEST(OutputTest, JsonUsesTheApiFieldNamesAndKeysByTarget) {
   ASSERT_TRUE(merged.ok());
   google::protobuf::Struct parsed;
   ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(*merged, &parsed).ok());
-  EXPECT_EQ(parsed.fields().size(), 2u);
-  EXPECT_EQ(parsed.fields().at("b:2").struct_value().fields().at("id").string_value(), "default");
+  std::map<std::string, const google::protobuf::Value*> fields;
+  for (const auto& [k, v] : StructFields(parsed)) fields[k] = v;
+  ASSERT_EQ(fields.size(), 2u);
+  std::map<std::string, std::string> inner;
+  for (const auto& [k, v] : StructFields(fields.at("b:2")->struct_value())) {
+    inner[k] = v->string_value();
+  }
+  EXPECT_EQ(inner.at("id"), "default");
 }
 
 TEST(OutputTest, HexdumpShowsOffsetsBytesAndText) {

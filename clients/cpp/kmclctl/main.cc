@@ -14,8 +14,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_help_all_flag("--help-all", "help for every command");
   app.add_option("-t,--target", cli.target_flags,
-                 "kmcld address: host:port or unix:/path (repeat for several; "
-                 "default $KMCLD_TARGET or 127.0.0.1:50551)");
+                 "kmcld address: host:port or unix:/path (repeat for several; default "
+                 "$KMCLD_TARGET, else kmcld's default socket, unix:$XDG_RUNTIME_DIR/kmcld/kmcld.sock)");
   app.add_option("--targets-file", cli.targets_file,
                  "Prometheus file_sd JSON: [{\"targets\": [...], \"labels\": {...}}]")
       ->check(CLI::ExistingFile);
@@ -37,9 +37,8 @@ int main(int argc, char** argv) {
     const int code = app.exit(e);  // help on stdout, errors on stderr
     return code == 0 ? kmclctl::kExitOk : kmclctl::kExitUsage;
   }
-  const char* env = std::getenv("KMCLD_TARGET");
-  auto targets = kmclctl::ResolveTargets(cli.target_flags, cli.targets_file,
-                                         env != nullptr ? env : "127.0.0.1:50551");
+  auto targets =
+      kmclctl::ResolveTargets(cli.target_flags, cli.targets_file, kmclctl::DefaultTarget());
   if (!targets.ok()) return kmclctl::UsageError(std::string(targets.status().message()));
   cli.targets = *std::move(targets);
   if (!cli.action) return kmclctl::UsageError("no command given (see --help)");

@@ -5,6 +5,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "clients/cpp/kmclctl/struct_access.h"
 #include "google/protobuf/util/json_util.h"
 
 namespace kmclctl {
@@ -67,7 +68,7 @@ absl::StatusOr<std::string> ToJsonByTarget(
     google::protobuf::Value value;
     auto status = google::protobuf::util::JsonStringToMessage(*json, &value);
     if (!status.ok()) return absl::InternalError(std::string(status.message()));
-    (*merged.mutable_fields())[target] = std::move(value);
+    AddStructField(&merged, target, value);
   }
   return ToJson(merged, pretty);
 }

@@ -1,11 +1,15 @@
 #include "clients/cpp/kmclctl/targets.h"
 
+#include <unistd.h>
+
+#include <cstdlib>
 #include <fstream>
 #include <set>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "clients/cpp/client.h"
+#include "clients/cpp/kmclctl/struct_access.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
 
@@ -20,6 +24,15 @@ absl::Status Bad(absl::string_view what) {
 
 }  // namespace
 
+std::string DefaultTarget() {
+  if (const char* env = std::getenv("KMCLD_TARGET"); env != nullptr && *env != '\0') return env;
+  if (const char* xdg = std::getenv("XDG_RUNTIME_DIR"); xdg != nullptr && *xdg != '\0') {
+    return absl::StrCat("unix:", xdg, "/kmcld/kmcld.sock");
+  }
+  if (::getuid() == 0 && ::access("/run", W_OK) == 0) return "unix:/run/kmcld/kmcld.sock";
+  return absl::StrCat("unix:/tmp/kmcld-", ::getuid(), "/kmcld.sock");
+}
+
 absl::StatusOr<std::vector<Target>> ParseFileSd(absl::string_view json) {
   google::protobuf::ListValue groups;
   auto parsed = google::protobuf::util::JsonStringToMessage(std::string(json), &groups);
@@ -32,24 +45,25 @@ absl::StatusOr<std::vector<Target>> ParseFileSd(absl::string_view json) {
     if (group.kind_case() != Value::kStructValue) {
       return Bad(absl::StrCat("group ", g, " is not an object"));
     }
-    const auto& fields = group.struct_value().fields();
+    const Value* targets = nullptr;
     std::map<std::string, std::string> labels;
-    if (auto it = fields.find("labels"); it != fields.end()) {
-      if (it->second.kind_case() != Value::kStructValue) {
+    for (const auto& [name, value] : StructFields(group.struct_value())) {
+      if (name == "targets") targets = value;
+      if (name != "labels") continue;
+      if (value->kind_case() != Value::kStructValue) {
         return Bad(absl::StrCat("group ", g, ": \"labels\" is not an object"));
       }
-      for (const auto& [k, v] : it->second.struct_value().fields()) {
-        if (v.kind_case() != Value::kStringValue) {
+      for (const auto& [k, v] : StructFields(value->struct_value())) {
+        if (v->kind_case() != Value::kStringValue) {
           return Bad(absl::StrCat("group ", g, ": label \"", k, "\" is not a string"));
         }
-        labels[k] = v.string_value();
+        labels[k] = v->string_value();
       }
     }
-    auto it = fields.find("targets");
-    if (it == fields.end() || it->second.kind_case() != Value::kListValue) {
+    if (targets == nullptr || targets->kind_case() != Value::kListValue) {
       return Bad(absl::StrCat("group ", g, ": \"targets\" is missing or not a list"));
     }
-    for (const Value& t : it->second.list_value().values()) {
+    for (const Value& t : targets->list_value().values()) {
       if (t.kind_case() != Value::kStringValue) {
         return Bad(absl::StrCat("group ", g, ": a target is not a string"));
       }

@@ -26,6 +26,11 @@ struct Target {
   std::map<std::string, std::string> labels;
 };
 
+// Where kmcld listens by default: $KMCLD_TARGET if set, else kmcld's
+// default socket (unix:$XDG_RUNTIME_DIR/kmcld/kmcld.sock; as root
+// unix:/run/kmcld/kmcld.sock; else unix:/tmp/kmcld-<uid>/kmcld.sock).
+std::string DefaultTarget();
+
 // Parses a file_sd document (its text).
 absl::StatusOr<std::vector<Target>> ParseFileSd(absl::string_view json);
 
