@@ -60,6 +60,7 @@ const char* IcEventName(IcEventKind kind);
 struct IcEvent {
   IcEventKind kind;
   std::string detail;
+  uint32_t guest_status = 0;  // kShutdownAnswered: the guest's status (kHvSOk: acknowledged)
 };
 
 // What a call produced, in order.

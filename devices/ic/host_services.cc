@@ -212,7 +212,8 @@ void ShutdownHost::OnCompletion(IcCompletion& c, absl::Time now, IcOutput& out) 
                         c.result->status == kHvSOk
                             ? std::string("shutdown: acknowledged by the guest")
                             : absl::StrCat("shutdown: refused by the guest, status 0x",
-                                           absl::Hex(c.result->status, absl::kZeroPad8))});
+                                           absl::Hex(c.result->status, absl::kZeroPad8)),
+                        c.result->status});
 }
 
 // ---- Time sync --------------------------------------------------------------------

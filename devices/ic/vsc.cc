@@ -97,4 +97,6 @@ absl::StatusOr<std::string> IcVsc::Save() {
   return w.Take();
 }
 
+absl::Status IcVsc::Resume() { return channel_->Start(); }
+
 }  // namespace kmcl::devices::ic

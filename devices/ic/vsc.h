@@ -52,6 +52,8 @@ class IcVsc {
 
   // Pauses the channel and saves it with the guest's state.
   absl::StatusOr<std::string> Save();
+  // After Save(): the channel runs here again.
+  absl::Status Resume();
 
  private:
   IcVsc(IcService service, GuestOptions options, std::function<absl::Time()> clock);

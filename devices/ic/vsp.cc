@@ -19,6 +19,15 @@ GUID ToGUID(const Guid& g) {
   return out;
 }
 
+Guid FromGUID(const GUID& g) {
+  Guid out;
+  out.data1 = g.Data1;
+  out.data2 = g.Data2;
+  out.data3 = g.Data3;
+  std::memcpy(out.data4, g.Data4, 8);
+  return out;
+}
+
 absl::Status Check(NTSTATUS status, const char* step) {
   if (NT_SUCCESS(status)) return absl::OkStatus();
   return absl::InternalError(absl::StrCat(step, " failed with NTSTATUS 0x",
@@ -189,8 +198,20 @@ NTSTATUS IcVsp::RestorePacket(VMBCHANNEL channel, PVOID lib, UINT32 lib_size, PV
   return st;
 }
 
+Guid IcVsp::instance() const {
+  GUID g = {};
+  kmcl_.VmbChannelGetInterfaceInstance(channel_, &g);
+  return FromGUID(g);
+}
+
+void IcVsp::Resume() { kmcl_.VmbChannelStart(channel_); }
+
 absl::StatusOr<std::string> IcVsp::Save() {
-  kmcl_.VmbChannelPause(channel_);
+  kmcl_.VmbChannelPause(channel_);  // waits for packet callbacks, which take mu_
+  // Held until the service's state is saved: a Run() between the channel's
+  // save and the service's would leave a request in the state whose packet
+  // is not in the saved ring. Lock order mu_, then the channel's (as Send).
+  MutexLock lock(&mu_);
   if (absl::Status s = Check(kmcl_.VmbChannelSaveBegin(channel_), "VmbChannelSaveBegin"); !s.ok()) return s;
   std::vector<std::string> chunks;
   std::string buffer(64 << 10, '\0');
@@ -209,10 +230,7 @@ absl::StatusOr<std::string> IcVsp::Save() {
   kmcl_.VmbChannelSaveEnd(channel_);
   if (absl::Status s = Check(st, "VmbChannelSaveContinue"); !s.ok()) return s;
   StateWriter w;
-  {
-    MutexLock lock(&mu_);
-    w.Str(host_->Save());
-  }
+  w.Str(host_->Save());
   w.U32(static_cast<uint32_t>(chunks.size()));
   for (const std::string& c : chunks) w.Str(c);
   return w.Take();

@@ -88,10 +88,18 @@ class IcVsp {
   bool WaitUntil(const std::function<bool(IcHostService&)>& pred, absl::Duration timeout);
   VspStats stats() const;
 
-  // Pauses the channel and saves it with the service's state. The VSP stays
-  // paused: destroy it and Create a new one from the blob on the restored
-  // partition.
+  // The offer's interface instance (VmbChannelGetInterfaceInstance): with
+  // the interface type, what names this VSP's channel in the partition.
+  Guid instance() const;
+
+  // Pauses the channel and saves it with the service's state, atomically
+  // with respect to Run() and Poll(): the blob never holds a request whose
+  // packet is not in the saved ring. The VSP stays paused: destroy it and
+  // Create a new one from the blob on the restored partition, or Resume().
   absl::StatusOr<std::string> Save();
+  // After Save(): the channel runs here again (a checkpoint, or a migration
+  // that failed); what it queued while frozen is sent.
+  void Resume();
 
  private:
   IcVsp(IcService service, VspOptions options);
