@@ -98,6 +98,35 @@ absl::StatusOr<std::shared_ptr<Endpoint>> RestoreEndpoint(Registry& registry,
   return ep;
 }
 
+void ToSaved(const PartitionDevices& devices, const SavedDevices& blobs, saved::SavedDevices* out) {
+  out->set_emulated_guest(devices.options().emulated_guest);
+  out->set_heartbeat_timeout_ms(
+      static_cast<uint32_t>(absl::ToInt64Milliseconds(devices.options().host.heartbeat_timeout)));
+  for (const SavedDevices::Device& d : blobs.devices) {
+    saved::SavedDevice* o = out->add_devices();
+    o->set_name(kmcl::devices::ic::ServiceInfo(d.service).name);
+    o->set_host_blob(d.host);
+    o->set_guest_blob(d.guest);
+  }
+}
+
+// The saved devices back as options and blobs; INVALID_ARGUMENT for a bad
+// name or timeout.
+absl::Status FromSaved(const saved::SavedDevices& in, DeviceOptions* options, SavedDevices* blobs) {
+  std::vector<std::string> names;
+  for (const saved::SavedDevice& d : in.devices()) names.push_back(d.name());
+  auto services = ParseDeviceNames(names);
+  if (!services.ok()) return absl::InvalidArgumentError(absl::StrCat("saved devices: ", services.status().message()));
+  if (in.heartbeat_timeout_ms() == 0) return absl::InvalidArgumentError("saved devices: no heartbeat timeout");
+  options->services = *services;
+  options->emulated_guest = in.emulated_guest();
+  options->host.heartbeat_timeout = absl::Milliseconds(in.heartbeat_timeout_ms());
+  for (size_t i = 0; i < services->size(); ++i) {
+    blobs->devices.push_back({(*services)[i], in.devices(i).host_blob(), in.devices(i).guest_blob()});
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<std::string> SavePartitionBundle(Registry& registry, const std::string& id,
@@ -119,8 +148,21 @@ absl::StatusOr<std::string> SavePartitionBundle(Registry& registry, const std::s
     if (was_running.back() && status.ok()) status = ep->channel().Pause();
   }
   saved::SavedBundle bundle;
-  bundle.set_version(kBundleVersion);
+  bundle.set_version(1);
   bundle.set_kind(saved::SavedBundle::KIND_PARTITION);
+  // The devices next: their rings are saved with the partition below.
+  std::shared_ptr<PartitionDevices> devices = (*p)->devices();
+  bool devices_saved = false;
+  if (devices != nullptr && status.ok()) {
+    absl::StatusOr<SavedDevices> blobs = devices->Save();  // resumes them itself on failure
+    if (blobs.ok()) {
+      devices_saved = true;
+      bundle.set_version(kBundleVersion);
+      ToSaved(*devices, *blobs, bundle.mutable_devices());
+    } else {
+      status = absl::Status(blobs.status().code(), absl::StrCat("devices: ", blobs.status().message()));
+    }
+  }
   for (size_t i = 0; i < endpoints.size() && status.ok(); ++i) {
     auto e = SaveEndpoint(*endpoints[i], was_running[i]);
     if (e.ok()) {
@@ -152,6 +194,7 @@ absl::StatusOr<std::string> SavePartitionBundle(Registry& registry, const std::s
       endpoints[i]->channel().Thaw();
       if (was_running[i]) endpoints[i]->channel().Start().IgnoreError();
     }
+    if (devices_saved) devices->Resume();
   }
   if (!status.ok()) return status;
   return bundle.SerializeAsString();
@@ -191,6 +234,15 @@ absl::StatusOr<std::shared_ptr<PartitionEntry>> RestorePartitionBundle(Registry&
       p->buffers.emplace(buffer.buffer_id, std::move(buffer));
     }
   }
+  // The devices before the endpoints: a remote tool's guest endpoint on a
+  // device's offer re-attaches to the restored VSP's channel.
+  if (status.ok() && bundle->has_devices()) {
+    DeviceOptions options;
+    SavedDevices blobs;
+    status = FromSaved(bundle->devices(), &options, &blobs);
+    if (status.ok()) status = registry.AttachDevices(p, std::move(options), &blobs);
+    if (!status.ok()) status = absl::Status(status.code(), absl::StrCat("restoring the devices: ", status.message()));
+  }
   std::vector<std::pair<std::shared_ptr<Endpoint>, bool>> restored;
   for (const saved::SavedEndpoint& saved : bundle->endpoints()) {
     if (!status.ok()) break;
@@ -229,7 +281,7 @@ absl::StatusOr<std::string> SaveChannelBundle(Registry& registry, const kmcl::v1
     return absl::FailedPreconditionError("the host endpoint is running; PauseChannel first");
   }
   saved::SavedBundle bundle;
-  bundle.set_version(kBundleVersion);
+  bundle.set_version(1);
   bundle.set_kind(saved::SavedBundle::KIND_CHANNEL);
   auto e = SaveEndpoint(**ep, /*was_running=*/false);
   if (!e.ok()) return e.status();

@@ -3,14 +3,17 @@
 // blobs. docs/saved-state.md ("kmcld bundles") has the sequence.
 //
 // Partition save: every endpoint kmcld holds that is running is paused
-// (KMCL's Pause: waits until the tools have completed what they hold), each
-// endpoint is saved, then the partition (guest memory, GPADLs, both control
-// planes); unless stay_paused, the endpoints are thawed and the ones that
-// were running started again. Restore builds the partition, re-creates each
-// endpoint from its blob (Enable re-attaches it without wire traffic and
-// replays Opened) and starts the ones that were running before the save,
-// whatever stay_paused said (it concerns the source only). Tools re-attach
-// to get their outstanding deliveries and completions.
+// (KMCL's Pause: waits until the tools have completed what they hold), the
+// built-in devices are paused and saved (their guests first), each endpoint
+// is saved, then the partition (guest memory, GPADLs, both control planes);
+// unless stay_paused, the endpoints are thawed and the ones that were
+// running started again, and the devices resume. Restore builds the
+// partition, restores the devices (so a heartbeat or KVP request in flight
+// continues), re-creates each endpoint from its blob (Enable re-attaches it
+// without wire traffic and replays Opened) and starts the ones that were
+// running before the save, whatever stay_paused said (it concerns the
+// source only). Tools re-attach to get their outstanding deliveries and
+// completions.
 //
 // Thread-safe; blocking (run on the blocking pool).
 #ifndef KMCLD_DAEMON_BUNDLE_H_
@@ -25,7 +28,9 @@
 
 namespace kmcld {
 
-inline constexpr uint32_t kBundleVersion = 1;
+// The newest format this kmcld reads and writes; a bundle without built-in
+// devices is still written as version 1.
+inline constexpr uint32_t kBundleVersion = 2;
 
 absl::StatusOr<std::string> SavePartitionBundle(Registry& registry, const std::string& id,
                                                 bool stay_paused);

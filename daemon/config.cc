@@ -5,6 +5,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "daemon/partition_devices.h"
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
 
@@ -44,6 +45,9 @@ config::KmcldConfig DefaultConfig() {
   c.set_lease_idle_ms(60000);
   c.set_max_restore_bytes(uint64_t{1} << 30);
   c.set_max_blocking_calls(256);
+  c.mutable_default_partition()->add_devices("default");
+  c.mutable_default_partition()->set_emulated_guest(true);
+  c.set_device_heartbeat_timeout_ms(5000);
   return c;
 }
 
@@ -61,8 +65,13 @@ absl::Status ValidateConfig(const config::KmcldConfig& c) {
            Range("lease_idle_ms", c.lease_idle_ms(), 1, 24u * 3600 * 1000),
            Range("max_restore_bytes", c.max_restore_bytes(), 1 << 20, uint64_t{64} << 30),
            Range("max_blocking_calls", c.max_blocking_calls(), 4, 100000),
+           Range("device_heartbeat_timeout_ms", c.device_heartbeat_timeout_ms(), 1, 24u * 3600 * 1000),
        }) {
     if (!s.ok()) return s;
+  }
+  const auto& names = c.default_partition().devices();
+  if (auto devices = ParseDeviceNames({names.begin(), names.end()}); !devices.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("default_partition.devices: ", devices.status().message()));
   }
   return absl::OkStatus();
 }
@@ -75,8 +84,10 @@ absl::StatusOr<config::KmcldConfig> ParseConfig(const std::string& text) {
   if (!parser.ParseFromString(text, &file)) {
     return absl::InvalidArgumentError(errors.error.empty() ? "cannot parse" : errors.error);
   }
-  // proto3 scalars merge only when non-zero: zero keeps the default.
+  // proto3 scalars merge only when non-zero: zero keeps the default. A
+  // repeated field would append: the file's device list replaces ours.
   config::KmcldConfig merged = DefaultConfig();
+  if (file.default_partition().devices_size() > 0) merged.mutable_default_partition()->clear_devices();
   merged.MergeFrom(file);
   if (absl::Status s = ValidateConfig(merged); !s.ok()) return s;
   return merged;

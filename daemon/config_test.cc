@@ -40,6 +40,40 @@ TEST(ConfigTest, OutOfRangeValueIsAnErrorNamingTheField) {
   EXPECT_FALSE(c.ok());
 }
 
+TEST(ConfigTest, TheDefaultPartitionHasTheFourDevicesAndTheEmulatedGuest) {
+  auto c = ParseConfig("");
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_EQ(c->default_partition().devices_size(), 1);
+  EXPECT_EQ(c->default_partition().devices(0), "default");
+  EXPECT_TRUE(c->default_partition().emulated_guest());
+  EXPECT_EQ(c->device_heartbeat_timeout_ms(), 5000u);
+}
+
+TEST(ConfigTest, TheFilesDeviceListReplacesTheDefaultOne) {
+  auto c = ParseConfig(
+      "default_partition { devices: \"heartbeat\" devices: \"kvp\" emulated_guest: false }\n"
+      "device_heartbeat_timeout_ms: 700");
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_EQ(c->default_partition().devices_size(), 2);
+  EXPECT_EQ(c->default_partition().devices(0), "heartbeat");
+  EXPECT_EQ(c->default_partition().devices(1), "kvp");
+  EXPECT_FALSE(c->default_partition().emulated_guest()) << "false is kept: the field is optional";
+  EXPECT_EQ(c->device_heartbeat_timeout_ms(), 700u);
+  c = ParseConfig("default_partition { devices: \"none\" }");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(c->default_partition().emulated_guest()) << "unset keeps the default";
+}
+
+TEST(ConfigTest, AnUnknownDeviceIsAnErrorNamingIt) {
+  auto c = ParseConfig("default_partition { devices: \"floppy\" }");
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(c.status().message().find("default_partition.devices"), absl::string_view::npos) << c.status();
+  EXPECT_NE(c.status().message().find("floppy"), absl::string_view::npos) << c.status();
+  EXPECT_FALSE(ParseConfig("default_partition { devices: \"kvp\" devices: \"kvp\" }").ok());
+  EXPECT_FALSE(ParseConfig("default_partition { devices: \"default\" devices: \"kvp\" }").ok());
+}
+
 TEST(ConfigTest, MissingFileIsNotFound) {
   auto c = LoadConfigFile("/nonexistent/kmcld.conf");
   EXPECT_EQ(c.status().code(), absl::StatusCode::kNotFound);

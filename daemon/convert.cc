@@ -28,6 +28,24 @@ const char* EndpointRoleName(kmcl::v1::EndpointRole role) {
   }
 }
 
+kmcl::v1::EventKind ToProto(const kmcl::devices::ic::IcEvent& event) {
+  using kmcl::devices::ic::IcEventKind;
+  switch (event.kind) {
+    case IcEventKind::kNegotiated:
+      return kmcl::v1::EVENT_KIND_DEVICE_NEGOTIATED;
+    case IcEventKind::kNegotiationFailed:
+      return kmcl::v1::EVENT_KIND_DEVICE_NEGOTIATION_FAILED;
+    case IcEventKind::kGuestUnresponsive:
+      return kmcl::v1::EVENT_KIND_DEVICE_GUEST_UNRESPONSIVE;
+    case IcEventKind::kGuestResponsive:
+      return kmcl::v1::EVENT_KIND_DEVICE_GUEST_RESPONSIVE;
+    case IcEventKind::kShutdownAnswered:
+      return event.guest_status == kmcl::devices::ic::kHvSOk ? kmcl::v1::EVENT_KIND_DEVICE_SHUTDOWN_ACKNOWLEDGED
+                                                             : kmcl::v1::EVENT_KIND_DEVICE_SHUTDOWN_REFUSED;
+  }
+  return kmcl::v1::EVENT_KIND_UNSPECIFIED;
+}
+
 absl::StatusOr<kmcl::Guid> FromProto(const kmcl::v1::Guid& guid, absl::string_view field,
                                      bool allow_empty) {
   if (guid.value().empty()) {

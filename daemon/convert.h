@@ -14,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "devices/ic/host_core.h"
 #include "kmcl_core/channel.h"
 #include "kmcl_core/gpa_range.h"
 #include "kmcl_core/guid.h"
@@ -22,10 +23,14 @@
 #include "proto/channel.pb.h"
 #include "proto/common.pb.h"
 #include "proto/diagnostics.pb.h"
+#include "proto/event.pb.h"
 
 namespace kmcld {
 
 const char* EndpointRoleName(kmcl::v1::EndpointRole role);  // "host", "guest"
+
+// A built-in device's event as the event log's kind (EVENT_KIND_DEVICE_*).
+kmcl::v1::EventKind ToProto(const kmcl::devices::ic::IcEvent& event);
 
 // A Guid message; `field` names it in errors. Empty text is the null GUID
 // when `allow_empty`, else INVALID_ARGUMENT.

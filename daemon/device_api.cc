@@ -60,14 +60,15 @@ absl::Status NeedPool(uint32_t pool) {
 }  // namespace
 
 absl::StatusOr<DeviceApi::Target> DeviceApi::Find(const std::string& partition_id, IcService service) const {
-  if (partition_id.empty()) return absl::InvalidArgumentError("partition_id is empty");
-  std::shared_ptr<PartitionDevices> devices = table_.Get(partition_id);
+  auto partition = registry_.GetPartition(partition_id);
+  if (!partition.ok()) return partition.status();
+  std::shared_ptr<PartitionDevices> devices = (*partition)->devices();
   ic::IcVsp* vsp = devices == nullptr ? nullptr : devices->vsp(service);
   if (vsp == nullptr) {
     return absl::NotFoundError(absl::StrCat("partition \"", partition_id, "\" has no ",
                                             ic::ServiceInfo(service).name, " device"));
   }
-  return Target{std::move(devices), vsp};
+  return Target{*std::move(partition), std::move(devices), vsp};
 }
 
 absl::Status DeviceApi::CheckDevice(const std::string& partition_id, IcService service) const {
@@ -76,16 +77,11 @@ absl::Status DeviceApi::CheckDevice(const std::string& partition_id, IcService s
 
 absl::Status DeviceApi::ListDevices(const kmcl::v1::ListDevicesRequest& request,
                                     kmcl::v1::ListDevicesResponse* response) {
-  std::vector<std::shared_ptr<PartitionDevices>> all;
-  if (request.partition_id().empty()) {
-    all = table_.List();
-  } else if (auto d = table_.Get(request.partition_id()); d != nullptr) {
-    all.push_back(std::move(d));
-  } else {
-    return absl::NotFoundError(
-        absl::StrCat("partition \"", request.partition_id(), "\" has no devices"));
-  }
-  for (const auto& d : all) {
+  auto partitions = registry_.PartitionsFor(request.partition_id());
+  if (!partitions.ok()) return partitions.status();
+  for (const auto& p : *partitions) {
+    std::shared_ptr<PartitionDevices> d = p->devices();
+    if (d == nullptr) continue;
     for (IcService s : d->options().services) {
       ic::IcVsp* vsp = d->vsp(s);
       kmcl::v1::Device* out = response->add_devices();

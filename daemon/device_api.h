@@ -8,7 +8,8 @@
 // request timeout (plus 2 s); never call them on a gRPC reactor thread or
 // from a KMCL callback.
 //
-// Thread-safe. The table must outlive it.
+// Thread-safe. The registry (which owns each partition's devices) must
+// outlive it.
 #ifndef KMCLD_DAEMON_DEVICE_API_H_
 #define KMCLD_DAEMON_DEVICE_API_H_
 
@@ -18,13 +19,14 @@
 
 #include "absl/status/statusor.h"
 #include "daemon/partition_devices.h"
+#include "daemon/registry.h"
 #include "proto/devices.pb.h"
 
 namespace kmcld {
 
 class DeviceApi {
  public:
-  explicit DeviceApi(DeviceTable& table) : table_(table) {}
+  explicit DeviceApi(Registry& registry) : registry_(registry) {}
 
   absl::Status ListDevices(const kmcl::v1::ListDevicesRequest& request, kmcl::v1::ListDevicesResponse* response);
   absl::Status GetHeartbeat(const kmcl::v1::GetHeartbeatRequest& request, kmcl::v1::HeartbeatState* response);
@@ -46,7 +48,9 @@ class DeviceApi {
 
  private:
   struct Target {
-    std::shared_ptr<PartitionDevices> devices;  // keeps the VSP alive while waiting
+    // Both kept while waiting; devices is declared last, so released first.
+    std::shared_ptr<PartitionEntry> partition;
+    std::shared_ptr<PartitionDevices> devices;
     kmcl::devices::ic::IcVsp* vsp = nullptr;
   };
   absl::StatusOr<Target> Find(const std::string& partition_id, kmcl::devices::ic::IcService service) const;
@@ -56,7 +60,7 @@ class DeviceApi {
                                                                     kmcl::devices::ic::IcOutput&)>& submit,
                        const std::function<void(const kmcl::devices::ic::KvpResult&)>& fill);
 
-  DeviceTable& table_;
+  Registry& registry_;
 };
 
 }  // namespace kmcld

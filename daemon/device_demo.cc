@@ -44,9 +44,9 @@ std::string DeviceDemo::Round(DeviceApi& api, const std::string& partition_id, u
   return line;
 }
 
-void DeviceDemo::Start(DeviceTable& table, std::string partition_id, absl::Duration interval) {
-  thread_ = std::thread([this, &table, partition_id = std::move(partition_id), interval] {
-    DeviceApi api(table);
+void DeviceDemo::Start(Registry& registry, std::string partition_id, absl::Duration interval) {
+  thread_ = std::thread([this, &registry, partition_id = std::move(partition_id), interval] {
+    DeviceApi api(registry);
     for (uint64_t round = 1; !stop_.WaitForNotificationWithTimeout(interval); ++round) {
       std::fprintf(stderr, "%s\n", Round(api, partition_id, round).c_str());
     }

@@ -28,9 +28,9 @@ class DeviceDemo {
   DeviceDemo(const DeviceDemo&) = delete;
   DeviceDemo& operator=(const DeviceDemo&) = delete;
 
-  // Reports on `partition_id`'s devices every `interval`. `table` must
+  // Reports on `partition_id`'s devices every `interval`. `registry` must
   // outlive Stop().
-  void Start(DeviceTable& table, std::string partition_id, absl::Duration interval);
+  void Start(Registry& registry, std::string partition_id, absl::Duration interval);
   void Stop();
   // One report line (also what the thread prints); exposed for tests.
   static std::string Round(DeviceApi& api, const std::string& partition_id, uint64_t round);

@@ -72,11 +72,9 @@ TEST(DeviceNetworkGuest, ARawBytesGuestOverKmclV1KeepsTheHeartbeatAlive) {
   d.emulated_guest = false;  // the remote tool is the guest
   d.host.heartbeat_interval = absl::Milliseconds(10);
   d.poll_interval = absl::Milliseconds(5);
-  auto devices = std::shared_ptr<PartitionDevices>(*PartitionDevices::Create((*entry)->partition(), d));
-  (*entry)->Pin();
-  DeviceTable table;
-  ASSERT_TRUE(table.Add(devices).ok());
-  DeviceService device_service(table);
+  ASSERT_TRUE(services.registry().AttachDevices(*entry, d).ok());
+  std::shared_ptr<PartitionDevices> devices = (*entry)->devices();
+  DeviceService device_service(services.registry());
   grpc::ServerBuilder builder;
   services.RegisterAll(builder);
   builder.RegisterService(&device_service);
@@ -137,7 +135,7 @@ TEST(DeviceNetworkGuest, ARawBytesGuestOverKmclV1KeepsTheHeartbeatAlive) {
   EXPECT_TRUE(vsp->WaitUntil([](ic::IcHostService& s) { return s.core().counters().short_packets == 1; },
                              absl::Seconds(20)));
 
-  DeviceApi api(table);
+  DeviceApi api(services.registry());
   kmcl::v1::ListDevicesRequest lr;
   kmcl::v1::ListDevicesResponse list;
   ASSERT_TRUE(api.ListDevices(lr, &list).ok());
@@ -170,7 +168,6 @@ TEST(DeviceNetworkGuest, ARawBytesGuestOverKmclV1KeepsTheHeartbeatAlive) {
   server->Shutdown();
   server->Wait();
   device_service.Drain();
-  table.Clear();
   devices.reset();
   services.Shutdown();
 }

@@ -5,7 +5,7 @@
 // exists.
 //
 // Thread-safe, except Drain(), which runs once the server stopped. Must
-// outlive the server it is registered on; the table must outlive it.
+// outlive the server it is registered on; the registry must outlive it.
 #ifndef KMCLD_DAEMON_DEVICE_SERVICE_H_
 #define KMCLD_DAEMON_DEVICE_SERVICE_H_
 
@@ -22,8 +22,8 @@ class DeviceService final : public kmcl::v1::DeviceService::CallbackService {
  public:
   // At most `max_waiting_calls` calls wait for guests at once (more get
   // RESOURCE_EXHAUSTED).
-  explicit DeviceService(DeviceTable& table, int max_waiting_calls = 64)
-      : api_(table), pool_(std::make_unique<BlockingPool>(max_waiting_calls)) {}
+  explicit DeviceService(Registry& registry, int max_waiting_calls = 64)
+      : api_(registry), pool_(std::make_unique<BlockingPool>(max_waiting_calls)) {}
 
   // After the server stopped: waits for calls still waiting on guests (at
   // most the devices' request timeout), so no call holds a partition's

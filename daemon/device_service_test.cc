@@ -4,12 +4,14 @@
 // partition, a bad pool, a failed negotiation, a guest that does not
 // answer), and the gRPC wrapper over an in-process channel. Waits are
 // bounded waits on conditions, not sleeps.
+#include <map>
 #include <memory>
 
 #include "daemon/device_api.h"
 #include "daemon/device_demo.h"
 #include "daemon/device_service.h"
 #include "daemon/partition_devices.h"
+#include "daemon/registry.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/server.h"
 #include "grpcpp/server_builder.h"
@@ -21,36 +23,47 @@ namespace {
 
 namespace ic = kmcl::devices::ic;
 
-class DeviceServiceTest : public ::testing::Test {
- protected:
-  void SetUp() override {
+// A registry holding one partition "vm" with devices `d`.
+struct RegistryWithDevices {
+  explicit RegistryWithDevices(const DeviceOptions& d) {
     kmcl::PartitionOptions o;
     o.memory_bytes = 64 << 20;
     o.id = "vm";
-    partition_ = *kmcl::Partition::Create(o);
+    entry = *registry.AddPartition(*kmcl::Partition::Create(o));
+    status = registry.AttachDevices(entry, d);
+  }
+  EventLog log{1024};
+  Timer timer;
+  Registry registry{RegistryLimits{}, log, timer};
+  std::shared_ptr<PartitionEntry> entry;
+  absl::Status status;
+};
+
+class DeviceServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
     DeviceOptions d;
     d.services = *ParseDeviceList("default");
     d.host.request_timeout = absl::Seconds(2);
     d.host.heartbeat_interval = absl::Milliseconds(20);
     d.poll_interval = absl::Milliseconds(10);
-    auto devices = PartitionDevices::Create(*partition_, d);
-    ASSERT_TRUE(devices.ok()) << devices.status();
-    devices_ = std::shared_ptr<PartitionDevices>(*std::move(devices));
-    ASSERT_TRUE(table_.Add(devices_).ok());
+    env_ = std::make_unique<RegistryWithDevices>(d);
+    ASSERT_TRUE(env_->status.ok()) << env_->status;
+    devices_ = env_->entry->devices();
     for (ic::IcService s : d.services) {
       ASSERT_TRUE(devices_->vsp(s)->WaitUntil(
           [](ic::IcHostService& h) { return h.core().state() == ic::IcHostCore::State::kReady; },
           absl::Seconds(20)));
     }
-    api_ = std::make_unique<DeviceApi>(table_);
+    api_ = std::make_unique<DeviceApi>(env_->registry);
   }
   void TearDown() override {
-    table_.Clear();
+    api_.reset();
     devices_.reset();
+    env_.reset();
   }
 
-  std::unique_ptr<kmcl::Partition> partition_;
-  DeviceTable table_;
+  std::unique_ptr<RegistryWithDevices> env_;
   std::shared_ptr<PartitionDevices> devices_;
   std::unique_ptr<DeviceApi> api_;
 };
@@ -187,27 +200,101 @@ TEST_F(DeviceServiceTest, DemoRoundShowsHeartbeatKvpAndTimeSync) {
 }
 
 TEST(DeviceApiNegotiation, NoCommonVersionIsFailedPrecondition) {
-  kmcl::PartitionOptions o;
-  o.memory_bytes = 64 << 20;
-  auto partition = *kmcl::Partition::Create(o);
   DeviceOptions d;
   d.services = {ic::IcService::kKvp};
   d.host.message_versions = {{9, 0}};
-  auto devices = std::shared_ptr<PartitionDevices>(*PartitionDevices::Create(*partition, d));
-  DeviceTable table;
-  ASSERT_TRUE(table.Add(devices).ok());
-  EXPECT_FALSE(table.Add(devices).ok()) << "one set of devices per partition";
+  RegistryWithDevices env(d);
+  ASSERT_TRUE(env.status.ok()) << env.status;
+  EXPECT_EQ(env.registry.AttachDevices(env.entry, d).code(), absl::StatusCode::kAlreadyExists)
+      << "one set of devices per partition";
+  std::shared_ptr<PartitionDevices> devices = env.entry->devices();
   ASSERT_TRUE(devices->vsp(ic::IcService::kKvp)->WaitUntil(
       [](ic::IcHostService& h) { return h.core().state() == ic::IcHostCore::State::kFailed; }, absl::Seconds(20)));
-  DeviceApi api(table);
+  DeviceApi api(env.registry);
   kmcl::v1::KvpGetRequest get;
-  get.set_partition_id("default");
+  get.set_partition_id("vm");
   get.set_key("k");
   kmcl::v1::KvpGetResponse got;
   absl::Status st = api.KvpGet(get, &got);
   EXPECT_TRUE(absl::IsFailedPrecondition(st)) << st;
   EXPECT_NE(st.message().find("no common version"), std::string::npos) << st;
-  table.Clear();
+  devices.reset();
+}
+
+TEST(DeviceNames, ListsDefaultNoneAndErrors) {
+  EXPECT_EQ(ParseDeviceNames({})->size(), 0u);
+  EXPECT_EQ(ParseDeviceNames({"none"})->size(), 0u);
+  EXPECT_EQ(ParseDeviceNames({"default"})->size(), 4u);
+  EXPECT_EQ(*ParseDeviceNames({"kvp", "heartbeat"}),
+            (std::vector<ic::IcService>{ic::IcService::kKvp, ic::IcService::kHeartbeat}));
+  EXPECT_EQ(ParseDeviceList("timesync, shutdown")->size(), 2u);
+  EXPECT_EQ(DeviceNames(*ParseDeviceNames({"default"})),
+            (std::vector<std::string>{"heartbeat", "shutdown", "timesync", "kvp"}));
+  for (const std::vector<std::string>& bad : std::vector<std::vector<std::string>>{
+           {"floppy"}, {"kvp", "kvp"}, {"default", "kvp"}, {"none", "kvp"}, {""}}) {
+    auto r = ParseDeviceNames(bad);
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << bad.size();
+  }
+  EXPECT_NE(ParseDeviceNames({"floppy"}).status().message().find("floppy"), std::string::npos);
+}
+
+TEST(DeviceEvents, AreLoggedWithThePartitionAndTheDevicesChannel) {
+  DeviceOptions d;
+  d.services = {ic::IcService::kHeartbeat, ic::IcService::kShutdown};
+  d.host.heartbeat_interval = absl::Milliseconds(10);
+  d.host.heartbeat_timeout = absl::Milliseconds(200);
+  d.poll_interval = absl::Milliseconds(5);
+  RegistryWithDevices env(d);
+  ASSERT_TRUE(env.status.ok()) << env.status;
+  std::shared_ptr<PartitionDevices> devices = env.entry->devices();
+  ic::IcVsp* hb = devices->vsp(ic::IcService::kHeartbeat);
+  ASSERT_TRUE(hb->WaitUntil([](ic::IcHostService& h) { return h.core().state() == ic::IcHostCore::State::kReady; },
+                            absl::Seconds(20)));
+  // The guest stops answering: unresponsive within the timeout, then
+  // responsive again once it answers.
+  devices->vsc(ic::IcService::kHeartbeat)->Inspect([](ic::IcGuest& g) { g.set_answering(false); });
+  ASSERT_TRUE(hb->WaitUntil([](ic::IcHostService& s) { return !static_cast<ic::HeartbeatHost&>(s).Status(absl::Now()).alive; },
+                            absl::Seconds(20)));
+  devices->vsc(ic::IcService::kHeartbeat)->Inspect([](ic::IcGuest& g) { g.set_answering(true); });
+  ASSERT_TRUE(hb->WaitUntil([](ic::IcHostService& s) { return static_cast<ic::HeartbeatHost&>(s).Status(absl::Now()).alive; },
+                            absl::Seconds(20)));
+  DeviceApi api(env.registry);
+  kmcl::v1::RequestShutdownRequest sd;
+  sd.set_partition_id("vm");
+  kmcl::v1::RequestShutdownResponse ack;
+  ASSERT_TRUE(api.RequestShutdown(sd, &ack).ok());
+  sd.set_action(kmcl::v1::SHUTDOWN_ACTION_HIBERNATE);
+  ASSERT_TRUE(api.RequestShutdown(sd, &ack).ok());
+
+  std::vector<kmcl::v1::Event> events;
+  ASSERT_TRUE(env.log.Read(0, 1024, &events).ok());
+  std::map<kmcl::v1::EventKind, int> count;
+  uint32_t heartbeat_relid = 0;
+  for (const kmcl::v1::Event& e : events) {
+    ++count[e.kind()];
+    if (e.kind() < kmcl::v1::EVENT_KIND_DEVICE_NEGOTIATED) continue;
+    EXPECT_EQ(e.partition_id(), "vm");
+    EXPECT_EQ(e.role(), kmcl::v1::ENDPOINT_ROLE_HOST);
+    EXPECT_EQ(e.channel().partition_id(), "vm");
+    EXPECT_NE(e.channel().channel_id(), 0u) << e.DebugString();
+    EXPECT_FALSE(e.detail().empty());
+    if (e.kind() == kmcl::v1::EVENT_KIND_DEVICE_GUEST_UNRESPONSIVE) heartbeat_relid = e.channel().channel_id();
+    if (e.kind() == kmcl::v1::EVENT_KIND_DEVICE_SHUTDOWN_REFUSED) {
+      EXPECT_EQ(e.status().code(), ic::kHvEFail);
+    }
+  }
+  EXPECT_EQ(count[kmcl::v1::EVENT_KIND_DEVICE_NEGOTIATED], 2);
+  EXPECT_EQ(count[kmcl::v1::EVENT_KIND_DEVICE_GUEST_UNRESPONSIVE], 1);
+  EXPECT_EQ(count[kmcl::v1::EVENT_KIND_DEVICE_GUEST_RESPONSIVE], 1);
+  EXPECT_EQ(count[kmcl::v1::EVENT_KIND_DEVICE_SHUTDOWN_ACKNOWLEDGED], 1);
+  EXPECT_EQ(count[kmcl::v1::EVENT_KIND_DEVICE_SHUTDOWN_REFUSED], 1);
+  bool found = false;
+  for (const kmcl::ServerChannelInfo& info : env.entry->partition().ServerChannels()) {
+    found = found || (info.relid == heartbeat_relid &&
+                      info.offer.interface_type == ic::ServiceInfo(ic::IcService::kHeartbeat).interface_type);
+  }
+  EXPECT_TRUE(found) << "the event names the heartbeat offer, relid " << heartbeat_relid;
+  devices.reset();
 }
 
 // The gRPC wrapper, in process. Under TSan this is skipped: client and
@@ -218,7 +305,7 @@ TEST_F(DeviceServiceTest, TheGrpcServiceServesTheSameCalls) {
 #if defined(__SANITIZE_THREAD__)
   GTEST_SKIP() << "in-process gRPC under TSan (see above)";
 #endif
-  DeviceService service(table_);
+  DeviceService service(env_->registry);
   grpc::ServerBuilder builder;
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();

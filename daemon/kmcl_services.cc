@@ -35,6 +35,7 @@ KmclServices::KmclServices(const config::KmcldConfig& config)
   limits.max_message_bytes = config.max_message_bytes();
   limits.max_streams_per_client = config.max_streams_per_client();
   ServiceContext ctx{*registry_, *pool_, limits};
+  limits.device_heartbeat_timeout_ms = config.device_heartbeat_timeout_ms();
   SaveRestoreLimits save_limits;
   save_limits.max_restore_bytes = config.max_restore_bytes();
   services_.push_back(std::make_unique<PartitionService>(ctx));

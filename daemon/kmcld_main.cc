@@ -23,6 +23,8 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "daemon/config.h"
 #include "daemon/demo_traffic.h"
@@ -54,14 +56,18 @@ ABSL_FLAG(bool, demo, false,
           "echoing packets every --demo_interval_ms and reporting on stderr. (The network "
           "demo is examples/remote:remote_demo, which make run starts.)");
 ABSL_FLAG(int, demo_interval_ms, 2000, "Pause between demo rounds.");
+ABSL_FLAG(bool, demo_devices, false,
+          "Every --demo_interval_ms, report the default partition's devices on stderr: the heartbeat "
+          "sequence, a KVP round trip and a time sample (--demo implies it; make run sets it).");
 ABSL_FLAG(int64_t, demo_packets, 20000, "Packets echoed per demo round.");
-ABSL_FLAG(std::string, devices, "none",
-          "Built-in devices of the default partition (docs/devices.md): none, default (all four), "
-          "or a list of heartbeat, shutdown, timesync, kvp.");
+ABSL_FLAG(std::string, devices, "default",
+          "Built-in devices of the default partition (docs/devices.md): default (all four), none, "
+          "or a comma-separated list of heartbeat, shutdown, timesync, kvp.");
 ABSL_FLAG(bool, devices_guest, true,
-          "Also run kmcld's emulated Linux-like guest for the devices, so a tool sees a live guest.");
-ABSL_FLAG(int, device_heartbeat_timeout_ms, 5000,
-          "A guest whose last heartbeat answer is older than this is reported unresponsive.");
+          "Also run kmcld's emulated Linux-like guest for the default partition's devices, so a "
+          "tool sees a live guest; false leaves the guest role to a remote tool.");
+ABSL_FLAG(uint32_t, device_heartbeat_timeout_ms, 5000,
+          "A device guest whose last heartbeat answer is older than this is reported unresponsive.");
 ABSL_FLAG(std::string, config, "",
           "Optional configuration file in protobuf text format (daemon/config.proto, "
           "docs/configuration.md). Flags given on the command line win over it.");
@@ -112,7 +118,15 @@ absl::StatusOr<kmcld::config::KmcldConfig> Configure() {
   KMCLD_FLAG_OVERRIDES(lease_idle_ms);
   KMCLD_FLAG_OVERRIDES(max_restore_bytes);
   KMCLD_FLAG_OVERRIDES(max_blocking_calls);
+  KMCLD_FLAG_OVERRIDES(device_heartbeat_timeout_ms);
 #undef KMCLD_FLAG_OVERRIDES
+  if (given("devices")) {
+    c.mutable_default_partition()->clear_devices();
+    for (absl::string_view name : absl::StrSplit(absl::GetFlag(FLAGS_devices), ',', absl::SkipEmpty())) {
+      c.mutable_default_partition()->add_devices(std::string(name));
+    }
+  }
+  if (given("devices_guest")) c.mutable_default_partition()->set_emulated_guest(absl::GetFlag(FLAGS_devices_guest));
   if (given("listen") || c.listen().empty()) c.set_listen(absl::GetFlag(FLAGS_listen));
   if (given("uds") || c.uds().empty()) c.set_uds(absl::GetFlag(FLAGS_uds));
   if (absl::Status s = kmcld::ValidateConfig(c); !s.ok()) return s;
@@ -214,34 +228,27 @@ int Run() {
     }
   }
 
-  kmcld::DeviceTable devices;
+  const auto& device_names = config->default_partition().devices();
   absl::StatusOr<std::vector<kmcl::devices::ic::IcService>> device_list =
-      kmcld::ParseDeviceList(absl::GetFlag(FLAGS_devices));
-  if (!device_list.ok() || absl::GetFlag(FLAGS_device_heartbeat_timeout_ms) <= 0) {
-    absl::FPrintF(stderr, "kmcld: --devices: %s\n",
-                  device_list.ok() ? "--device_heartbeat_timeout_ms must be > 0" : device_list.status().message());
-    return 1;
-  }
-  if (!device_list->empty()) {
+      kmcld::ParseDeviceNames({device_names.begin(), device_names.end()});  // validated by Configure
+  if (device_list.ok() && !device_list->empty()) {
     kmcld::DeviceOptions d;
     d.services = *device_list;
-    d.emulated_guest = absl::GetFlag(FLAGS_devices_guest);
-    d.host.heartbeat_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_device_heartbeat_timeout_ms));
-    absl::StatusOr<std::unique_ptr<kmcld::PartitionDevices>> created =
-        kmcld::PartitionDevices::Create((*entry)->partition(), d);
-    if (!created.ok()) {
-      absl::FPrintF(stderr, "kmcld: devices: %s\n", created.status().message());
+    d.emulated_guest = config->default_partition().emulated_guest();
+    d.host.heartbeat_timeout = absl::Milliseconds(config->device_heartbeat_timeout_ms());
+    if (absl::Status s = services.registry().AttachDevices(*entry, d); !s.ok()) {
+      absl::FPrintF(stderr, "kmcld: devices: %s\n", s.message());
       return 1;
     }
-    (*entry)->Pin();  // the devices' channels live in it
-    devices.Add(std::shared_ptr<kmcld::PartitionDevices>(*std::move(created))).IgnoreError();
-    absl::FPrintF(stderr, "kmcld: partition %s: devices %s%s\n", (*entry)->id(), absl::GetFlag(FLAGS_devices),
-                  d.emulated_guest ? " with the emulated guest" : "");
+    absl::FPrintF(stderr, "kmcld: partition %s: devices %s%s\n", (*entry)->id(),
+                  absl::StrJoin(kmcld::DeviceNames(d.services), ","),
+                  d.emulated_guest ? " with the emulated guest" : " (the guest role is left to a remote tool)");
   }
-  kmcld::DeviceService device_service(devices);
+  kmcld::DeviceService device_service(services.registry());
   kmcld::DeviceDemo device_demo;
-  if (absl::GetFlag(FLAGS_demo) && !device_list->empty()) {
-    device_demo.Start(devices, (*entry)->id(), absl::Milliseconds(absl::GetFlag(FLAGS_demo_interval_ms)));
+  if ((absl::GetFlag(FLAGS_demo) || absl::GetFlag(FLAGS_demo_devices)) && (*entry)->devices() != nullptr) {
+    device_demo.Start(services.registry(), (*entry)->id(),
+                      absl::Milliseconds(absl::GetFlag(FLAGS_demo_interval_ms)));
   }
 
   grpc::EnableDefaultHealthCheckService(true);
@@ -291,8 +298,7 @@ int Run() {
   demo.Stop();
   device_demo.Stop();
   device_service.Drain();
-  devices.Clear();  // before the partitions go
-  services.Shutdown();
+  services.Shutdown();  // the partitions, their devices first
   if (!options->uds_path.empty()) ::unlink(options->uds_path.c_str());
   absl::FPrintF(stderr, "kmcld: stopped\n");
   return 0;

@@ -1,13 +1,20 @@
-// daemon/partition_devices.h: the built-in devices of kmcld's partitions:
+// daemon/partition_devices.h: the built-in devices of a kmcld partition:
 // the Hyper-V integration services (devices/ic, docs/devices.md) offered as
 // KMCL VSPs, optionally with kmcld's emulated Linux-like guest answering
 // them, and the thread that drives their timers (heartbeats, timeouts).
+// A partition gets them by configuration (CreatePartitionRequest.devices,
+// the config file's default_partition); the Registry owns them with the
+// partition (registry.h: PartitionEntry::devices, Registry::AttachDevices).
 //
-//   auto spec = ParseDeviceList("default");          // all four
+//   auto spec = ParseDeviceNames({"default"});       // all four
 //   auto devices = PartitionDevices::Create(partition, {.services = *spec});
-//   table.Add(*std::move(devices));
 //   ... DeviceService (device_service.h) serves them over kmcl.v1 ...
-//   table.Clear();  // before the partition goes
+//   auto saved = (*devices)->Save();                  // with the partition
+//   auto copy = PartitionDevices::Create(restored, options, &*saved);
+//
+// Events: each device event is kept (RecentEvents) and, with options.log,
+// appended to kmcld's event log as EVENT_KIND_DEVICE_* naming the device's
+// channel.
 //
 // Threading: thread-safe. Each PartitionDevices has one poll thread; its
 // destructor stops it and closes the guests before rescinding the offers,
@@ -19,13 +26,13 @@
 #include <map>
 #include <memory>
 #include <string>
-#include <string_view>
 #include <thread>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "daemon/event_log.h"
 #include "devices/ic/vsc.h"
 #include "devices/ic/vsp.h"
 #include "kmcl_core/mutex.h"
@@ -33,16 +40,22 @@
 
 namespace kmcld {
 
-// "none" or "" -> no device; "default" or "all" -> the four; otherwise a
-// comma-separated list of heartbeat, shutdown, timesync, kvp.
-// INVALID_ARGUMENT naming an unknown or repeated entry.
+// Device names -> services. Each entry is heartbeat, shutdown, timesync or
+// kvp; "default" (or "all") alone means the four; "none" alone, or no entry,
+// means none. INVALID_ARGUMENT naming an unknown or repeated entry.
+absl::StatusOr<std::vector<kmcl::devices::ic::IcService>> ParseDeviceNames(
+    const std::vector<std::string>& names);
+// The same for a comma-separated list ("heartbeat,kvp"), as --devices takes.
 absl::StatusOr<std::vector<kmcl::devices::ic::IcService>> ParseDeviceList(absl::string_view spec);
+// "heartbeat", ... for each service.
+std::vector<std::string> DeviceNames(const std::vector<kmcl::devices::ic::IcService>& services);
 
 struct DeviceOptions {
   std::vector<kmcl::devices::ic::IcService> services;
   bool emulated_guest = true;            // kmcld's own guest answers them
   kmcl::devices::ic::HostOptions host;   // timeouts, heartbeat interval
   absl::Duration poll_interval = absl::Milliseconds(100);
+  EventLog* log = nullptr;               // also log the devices' events here
 };
 
 struct DeviceEventRecord {
@@ -52,12 +65,27 @@ struct DeviceEventRecord {
   kmcl::devices::ic::IcEvent event;
 };
 
+// The devices' saved state: per service, its VSP's blob and (with the
+// emulated guest) its VSC's. Opaque to everything but Create.
+struct SavedDevices {
+  struct Device {
+    kmcl::devices::ic::IcService service;
+    std::string host;
+    std::string guest;  // empty without the emulated guest
+  };
+  std::vector<Device> devices;
+};
+
 class PartitionDevices {
  public:
   static constexpr size_t kMaxEvents = 256;
 
+  // With `saved` (from Save(), on the partition restored from the blob
+  // saved right after it), restores each device instead of offering afresh;
+  // `options.services` must list the saved ones (INVALID_ARGUMENT).
   static absl::StatusOr<std::unique_ptr<PartitionDevices>> Create(kmcl::Partition& partition,
-                                                                  DeviceOptions options);
+                                                                  DeviceOptions options,
+                                                                  const SavedDevices* saved = nullptr);
   ~PartitionDevices();
   PartitionDevices(const PartitionDevices&) = delete;
   PartitionDevices& operator=(const PartitionDevices&) = delete;
@@ -71,10 +99,18 @@ class PartitionDevices {
   // The last kMaxEvents events, oldest first.
   std::vector<DeviceEventRecord> RecentEvents() const;
 
+  // Blocking. Pauses every device (guests first, so the rings stop moving)
+  // and saves it; the timers stop. Save the partition right after, then
+  // Resume() to keep running here. On failure the devices are resumed.
+  absl::StatusOr<SavedDevices> Save();
+  void Resume();
+
  private:
   explicit PartitionDevices(std::string partition_id, DeviceOptions options);
   void PollLoop();
   void Record(kmcl::devices::ic::IcService service, const kmcl::devices::ic::IcEvent& event);
+  // Each VSP's channel as the event log names it (after the offers exist).
+  void FindChannels(kmcl::Partition& partition);
 
   const std::string partition_id_;
   const DeviceOptions options_;
@@ -83,25 +119,10 @@ class PartitionDevices {
   mutable kmcl::Mutex mu_;
   kmcl::CondVar wake_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  bool saved_ ABSL_GUARDED_BY(mu_) = false;  // between Save and Resume: no ticks
   std::deque<DeviceEventRecord> events_ ABSL_GUARDED_BY(mu_);
+  std::map<kmcl::devices::ic::IcService, kmcl::v1::ChannelRef> channels_ ABSL_GUARDED_BY(mu_);
   std::thread poller_;
-};
-
-// The partitions that have devices, by partition id.
-class DeviceTable {
- public:
-  // ALREADY_EXISTS when the partition has devices already.
-  absl::Status Add(std::shared_ptr<PartitionDevices> devices);
-  // Null when the partition has none.
-  std::shared_ptr<PartitionDevices> Get(const std::string& partition_id) const;
-  std::vector<std::shared_ptr<PartitionDevices>> List() const;
-  // Forgets every partition's devices; each is destroyed once no call uses
-  // it any more (blocking calls hold a reference).
-  void Clear();
-
- private:
-  mutable kmcl::Mutex mu_;
-  std::map<std::string, std::shared_ptr<PartitionDevices>> devices_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace kmcld

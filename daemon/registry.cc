@@ -94,8 +94,9 @@ absl::Status Registry::DeletePartition(const std::string& id, bool force) {
       return absl::FailedPreconditionError(absl::StrCat(
           "partition '", id, "' is in use by kmcld's in-process demo (--demo)"));
     }
+    const size_t device_offers = p->devices_ == nullptr ? 0 : p->devices_->options().services.size();
     const bool has_channels = !p->hosts.empty() || !p->guests.empty() ||
-                              !p->partition().ServerChannels().empty();
+                              p->partition().ServerChannels().size() > device_offers;
     if (has_channels && !force) {
       return absl::FailedPreconditionError(absl::StrCat(
           "partition '", id, "' has channels; rescind and clean them up, or delete with force"));
@@ -116,6 +117,15 @@ absl::Status Registry::DeletePartition(const std::string& id, bool force) {
     return a->role() == kmcl::v1::ENDPOINT_ROLE_GUEST && b->role() != kmcl::v1::ENDPOINT_ROLE_GUEST;
   });
   for (auto& ep : endpoints) FreeEndpoint(p, ep).IgnoreError();  // a racing close may win
+  // Then the built-in devices (their guests close, their offers are
+  // rescinded), unless a device call still holds them: it holds the entry
+  // too, and drops them first.
+  std::shared_ptr<PartitionDevices> devices;
+  {
+    kmcl::MutexLock lock(&p->mu);
+    devices.swap(p->devices_);
+  }
+  devices.reset();
   {
     kmcl::MutexLock lock(&p->mu);
     for (auto& [bid, buffer] : p->buffers) p->partition().memory().FreePages(buffer.pfns).IgnoreError();
@@ -126,6 +136,27 @@ absl::Status Registry::DeletePartition(const std::string& id, bool force) {
   e.set_partition_id(id);
   log_.Append(std::move(e));
   return absl::OkStatus();
+}
+
+absl::Status Registry::AttachDevices(const std::shared_ptr<PartitionEntry>& partition, DeviceOptions options,
+                                     const SavedDevices* saved) {
+  if (options.services.empty()) return absl::OkStatus();
+  if (partition->devices() != nullptr) {
+    return absl::AlreadyExistsError(absl::StrCat("partition '", partition->id(), "' has devices already"));
+  }
+  options.log = &log_;
+  auto created = PartitionDevices::Create(partition->partition(), std::move(options), saved);
+  if (!created.ok()) return created.status();
+  std::shared_ptr<PartitionDevices> devices = *std::move(created);
+  {
+    kmcl::MutexLock lock(&partition->mu);
+    if (!partition->deleted) {
+      partition->devices_ = std::move(devices);
+      return absl::OkStatus();
+    }
+  }
+  devices.reset();  // blocking: outside the lock
+  return absl::NotFoundError(absl::StrCat("partition '", partition->id(), "' was deleted"));
 }
 
 void Registry::ReleaseAllStreams() {

@@ -21,6 +21,7 @@
 #include "absl/status/statusor.h"
 #include "daemon/endpoint.h"
 #include "daemon/event_log.h"
+#include "daemon/partition_devices.h"
 #include "daemon/timer.h"
 #include "kmcl_core/mutex.h"
 #include "kmcl_core/partition.h"
@@ -73,10 +74,19 @@ class PartitionEntry {
     kmcl::MutexLock lock(&mu);
     return pinned_;
   }
+  // The partition's built-in devices (Registry::AttachDevices), or null.
+  // A caller that waits on them holds this pointer and the entry, so the
+  // devices always go before the partition.
+  std::shared_ptr<PartitionDevices> devices() {
+    kmcl::MutexLock lock(&mu);
+    return devices_;
+  }
 
  private:
   bool pinned_ ABSL_GUARDED_BY(mu) = false;
   std::unique_ptr<kmcl::Partition> partition_;
+  // Declared after partition_, so destroyed before it.
+  std::shared_ptr<PartitionDevices> devices_ ABSL_GUARDED_BY(mu);
 };
 
 // A ChannelRef resolved: the partition, the relid, the incarnation and the
@@ -115,9 +125,16 @@ class Registry {
   // "p-<n>" not in use.
   std::string NextPartitionId();
   bool HasPartition(const std::string& id) const;
-  // Blocking: frees every endpoint (rescinding first with `force`) and the
-  // partition. FAILED_PRECONDITION with channels and no force.
+  // Blocking: frees every endpoint (rescinding first with `force`), the
+  // built-in devices and the partition. FAILED_PRECONDITION with channels
+  // other than the built-in devices' and no force.
   absl::Status DeletePartition(const std::string& id, bool force);
+
+  // Blocking: gives `partition` its built-in devices (`saved`: restored
+  // from a partition bundle); their events go to the log. An empty
+  // options.services is a no-op. ALREADY_EXISTS if it has devices already.
+  absl::Status AttachDevices(const std::shared_ptr<PartitionEntry>& partition, DeviceOptions options,
+                             const SavedDevices* saved = nullptr);
 
   // ---- Channels and endpoints ----
   absl::StatusOr<ResolvedChannel> Resolve(const kmcl::v1::ChannelRef& ref) const;

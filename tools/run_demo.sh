@@ -5,7 +5,9 @@
 # examples/remote:remote_demo (a host tool and a guest tool: offer, open,
 # GPADL through a lease, echo round trips with completions, save and restore
 # of the partition, with rates), then leaves kmcld running in the foreground
-# so you can poke it (grpcurl, the example tools) until Ctrl-C.
+# so you can poke it (grpcurl, the example tools) until Ctrl-C. Meanwhile
+# kmcld reports its built-in devices (the Hyper-V integration services of
+# the default partition) every 2 s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,7 +15,10 @@ bazel build -c opt //daemon:kmcld //examples/remote:remote_demo
 bin=$(bazel info -c opt bazel-bin 2>/dev/null)
 
 log=$(mktemp /tmp/kmcld-run.XXXXXX)
-"$bin/daemon/kmcld" "$@" 2> >(tee "$log" >&2) &
+# --demo_devices: every 2 s kmcld reports its default partition's built-in
+# devices (heartbeat sequence, a KVP round trip, a time sample) beside the
+# echo traffic remote_demo drives.
+"$bin/daemon/kmcld" --demo_devices "$@" 2> >(tee "$log" >&2) &
 kmcld=$!
 trap 'kill -TERM $kmcld 2>/dev/null || true' INT TERM
 

@@ -25,7 +25,22 @@ kmcl::v1::Partition DescribePartition(PartitionEntry& entry) {
   out.set_guest_memory_bytes(p.memory().size_bytes());
   out.set_channel_count(static_cast<uint32_t>(p.ServerChannels().size()));
   out.set_vmbus_handle(p.vmbus_handle());
+  if (std::shared_ptr<PartitionDevices> devices = entry.devices(); devices != nullptr) {
+    for (std::string& name : DeviceNames(devices->options().services)) out.add_devices(std::move(name));
+    out.set_devices_remote_guest(!devices->options().emulated_guest);
+  }
   return out;
+}
+
+absl::StatusOr<DeviceOptions> DeviceOptionsFrom(const kmcl::v1::CreatePartitionRequest& request,
+                                                const ServiceLimits& limits) {
+  auto services = ParseDeviceNames({request.devices().begin(), request.devices().end()});
+  if (!services.ok()) return absl::InvalidArgumentError(absl::StrCat("devices: ", services.status().message()));
+  DeviceOptions d;
+  d.services = *std::move(services);
+  d.emulated_guest = !request.devices_remote_guest();
+  d.host.heartbeat_timeout = absl::Milliseconds(limits.device_heartbeat_timeout_ms);
+  return d;
 }
 
 absl::StatusOr<kmcl::PartitionOptions> PartitionOptionsFrom(
@@ -90,6 +105,8 @@ grpc::ServerUnaryReactor* PartitionService::CreatePartition(
   return FinishBlocking(ctx, ctx_.pool, [this, request, response]() -> absl::Status {
     auto options = PartitionOptionsFrom(*request);
     if (!options.ok()) return options.status();
+    auto devices = DeviceOptionsFrom(*request, ctx_.limits);
+    if (!devices.ok()) return devices.status();
     if (options->id.empty()) options->id = ctx_.registry.NextPartitionId();
     if (ctx_.registry.HasPartition(options->id)) {
       return absl::AlreadyExistsError(absl::StrCat("partition '", options->id, "' already exists"));
@@ -98,6 +115,10 @@ grpc::ServerUnaryReactor* PartitionService::CreatePartition(
     if (!partition.ok()) return partition.status();
     auto entry = ctx_.registry.AddPartition(*std::move(partition));
     if (!entry.ok()) return entry.status();
+    if (absl::Status s = ctx_.registry.AttachDevices(*entry, *std::move(devices)); !s.ok()) {
+      ctx_.registry.DeletePartition((*entry)->id(), /*force=*/true).IgnoreError();
+      return s;
+    }
     *response = DescribePartition(**entry);
     return absl::OkStatus();
   });

@@ -18,6 +18,11 @@ kmcl::v1::Partition DescribePartition(PartitionEntry& entry);
 absl::StatusOr<kmcl::PartitionOptions> PartitionOptionsFrom(
     const kmcl::v1::CreatePartitionRequest& request);
 
+// The built-in devices a CreatePartitionRequest asks for (an empty
+// services list for none); INVALID_ARGUMENT naming a bad entry.
+absl::StatusOr<DeviceOptions> DeviceOptionsFrom(const kmcl::v1::CreatePartitionRequest& request,
+                                                const ServiceLimits& limits);
+
 class PartitionService final : public kmcl::v1::PartitionService::CallbackService {
  public:
   explicit PartitionService(ServiceContext ctx) : ctx_(ctx) {}

@@ -23,6 +23,7 @@ struct ServiceLimits {
   uint32_t max_message_bytes = 16 << 20;   // gRPC receive/send limit
   uint32_t max_streams_per_client = 256;   // Attach + WatchEvents per peer
   uint32_t max_transfer_bytes = 1 << 20;   // guest memory and lease I/O per call
+  uint32_t device_heartbeat_timeout_ms = 5000;  // built-in devices of new partitions
 };
 
 struct ServiceContext {
