@@ -33,7 +33,7 @@ KmcldChild::~KmcldChild() {
 absl::Status KmcldChild::Start(const std::string& binary, absl::Duration timeout) {
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) return absl::InternalError("pipe2 failed");
-  std::vector<std::string> args = {binary, "--listen=127.0.0.1:0", "--uds=none"};
+  std::vector<std::string> args = {binary, "--listen=127.0.0.1:0", "--insecure_plaintext_tcp", "--uds=none"};
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);

@@ -10,7 +10,7 @@
 //   int64_t rss = RssKib(child.pid());
 //   child.Stop(absl::Seconds(5));   // or let the destructor SIGKILL it
 //
-// Start runs kmcld with --listen=127.0.0.1:0 --uds=none and waits for its
+// Start runs kmcld with --listen=127.0.0.1:0 --insecure_plaintext_tcp --uds=none and waits for its
 // "kmcld: ready" line; address() is the port it printed. The child gets
 // SIGKILL if the bench dies first.
 //

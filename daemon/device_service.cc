@@ -17,18 +17,21 @@ grpc::ServerUnaryReactor* DeviceService::Waiting(grpc::CallbackServerContext* ct
 grpc::ServerUnaryReactor* DeviceService::ListDevices(grpc::CallbackServerContext* ctx,
                                                      const kmcl::v1::ListDevicesRequest* request,
                                                      kmcl::v1::ListDevicesResponse* response) {
+  if (absl::Status s = Authorize(ctx, "ListDevices", *request); !s.ok()) return FinishNow(ctx, s);
   return FinishNow(ctx, api_.ListDevices(*request, response));
 }
 
 grpc::ServerUnaryReactor* DeviceService::GetHeartbeat(grpc::CallbackServerContext* ctx,
                                                       const kmcl::v1::GetHeartbeatRequest* request,
                                                       kmcl::v1::HeartbeatState* response) {
+  if (absl::Status s = Authorize(ctx, "GetHeartbeat", *request); !s.ok()) return FinishNow(ctx, s);
   return FinishNow(ctx, api_.GetHeartbeat(*request, response));
 }
 
 grpc::ServerUnaryReactor* DeviceService::RequestShutdown(grpc::CallbackServerContext* ctx,
                                                          const kmcl::v1::RequestShutdownRequest* request,
                                                          kmcl::v1::RequestShutdownResponse* response) {
+  if (absl::Status s = Authorize(ctx, "RequestShutdown", *request); !s.ok()) return FinishNow(ctx, s);
   return Waiting(ctx, request->partition_id(), IcService::kShutdown,
                  [this, request, response] { return api_.RequestShutdown(*request, response); });
 }
@@ -36,6 +39,7 @@ grpc::ServerUnaryReactor* DeviceService::RequestShutdown(grpc::CallbackServerCon
 grpc::ServerUnaryReactor* DeviceService::SendTimeSample(grpc::CallbackServerContext* ctx,
                                                         const kmcl::v1::SendTimeSampleRequest* request,
                                                         kmcl::v1::TimeSample* response) {
+  if (absl::Status s = Authorize(ctx, "SendTimeSample", *request); !s.ok()) return FinishNow(ctx, s);
   return Waiting(ctx, request->partition_id(), IcService::kTimeSync,
                  [this, request, response] { return api_.SendTimeSample(*request, response); });
 }
@@ -43,6 +47,7 @@ grpc::ServerUnaryReactor* DeviceService::SendTimeSample(grpc::CallbackServerCont
 grpc::ServerUnaryReactor* DeviceService::KvpGet(grpc::CallbackServerContext* ctx,
                                                 const kmcl::v1::KvpGetRequest* request,
                                                 kmcl::v1::KvpGetResponse* response) {
+  if (absl::Status s = Authorize(ctx, "KvpGet", *request); !s.ok()) return FinishNow(ctx, s);
   return Waiting(ctx, request->partition_id(), IcService::kKvp,
                  [this, request, response] { return api_.KvpGet(*request, response); });
 }
@@ -50,6 +55,7 @@ grpc::ServerUnaryReactor* DeviceService::KvpGet(grpc::CallbackServerContext* ctx
 grpc::ServerUnaryReactor* DeviceService::KvpSet(grpc::CallbackServerContext* ctx,
                                                 const kmcl::v1::KvpSetRequest* request,
                                                 kmcl::v1::KvpStatus* response) {
+  if (absl::Status s = Authorize(ctx, "KvpSet", *request); !s.ok()) return FinishNow(ctx, s);
   return Waiting(ctx, request->partition_id(), IcService::kKvp,
                  [this, request, response] { return api_.KvpSet(*request, response); });
 }
@@ -57,6 +63,7 @@ grpc::ServerUnaryReactor* DeviceService::KvpSet(grpc::CallbackServerContext* ctx
 grpc::ServerUnaryReactor* DeviceService::KvpDelete(grpc::CallbackServerContext* ctx,
                                                    const kmcl::v1::KvpDeleteRequest* request,
                                                    kmcl::v1::KvpStatus* response) {
+  if (absl::Status s = Authorize(ctx, "KvpDelete", *request); !s.ok()) return FinishNow(ctx, s);
   return Waiting(ctx, request->partition_id(), IcService::kKvp,
                  [this, request, response] { return api_.KvpDelete(*request, response); });
 }
@@ -64,6 +71,7 @@ grpc::ServerUnaryReactor* DeviceService::KvpDelete(grpc::CallbackServerContext* 
 grpc::ServerUnaryReactor* DeviceService::KvpEnumerate(grpc::CallbackServerContext* ctx,
                                                       const kmcl::v1::KvpEnumerateRequest* request,
                                                       kmcl::v1::KvpEnumerateResponse* response) {
+  if (absl::Status s = Authorize(ctx, "KvpEnumerate", *request); !s.ok()) return FinishNow(ctx, s);
   return Waiting(ctx, request->partition_id(), IcService::kKvp,
                  [this, request, response] { return api_.KvpEnumerate(*request, response); });
 }

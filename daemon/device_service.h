@@ -14,6 +14,7 @@
 
 #include "daemon/blocking_pool.h"
 #include "daemon/device_api.h"
+#include "daemon/security/authorizer.h"
 #include "proto/devices.grpc.pb.h"
 
 namespace kmcld {
@@ -29,6 +30,9 @@ class DeviceService final : public kmcl::v1::DeviceService::CallbackService {
   // most the devices' request timeout), so no call holds a partition's
   // devices when they are cleared. Later calls answer UNAVAILABLE.
   void Drain() { pool_.reset(); }
+
+  // Checks every call before it acts (kmcld sets it; null allows all).
+  void set_authorizer(const security::Authorizer* authorizer) { authorizer_ = authorizer; }
 
   grpc::ServerUnaryReactor* ListDevices(grpc::CallbackServerContext* ctx,
                                         const kmcl::v1::ListDevicesRequest* request,
@@ -58,6 +62,12 @@ class DeviceService final : public kmcl::v1::DeviceService::CallbackService {
   grpc::ServerUnaryReactor* Waiting(grpc::CallbackServerContext* ctx, const std::string& partition_id,
                                     kmcl::devices::ic::IcService service, std::function<absl::Status()> work);
 
+  absl::Status Authorize(grpc::CallbackServerContext* ctx, absl::string_view rpc,
+                         const google::protobuf::Message& request) const {
+    return authorizer_ == nullptr ? absl::OkStatus() : authorizer_->Check(*ctx, rpc, request);
+  }
+
+  const security::Authorizer* authorizer_ = nullptr;
   DeviceApi api_;
   std::unique_ptr<BlockingPool> pool_;
 };

@@ -24,7 +24,8 @@ RegistryLimits LimitsFrom(const config::KmcldConfig& c) {
 
 }  // namespace
 
-KmclServices::KmclServices(const config::KmcldConfig& config)
+KmclServices::KmclServices(const config::KmcldConfig& config,
+                           const security::Authorizer* authorizer)
     : config_(config),
       log_(config.event_retention()),
       registry_(std::make_unique<Registry>(LimitsFrom(config), log_, timer_)),
@@ -34,8 +35,8 @@ KmclServices::KmclServices(const config::KmcldConfig& config)
   ServiceLimits limits;
   limits.max_message_bytes = config.max_message_bytes();
   limits.max_streams_per_client = config.max_streams_per_client();
-  ServiceContext ctx{*registry_, *pool_, limits};
   limits.device_heartbeat_timeout_ms = config.device_heartbeat_timeout_ms();
+  ServiceContext ctx{*registry_, *pool_, limits, authorizer};
   SaveRestoreLimits save_limits;
   save_limits.max_restore_bytes = config.max_restore_bytes();
   services_.push_back(std::make_unique<PartitionService>(ctx));

@@ -22,6 +22,7 @@
 #include "daemon/event_log.h"
 #include "daemon/leases.h"
 #include "daemon/registry.h"
+#include "daemon/security/authorizer.h"
 #include "daemon/services/packet_service.h"
 #include "daemon/services/service_context.h"
 #include "daemon/timer.h"
@@ -31,7 +32,9 @@ namespace kmcld {
 
 class KmclServices {
  public:
-  explicit KmclServices(const config::KmcldConfig& config);
+  // `authorizer` (may be null: every call allowed) must outlive this.
+  explicit KmclServices(const config::KmcldConfig& config,
+                        const security::Authorizer* authorizer = nullptr);
   ~KmclServices();
   KmclServices(const KmclServices&) = delete;
   KmclServices& operator=(const KmclServices&) = delete;

@@ -1,10 +1,11 @@
 // kmcld: the host-side daemon that owns emulated VMBus channels through
 // kmcl_core and serves them over gRPC (package kmcl.v1).
 //
-// With no flags it listens on a Unix domain socket in its runtime folder and
-// on 127.0.0.1:50551, prints where on stderr, and runs until SIGINT or
+// With no flags it listens on an owner-only Unix domain socket in its runtime
+// folder (TCP needs mutual TLS, or --insecure_plaintext_tcp on loopback:
+// docs/security.md), prints where on stderr, and runs until SIGINT or
 // SIGTERM, on which it stops accepting calls, lets running calls finish for a
-// grace period, and exits 0.
+// grace period, and exits 0. SIGHUP re-reads the --policy file.
 #include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
@@ -33,6 +34,8 @@
 #include "daemon/kmcl_services.h"
 #include "kmcl_core/partition.h"
 #include "daemon/listen_options.h"
+#include "daemon/security/flags.h"
+#include "daemon/security/server_security.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/server_credentials.h"
@@ -40,9 +43,10 @@
 #include "grpcpp/server.h"
 #include "grpcpp/server_builder.h"
 
-ABSL_FLAG(std::string, listen, kmcld::kDefaultTcpAddress,
-          "TCP address (host:port) to serve gRPC on; empty disables TCP. "
-          "Port 0 picks a free port (printed on stderr).");
+ABSL_FLAG(std::string, listen, "",
+          "TCP address (host:port) to serve gRPC on, with mutual TLS (--tls_cert, --tls_key, "
+          "--tls_ca, --policy) or, on loopback only, --insecure_plaintext_tcp; empty (the default) "
+          "serves the Unix socket alone. Port 0 picks a free port (printed on stderr).");
 ABSL_FLAG(std::string, uds, "",
           "Unix domain socket path; empty means <runtime_dir>/kmcld.sock, "
           "'none' disables it.");
@@ -167,6 +171,7 @@ int Run() {
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   if (absl::GetFlag(FLAGS_shutdown_grace_ms) < 0 || absl::GetFlag(FLAGS_demo_interval_ms) < 0 ||
@@ -197,6 +202,12 @@ int Run() {
     absl::FPrintF(stderr, "kmcld: nothing to listen on (--listen and --uds both disabled)\n");
     return 1;
   }
+  absl::StatusOr<std::unique_ptr<kmcld::security::ServerSecurity>> security =
+      kmcld::security::ServerSecurity::Create(kmcld::security::SecurityOptionsFromFlags(), *options);
+  if (!security.ok()) {
+    absl::FPrintF(stderr, "kmcld: security: %s\n", security.status().message());
+    return 1;
+  }
 
   // The embedded default partition: an emulated VM with 4 GiB of lazily
   // allocated guest memory and a guest VMBus client at VTL 0.
@@ -210,7 +221,7 @@ int Run() {
                 (*partition)->id(), (*partition)->memory().size_bytes() >> 20,
                 *(*partition)->NegotiatedVersion(0) >> 16, *(*partition)->NegotiatedVersion(0) & 0xFFFF,
                 (*partition)->vmbus_handle());
-  kmcld::KmclServices services(*config);
+  kmcld::KmclServices services(*config, &(*security)->authorizer());
   absl::StatusOr<std::shared_ptr<kmcld::PartitionEntry>> entry =
       services.registry().AddPartition(*std::move(partition));
   if (!entry.ok()) {
@@ -245,6 +256,7 @@ int Run() {
                   d.emulated_guest ? " with the emulated guest" : " (the guest role is left to a remote tool)");
   }
   kmcld::DeviceService device_service(services.registry());
+  device_service.set_authorizer(&(*security)->authorizer());
   kmcld::DeviceDemo device_demo;
   if ((absl::GetFlag(FLAGS_demo) || absl::GetFlag(FLAGS_demo_devices)) && (*entry)->devices() != nullptr) {
     device_demo.Start(services.registry(), (*entry)->id(),
@@ -255,13 +267,7 @@ int Run() {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int tcp_port = 0;
-  if (!options->tcp_address.empty()) {
-    builder.AddListeningPort(options->tcp_address, grpc::InsecureServerCredentials(),
-                             &tcp_port);
-  }
-  if (!options->uds_path.empty()) {
-    builder.AddListeningPort("unix:" + options->uds_path, grpc::InsecureServerCredentials());
-  }
+  (*security)->AddListeners(builder, &tcp_port);
   services.RegisterAll(builder);
   builder.RegisterService(&device_service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
@@ -271,10 +277,14 @@ int Run() {
                   options->uds_path.empty() ? "" : "unix:" + options->uds_path);
     return 1;
   }
+  if (absl::Status s = (*security)->SecureSocket(); !s.ok()) {
+    absl::FPrintF(stderr, "kmcld: %s\n", s.message());
+    return 1;
+  }
   server->GetHealthCheckService()->SetServingStatus(true);
   if (!options->tcp_address.empty()) {
-    absl::FPrintF(stderr, "kmcld: listening on tcp %s\n",
-                  BoundAddress(options->tcp_address, tcp_port));
+    absl::FPrintF(stderr, "kmcld: tcp is %s\n", (*security)->tcp_mode());
+    absl::FPrintF(stderr, "kmcld: listening on tcp %s\n", BoundAddress(options->tcp_address, tcp_port));
   }
   if (!options->uds_path.empty()) {
     absl::FPrintF(stderr, "kmcld: listening on unix %s\n", options->uds_path);
@@ -283,7 +293,10 @@ int Run() {
 
   std::thread signal_thread([&] {
     int sig = 0;
-    sigwait(&signals, &sig);
+    while (sigwait(&signals, &sig) == 0 && sig == SIGHUP) {
+      absl::Status s = (*security)->Reload();
+      absl::FPrintF(stderr, "kmcld: SIGHUP: %s\n", s.ok() ? "policy reloaded" : s.message());
+    }
     absl::FPrintF(stderr, "kmcld: %s received, shutting down\n",
                   sig == SIGINT ? "SIGINT" : "SIGTERM");
     server->GetHealthCheckService()->SetServingStatus(false);

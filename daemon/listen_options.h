@@ -1,8 +1,8 @@
 // daemon/listen_options.h: where kmcld listens, and how the defaults are found.
 //
 // kmcld listens on a Unix domain socket in a runtime folder it creates (mode
-// 0700, so only its user can connect) and on a loopback TCP address. Both are
-// set by flags; ResolveListenOptions fills in the defaults and prepares the
+// 0700, so only its user can connect) and optionally on a TCP address
+// (secured by daemon/security/server_security.h). Both are set by flags; ResolveListenOptions fills in the defaults and prepares the
 // socket path (creating the folder, removing a stale socket left by a dead
 // daemon, refusing to steal one a live daemon still serves).
 //
@@ -15,8 +15,6 @@
 #include "absl/status/statusor.h"
 
 namespace kmcld {
-
-inline constexpr char kDefaultTcpAddress[] = "127.0.0.1:50551";
 
 struct ListenOptions {
   // host:port; empty disables TCP. Port 0 picks a free port.

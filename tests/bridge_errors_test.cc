@@ -474,8 +474,9 @@ TEST(BridgeErrorsTest, OddInputsGetTheirDocumentedCodes) {
 
 TEST(BridgeErrorsTest, ABadConfigFileStopsKmcldBeforeItListens) {
   DaemonProcess d;
-  absl::Status s = d.Start({"--listen=127.0.0.1:0", "--uds=none", "--config=/nonexistent.conf"},
-                           absl::Seconds(30));
+  absl::Status s = d.Start(
+      {"--listen=127.0.0.1:0", "--insecure_plaintext_tcp", "--uds=none", "--config=/nonexistent.conf"},
+      absl::Seconds(30));
   EXPECT_FALSE(s.ok());
   EXPECT_NE(d.output().find("/nonexistent.conf"), std::string::npos) << d.output();
   EXPECT_EQ(d.output().find("kmcld: ready"), std::string::npos) << d.output();

@@ -11,7 +11,8 @@ namespace kmcld::testing {
 absl::Status Kmcld::Start(const std::vector<std::string>& flags) {
   // The bridge tests count the default partition's channels from an empty
   // start: no built-in devices (kmcld's default gives it the four).
-  std::vector<std::string> args = {"--listen=127.0.0.1:0", "--uds=none", "--devices=none"};
+  std::vector<std::string> args = {"--listen=127.0.0.1:0", "--insecure_plaintext_tcp", "--uds=none",
+                                   "--devices=none"};
   args.insert(args.end(), flags.begin(), flags.end());
   if (absl::Status s = process.Start(args); !s.ok()) return s;
   channel = grpc::CreateChannel(process.tcp_address(), grpc::InsecureChannelCredentials());

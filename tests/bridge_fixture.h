@@ -31,7 +31,7 @@ inline constexpr char kEchoType[] = "8e1d0a5e-2a3b-4c5d-9e0f-112233445566";
 
 // One kmcld and its stubs.
 struct Kmcld {
-  // Starts kmcld with --listen=127.0.0.1:0 --uds=none plus `flags`.
+  // Starts kmcld with --listen=127.0.0.1:0 --insecure_plaintext_tcp --uds=none plus `flags`.
   absl::Status Start(const std::vector<std::string>& flags = {});
 
   DaemonProcess process;

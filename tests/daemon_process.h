@@ -43,6 +43,7 @@ class DaemonProcess {
   // number if it was killed by a signal).
   absl::StatusOr<int> Stop(int signal, absl::Duration timeout = absl::Seconds(30));
 
+  pid_t pid() const { return pid_; }  // for signals other than Stop's
   const std::string& tcp_address() const { return tcp_address_; }  // "127.0.0.1:port"
   const std::string& uds_path() const { return uds_path_; }
   // Everything the daemon wrote to stderr so far.

@@ -27,7 +27,8 @@ TEST(KmcldStart, ServesHealthOverTcpAndUnixSocketThenStopsOnSigterm) {
   ShortTempDir tmp;
   std::string dir = tmp.path();
   DaemonProcess daemon;
-  ASSERT_TRUE(daemon.Start({"--listen=127.0.0.1:0", "--runtime_dir=" + dir}).ok())
+  ASSERT_TRUE(
+      daemon.Start({"--listen=127.0.0.1:0", "--insecure_plaintext_tcp", "--runtime_dir=" + dir}).ok())
       << daemon.output();
   ASSERT_TRUE(absl::StartsWith(daemon.tcp_address(), "127.0.0.1:")) << daemon.output();
   EXPECT_NE(daemon.tcp_address(), "127.0.0.1:0");
@@ -49,7 +50,8 @@ TEST(KmcldStart, ServesHealthOverTcpAndUnixSocketThenStopsOnSigterm) {
 
 TEST(KmcldStart, ReflectionListsTheKmclApi) {
   DaemonProcess daemon;
-  ASSERT_TRUE(daemon.Start({"--listen=127.0.0.1:0", "--uds=none"}).ok()) << daemon.output();
+  ASSERT_TRUE(daemon.Start({"--listen=127.0.0.1:0", "--insecure_plaintext_tcp", "--uds=none"}).ok())
+      << daemon.output();
   EXPECT_TRUE(daemon.uds_path().empty());
   auto services = ListServices(Dial(daemon.tcp_address()));
   ASSERT_TRUE(services.ok()) << services.status();
@@ -82,7 +84,7 @@ TEST(KmcldStart, RefusesASocketAnotherDaemonServes) {
 
 TEST(KmcldStart, HostsTheDefaultPartitionAndRunsDemoTraffic) {
   DaemonProcess daemon;
-  ASSERT_TRUE(daemon.Start({"--listen=127.0.0.1:0", "--uds=none", "--demo", "--demo_packets=2000",
+  ASSERT_TRUE(daemon.Start({"--listen=127.0.0.1:0", "--insecure_plaintext_tcp", "--uds=none", "--demo", "--demo_packets=2000",
                             "--demo_interval_ms=50"})
                   .ok())
       << daemon.output();
@@ -103,7 +105,7 @@ TEST(KmcldStart, HostsTheDefaultPartitionAndRunsDemoTraffic) {
 
 TEST(KmcldStart, UnusableTcpAddressFailsClearly) {
   DaemonProcess daemon;
-  absl::Status s = daemon.Start({"--listen=256.0.0.1:1", "--uds=none"});
+  absl::Status s = daemon.Start({"--listen=127.0.0.1:no-port", "--insecure_plaintext_tcp", "--uds=none"});
   EXPECT_FALSE(s.ok());
   EXPECT_TRUE(absl::StrContains(daemon.output(), "cannot listen")) << daemon.output();
 }
@@ -111,7 +113,9 @@ TEST(KmcldStart, UnusableTcpAddressFailsClearly) {
 TEST(KmcldStart, OutOfRangeFlagsFailClearly) {
   for (const char* flag : {"--demo_packets=-1", "--demo_interval_ms=-5", "--shutdown_grace_ms=-1"}) {
     DaemonProcess daemon;
-    EXPECT_FALSE(daemon.Start({"--listen=127.0.0.1:0", "--uds=none", "--demo", flag}).ok()) << flag;
+    EXPECT_FALSE(
+        daemon.Start({"--listen=127.0.0.1:0", "--insecure_plaintext_tcp", "--uds=none", "--demo", flag}).ok())
+        << flag;
     EXPECT_TRUE(absl::StrContains(daemon.output(), "must be >= ")) << flag << ": " << daemon.output();
   }
 }

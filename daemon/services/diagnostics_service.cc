@@ -47,6 +47,7 @@ kmcl::v1::ChannelDiagnostics DiagnosticsService::Diagnose(const ResolvedChannel&
 grpc::ServerUnaryReactor* DiagnosticsService::GetChannelDiagnostics(
     grpc::CallbackServerContext* ctx, const kmcl::v1::GetChannelDiagnosticsRequest* request,
     kmcl::v1::ChannelDiagnostics* response) {
+  if (absl::Status s = Authorize(ctx_, ctx, "GetChannelDiagnostics", *request); !s.ok()) return FinishNow(ctx, s);
   auto c = ctx_.registry.Resolve(request->channel());
   if (c.ok()) *response = Diagnose(*c);
   return FinishNow(ctx, c.status());
@@ -55,6 +56,7 @@ grpc::ServerUnaryReactor* DiagnosticsService::GetChannelDiagnostics(
 grpc::ServerUnaryReactor* DiagnosticsService::ListChannelDiagnostics(
     grpc::CallbackServerContext* ctx, const kmcl::v1::ListChannelDiagnosticsRequest* request,
     kmcl::v1::ListChannelDiagnosticsResponse* response) {
+  if (absl::Status s = Authorize(ctx_, ctx, "ListChannelDiagnostics", *request); !s.ok()) return FinishNow(ctx, s);
   auto partitions = ctx_.registry.PartitionsFor(request->partition_id());
   if (!partitions.ok()) return FinishNow(ctx, partitions.status());
   for (auto& p : *partitions) {

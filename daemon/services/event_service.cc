@@ -210,6 +210,9 @@ class WatchReactor final : public grpc::ServerWriteReactor<kmcl::v1::Event> {
 
 grpc::ServerWriteReactor<kmcl::v1::Event>* EventService::WatchEvents(
     grpc::CallbackServerContext* ctx, const kmcl::v1::WatchEventsRequest* request) {
+  if (absl::Status s = Authorize(ctx_, ctx, "WatchEvents", *request); !s.ok()) {
+    return RefuseStream<kmcl::v1::Event>(s);
+  }
   return new WatchReactor(ctx, *request, ctx_, streams_);
 }
 

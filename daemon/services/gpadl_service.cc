@@ -80,6 +80,7 @@ absl::Status GpadlService::GuestIo(const std::string& partition_id, bool has_gpa
 grpc::ServerUnaryReactor* GpadlService::AllocateGuestBuffer(
     grpc::CallbackServerContext* ctx, const kmcl::v1::AllocateGuestBufferRequest* request,
     kmcl::v1::GuestBuffer* response) {
+  if (absl::Status s = Authorize(ctx_, ctx, "AllocateGuestBuffer", *request); !s.ok()) return FinishNow(ctx, s);
   auto p = ctx_.registry.GetPartition(request->partition_id());
   if (!p.ok()) return FinishNow(ctx, p.status());
   if (request->byte_count() == 0) {
@@ -116,6 +117,7 @@ grpc::ServerUnaryReactor* GpadlService::AllocateGuestBuffer(
 grpc::ServerUnaryReactor* GpadlService::FreeGuestBuffer(
     grpc::CallbackServerContext* ctx, const kmcl::v1::FreeGuestBufferRequest* request,
     kmcl::v1::FreeGuestBufferResponse*) {
+  if (absl::Status s = Authorize(ctx_, ctx, "FreeGuestBuffer", *request); !s.ok()) return FinishNow(ctx, s);
   auto p = ctx_.registry.GetPartition(request->partition_id());
   if (!p.ok()) return FinishNow(ctx, p.status());
   kmcl::MutexLock lock(&(*p)->mu);
@@ -142,6 +144,7 @@ grpc::ServerUnaryReactor* GpadlService::FreeGuestBuffer(
 grpc::ServerUnaryReactor* GpadlService::WriteGuestMemory(
     grpc::CallbackServerContext* ctx, const kmcl::v1::WriteGuestMemoryRequest* r,
     kmcl::v1::WriteGuestMemoryResponse*) {
+  if (absl::Status s = Authorize(ctx_, ctx, "WriteGuestMemory", *r); !s.ok()) return FinishNow(ctx, s);
   std::string data = r->data();
   return FinishNow(ctx, GuestIo(r->partition_id(), r->has_gpa(), r->gpa(), r->has_buffer_id(),
                                 r->buffer_id(), r->offset(), reinterpret_cast<uint8_t*>(data.data()),
@@ -151,6 +154,7 @@ grpc::ServerUnaryReactor* GpadlService::WriteGuestMemory(
 grpc::ServerUnaryReactor* GpadlService::ReadGuestMemory(
     grpc::CallbackServerContext* ctx, const kmcl::v1::ReadGuestMemoryRequest* r,
     kmcl::v1::ReadGuestMemoryResponse* response) {
+  if (absl::Status s = Authorize(ctx_, ctx, "ReadGuestMemory", *r); !s.ok()) return FinishNow(ctx, s);
   if (r->length() > ctx_.limits.max_transfer_bytes) {
     return FinishNow(ctx, absl::InvalidArgumentError(absl::StrCat(
                               "a transfer of ", r->length(), " bytes is above the limit of ",
@@ -188,6 +192,7 @@ absl::StatusOr<kmcl::v1::Gpadl> GpadlService::Describe(const ResolvedChannel& c,
 grpc::ServerUnaryReactor* GpadlService::CreateGpadl(grpc::CallbackServerContext* ctx,
                                                     const kmcl::v1::CreateGpadlRequest* request,
                                                     kmcl::v1::Gpadl* response) {
+  if (absl::Status s = Authorize(ctx_, ctx, "CreateGpadl", *request); !s.ok()) return FinishNow(ctx, s);
   auto c = ctx_.registry.Resolve(request->channel());
   if (!c.ok()) return FinishNow(ctx, c.status());
   if (c->guest == nullptr || c->guest->channel().connection() != kmcl::ConnectionState::kOpened) {
@@ -243,6 +248,7 @@ grpc::ServerUnaryReactor* GpadlService::CreateGpadl(grpc::CallbackServerContext*
 grpc::ServerUnaryReactor* GpadlService::TeardownGpadl(grpc::CallbackServerContext* ctx,
                                                       const kmcl::v1::TeardownGpadlRequest* request,
                                                       kmcl::v1::Gpadl* response) {
+  if (absl::Status s = Authorize(ctx_, ctx, "TeardownGpadl", *request); !s.ok()) return FinishNow(ctx, s);
   auto c = ctx_.registry.Resolve(request->channel());
   if (!c.ok()) return FinishNow(ctx, c.status());
   auto before = Describe(*c, request->gpadl_id());
@@ -281,6 +287,7 @@ grpc::ServerUnaryReactor* GpadlService::TeardownGpadl(grpc::CallbackServerContex
 grpc::ServerUnaryReactor* GpadlService::GetGpadl(grpc::CallbackServerContext* ctx,
                                                  const kmcl::v1::GetGpadlRequest* request,
                                                  kmcl::v1::Gpadl* response) {
+  if (absl::Status s = Authorize(ctx_, ctx, "GetGpadl", *request); !s.ok()) return FinishNow(ctx, s);
   auto c = ctx_.registry.Resolve(request->channel());
   if (!c.ok()) return FinishNow(ctx, c.status());
   auto described = Describe(*c, request->gpadl_id());
@@ -291,6 +298,7 @@ grpc::ServerUnaryReactor* GpadlService::GetGpadl(grpc::CallbackServerContext* ct
 grpc::ServerUnaryReactor* GpadlService::MapGpadl(grpc::CallbackServerContext* ctx,
                                                  const kmcl::v1::MapGpadlRequest* request,
                                                  kmcl::v1::GpadlLease* response) {
+  if (absl::Status s = Authorize(ctx_, ctx, "MapGpadl", *request); !s.ok()) return FinishNow(ctx, s);
   auto c = ctx_.registry.Resolve(request->channel());
   if (!c.ok()) return FinishNow(ctx, c.status());
   if (c->host == nullptr) {
@@ -312,6 +320,7 @@ grpc::ServerUnaryReactor* GpadlService::MapGpadl(grpc::CallbackServerContext* ct
 grpc::ServerUnaryReactor* GpadlService::ReadLease(grpc::CallbackServerContext* ctx,
                                                   const kmcl::v1::LeaseIoRequest* request,
                                                   kmcl::v1::LeaseIoResponse* response) {
+  if (absl::Status s = Authorize(ctx_, ctx, "ReadLease", *request); !s.ok()) return FinishNow(ctx, s);
   if (request->length() > ctx_.limits.max_transfer_bytes) {
     return FinishNow(ctx, absl::InvalidArgumentError(absl::StrCat(
                               "a transfer of ", request->length(), " bytes is above the limit of ",
@@ -327,6 +336,7 @@ grpc::ServerUnaryReactor* GpadlService::ReadLease(grpc::CallbackServerContext* c
 grpc::ServerUnaryReactor* GpadlService::WriteLease(grpc::CallbackServerContext* ctx,
                                                    const kmcl::v1::LeaseIoRequest* request,
                                                    kmcl::v1::LeaseIoResponse*) {
+  if (absl::Status s = Authorize(ctx_, ctx, "WriteLease", *request); !s.ok()) return FinishNow(ctx, s);
   if (request->data().size() > ctx_.limits.max_transfer_bytes) {
     return FinishNow(ctx, absl::InvalidArgumentError(absl::StrCat(
                               "a transfer of ", request->data().size(),
@@ -340,6 +350,7 @@ grpc::ServerUnaryReactor* GpadlService::WriteLease(grpc::CallbackServerContext* 
 grpc::ServerUnaryReactor* GpadlService::UnmapGpadl(grpc::CallbackServerContext* ctx,
                                                    const kmcl::v1::UnmapGpadlRequest* request,
                                                    kmcl::v1::UnmapGpadlResponse*) {
+  if (absl::Status s = Authorize(ctx_, ctx, "UnmapGpadl", *request); !s.ok()) return FinishNow(ctx, s);
   return FinishNow(ctx, leases_.Unmap(request->lease_id()));
 }
 

@@ -44,6 +44,7 @@ absl::Time Deadline(grpc::CallbackServerContext* ctx, absl::Duration fallback) {
 grpc::ServerUnaryReactor* GuestChannelService::ListOffers(grpc::CallbackServerContext* ctx,
                                                           const kmcl::v1::ListOffersRequest* request,
                                                           kmcl::v1::ListOffersResponse* response) {
+  if (absl::Status s = Authorize(ctx_, ctx, "ListOffers", *request); !s.ok()) return FinishNow(ctx, s);
   auto type = FromProto(request->interface_type(), "interface_type", /*allow_empty=*/true);
   if (!type.ok()) return FinishNow(ctx, type.status());
   if (request->vtl() > 2) {
@@ -74,6 +75,7 @@ grpc::ServerUnaryReactor* GuestChannelService::ListOffers(grpc::CallbackServerCo
 grpc::ServerUnaryReactor* GuestChannelService::OpenChannel(
     grpc::CallbackServerContext* ctx, const kmcl::v1::OpenChannelRequest* request,
     kmcl::v1::ChannelResponse* response) {
+  if (absl::Status s = Authorize(ctx_, ctx, "OpenChannel", *request); !s.ok()) return FinishNow(ctx, s);
   const absl::Time deadline = Deadline(ctx, absl::Seconds(30));
   return FinishBlocking(ctx, ctx_.pool, [this, request, response, deadline]() -> absl::Status {
     auto partition = ctx_.registry.GetPartition(request->partition_id());
@@ -159,6 +161,7 @@ grpc::ServerUnaryReactor* GuestChannelService::OpenChannel(
 grpc::ServerUnaryReactor* GuestChannelService::CloseChannel(grpc::CallbackServerContext* ctx,
                                                             const kmcl::v1::ChannelRequest* request,
                                                             kmcl::v1::ChannelResponse* response) {
+  if (absl::Status s = Authorize(ctx_, ctx, "CloseChannel", *request); !s.ok()) return FinishNow(ctx, s);
   kmcl::v1::EndpointRef ref;
   *ref.mutable_channel() = request->channel();
   ref.set_role(kmcl::v1::ENDPOINT_ROLE_GUEST);

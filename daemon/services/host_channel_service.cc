@@ -19,6 +19,7 @@ kmcl::v1::EndpointRef HostRef(const kmcl::v1::ChannelRef& channel) {
 grpc::ServerUnaryReactor* HostChannelService::OfferChannel(
     grpc::CallbackServerContext* ctx, const kmcl::v1::OfferChannelRequest* request,
     kmcl::v1::ChannelResponse* response) {
+  if (absl::Status s = Authorize(ctx_, ctx, "OfferChannel", *request); !s.ok()) return FinishNow(ctx, s);
   return FinishBlocking(ctx, ctx_.pool, [this, request, response]() -> absl::Status {
     auto partition = ctx_.registry.GetPartition(request->partition_id());
     if (!partition.ok()) return partition.status();
@@ -80,18 +81,21 @@ grpc::ServerUnaryReactor* HostChannelService::HostOp(grpc::CallbackServerContext
 grpc::ServerUnaryReactor* HostChannelService::StartChannel(grpc::CallbackServerContext* ctx,
                                                            const kmcl::v1::ChannelRequest* request,
                                                            kmcl::v1::ChannelResponse* response) {
+  if (absl::Status s = Authorize(ctx_, ctx, "StartChannel", *request); !s.ok()) return FinishNow(ctx, s);
   return HostOp(ctx, request, response, [](Endpoint& ep) { return ep.channel().Start(); });
 }
 
 grpc::ServerUnaryReactor* HostChannelService::PauseChannel(grpc::CallbackServerContext* ctx,
                                                            const kmcl::v1::ChannelRequest* request,
                                                            kmcl::v1::ChannelResponse* response) {
+  if (absl::Status s = Authorize(ctx_, ctx, "PauseChannel", *request); !s.ok()) return FinishNow(ctx, s);
   return HostOp(ctx, request, response, [](Endpoint& ep) { return ep.channel().Pause(); });
 }
 
 grpc::ServerUnaryReactor* HostChannelService::RescindChannel(
     grpc::CallbackServerContext* ctx, const kmcl::v1::ChannelRequest* request,
     kmcl::v1::ChannelResponse* response) {
+  if (absl::Status s = Authorize(ctx_, ctx, "RescindChannel", *request); !s.ok()) return FinishNow(ctx, s);
   return HostOp(ctx, request, response, [](Endpoint& ep) {
     if (ep.channel().connection() == kmcl::ConnectionState::kDisabled) {
       return absl::FailedPreconditionError("the channel is already rescinded or disabled");
@@ -105,6 +109,7 @@ grpc::ServerUnaryReactor* HostChannelService::RescindChannel(
 grpc::ServerUnaryReactor* HostChannelService::CleanupChannel(
     grpc::CallbackServerContext* ctx, const kmcl::v1::ChannelRequest* request,
     kmcl::v1::CleanupChannelResponse*) {
+  if (absl::Status s = Authorize(ctx_, ctx, "CleanupChannel", *request); !s.ok()) return FinishNow(ctx, s);
   auto channel = ctx_.registry.Resolve(request->channel());
   if (!channel.ok()) return FinishNow(ctx, channel.status());
   if (channel->host == nullptr) {
@@ -124,6 +129,7 @@ grpc::ServerUnaryReactor* HostChannelService::CleanupChannel(
 grpc::ServerUnaryReactor* HostChannelService::GetChannel(grpc::CallbackServerContext* ctx,
                                                          const kmcl::v1::ChannelRequest* request,
                                                          kmcl::v1::ChannelResponse* response) {
+  if (absl::Status s = Authorize(ctx_, ctx, "GetChannel", *request); !s.ok()) return FinishNow(ctx, s);
   auto channel = ctx_.registry.Resolve(request->channel());
   if (channel.ok()) *response->mutable_channel() = ctx_.registry.Describe(*channel);
   return FinishNow(ctx, channel.status());
@@ -132,6 +138,7 @@ grpc::ServerUnaryReactor* HostChannelService::GetChannel(grpc::CallbackServerCon
 grpc::ServerUnaryReactor* HostChannelService::ListChannels(
     grpc::CallbackServerContext* ctx, const kmcl::v1::ListChannelsRequest* request,
     kmcl::v1::ListChannelsResponse* response) {
+  if (absl::Status s = Authorize(ctx_, ctx, "ListChannels", *request); !s.ok()) return FinishNow(ctx, s);
   auto partitions = ctx_.registry.PartitionsFor(request->partition_id());
   if (!partitions.ok()) return FinishNow(ctx, partitions.status());
   for (auto& p : *partitions) {

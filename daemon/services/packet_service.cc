@@ -230,6 +230,12 @@ class AttachReactor final : public Reactor {
       return absl::FailedPreconditionError("the first message of an Attach stream must be Attach");
     }
     const kmcl::v1::Attach& a = in_.attach();
+    const security::Role role =
+        a.endpoint().role() == kmcl::v1::ENDPOINT_ROLE_HOST ? security::HOST : security::GUEST;
+    if (absl::Status s = AuthorizeRole(services_, ctx_, "Attach", a.endpoint().channel().partition_id(), role);
+        !s.ok()) {
+      return s;
+    }
     auto ep = services_.registry.ResolveEndpoint(a.endpoint());
     if (!ep.ok()) return ep.status();
     stream_->ReserveWrite();

@@ -95,13 +95,20 @@ absl::StatusOr<kmcl::PartitionOptions> PartitionOptionsFrom(
 grpc::ServerUnaryReactor* PartitionService::ListPartitions(
     grpc::CallbackServerContext* ctx, const kmcl::v1::ListPartitionsRequest*,
     kmcl::v1::ListPartitionsResponse* response) {
-  for (auto& p : ctx_.registry.ListPartitions()) *response->add_partitions() = DescribePartition(*p);
+  const security::Authorizer* authz = ctx_.authorizer;  // lists only what the caller may see
+  if (absl::Status s = authz ? authz->CheckList(*ctx, "ListPartitions") : absl::OkStatus(); !s.ok()) {
+    return FinishNow(ctx, s);
+  }
+  for (auto& p : ctx_.registry.ListPartitions()) {
+    if (authz == nullptr || authz->Visible(*ctx, p->id())) *response->add_partitions() = DescribePartition(*p);
+  }
   return FinishNow(ctx, absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* PartitionService::CreatePartition(
     grpc::CallbackServerContext* ctx, const kmcl::v1::CreatePartitionRequest* request,
     kmcl::v1::Partition* response) {
+  if (absl::Status s = Authorize(ctx_, ctx, "CreatePartition", *request); !s.ok()) return FinishNow(ctx, s);
   return FinishBlocking(ctx, ctx_.pool, [this, request, response]() -> absl::Status {
     auto options = PartitionOptionsFrom(*request);
     if (!options.ok()) return options.status();
@@ -127,6 +134,7 @@ grpc::ServerUnaryReactor* PartitionService::CreatePartition(
 grpc::ServerUnaryReactor* PartitionService::GetPartition(grpc::CallbackServerContext* ctx,
                                                          const kmcl::v1::GetPartitionRequest* request,
                                                          kmcl::v1::Partition* response) {
+  if (absl::Status s = Authorize(ctx_, ctx, "GetPartition", *request); !s.ok()) return FinishNow(ctx, s);
   auto entry = ctx_.registry.GetPartition(request->id());
   if (entry.ok()) *response = DescribePartition(**entry);
   return FinishNow(ctx, entry.status());
@@ -135,6 +143,7 @@ grpc::ServerUnaryReactor* PartitionService::GetPartition(grpc::CallbackServerCon
 grpc::ServerUnaryReactor* PartitionService::DeletePartition(
     grpc::CallbackServerContext* ctx, const kmcl::v1::DeletePartitionRequest* request,
     kmcl::v1::DeletePartitionResponse*) {
+  if (absl::Status s = Authorize(ctx_, ctx, "DeletePartition", *request); !s.ok()) return FinishNow(ctx, s);
   return FinishBlocking(ctx, ctx_.pool, [this, request] {
     return ctx_.registry.DeletePartition(request->id(), request->force());
   });

@@ -81,10 +81,12 @@ class SaveReactor final : public grpc::ServerWriteReactor<kmcl::v1::SaveChunk> {
 class RestoreReactor final : public grpc::ServerReadReactor<kmcl::v1::RestoreChunk> {
  public:
   using Restore = std::function<absl::Status(const std::string& target, const std::string& blob)>;
+  // `authorize` checks the target chunk before any data is taken.
+  using Authorize = std::function<absl::Status(const kmcl::v1::RestoreChunk& target)>;
   RestoreReactor(grpc::CallbackServerContext* ctx, BlockingPool& pool, uint64_t max_bytes,
-                 std::atomic<uint64_t>& in_flight, Restore restore)
+                 std::atomic<uint64_t>& in_flight, Authorize authorize, Restore restore)
       : ctx_(ctx), pool_(pool), max_bytes_(max_bytes), in_flight_(in_flight),
-        restore_(std::move(restore)) {
+        authorize_(std::move(authorize)), restore_(std::move(restore)) {
     StartRead(&in_);
   }
   void OnReadDone(bool ok) override {
@@ -109,6 +111,10 @@ class RestoreReactor final : public grpc::ServerReadReactor<kmcl::v1::RestoreChu
       if (in_.kind_case() != kmcl::v1::RestoreChunk::kTarget) {
         Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                             "the first RestoreChunk must be the target"));
+        return;
+      }
+      if (absl::Status s = authorize_(in_); !s.ok()) {
+        Finish(ToGrpc(s));
         return;
       }
       have_target_ = true;
@@ -154,6 +160,7 @@ class RestoreReactor final : public grpc::ServerReadReactor<kmcl::v1::RestoreChu
   const uint64_t max_bytes_;
   std::atomic<uint64_t>& in_flight_;  // bytes all restore streams hold
   uint64_t counted_ = 0;              // this stream's share of in_flight_
+  Authorize authorize_;
   Restore restore_;
   bool have_target_ = false;
   std::string target_;
@@ -164,14 +171,20 @@ class RestoreReactor final : public grpc::ServerReadReactor<kmcl::v1::RestoreChu
 }  // namespace
 
 grpc::ServerWriteReactor<kmcl::v1::SaveChunk>* SaveRestoreService::SaveChannel(
-    grpc::CallbackServerContext*, const kmcl::v1::SaveChannelRequest* request) {
+    grpc::CallbackServerContext* ctx, const kmcl::v1::SaveChannelRequest* request) {
+  if (absl::Status s = Authorize(ctx_, ctx, "SaveChannel", *request); !s.ok()) {
+    return RefuseStream<kmcl::v1::SaveChunk>(s);
+  }
   return new SaveReactor(ctx_.pool, request->chunk_bytes(), [this, ref = request->channel()] {
     return SaveChannelBundle(ctx_.registry, ref);
   });
 }
 
 grpc::ServerWriteReactor<kmcl::v1::SaveChunk>* SaveRestoreService::SavePartition(
-    grpc::CallbackServerContext*, const kmcl::v1::SavePartitionRequest* request) {
+    grpc::CallbackServerContext* ctx, const kmcl::v1::SavePartitionRequest* request) {
+  if (absl::Status s = Authorize(ctx_, ctx, "SavePartition", *request); !s.ok()) {
+    return RefuseStream<kmcl::v1::SaveChunk>(s);
+  }
   return new SaveReactor(ctx_.pool, request->chunk_bytes(),
                          [this, id = request->partition_id(), stay = request->stay_paused()] {
                            return SavePartitionBundle(ctx_.registry, id, stay);
@@ -181,6 +194,9 @@ grpc::ServerWriteReactor<kmcl::v1::SaveChunk>* SaveRestoreService::SavePartition
 grpc::ServerReadReactor<kmcl::v1::RestoreChunk>* SaveRestoreService::RestoreChannel(
     grpc::CallbackServerContext* ctx, kmcl::v1::RestoreChannelResponse* response) {
   return new RestoreReactor(ctx, ctx_.pool, limits_.max_restore_bytes, restore_in_flight_,
+                            [this, ctx](const kmcl::v1::RestoreChunk& target) {
+                              return Authorize(ctx_, ctx, "RestoreChannel", target);
+                            },
                             [this, response](const std::string& target, const std::string& blob) {
                               auto ref = RestoreChannelBundle(ctx_.registry, target, blob);
                               if (ref.ok()) *response->mutable_channel() = *ref;
@@ -191,6 +207,9 @@ grpc::ServerReadReactor<kmcl::v1::RestoreChunk>* SaveRestoreService::RestoreChan
 grpc::ServerReadReactor<kmcl::v1::RestoreChunk>* SaveRestoreService::RestorePartition(
     grpc::CallbackServerContext* ctx, kmcl::v1::Partition* response) {
   return new RestoreReactor(ctx, ctx_.pool, limits_.max_restore_bytes, restore_in_flight_,
+                            [this, ctx](const kmcl::v1::RestoreChunk& target) {
+                              return Authorize(ctx_, ctx, "RestorePartition", target);
+                            },
                             [this, response](const std::string& target, const std::string& blob) {
                               auto p = RestorePartitionBundle(ctx_.registry, blob, target);
                               if (p.ok()) *response = DescribePartition(**p);

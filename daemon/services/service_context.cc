@@ -4,6 +4,18 @@
 
 namespace kmcld {
 
+absl::Status Authorize(const ServiceContext& services, const grpc::CallbackServerContext* ctx,
+                       absl::string_view rpc, const google::protobuf::Message& request) {
+  if (services.authorizer == nullptr) return absl::OkStatus();
+  return services.authorizer->Check(*ctx, rpc, request);
+}
+
+absl::Status AuthorizeRole(const ServiceContext& services, const grpc::CallbackServerContext* ctx,
+                           absl::string_view rpc, absl::string_view partition, security::Role role) {
+  if (services.authorizer == nullptr) return absl::OkStatus();
+  return services.authorizer->CheckRole(*ctx, rpc, partition, role);
+}
+
 grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* ctx, const absl::Status& status) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   reactor->Finish(ToGrpc(status));

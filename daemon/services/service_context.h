@@ -14,6 +14,7 @@
 #include "daemon/blocking_pool.h"
 #include "daemon/grpc_status.h"
 #include "daemon/registry.h"
+#include "daemon/security/authorizer.h"
 #include "grpcpp/support/server_callback.h"
 #include "grpcpp/server_context.h"
 
@@ -30,7 +31,28 @@ struct ServiceContext {
   Registry& registry;
   BlockingPool& pool;
   ServiceLimits limits;
+  // kmcld always sets it; null (in-process tests) allows every call.
+  const security::Authorizer* authorizer = nullptr;
 };
+
+// The authorization check every RPC entry makes before any effect
+// (daemon/security/authorizer.h): OK, or PERMISSION_DENIED naming the role.
+absl::Status Authorize(const ServiceContext& services, const grpc::CallbackServerContext* ctx,
+                       absl::string_view rpc, const google::protobuf::Message& request);
+// The same for a call whose role depends on its content (Attach).
+absl::Status AuthorizeRole(const ServiceContext& services, const grpc::CallbackServerContext* ctx,
+                           absl::string_view rpc, absl::string_view partition, security::Role role);
+
+// A server-streaming call refused before it started: finishes with `status`.
+template <typename Response>
+grpc::ServerWriteReactor<Response>* RefuseStream(const absl::Status& status) {
+  class Refused final : public grpc::ServerWriteReactor<Response> {
+   public:
+    explicit Refused(const absl::Status& status) { this->Finish(ToGrpc(status)); }
+    void OnDone() override { delete this; }
+  };
+  return new Refused(status);
+}
 
 // Finishes a unary call now with `status`.
 grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* ctx, const absl::Status& status);

@@ -1,0 +1,165 @@
+#include "daemon/security/authorizer.h"
+
+#include <deque>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "grpc/grpc_security_constants.h"
+#include "grpcpp/security/auth_context.h"
+
+namespace kmcld::security {
+namespace {
+
+// The role each RPC needs. An RPC missing here is denied to everyone.
+const absl::flat_hash_map<absl::string_view, Role>& RoleTable() {
+  static const auto* table = new absl::flat_hash_map<absl::string_view, Role>{
+      // Reading: observer.
+      {"GetChannel", OBSERVER}, {"ListChannels", OBSERVER}, {"ListOffers", OBSERVER},
+      {"ListDevices", OBSERVER}, {"GetHeartbeat", OBSERVER}, {"KvpGet", OBSERVER},
+      {"KvpEnumerate", OBSERVER}, {"GetChannelDiagnostics", OBSERVER},
+      {"ListChannelDiagnostics", OBSERVER}, {"WatchEvents", OBSERVER}, {"GetGpadl", OBSERVER},
+      {"ListPartitions", OBSERVER}, {"GetPartition", OBSERVER},
+      // The guest's side.
+      {"OpenChannel", GUEST}, {"CloseChannel", GUEST}, {"AllocateGuestBuffer", GUEST},
+      {"FreeGuestBuffer", GUEST}, {"WriteGuestMemory", GUEST}, {"ReadGuestMemory", GUEST},
+      {"CreateGpadl", GUEST}, {"TeardownGpadl", GUEST},
+      // The host's side, the devices' host end included.
+      {"OfferChannel", HOST}, {"StartChannel", HOST}, {"PauseChannel", HOST},
+      {"RescindChannel", HOST}, {"CleanupChannel", HOST}, {"MapGpadl", HOST},
+      {"ReadLease", HOST}, {"WriteLease", HOST}, {"UnmapGpadl", HOST},
+      {"RequestShutdown", HOST}, {"SendTimeSample", HOST}, {"KvpSet", HOST},
+      {"KvpDelete", HOST},
+      // Save and restore.
+      {"SaveChannel", OPERATOR}, {"RestoreChannel", OPERATOR}, {"SavePartition", OPERATOR},
+      {"RestorePartition", OPERATOR},
+      // Partitions themselves.
+      {"CreatePartition", ADMIN}, {"DeletePartition", ADMIN},
+  };
+  return *table;
+}
+
+// Partition RPCs name their partition "id".
+bool NamesPartitionById(absl::string_view rpc) {
+  return rpc == "GetPartition" || rpc == "CreatePartition" || rpc == "DeletePartition";
+}
+
+std::string FirstProperty(const grpc::AuthContext& auth, const char* name) {
+  for (const grpc::string_ref& value : auth.FindPropertyValues(name)) {
+    if (!value.empty()) return std::string(value.data(), value.size());
+  }
+  return "";
+}
+
+}  // namespace
+
+Peer PeerOf(const grpc::ServerContextBase& ctx) {
+  Peer peer;
+  peer.address = ctx.peer();
+  std::shared_ptr<const grpc::AuthContext> auth = ctx.auth_context();
+  if (auth != nullptr && auth->IsPeerAuthenticated()) {
+    for (const char* name : {GRPC_PEER_URI_PROPERTY_NAME, GRPC_PEER_DNS_PROPERTY_NAME,
+                             GRPC_X509_CN_PROPERTY_NAME}) {
+      peer.identity = FirstProperty(*auth, name);
+      if (!peer.identity.empty()) return peer;
+    }
+    peer.identity = "unnamed-certificate";  // verified, but names nobody a policy can grant
+    return peer;
+  }
+  peer.identity = absl::StartsWith(peer.address, "unix:") ? kLocalIdentity : kInsecureLoopbackIdentity;
+  return peer;
+}
+
+std::optional<Role> RequiredRole(absl::string_view rpc) {
+  auto it = RoleTable().find(rpc);
+  if (it == RoleTable().end()) return std::nullopt;
+  return it->second;
+}
+
+std::string PartitionOf(absl::string_view rpc, const google::protobuf::Message& request) {
+  const google::protobuf::Descriptor* d = request.GetDescriptor();
+  const google::protobuf::Reflection* r = request.GetReflection();
+  if (NamesPartitionById(rpc)) {
+    const google::protobuf::FieldDescriptor* id = d->FindFieldByName("id");
+    return id != nullptr && id->type() == google::protobuf::FieldDescriptor::TYPE_STRING
+               ? r->GetString(request, id)
+               : "";
+  }
+  // Breadth first through the set message fields: partition_id may sit in a
+  // ChannelRef, an EndpointRef, a RestoreTarget...
+  std::deque<const google::protobuf::Message*> queue = {&request};
+  while (!queue.empty()) {
+    const google::protobuf::Message& m = *queue.front();
+    queue.pop_front();
+    const google::protobuf::Descriptor* md = m.GetDescriptor();
+    const google::protobuf::Reflection* mr = m.GetReflection();
+    const google::protobuf::FieldDescriptor* pid = md->FindFieldByName("partition_id");
+    if (pid != nullptr && pid->type() == google::protobuf::FieldDescriptor::TYPE_STRING &&
+        !pid->is_repeated()) {
+      return mr->GetString(m, pid);
+    }
+    for (int i = 0; i < md->field_count(); ++i) {
+      const google::protobuf::FieldDescriptor* f = md->field(i);
+      if (f->cpp_type() == google::protobuf::FieldDescriptor::CPPTYPE_MESSAGE && !f->is_repeated() &&
+          mr->HasField(m, f)) {
+        queue.push_back(&mr->GetMessage(m, f));
+      }
+    }
+  }
+  return "";
+}
+
+void AuditLog::Record(const Peer& peer, absl::string_view rpc, absl::string_view object,
+                      absl::string_view result) {
+  const std::string line = absl::StrFormat(
+      "kmcld audit: time=%s identity=\"%s\" peer=\"%s\" rpc=%s object=\"%s\" result=%s\n",
+      absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()),
+      absl::CEscape(peer.identity), absl::CEscape(peer.address), rpc, absl::CEscape(object), result);
+  absl::MutexLock lock(&mu_);
+  std::fwrite(line.data(), 1, line.size(), out_);
+  std::fflush(out_);
+}
+
+absl::Status Authorizer::Check(const grpc::ServerContextBase& ctx, absl::string_view rpc,
+                               const google::protobuf::Message& request) const {
+  std::optional<Role> role = RequiredRole(rpc);
+  if (!role.has_value()) {
+    Peer peer = PeerOf(ctx);
+    audit_.Record(peer, rpc, "", "denied:unknown-rpc");
+    return absl::PermissionDeniedError(absl::StrCat(rpc, " is not in kmcld's authorization table"));
+  }
+  return CheckRole(ctx, rpc, PartitionOf(rpc, request), *role);
+}
+
+absl::Status Authorizer::CheckRole(const grpc::ServerContextBase& ctx, absl::string_view rpc,
+                                   absl::string_view partition, Role role) const {
+  Peer peer = PeerOf(ctx);
+  const absl::string_view object = partition.empty() ? "*" : partition;
+  std::shared_ptr<const Policy> policy = policy_.Get();
+  if (!policy->Allows(peer.identity, object, role)) {
+    audit_.Record(peer, rpc, object, absl::StrCat("denied:missing-", RoleName(role)));
+    return absl::PermissionDeniedError(absl::StrCat(
+        "identity '", peer.identity, "' lacks role ", RoleName(role), " on partition '", object,
+        "' needed by ", rpc));
+  }
+  if (role != OBSERVER) audit_.Record(peer, rpc, object, "allowed");
+  return absl::OkStatus();
+}
+
+absl::Status Authorizer::CheckList(const grpc::ServerContextBase& ctx, absl::string_view rpc) const {
+  Peer peer = PeerOf(ctx);
+  if (policy_.Get()->AllowsAnywhere(peer.identity, OBSERVER)) return absl::OkStatus();
+  audit_.Record(peer, rpc, "*", "denied:missing-observer");
+  return absl::PermissionDeniedError(absl::StrCat("identity '", peer.identity,
+                                                  "' lacks role observer on every partition, needed by ", rpc));
+}
+
+bool Authorizer::Visible(const grpc::ServerContextBase& ctx, absl::string_view partition) const {
+  return policy_.Get()->Allows(PeerOf(ctx).identity, partition, OBSERVER);
+}
+
+}  // namespace kmcld::security

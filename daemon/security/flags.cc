@@ -1,0 +1,39 @@
+#include "daemon/security/flags.h"
+
+#include <string>
+
+#include "absl/flags/flag.h"
+
+ABSL_FLAG(std::string, tls_cert, "", "PEM server certificate (chain) for the TCP listener's mutual TLS.");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert.");
+ABSL_FLAG(std::string, tls_ca, "",
+          "PEM CA bundle; every TCP client must present a certificate that chains to it.");
+ABSL_FLAG(uint32_t, tls_refresh_s, 60,
+          "How often the TLS files are re-read, so renewed certificates apply to new connections.");
+ABSL_FLAG(bool, insecure_plaintext_tcp, false,
+          "Serve --listen without TLS: allowed only on a loopback address. Its clients are "
+          "'insecure-loopback', ADMIN unless --policy says otherwise.");
+ABSL_FLAG(std::string, uds_group, "",
+          "Group that may also use the Unix socket (socket 0660, folder 0710); empty: owner only (0600).");
+ABSL_FLAG(std::string, policy, "",
+          "Authorization policy (daemon/security/policy.proto, text format; docs/security.md). "
+          "Needed by a TLS listener; SIGHUP re-reads it.");
+ABSL_FLAG(std::string, audit_log, "",
+          "Append the audit lines (denials and privileged calls) to this file; empty: stderr.");
+
+namespace kmcld::security {
+
+SecurityOptions SecurityOptionsFromFlags() {
+  SecurityOptions o;
+  o.tls_cert = absl::GetFlag(FLAGS_tls_cert);
+  o.tls_key = absl::GetFlag(FLAGS_tls_key);
+  o.tls_ca = absl::GetFlag(FLAGS_tls_ca);
+  o.cert_refresh_s = absl::GetFlag(FLAGS_tls_refresh_s);
+  o.insecure_plaintext_tcp = absl::GetFlag(FLAGS_insecure_plaintext_tcp);
+  o.uds_group = absl::GetFlag(FLAGS_uds_group);
+  o.policy_file = absl::GetFlag(FLAGS_policy);
+  o.audit_log = absl::GetFlag(FLAGS_audit_log);
+  return o;
+}
+
+}  // namespace kmcld::security

@@ -1,0 +1,78 @@
+// Policy parsing and decisions, IsLoopbackAddress, and PartitionOf on real
+// kmcl.v1 requests.
+#include "daemon/security/policy.h"
+
+#include "absl/strings/match.h"
+#include "daemon/security/server_security.h"
+#include "gtest/gtest.h"
+
+namespace kmcld::security {
+namespace {
+
+constexpr char kPolicy[] = R"pb(
+  grant { identity: "spiffe://kmcl.test/a" partition: "pa" role: HOST role: GUEST }
+  grant { identity_prefix: "spiffe://kmcl.test/ops/" partition: "*" role: ADMIN }
+  grant { identity: "spiffe://kmcl.test/watch" partition: "*" role: OBSERVER }
+  local_is_admin: false
+)pb";
+
+TEST(Policy, RolesArePerIdentityAndPartition) {
+  auto p = Policy::Parse(kPolicy);
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_TRUE((*p)->Allows("spiffe://kmcl.test/a", "pa", HOST));
+  EXPECT_TRUE((*p)->Allows("spiffe://kmcl.test/a", "pa", OBSERVER)) << "every role implies observer";
+  EXPECT_FALSE((*p)->Allows("spiffe://kmcl.test/a", "pa", OPERATOR));
+  EXPECT_FALSE((*p)->Allows("spiffe://kmcl.test/a", "pb", HOST)) << "another partition";
+  EXPECT_FALSE((*p)->Allows("spiffe://kmcl.test/a", "*", OBSERVER)) << "not every partition";
+  EXPECT_FALSE((*p)->Allows("spiffe://kmcl.test/ab", "pa", HOST)) << "exact means exact";
+  EXPECT_TRUE((*p)->Allows("spiffe://kmcl.test/ops/alice", "anything", OPERATOR)) << "admin implies all";
+  EXPECT_TRUE((*p)->Allows("spiffe://kmcl.test/watch", "pa", OBSERVER));
+  EXPECT_FALSE((*p)->Allows("spiffe://kmcl.test/watch", "pa", GUEST));
+  EXPECT_FALSE((*p)->Allows("local", "pa", OBSERVER)) << "local_is_admin: false";
+  EXPECT_TRUE((*p)->AllowsAnywhere("spiffe://kmcl.test/a", HOST));
+}
+
+TEST(Policy, LocalIsAdminByDefaultAndBuiltInGrantsOnlyLocal) {
+  auto p = Policy::Parse("");
+  ASSERT_TRUE(p.ok());
+  EXPECT_TRUE((*p)->Allows("local", "x", ADMIN));
+  auto builtin = Policy::BuiltIn(false);
+  EXPECT_TRUE(builtin->Allows("local", "x", ADMIN));
+  EXPECT_FALSE(builtin->Allows("insecure-loopback", "x", OBSERVER));
+  EXPECT_FALSE(builtin->Allows("spiffe://kmcl.test/a", "x", OBSERVER));
+  EXPECT_TRUE(Policy::BuiltIn(true)->Allows("insecure-loopback", "x", ADMIN));
+}
+
+TEST(Policy, MalformedPoliciesAreClearErrors) {
+  struct Case {
+    const char* text;
+    const char* error;
+  } cases[] = {
+      {"grant { partition: \"*\" role: HOST }", "identity"},
+      {"grant { identity: \"a\" role: HOST }", "partition"},
+      {"grant { identity: \"a\" partition: \"*\" }", "role"},
+      {"grant { identity: \"a\" partition: \"*\" role: ROLE_UNSPECIFIED }", "ROLE_UNSPECIFIED"},
+      {"grant { identity: \"a\" partition: \"*\" role: KING }", "line 1"},
+      {"bogus: 1", "bogus"},
+  };
+  for (const Case& c : cases) {
+    auto p = Policy::Parse(c.text);
+    ASSERT_FALSE(p.ok()) << c.text;
+    EXPECT_TRUE(absl::StrContains(p.status().message(), c.error)) << p.status();
+  }
+  auto missing = Policy::Load("/nonexistent/policy.textproto");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_TRUE(absl::StrContains(missing.status().message(), "/nonexistent/policy.textproto"));
+}
+
+TEST(IsLoopbackAddress, OnlyLoopback) {
+  for (const char* a : {"127.0.0.1:0", "127.1.2.3:5", "[::1]:50551", "localhost:1"}) {
+    EXPECT_TRUE(IsLoopbackAddress(a)) << a;
+  }
+  for (const char* a : {"0.0.0.0:0", "10.0.0.1:1", "[::]:1", "example.com:1", "128.0.0.1:1"}) {
+    EXPECT_FALSE(IsLoopbackAddress(a)) << a;
+  }
+}
+
+}  // namespace
+}  // namespace kmcld::security
