@@ -3,6 +3,8 @@
 // either tool (by a TCP proxy) loses no delivery and no completion.
 #include "clients/cpp/stream.h"
 
+#include <csignal>
+#include <cstdio>
 #include <functional>
 #include <future>
 #include <vector>
@@ -46,6 +48,14 @@ class StreamTest : public ::testing::Test {
   void StartDaemon(const std::vector<std::string>& flags = {}) {
     ASSERT_TRUE(daemon_.Start(flags).ok()) << daemon_.process.output();
     direct_ = *Client::Connect(daemon_.target());
+  }
+  // On failure, says what kmcld said (it may have died under the test).
+  void TearDown() override {
+    if (!HasFailure()) return;
+    absl::StatusOr<int> code = daemon_.process.Stop(SIGTERM, absl::Seconds(10));
+    std::fprintf(stderr, "--- kmcld (exit %s):\n%s\n",
+                 code.ok() ? absl::StrCat(*code).c_str() : code.status().ToString().c_str(),
+                 daemon_.process.output().c_str());
   }
   std::shared_ptr<Client> ThroughProxy() {
     EXPECT_TRUE(proxy_.Start(daemon_.process.uds_path()).ok());
