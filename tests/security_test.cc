@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <future>
@@ -19,6 +20,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "daemon/security/authorizer.h"
 #include "google/protobuf/descriptor.h"
 #include "grpcpp/create_channel.h"
@@ -262,6 +264,42 @@ TEST_F(SecurityTest, SighupSwapsThePolicyForNewCallsAndKeepsClients) {
   ASSERT_EQ(::kill(daemon_.pid(), SIGHUP), 0);
   ASSERT_TRUE(daemon_.WaitForOutput("kmcld: SIGHUP: policy file").ok()) << daemon_.output();
   EXPECT_TRUE(GetPartition(stranger, "default").ok());
+}
+
+// One identity over its request rate gets RESOURCE_EXHAUSTED; another
+// identity's calls all complete meanwhile.
+TEST_F(SecurityTest, AFloodingIdentityIsLimitedAndTheOthersGoOn) {
+  StartTls(R"pb(
+    grant { identity: "spiffe://kmcl.test/a" partition: "*" role: OBSERVER
+            limits { requests_per_second: 1 burst: 3 } }
+    grant { identity: "spiffe://kmcl.test/b" partition: "*" role: OBSERVER }
+  )pb");
+  auto a = Dial("a");
+  auto b = Dial("b");
+  auto flood = [this](const std::shared_ptr<grpc::Channel>& ch, int calls, int* exhausted) {
+    const absl::Time start = absl::Now();
+    for (int i = 0; i < calls; ++i) {
+      grpc::Status s;
+      ListPartitions(ch, &s);
+      if (s.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+        ++*exhausted;
+        EXPECT_TRUE(absl::StrContains(s.error_message(), "request rate")) << s.error_message();
+      } else {
+        EXPECT_TRUE(s.ok()) << s.error_message();
+      }
+    }
+    return calls / absl::ToDoubleSeconds(absl::Now() - start);
+  };
+  int a_exhausted = 0, b_exhausted = 0;
+  std::future<double> a_rate = std::async(std::launch::async, flood, a, 50, &a_exhausted);
+  const double b_rate = flood(b, 300, &b_exhausted);
+  const double a_calls = a_rate.get();
+  std::printf("flooding identity: %.0f calls/s, %d of 50 RESOURCE_EXHAUSTED; other identity: %.0f calls/s, "
+              "%d of 300 refused\n",
+              a_calls, a_exhausted, b_rate, b_exhausted);
+  EXPECT_GE(a_exhausted, 1);
+  EXPECT_EQ(b_exhausted, 0);
+  EXPECT_TRUE(absl::StrContains(ReadFile(Cert("audit.log")), "result=limited:request-rate"));
 }
 
 TEST_F(SecurityTest, TheUnixSocketIsOwnerOnlyAndLocal) {

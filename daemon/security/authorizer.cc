@@ -140,6 +140,7 @@ absl::Status Authorizer::CheckRole(const grpc::ServerContextBase& ctx, absl::str
   Peer peer = PeerOf(ctx);
   const absl::string_view object = partition.empty() ? "*" : partition;
   std::shared_ptr<const Policy> policy = policy_.Get();
+  if (absl::Status s = Limit(peer, *policy, rpc, object); !s.ok()) return s;
   if (!policy->Allows(peer.identity, object, role)) {
     audit_.Record(peer, rpc, object, absl::StrCat("denied:missing-", RoleName(role)));
     return absl::PermissionDeniedError(absl::StrCat(
@@ -152,10 +153,19 @@ absl::Status Authorizer::CheckRole(const grpc::ServerContextBase& ctx, absl::str
 
 absl::Status Authorizer::CheckList(const grpc::ServerContextBase& ctx, absl::string_view rpc) const {
   Peer peer = PeerOf(ctx);
-  if (policy_.Get()->AllowsAnywhere(peer.identity, OBSERVER)) return absl::OkStatus();
+  std::shared_ptr<const Policy> policy = policy_.Get();
+  if (absl::Status s = Limit(peer, *policy, rpc, "*"); !s.ok()) return s;
+  if (policy->AllowsAnywhere(peer.identity, OBSERVER)) return absl::OkStatus();
   audit_.Record(peer, rpc, "*", "denied:missing-observer");
   return absl::PermissionDeniedError(absl::StrCat("identity '", peer.identity,
                                                   "' lacks role observer on every partition, needed by ", rpc));
+}
+
+absl::Status Authorizer::Limit(const Peer& peer, const Policy& policy, absl::string_view rpc,
+                               absl::string_view object) const {
+  absl::Status s = limiter_.Take(peer.identity, policy.LimitsFor(peer.identity), absl::Now());
+  if (!s.ok()) audit_.Record(peer, rpc, object, "limited:request-rate");
+  return s;
 }
 
 bool Authorizer::Visible(const grpc::ServerContextBase& ctx, absl::string_view partition) const {

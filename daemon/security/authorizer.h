@@ -8,7 +8,8 @@
 // partition it acts on (the request's partition_id, nested or not, or id for
 // partition RPCs; none means every partition, "*"), asks the current policy,
 // and writes an audit line for every denial and every privileged (non
-// observer) call. A denial is PERMISSION_DENIED naming the missing role.
+// observer) call. A denial is PERMISSION_DENIED naming the missing role; a
+// caller over its request rate (RateLimiter) gets RESOURCE_EXHAUSTED.
 //
 // Thread-safe; cheap enough for a reactor thread (one mutex to read the
 // policy pointer, one to write an audit line).
@@ -24,6 +25,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "daemon/security/policy.h"
+#include "daemon/security/rate_limiter.h"
 #include "google/protobuf/message.h"
 #include "grpcpp/server_context.h"
 
@@ -58,7 +60,8 @@ class AuditLog {
 
 class Authorizer {
  public:
-  Authorizer(const PolicyHolder& policy, AuditLog& audit) : policy_(policy), audit_(audit) {}
+  Authorizer(const PolicyHolder& policy, AuditLog& audit, RateLimiter& limiter)
+      : policy_(policy), audit_(audit), limiter_(limiter) {}
 
   absl::Status Check(const grpc::ServerContextBase& ctx, absl::string_view rpc,
                      const google::protobuf::Message& request) const;
@@ -71,8 +74,13 @@ class Authorizer {
   bool Visible(const grpc::ServerContextBase& ctx, absl::string_view partition) const;
 
  private:
+  // The caller's request rate, audited when exceeded.
+  absl::Status Limit(const Peer& peer, const Policy& policy, absl::string_view rpc,
+                     absl::string_view object) const;
+
   const PolicyHolder& policy_;
   AuditLog& audit_;
+  RateLimiter& limiter_;
 };
 
 }  // namespace kmcld::security

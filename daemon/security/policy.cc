@@ -129,6 +129,13 @@ bool Policy::Allows(absl::string_view identity, absl::string_view partition, Rol
   return false;
 }
 
+const Limits& Policy::LimitsFor(absl::string_view identity) const {
+  for (const Grant& g : proto_.grant()) {
+    if (g.has_limits() && Matches(g, identity)) return g.limits();
+  }
+  return proto_.default_limits();
+}
+
 bool Policy::AllowsAnywhere(absl::string_view identity, Role role) const {
   if (identity == kLocalIdentity && (!proto_.has_local_is_admin() || proto_.local_is_admin())) {
     return true;

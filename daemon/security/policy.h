@@ -40,6 +40,8 @@ class Policy {
   static std::shared_ptr<const Policy> BuiltIn(bool insecure_loopback_admin);
 
   bool Allows(absl::string_view identity, absl::string_view partition, Role role) const;
+  // The limits that apply to `identity` (see Limits in policy.proto).
+  const Limits& LimitsFor(absl::string_view identity) const;
   // True if `identity` holds `role` on at least one partition.
   bool AllowsAnywhere(absl::string_view identity, Role role) const;
 

@@ -3,6 +3,7 @@
 #include "daemon/security/policy.h"
 
 #include "absl/strings/match.h"
+#include "daemon/security/rate_limiter.h"
 #include "daemon/security/server_security.h"
 #include "gtest/gtest.h"
 
@@ -63,6 +64,34 @@ TEST(Policy, MalformedPoliciesAreClearErrors) {
   auto missing = Policy::Load("/nonexistent/policy.textproto");
   ASSERT_FALSE(missing.ok());
   EXPECT_TRUE(absl::StrContains(missing.status().message(), "/nonexistent/policy.textproto"));
+}
+
+TEST(Policy, LimitsComeFromTheFirstMatchingGrantThatSetsThem) {
+  auto p = Policy::Parse(R"pb(
+    grant { identity: "x" partition: "*" role: HOST }
+    grant { identity_prefix: "x" partition: "*" role: HOST limits { requests_per_second: 7 } }
+    default_limits { requests_per_second: 100 burst: 200 }
+  )pb");
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ((*p)->LimitsFor("x").requests_per_second(), 7u);
+  EXPECT_EQ((*p)->LimitsFor("y").requests_per_second(), 100u);
+}
+
+TEST(RateLimiter, ABucketPerIdentityRefilledOverTime) {
+  RateLimiter limiter;
+  Limits limits;
+  limits.set_requests_per_second(2);
+  limits.set_burst(3);
+  const absl::Time t0 = absl::UnixEpoch() + absl::Hours(1);
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(limiter.Take("a", limits, t0).ok()) << i;
+  absl::Status over = limiter.Take("a", limits, t0);
+  EXPECT_EQ(over.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_TRUE(absl::StrContains(over.message(), "request rate (2/s")) << over;
+  EXPECT_TRUE(limiter.Take("b", limits, t0).ok()) << "another identity has its own bucket";
+  EXPECT_TRUE(limiter.Take("a", limits, t0 + absl::Milliseconds(500)).ok()) << "one token in 0.5 s";
+  EXPECT_FALSE(limiter.Take("a", limits, t0 + absl::Milliseconds(500)).ok());
+  EXPECT_TRUE(limiter.Take("a", limits, t0 + absl::Seconds(100)).ok());
+  EXPECT_TRUE(limiter.Take("z", Limits(), t0).ok()) << "no limit";
 }
 
 TEST(IsLoopbackAddress, OnlyLoopback) {

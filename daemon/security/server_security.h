@@ -73,6 +73,7 @@ class ServerSecurity {
   FILE* const audit_file_;  // owned unless stderr
   PolicyHolder policy_;
   AuditLog audit_;
+  RateLimiter limiter_;
   Authorizer authorizer_;
   std::shared_ptr<grpc::ServerCredentials> tcp_credentials_;
   bool credentials_is_tls_ = false;
