@@ -241,6 +241,44 @@ TEST_F(StreamTest, GuestReconnectRecoversCompletionsAndSendsWhatWasQueued) {
   EXPECT_EQ((*guest)->stats().sends, kPackets + kLater);
 }
 
+// The call itself is cancelled under the host tool (as a killed gRPC call
+// would be): kmcld lingers, the stream re-attaches, nothing is lost.
+TEST_F(StreamTest, CancelledCallReattachesWithoutLoss) {
+  StartDaemon();
+  auto channel = testing::OfferAndOpen(direct_, direct_);
+  ASSERT_TRUE(channel.ok()) << channel.status();
+  std::promise<ReconnectInfo> reconnected;
+  StreamOptions options;
+  options.on_reconnect = [&](const ReconnectInfo& info) { reconnected.set_value(info); };
+  auto host = AttachedStream::Attach(direct_, channel->host.endpoint(), options);
+  ASSERT_TRUE(host.ok()) << host.status();
+  auto guest = AttachedStream::Attach(direct_, channel->guest.endpoint());
+  ASSERT_TRUE(guest.ok());
+  constexpr int kPackets = 8;
+  std::vector<std::future<absl::StatusOr<SendResult>>> results;
+  for (int i = 0; i < kPackets; ++i) results.push_back((*guest)->Send({PayloadOf(i)}));
+  std::vector<Delivery> held;
+  ASSERT_NO_FATAL_FAILURE(ReceiveN(**host, kPackets, &held));
+  (*host)->BreakConnectionForTesting();
+  std::future<ReconnectInfo> info = reconnected.get_future();
+  ASSERT_EQ(info.wait_for(std::chrono::seconds(30)), std::future_status::ready);
+  const ReconnectInfo i = info.get();
+  EXPECT_EQ(i.redelivered, static_cast<uint32_t>(kPackets));
+  EXPECT_EQ(i.cause.code(), absl::StatusCode::kCancelled) << i.cause;
+  for (const Delivery& d : held) ASSERT_TRUE((*host)->Complete(d.id, d.payload).ok());
+  for (int n = 0; n < kPackets; ++n) {
+    absl::StatusOr<SendResult> r = results[n].get();
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->payload, Padded(PayloadOf(n)));
+  }
+  // Redeliveries kmcld had queued before reading the completions may or may
+  // not arrive; none reaches the tool.
+  EXPECT_LE((*host)->stats().duplicates_dropped, static_cast<uint64_t>(kPackets));
+  EXPECT_EQ((*host)->Receive(absl::Now() + absl::Milliseconds(100)).status().code(),
+            absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ((*host)->stats().deliveries, static_cast<uint64_t>(kPackets));
+}
+
 TEST_F(StreamTest, AttachToAMissingEndpointFailsWithTheDaemonsCode) {
   StartDaemon();
   v1::EndpointRef nowhere;
