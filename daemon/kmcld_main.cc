@@ -203,7 +203,8 @@ int Run() {
     return 1;
   }
   absl::StatusOr<std::unique_ptr<kmcld::security::ServerSecurity>> security =
-      kmcld::security::ServerSecurity::Create(kmcld::security::SecurityOptionsFromFlags(), *options);
+      kmcld::security::ServerSecurity::Create(
+          kmcld::security::SecurityOptionsFromFlags(config->security()), *options);
   if (!security.ok()) {
     absl::FPrintF(stderr, "kmcld: security: %s\n", security.status().message());
     return 1;

@@ -302,6 +302,18 @@ TEST_F(SecurityTest, AFloodingIdentityIsLimitedAndTheOthersGoOn) {
   EXPECT_TRUE(absl::StrContains(ReadFile(Cert("audit.log")), "result=limited:request-rate"));
 }
 
+TEST_F(SecurityTest, TheConfigFileCanSecureTheListenerInsteadOfFlags) {
+  WriteFile(Cert("policy.textproto"), kPolicy);
+  WriteFile(Cert("kmcld.conf"),
+            absl::StrCat("listen: \"127.0.0.1:0\"\nuds: \"none\"\nsecurity {\n  tls_cert: \"", Cert("server.pem"),
+                         "\"\n  tls_key: \"", Cert("server.key"), "\"\n  tls_ca: \"", Cert("ca.pem"),
+                         "\"\n  policy: \"", Cert("policy.textproto"), "\"\n}\n"));
+  ASSERT_TRUE(daemon_.Start({"--config=" + Cert("kmcld.conf"), "--devices=none"}).ok()) << daemon_.output();
+  EXPECT_TRUE(absl::StrContains(daemon_.output(), "kmcld: tcp is mutual TLS")) << daemon_.output();
+  EXPECT_TRUE(GetPartition(Dial("admin"), "default").ok());
+  EXPECT_EQ(GetPartition(Dial("stranger"), "default").error_code(), grpc::StatusCode::PERMISSION_DENIED);
+}
+
 TEST_F(SecurityTest, TheUnixSocketIsOwnerOnlyAndLocal) {
   StartTls();
   struct stat st;

@@ -2,7 +2,9 @@
 
 #include <string>
 
+#include "absl/flags/commandlineflag.h"
 #include "absl/flags/flag.h"
+#include "absl/flags/reflection.h"
 
 ABSL_FLAG(std::string, tls_cert, "", "PEM server certificate (chain) for the TCP listener's mutual TLS.");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert.");
@@ -23,16 +25,28 @@ ABSL_FLAG(std::string, audit_log, "",
 
 namespace kmcld::security {
 
-SecurityOptions SecurityOptionsFromFlags() {
+SecurityOptions SecurityOptionsFromFlags(const config::Security& file) {
   SecurityOptions o;
-  o.tls_cert = absl::GetFlag(FLAGS_tls_cert);
-  o.tls_key = absl::GetFlag(FLAGS_tls_key);
-  o.tls_ca = absl::GetFlag(FLAGS_tls_ca);
-  o.cert_refresh_s = absl::GetFlag(FLAGS_tls_refresh_s);
-  o.insecure_plaintext_tcp = absl::GetFlag(FLAGS_insecure_plaintext_tcp);
-  o.uds_group = absl::GetFlag(FLAGS_uds_group);
-  o.policy_file = absl::GetFlag(FLAGS_policy);
-  o.audit_log = absl::GetFlag(FLAGS_audit_log);
+  o.tls_cert = file.tls_cert();
+  o.tls_key = file.tls_key();
+  o.tls_ca = file.tls_ca();
+  if (file.tls_refresh_s() != 0) o.cert_refresh_s = file.tls_refresh_s();
+  o.insecure_plaintext_tcp = file.insecure_plaintext_tcp();
+  o.uds_group = file.uds_group();
+  o.policy_file = file.policy();
+  o.audit_log = file.audit_log();
+  auto given = [](absl::string_view name) {
+    const absl::CommandLineFlag* f = absl::FindCommandLineFlag(name);
+    return f != nullptr && f->CurrentValue() != f->DefaultValue();
+  };
+  if (given("tls_cert")) o.tls_cert = absl::GetFlag(FLAGS_tls_cert);
+  if (given("tls_key")) o.tls_key = absl::GetFlag(FLAGS_tls_key);
+  if (given("tls_ca")) o.tls_ca = absl::GetFlag(FLAGS_tls_ca);
+  if (given("tls_refresh_s")) o.cert_refresh_s = absl::GetFlag(FLAGS_tls_refresh_s);
+  if (given("insecure_plaintext_tcp")) o.insecure_plaintext_tcp = absl::GetFlag(FLAGS_insecure_plaintext_tcp);
+  if (given("uds_group")) o.uds_group = absl::GetFlag(FLAGS_uds_group);
+  if (given("policy")) o.policy_file = absl::GetFlag(FLAGS_policy);
+  if (given("audit_log")) o.audit_log = absl::GetFlag(FLAGS_audit_log);
   return o;
 }
 
