@@ -353,6 +353,21 @@ TEST_F(KmclctlTest, SaveToAFileThenRestoreOnAnotherDaemon) {
                 .exit_code, 1);
 }
 
+// On a terminal, save and restore draw a progress line (bytes and rate).
+TEST_F(KmclctlTest, ProgressLineOnlyOnATerminal) {
+  ASSERT_EQ(On(A, {"partitions", "create", "e2e-tty"}).exit_code, 0);
+  const std::string file = TempFile("e2e-tty.blob");
+  RunResult tty = RunOnTerminal({Runfile("clients/cpp/kmclctl/kmclctl"), "-t", A, "save",
+                                 "e2e-tty", "-o", file});
+  ASSERT_EQ(tty.exit_code, 0) << tty.out;
+  EXPECT_TRUE(absl::StrContains(tty.out, "\rsaving e2e-tty: ")) << tty.out;
+  EXPECT_TRUE(absl::StrContains(tty.out, "/s")) << tty.out;
+  RunResult piped = On(A, {"save", "e2e-tty", "-o", file});
+  ASSERT_EQ(piped.exit_code, 0);
+  EXPECT_EQ(piped.err, "");
+  EXPECT_FALSE(absl::StrContains(piped.out, "saving")) << piped.out;
+}
+
 TEST_F(KmclctlTest, WatchResumesAfterASequenceAndFollows) {
   ASSERT_EQ(On(A, {"partitions", "create", "w1"}).exit_code, 0);
   ASSERT_EQ(On(A, {"partitions", "create", "w2"}).exit_code, 0);

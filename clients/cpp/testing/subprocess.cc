@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <pty.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -82,6 +83,39 @@ RunResult Run(const std::vector<std::string>& argv, absl::Duration timeout,
   if (out_open || err_open) ::kill(pid, SIGKILL);
   ::close(out[0]);
   ::close(err[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  result.exit_code = ExitCode(status);
+  return result;
+}
+
+RunResult RunOnTerminal(const std::vector<std::string>& argv, absl::Duration timeout) {
+  RunResult result;
+  std::vector<std::string> storage = argv;
+  std::vector<char*> args;
+  for (std::string& a : storage) args.push_back(a.data());
+  args.push_back(nullptr);
+  int master = -1;
+  const pid_t pid = ::forkpty(&master, nullptr, nullptr, nullptr);
+  if (pid < 0) {
+    result.err = "forkpty failed";
+    return result;
+  }
+  if (pid == 0) {
+    ::execv(args[0], args.data());
+    ::_exit(127);
+  }
+  const absl::Time deadline = absl::Now() + timeout;
+  for (;;) {
+    const int ms = static_cast<int>(absl::ToInt64Milliseconds(deadline - absl::Now()));
+    if (ms <= 0) {
+      ::kill(pid, SIGKILL);
+      break;
+    }
+    pollfd pfd{master, POLLIN, 0};
+    if (::poll(&pfd, 1, ms) > 0 && !ReadInto(master, &result.out)) break;  // EIO: child gone
+  }
+  ::close(master);
   int status = 0;
   ::waitpid(pid, &status, 0);
   result.exit_code = ExitCode(status);

@@ -34,6 +34,11 @@ struct RunResult {
 RunResult Run(const std::vector<std::string>& argv, absl::Duration timeout = absl::Seconds(60),
               const std::string& input = "");
 
+// Runs `argv` with a pseudo-terminal as its stdin, stdout and stderr (so
+// isatty() is true); `out` gets everything it wrote, `err` stays empty.
+RunResult RunOnTerminal(const std::vector<std::string>& argv,
+                        absl::Duration timeout = absl::Seconds(60));
+
 class Background {
  public:
   explicit Background(const std::vector<std::string>& argv);
