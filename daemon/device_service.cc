@@ -18,7 +18,9 @@ grpc::ServerUnaryReactor* DeviceService::ListDevices(grpc::CallbackServerContext
                                                      const kmcl::v1::ListDevicesRequest* request,
                                                      kmcl::v1::ListDevicesResponse* response) {
   if (absl::Status s = Authorize(ctx, "ListDevices", *request); !s.ok()) return FinishNow(ctx, s);
-  return FinishNow(ctx, api_.ListDevices(*request, response));
+  absl::Status s = api_.ListDevices(*request, response);
+  if (authorizer_ != nullptr && request->partition_id().empty()) authorizer_->FilterVisible(*ctx, *response);
+  return FinishNow(ctx, s);
 }
 
 grpc::ServerUnaryReactor* DeviceService::GetHeartbeat(grpc::CallbackServerContext* ctx,

@@ -43,6 +43,13 @@ const absl::flat_hash_map<absl::string_view, Role>& RoleTable() {
   return *table;
 }
 
+// List RPCs that, given no partition, list every partition's entries: any
+// observer may call them and sees what FilterVisible keeps.
+bool IsFilteredList(absl::string_view rpc) {
+  return rpc == "ListChannels" || rpc == "ListOffers" || rpc == "ListChannelDiagnostics" ||
+         rpc == "ListDevices";
+}
+
 // Partition RPCs name their partition "id".
 bool NamesPartitionById(absl::string_view rpc) {
   return rpc == "GetPartition" || rpc == "CreatePartition" || rpc == "DeletePartition";
@@ -132,7 +139,9 @@ absl::Status Authorizer::Check(const grpc::ServerContextBase& ctx, absl::string_
     audit_.Record(peer, rpc, "", "denied:unknown-rpc");
     return absl::PermissionDeniedError(absl::StrCat(rpc, " is not in kmcld's authorization table"));
   }
-  return CheckRole(ctx, rpc, PartitionOf(rpc, request), *role);
+  std::string partition = PartitionOf(rpc, request);
+  if (partition.empty() && IsFilteredList(rpc)) return CheckList(ctx, rpc);
+  return CheckRole(ctx, rpc, partition, *role);
 }
 
 absl::Status Authorizer::CheckRole(const grpc::ServerContextBase& ctx, absl::string_view rpc,
@@ -166,6 +175,28 @@ absl::Status Authorizer::Limit(const Peer& peer, const Policy& policy, absl::str
   absl::Status s = limiter_.Take(peer.identity, policy.LimitsFor(peer.identity), absl::Now());
   if (!s.ok()) audit_.Record(peer, rpc, object, "limited:request-rate");
   return s;
+}
+
+void Authorizer::FilterVisible(const grpc::ServerContextBase& ctx,
+                               google::protobuf::Message& response) const {
+  const std::string identity = PeerOf(ctx).identity;
+  std::shared_ptr<const Policy> policy = policy_.Get();
+  const google::protobuf::Descriptor* d = response.GetDescriptor();
+  const google::protobuf::Reflection* r = response.GetReflection();
+  for (int i = 0; i < d->field_count(); ++i) {
+    const google::protobuf::FieldDescriptor* f = d->field(i);
+    if (!f->is_repeated() || f->cpp_type() != google::protobuf::FieldDescriptor::CPPTYPE_MESSAGE) continue;
+    const int n = r->FieldSize(response, f);
+    int kept = 0;
+    for (int j = 0; j < n; ++j) {
+      // An entry that names no partition is not shown: fail closed.
+      const std::string partition = PartitionOf("", r->GetRepeatedMessage(response, f, j));
+      if (partition.empty() || !policy->Allows(identity, partition, OBSERVER)) continue;
+      if (kept != j) r->SwapElements(&response, f, kept, j);
+      ++kept;
+    }
+    while (r->FieldSize(response, f) > kept) r->RemoveLast(&response, f);
+  }
 }
 
 bool Authorizer::Visible(const grpc::ServerContextBase& ctx, absl::string_view partition) const {

@@ -72,6 +72,11 @@ class Authorizer {
   // partition (then Visible filters), PERMISSION_DENIED otherwise.
   absl::Status CheckList(const grpc::ServerContextBase& ctx, absl::string_view rpc) const;
   bool Visible(const grpc::ServerContextBase& ctx, absl::string_view partition) const;
+  // For the list RPCs that span partitions (ListChannels, ListOffers,
+  // ListChannelDiagnostics, ListDevices) called without a partition, which
+  // Check lets through for any observer: drops from every repeated field of
+  // `response` the entries whose partition the caller may not observe.
+  void FilterVisible(const grpc::ServerContextBase& ctx, google::protobuf::Message& response) const;
 
  private:
   // The caller's request rate, audited when exceeded.

@@ -62,6 +62,7 @@ grpc::ServerUnaryReactor* DiagnosticsService::ListChannelDiagnostics(
   for (auto& p : *partitions) {
     for (const ResolvedChannel& c : ctx_.registry.Channels(p)) *response->add_channels() = Diagnose(c);
   }
+  KeepVisible(ctx_, ctx, request->partition_id(), *response);
   return FinishNow(ctx, absl::OkStatus());
 }
 

@@ -69,6 +69,7 @@ grpc::ServerUnaryReactor* GuestChannelService::ListOffers(grpc::CallbackServerCo
       }
     }
   }
+  KeepVisible(ctx_, ctx, request->partition_id(), *response);
   return FinishNow(ctx, absl::OkStatus());
 }
 

@@ -146,6 +146,7 @@ grpc::ServerUnaryReactor* HostChannelService::ListChannels(
       *response->add_channels() = ctx_.registry.Describe(c);
     }
   }
+  KeepVisible(ctx_, ctx, request->partition_id(), *response);
   return FinishNow(ctx, absl::OkStatus());
 }
 

@@ -10,6 +10,13 @@ absl::Status Authorize(const ServiceContext& services, const grpc::CallbackServe
   return services.authorizer->Check(*ctx, rpc, request);
 }
 
+void KeepVisible(const ServiceContext& services, const grpc::CallbackServerContext* ctx,
+                 const std::string& requested_partition, google::protobuf::Message& response) {
+  if (services.authorizer != nullptr && requested_partition.empty()) {
+    services.authorizer->FilterVisible(*ctx, response);
+  }
+}
+
 absl::Status AuthorizeRole(const ServiceContext& services, const grpc::CallbackServerContext* ctx,
                            absl::string_view rpc, absl::string_view partition, security::Role role) {
   if (services.authorizer == nullptr) return absl::OkStatus();

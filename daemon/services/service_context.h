@@ -39,6 +39,10 @@ struct ServiceContext {
 // (daemon/security/authorizer.h): OK, or PERMISSION_DENIED naming the role.
 absl::Status Authorize(const ServiceContext& services, const grpc::CallbackServerContext* ctx,
                        absl::string_view rpc, const google::protobuf::Message& request);
+// After a list call without a partition filled `response`: keeps only the
+// entries the caller may observe (Authorizer::FilterVisible).
+void KeepVisible(const ServiceContext& services, const grpc::CallbackServerContext* ctx,
+                 const std::string& requested_partition, google::protobuf::Message& response);
 // The same for a call whose role depends on its content (Attach).
 absl::Status AuthorizeRole(const ServiceContext& services, const grpc::CallbackServerContext* ctx,
                            absl::string_view rpc, absl::string_view partition, security::Role role);
