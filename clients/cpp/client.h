@@ -12,7 +12,8 @@
 // code and "<Method>: <daemon message>".
 //
 // Targets: "unix:/path/to/kmcld.sock", "unix:///abs/path", "host:port",
-// "[v6addr]:port" (anything else is INVALID_ARGUMENT before dialling).
+// "[v6addr]:port" (anything else is INVALID_ARGUMENT before dialling);
+// ClientOptions::tls_* for kmcld's mutual TLS on TCP.
 //
 // Threading: Client is thread-safe; share one std::shared_ptr<Client> across
 // threads and handles (every handle keeps the client alive).
@@ -61,6 +62,13 @@ struct ClientOptions {
   // false: Connect() returns at once and the first call dials (and fails
   // UNAVAILABLE if nothing answers).
   bool wait_for_connect = true;
+  // Mutual TLS for a kmcld whose TCP listener requires it (docs/security.md):
+  // PEM files of the CA that signed kmcld's certificate, and of this
+  // client's certificate and key. Empty tls_ca_file: plaintext (Unix socket,
+  // or TCP on loopback with --insecure_plaintext_tcp).
+  std::string tls_ca_file;
+  std::string tls_cert_file;
+  std::string tls_key_file;
 };
 
 // Progress of a save or restore: bytes moved so far (total once known).

@@ -6,14 +6,19 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cstdlib>
+#include <fstream>
 #include <sstream>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "clients/cpp/handles.h"
 #include "clients/cpp/testing/kmcld.h"
+#include "clients/cpp/testing/subprocess.h"
 #include "clients/cpp/testing/tcp_proxy.h"
 #include "gtest/gtest.h"
+#include "tests/daemon_process.h"
+#include "tests/short_temp_dir.h"
 
 namespace kmcl::client {
 namespace {
@@ -71,6 +76,50 @@ TEST(ClientTest, NothingListeningIsUnavailable) {
   client = Client::Connect(absl::StrCat("127.0.0.1:", ntohs(addr.sin_port)), options);
   ASSERT_TRUE(client.ok());
   EXPECT_EQ((*client)->ListPartitions().status().code(), absl::StatusCode::kUnavailable);
+}
+
+// kmcld's TCP listener with mutual TLS (certificates from
+// tools/make-certs.sh): the client's certificate gets in, none does not.
+TEST(ClientTest, ConnectsWithMutualTls) {
+  kmcld::testing::ShortTempDir dir;
+  const std::string script = testing::Runfile("tools/make-certs.sh");
+  ASSERT_EQ(std::system((script + " " + dir.path() + " admin=spiffe://kmcl.test/admin >/dev/null 2>&1")
+                            .c_str()),
+            0);
+  std::ofstream(dir.Join("policy.textproto"))
+      << R"pb(grant { identity: "spiffe://kmcl.test/admin" partition: "*" role: ADMIN })pb";
+  kmcld::testing::DaemonProcess d;
+  ASSERT_TRUE(d.Start({"--listen=127.0.0.1:0", "--uds=none", "--tls_cert=" + dir.Join("server.pem"),
+                       "--tls_key=" + dir.Join("server.key"), "--tls_ca=" + dir.Join("ca.pem"),
+                       "--policy=" + dir.Join("policy.textproto")})
+                  .ok())
+      << d.output();
+  ClientOptions tls;
+  tls.tls_ca_file = dir.Join("ca.pem");
+  tls.tls_cert_file = dir.Join("admin.pem");
+  tls.tls_key_file = dir.Join("admin.key");
+  auto client = Client::Connect(d.tcp_address(), tls);
+  ASSERT_TRUE(client.ok()) << client.status();
+  auto parts = (*client)->ListPartitions();
+  ASSERT_TRUE(parts.ok()) << parts.status();
+  EXPECT_FALSE(parts->empty());
+
+  ClientOptions no_cert;
+  no_cert.tls_ca_file = dir.Join("ca.pem");
+  no_cert.connect_timeout = absl::Seconds(2);
+  EXPECT_FALSE(Client::Connect(d.tcp_address(), no_cert).ok()) << "kmcld demands a client certificate";
+  ClientOptions plaintext;
+  plaintext.connect_timeout = absl::Seconds(2);
+  EXPECT_FALSE(Client::Connect(d.tcp_address(), plaintext).ok());
+  ClientOptions half;
+  half.tls_ca_file = dir.Join("ca.pem");
+  half.tls_cert_file = dir.Join("admin.pem");
+  EXPECT_EQ(Client::Connect(d.tcp_address(), half).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  half.tls_ca_file = dir.Join("missing.pem");
+  half.tls_key_file = dir.Join("admin.key");
+  EXPECT_EQ(Client::Connect(d.tcp_address(), half).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(ClientTest, ErrorsKeepTheGrpcCodeAndNameTheMethod) {

@@ -38,6 +38,7 @@ struct Cli {
   bool json = false;
   std::string output = "table";
   double timeout_s = 10;
+  std::string tls_ca, tls_cert, tls_key;
   // Set by the chosen subcommand's callback; run by main().
   std::function<int()> action;
 

@@ -23,6 +23,9 @@ kc::ClientOptions Cli::client_options() const {
   kc::ClientOptions o;
   o.connect_timeout = timeout();
   o.call_timeout = timeout();
+  o.tls_ca_file = tls_ca;
+  o.tls_cert_file = tls_cert;
+  o.tls_key_file = tls_key;
   return o;
 }
 

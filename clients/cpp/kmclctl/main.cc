@@ -25,6 +25,13 @@ int main(int argc, char** argv) {
   app.add_option("--timeout", cli.timeout_s, "seconds per target for connecting and each call")
       ->check(CLI::PositiveNumber);
 
+  app.add_option("--tls-ca", cli.tls_ca, "PEM of the CA of kmcld's TLS certificate (mutual TLS)")
+      ->check(CLI::ExistingFile);
+  app.add_option("--tls-cert", cli.tls_cert, "PEM of this client's TLS certificate")
+      ->check(CLI::ExistingFile);
+  app.add_option("--tls-key", cli.tls_key, "PEM of this client's TLS key")
+      ->check(CLI::ExistingFile);
+
   kmclctl::RegisterPartitionCommands(app, cli);
   kmclctl::RegisterChannelCommands(app, cli);
   kmclctl::RegisterGpadlCommands(app, cli);
