@@ -10,6 +10,7 @@
 
 #include <fstream>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -28,6 +29,7 @@
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
+#include "proto/devices.pb.h"
 
 namespace kmcl::client::testing {
 namespace {
@@ -422,6 +424,32 @@ TEST_F(KmclctlTest, VersionAndHealth) {
   RunResult h = On(A, {"--json", "health"});
   ASSERT_EQ(h.exit_code, 0);
   EXPECT_EQ(FromJson<kmclctl::json::Health>(h.out).status(), "SERVING");
+}
+
+// The default partition's built-in devices (kmcld's default --devices).
+TEST_F(KmclctlTest, DevicesListAndHeartbeat) {
+  RunResult l = On(A, {"--json", "devices", "list", "--partition", "default"});
+  ASSERT_EQ(l.exit_code, 0) << l.err;
+  auto devices = FromJson<v1::ListDevicesResponse>(l.out);
+  ASSERT_EQ(devices.devices_size(), 4) << l.out;
+  std::set<int> kinds;
+  for (const auto& d : devices.devices()) {
+    EXPECT_EQ(d.partition_id(), "default");
+    EXPECT_TRUE(d.emulated_guest());
+    kinds.insert(d.kind());
+  }
+  EXPECT_EQ(kinds.size(), 4u) << "heartbeat, shutdown, time sync and KVP";
+  std::vector<Row> rows = ParseTable(On(A, {"devices", "list"}).out);
+  EXPECT_EQ(rows.size(), 4u);
+  EXPECT_EQ(Find(rows, "DEVICE", "HEARTBEAT")["PARTITION"], "default");
+  EXPECT_EQ(Find(rows, "DEVICE", "KVP")["GUEST"], "emulated");
+
+  RunResult h = On(A, {"--json", "devices", "heartbeat", "default"});
+  ASSERT_EQ(h.exit_code, 0) << h.err;
+  EXPECT_GT(FromJson<v1::HeartbeatState>(h.out).timeout_ms(), 0);
+  RunResult missing = On(A, {"devices", "heartbeat", "no-such-partition"});
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_TRUE(absl::StrContains(missing.err, "NOT_FOUND")) << missing.err;
 }
 
 }  // namespace

@@ -77,6 +77,7 @@ void RegisterChannelCommands(CLI::App& app, Cli& cli);
 void RegisterGpadlCommands(CLI::App& app, Cli& cli);
 void RegisterTrafficCommands(CLI::App& app, Cli& cli);  // send, watch
 void RegisterStateCommands(CLI::App& app, Cli& cli);    // save, restore, health, version
+void RegisterDeviceCommands(CLI::App& app, Cli& cli);   // devices list, heartbeat
 
 }  // namespace kmclctl
 

@@ -37,6 +37,7 @@ int main(int argc, char** argv) {
   kmclctl::RegisterGpadlCommands(app, cli);
   kmclctl::RegisterTrafficCommands(app, cli);
   kmclctl::RegisterStateCommands(app, cli);
+  kmclctl::RegisterDeviceCommands(app, cli);
 
   try {
     app.parse(argc, argv);
