@@ -30,6 +30,7 @@
 #include "proto/channel.grpc.pb.h"
 #include "proto/devices.grpc.pb.h"
 #include "proto/diagnostics.grpc.pb.h"
+#include "proto/event.grpc.pb.h"
 #include "proto/partition.grpc.pb.h"
 #include "tests/daemon_process.h"
 #include "tests/short_temp_dir.h"
@@ -313,6 +314,38 @@ TEST_F(SecurityTest, AFloodingIdentityIsLimitedAndTheOthersGoOn) {
   EXPECT_GE(a_exhausted, 1);
   EXPECT_EQ(b_exhausted, 0);
   EXPECT_TRUE(absl::StrContains(ReadFile(Cert("audit.log")), "result=limited:request-rate"));
+}
+
+// Limits.streams bounds one identity's open WatchEvents/Attach streams;
+// another identity still opens its own.
+TEST_F(SecurityTest, AnIdentityHoldsAtMostItsLimitOfStreams) {
+  StartTls(R"pb(
+    grant { identity: "spiffe://kmcl.test/a" partition: "*" role: OBSERVER limits { streams: 2 } }
+    grant { identity: "spiffe://kmcl.test/b" partition: "*" role: OBSERVER }
+  )pb");
+  // An event to read, so that a stream that answered is known to be counted.
+  auto local = grpc::CreateChannel("unix:" + daemon_.uds_path(), grpc::InsecureChannelCredentials());
+  ASSERT_TRUE(CreatePartition(local, "pe").ok());
+  struct Watch {
+    std::unique_ptr<grpc::ClientContext> ctx = Deadline();
+    std::unique_ptr<grpc::ClientReader<kmcl::v1::Event>> reader;
+  };
+  auto open = [](const std::shared_ptr<grpc::Channel>& ch, Watch& w) {
+    w.reader = kmcl::v1::EventService::NewStub(ch)->WatchEvents(w.ctx.get(), {});
+    kmcl::v1::Event e;
+    return w.reader->Read(&e);
+  };
+  auto a = Dial("a");
+  auto b = Dial("b");
+  Watch a1, a2, a3, b1, b2, b3;
+  ASSERT_TRUE(open(a, a1));
+  ASSERT_TRUE(open(a, a2));
+  EXPECT_FALSE(open(a, a3));
+  grpc::Status s = a3.reader->Finish();
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
+  EXPECT_TRUE(absl::StrContains(s.error_message(), "limit of 2 open streams")) << s.error_message();
+  EXPECT_TRUE(open(b, b1) && open(b, b2) && open(b, b3)) << "b's streams are not a's";
+  for (Watch* w : {&a1, &a2, &b1, &b2, &b3}) w->ctx->TryCancel();
 }
 
 TEST_F(SecurityTest, TheConfigFileCanSecureTheListenerInsteadOfFlags) {

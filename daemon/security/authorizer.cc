@@ -177,6 +177,14 @@ absl::Status Authorizer::Limit(const Peer& peer, const Policy& policy, absl::str
   return s;
 }
 
+absl::StatusOr<std::unique_ptr<StreamSlot>> Authorizer::AcquireStream(const grpc::ServerContextBase& ctx,
+                                                                      absl::string_view rpc) const {
+  Peer peer = PeerOf(ctx);
+  auto slot = streams_.Acquire(peer.identity, policy_.Get()->LimitsFor(peer.identity).streams());
+  if (!slot.ok()) audit_.Record(peer, rpc, "*", "limited:streams");
+  return slot;
+}
+
 void Authorizer::FilterVisible(const grpc::ServerContextBase& ctx,
                                google::protobuf::Message& response) const {
   const std::string identity = PeerOf(ctx).identity;

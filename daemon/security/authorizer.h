@@ -26,6 +26,7 @@
 #include "absl/synchronization/mutex.h"
 #include "daemon/security/policy.h"
 #include "daemon/security/rate_limiter.h"
+#include "daemon/security/stream_slots.h"
 #include "google/protobuf/message.h"
 #include "grpcpp/server_context.h"
 
@@ -60,8 +61,8 @@ class AuditLog {
 
 class Authorizer {
  public:
-  Authorizer(const PolicyHolder& policy, AuditLog& audit, RateLimiter& limiter)
-      : policy_(policy), audit_(audit), limiter_(limiter) {}
+  Authorizer(const PolicyHolder& policy, AuditLog& audit, RateLimiter& limiter, StreamSlots& streams)
+      : policy_(policy), audit_(audit), limiter_(limiter), streams_(streams) {}
 
   absl::Status Check(const grpc::ServerContextBase& ctx, absl::string_view rpc,
                      const google::protobuf::Message& request) const;
@@ -76,6 +77,10 @@ class Authorizer {
   // ListChannelDiagnostics, ListDevices) called without a partition, which
   // Check lets through for any observer: drops from every repeated field of
   // `response` the entries whose partition the caller may not observe.
+  // A place for one more stream of the caller (Limits.streams), held by the
+  // stream until it ends; RESOURCE_EXHAUSTED (audited) past the limit.
+  absl::StatusOr<std::unique_ptr<StreamSlot>> AcquireStream(const grpc::ServerContextBase& ctx,
+                                                            absl::string_view rpc) const;
   void FilterVisible(const grpc::ServerContextBase& ctx, google::protobuf::Message& response) const;
 
  private:
@@ -86,6 +91,7 @@ class Authorizer {
   const PolicyHolder& policy_;
   AuditLog& audit_;
   RateLimiter& limiter_;
+  StreamSlots& streams_;
 };
 
 }  // namespace kmcld::security

@@ -161,7 +161,7 @@ ServerSecurity::ServerSecurity(SecurityOptions options, ListenOptions listen, FI
       audit_file_(audit_file),
       policy_(std::move(policy)),
       audit_(audit_file),
-      authorizer_(policy_, audit_, limiter_) {}
+      authorizer_(policy_, audit_, limiter_, streams_) {}
 
 ServerSecurity::~ServerSecurity() {
   if (audit_file_ != stderr) std::fclose(audit_file_);

@@ -74,6 +74,7 @@ class ServerSecurity {
   PolicyHolder policy_;
   AuditLog audit_;
   RateLimiter limiter_;
+  StreamSlots streams_;
   Authorizer authorizer_;
   std::shared_ptr<grpc::ServerCredentials> tcp_credentials_;
   bool credentials_is_tls_ = false;

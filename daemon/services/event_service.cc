@@ -23,6 +23,11 @@ class WatchReactor final : public grpc::ServerWriteReactor<kmcl::v1::Event> {
     // Deleted when gRPC is done with it and no pump task holds it.
     self_ = std::shared_ptr<WatchReactor>(this, [](WatchReactor* r) { delete r; });
     absl::Status s = Validate();
+    if (s.ok()) {
+      auto slot = AcquireStreamSlot(services, ctx, "WatchEvents");
+      s = slot.status();
+      if (slot.ok()) slot_ = *std::move(slot);
+    }
     if (s.ok()) s = streams_.Acquire(peer_);
     if (!s.ok()) {
       {
@@ -191,6 +196,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<kmcl::v1::Event> {
   const kmcl::v1::WatchEventsRequest request_;
   EventLog& log_;
   bool counted_ = false;
+  std::unique_ptr<security::StreamSlot> slot_;  // the identity's place, until deleted
   uint64_t subscription_ = 0;
   uint64_t backlog_end_ = 0;
   kmcl::Mutex mu_;

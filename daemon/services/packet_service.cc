@@ -176,7 +176,9 @@ class AttachReactor final : public Reactor {
   AttachReactor(grpc::CallbackServerContext* ctx, ServiceContext services, StreamCounter& streams)
       : ctx_(ctx), services_(services), streams_(streams), peer_(ctx->peer()),
         stream_(std::make_shared<AttachStream>(this)) {
-    if (absl::Status s = streams_.Acquire(peer_); !s.ok()) {
+    auto slot = AcquireStreamSlot(services_, ctx, "Attach");
+    if (slot.ok()) slot_ = *std::move(slot);
+    if (absl::Status s = slot.ok() ? streams_.Acquire(peer_) : slot.status(); !s.ok()) {
       stream_->Finish(ToGrpc(s));
       return;
     }
@@ -265,6 +267,7 @@ class AttachReactor final : public Reactor {
   const std::string peer_;
   std::shared_ptr<AttachStream> stream_;
   bool counted_ = false;
+  std::unique_ptr<security::StreamSlot> slot_;  // the identity's place, until deleted
   bool attached_ = false;
   kmcl::v1::AttachRequest in_;
 };

@@ -17,6 +17,12 @@ void KeepVisible(const ServiceContext& services, const grpc::CallbackServerConte
   }
 }
 
+absl::StatusOr<std::unique_ptr<security::StreamSlot>> AcquireStreamSlot(
+    const ServiceContext& services, const grpc::CallbackServerContext* ctx, absl::string_view rpc) {
+  if (services.authorizer == nullptr) return nullptr;
+  return services.authorizer->AcquireStream(*ctx, rpc);
+}
+
 absl::Status AuthorizeRole(const ServiceContext& services, const grpc::CallbackServerContext* ctx,
                            absl::string_view rpc, absl::string_view partition, security::Role role) {
   if (services.authorizer == nullptr) return absl::OkStatus();

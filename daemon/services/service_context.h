@@ -43,6 +43,9 @@ absl::Status Authorize(const ServiceContext& services, const grpc::CallbackServe
 // entries the caller may observe (Authorizer::FilterVisible).
 void KeepVisible(const ServiceContext& services, const grpc::CallbackServerContext* ctx,
                  const std::string& requested_partition, google::protobuf::Message& response);
+// A place for one more stream of the caller (null without an authorizer).
+absl::StatusOr<std::unique_ptr<security::StreamSlot>> AcquireStreamSlot(
+    const ServiceContext& services, const grpc::CallbackServerContext* ctx, absl::string_view rpc);
 // The same for a call whose role depends on its content (Attach).
 absl::Status AuthorizeRole(const ServiceContext& services, const grpc::CallbackServerContext* ctx,
                            absl::string_view rpc, absl::string_view partition, security::Role role);
