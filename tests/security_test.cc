@@ -31,7 +31,10 @@
 #include "proto/devices.grpc.pb.h"
 #include "proto/diagnostics.grpc.pb.h"
 #include "proto/event.grpc.pb.h"
+#include "proto/gpadl.grpc.pb.h"
+#include "proto/packet.grpc.pb.h"
 #include "proto/partition.grpc.pb.h"
+#include "proto/save_restore.grpc.pb.h"
 #include "tests/daemon_process.h"
 #include "tests/short_temp_dir.h"
 
@@ -229,6 +232,17 @@ TEST_F(SecurityTest, AnObserverReadsButEveryMutatingRpcIsDenied) {
   s = kmcl::v1::DiagnosticsService::NewStub(watcher)->ListChannelDiagnostics(Deadline().get(), {}, &diag);
   EXPECT_TRUE(s.ok()) << s.error_message();
 
+  // A statically linked test (the sanitizer configs) keeps a .pb.cc only
+  // when something refers to it, and only kept files are in the generated
+  // pool: refer to one message of each file that defines a service.
+  for (const google::protobuf::Descriptor* d :
+       {kmcl::v1::ListPartitionsRequest::descriptor(), kmcl::v1::OfferChannelRequest::descriptor(),
+        kmcl::v1::CreateGpadlRequest::descriptor(), kmcl::v1::AttachRequest::descriptor(),
+        kmcl::v1::WatchEventsRequest::descriptor(), kmcl::v1::SaveChunk::descriptor(),
+        kmcl::v1::ListChannelDiagnosticsResponse::descriptor(),
+        kmcl::v1::ListDevicesRequest::descriptor()}) {
+    ASSERT_GT(d->file()->service_count(), 0) << d->file()->name();
+  }
   const google::protobuf::DescriptorPool* pool = google::protobuf::DescriptorPool::generated_pool();
   grpc::GenericStub stub(watcher);
   int mutating = 0;
