@@ -264,7 +264,9 @@ void SendAndCheck(AttachStream* sender, int count, std::atomic<int>* progress) {
       batch.push_back(Packet(sent, Payload(sent)));
       ++sent;
     }
-    if (!batch.empty()) ASSERT_TRUE(sender->Send(batch));
+    if (!batch.empty()) {
+      ASSERT_TRUE(sender->Send(batch));
+    }
     ASSERT_TRUE(sender->Read(&resp));
     for (const auto& c : resp.send_completions().completions()) {
       ASSERT_EQ(c.tag(), static_cast<uint64_t>(completed));

@@ -181,7 +181,9 @@ TEST_F(BridgeFlowTest, AToolThatStopsCompletingStopsThePeersCreditsThenTrafficRe
     for (const auto& p : got) done.emplace_back(p.delivery_id(), "");
     got.clear();
     ASSERT_TRUE(host.Complete(done));
-    if (round < 3) ASSERT_TRUE(host.ReadDeliveries(8, &got));
+    if (round < 3) {
+      ASSERT_TRUE(host.ReadDeliveries(8, &got));
+    }
   }
   std::vector<kmcl::v1::SendCompletion> completions;
   ASSERT_TRUE(guest.ReadCompletions(32, &completions));

@@ -56,7 +56,9 @@ void EchoRound(AttachStream& guest, AttachStream& host, int n, int base) {
       batch.push_back(Packet(base + sent, absl::StrCat("other ", base + sent)));
       ++sent;
     }
-    if (!batch.empty()) ASSERT_TRUE(guest.Send(batch));
+    if (!batch.empty()) {
+      ASSERT_TRUE(guest.Send(batch));
+    }
     kmcl::v1::AttachResponse resp;
     ASSERT_TRUE(guest.Read(&resp));
     for (const auto& c : resp.send_completions().completions()) completions.push_back(c);
