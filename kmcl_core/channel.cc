@@ -300,14 +300,14 @@ absl::Status Channel::Enable() {
   StartThreads();
   for (EndpointAction action : actions) {
     if (action == EndpointAction::kOffer) {
+      // The partition hands this endpoint its relid (OnOffered) before the
+      // guest can see the offer: a guest that opens at once must find it.
       absl::StatusOr<OfferHandle> handle = partition_->Offer(this, offer);
-      MutexLock lock(&mu_);
       if (!handle.ok()) {
+        MutexLock lock(&mu_);
         fsm_.Disable();
         return handle.status();
       }
-      relid_ = handle->relid;
-      offer_sequence_ = handle->offer_sequence;
     } else if (action == EndpointAction::kConnect) {
       partition_->Connect(this, vtl, type, instance);
     }
@@ -363,6 +363,12 @@ absl::Status Channel::Disable() {
 }
 
 // ---- Events from the partition (under its lock: only queue work) -----------------------
+
+void Channel::OnOffered(const OfferHandle& handle) {
+  MutexLock lock(&mu_);
+  relid_ = handle.relid;
+  offer_sequence_ = handle.offer_sequence;
+}
 
 void Channel::OnOpenRequested(const OpenChannel& open) {
   MutexLock lock(&mu_);

@@ -44,6 +44,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "kmcl_core/bus_endpoint.h"
 #include "kmcl_core/endpoint_state.h"
 #include "kmcl_core/gpa_range.h"
 #include "kmcl_core/guest_memory.h"
@@ -204,7 +205,7 @@ struct ChannelSnapshot {
   std::string corruption;
 };
 
-class Channel {
+class Channel final : public BusEndpoint {
  public:
   // VmbChannelAllocate: a disabled endpoint with default settings.
   static absl::StatusOr<std::unique_ptr<Channel>> Allocate(Partition& partition, bool is_server);
@@ -311,16 +312,21 @@ class Channel {
   // The compatibility layer's handle context.
   void* kmcl_context = nullptr;
 
-  // ---- Called by the Partition (under its lock; they only queue work) ----
-  void OnOpenRequested(const OpenChannel& open);
-  void OnOpenCompleted(NTSTATUS status);
-  void OnPeerClosed();
-  void OnOpenCancelled();
-  void OnOfferMatched(uint32_t relid, const OfferChannel& offer);
-  void OnReleased();
-  void OnPnpFailure(NTSTATUS status);
+  // ---- BusEndpoint: called by the Partition under its lock; they only
+  // queue work for the channel's threads (see bus_endpoint.h) ----
+  void OnOffered(const OfferHandle& handle) override;
+  void OnOpenRequested(const OpenChannel& open) override;
+  void OnOpenCompleted(NTSTATUS status) override;
+  void OnPeerClosed() override;
+  void OnOpenCancelled() override;
+  void OnOfferMatched(uint32_t relid, const OfferChannel& offer) override;
+  void OnReleased() override;
   // Ring interrupts from the peer endpoint (any thread).
-  void NotifyIo();
+  void NotifyIo() override;
+
+  // A PnP failure of the connection: runs the pnp_failure callback (KMCL's
+  // EVT_VMB_CHANNEL_PNP_FAILURE, kmcl_api.h).
+  void OnPnpFailure(NTSTATUS status);
 
  private:
   enum class CommandKind {

@@ -4,7 +4,6 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
-#include "kmcl_core/channel.h"
 
 namespace kmcl {
 namespace {
@@ -28,18 +27,18 @@ uint64_t g_next_handle ABSL_GUARDED_BY(g_handles_mu) = 0x564D4200;  // "VMB\0"
 
 // ---- RingLink ---------------------------------------------------------------------
 
-void RingLink::Signal(const Channel* from) {
+void RingLink::Signal(const BusEndpoint* from) {
   MutexLock lock(&mu);
-  Channel* peer = from == host ? guest : host;
+  BusEndpoint* peer = from == host ? guest : host;
   if (peer != nullptr && peer != from) peer->NotifyIo();
 }
 
-void RingLink::Attach(Channel* endpoint, bool is_server) {
+void RingLink::Attach(BusEndpoint* endpoint, bool is_server) {
   MutexLock lock(&mu);
   (is_server ? host : guest) = endpoint;
 }
 
-void RingLink::Detach(const Channel* endpoint) {
+void RingLink::Detach(const BusEndpoint* endpoint) {
   MutexLock lock(&mu);
   if (host == endpoint) host = nullptr;
   if (guest == endpoint) guest = nullptr;
@@ -179,7 +178,7 @@ void Partition::PumpLocked() {
 }
 
 void Partition::HandleServerEffect(ServerEffect& effect) {
-  auto host = [&](uint32_t relid) -> Channel* {
+  auto host = [&](uint32_t relid) -> BusEndpoint* {
     mu_.AssertHeld();  // the lambdas run inside PumpLocked
     auto it = hosts_.find(relid);
     return it == hosts_.end() ? nullptr : it->second;
@@ -187,7 +186,7 @@ void Partition::HandleServerEffect(ServerEffect& effect) {
   std::visit(Overloaded{
                  [&](OpenRequested& e) {
                    mu_.AssertHeld();
-                   if (Channel* h = host(e.relid)) {
+                   if (BusEndpoint* h = host(e.relid)) {
                      h->OnOpenRequested(e.open);
                    } else {
                      server_.AcceptOpen(e.relid, kStatusDeviceRemoved).IgnoreError();
@@ -195,18 +194,18 @@ void Partition::HandleServerEffect(ServerEffect& effect) {
                  },
                  [&](CloseRequested& e) {
                    mu_.AssertHeld();
-                   if (Channel* h = host(e.relid)) {
+                   if (BusEndpoint* h = host(e.relid)) {
                      h->OnPeerClosed();
                    } else {
                      server_.CloseComplete(e.relid).IgnoreError();
                    }
                  },
                  [&](OpenCancelled& e) {
-                   if (Channel* h = host(e.relid)) h->OnOpenCancelled();
+                   if (BusEndpoint* h = host(e.relid)) h->OnOpenCancelled();
                  },
                  [&](ChannelReleased& e) {
                    mu_.AssertHeld();
-                   if (Channel* h = host(e.relid)) h->OnReleased();
+                   if (BusEndpoint* h = host(e.relid)) h->OnReleased();
                    hosts_.erase(e.relid);
                    links_.erase(e.relid);
                    mmio_.erase(e.relid);
@@ -222,7 +221,7 @@ void Partition::HandleServerEffect(ServerEffect& effect) {
 }
 
 void Partition::HandleClientEffect(uint8_t vtl, ClientEffect& effect) {
-  auto guest = [&](uint32_t relid) -> Channel* {
+  auto guest = [&](uint32_t relid) -> BusEndpoint* {
     mu_.AssertHeld();
     auto it = guests_.find({vtl, relid});
     return it == guests_.end() ? nullptr : it->second;
@@ -233,7 +232,7 @@ void Partition::HandleClientEffect(uint8_t vtl, ClientEffect& effect) {
                    MatchWaitersLocked(vtl);
                  },
                  [&](OfferRescinded& e) {
-                   if (Channel* g = guest(e.relid)) {
+                   if (BusEndpoint* g = guest(e.relid)) {
                      g->OnPeerClosed();
                    } else {
                      // No driver owns it: give the relid back at once.
@@ -242,7 +241,7 @@ void Partition::HandleClientEffect(uint8_t vtl, ClientEffect& effect) {
                    }
                  },
                  [&](OpenCompleted& e) {
-                   if (Channel* g = guest(e.relid)) g->OnOpenCompleted(e.status);
+                   if (BusEndpoint* g = guest(e.relid)) g->OnOpenCompleted(e.status);
                  },
                  [&](GpadlCreateCompleted& e) {
                    mu_.AssertHeld();
@@ -264,12 +263,15 @@ void Partition::HandleClientEffect(uint8_t vtl, ClientEffect& effect) {
 
 // ---- Host endpoints ---------------------------------------------------------------------
 
-absl::StatusOr<OfferHandle> Partition::Offer(Channel* host, const ServerOffer& offer) {
+absl::StatusOr<OfferHandle> Partition::Offer(BusEndpoint* host, const ServerOffer& offer) {
   MutexLock lock(&mu_);
   absl::StatusOr<OfferHandle> handle = server_.Offer(offer);
   if (!handle.ok()) return handle.status();
   hosts_[handle->relid] = host;
   links_[handle->relid] = std::make_shared<RingLink>();
+  // Before the pump delivers the offer: a waiting guest may open it on its
+  // own thread at once, and the host must already know its relid then.
+  host->OnOffered(*handle);
   PumpLocked();
   return handle;
 }
@@ -314,7 +316,7 @@ absl::Status Partition::UnmapGpadl(uint64_t lease_id) {
   return absl::OkStatus();
 }
 
-void Partition::DetachHost(uint32_t relid, const Channel* host) {
+void Partition::DetachHost(uint32_t relid, const BusEndpoint* host) {
   MutexLock lock(&mu_);
   auto it = hosts_.find(relid);
   if (it != hosts_.end() && it->second == host) hosts_.erase(it);
@@ -328,14 +330,14 @@ std::shared_ptr<RingLink> Partition::LinkFor(uint32_t relid) {
 
 // ---- Guest endpoints ----------------------------------------------------------------------
 
-void Partition::Connect(Channel* guest, uint8_t vtl, const Guid& type,
+void Partition::Connect(BusEndpoint* guest, uint8_t vtl, const Guid& type,
                         std::optional<Guid> instance) {
   MutexLock lock(&mu_);
   waiters_.push_back({guest, vtl, type, instance});
   MatchWaitersLocked(vtl);
 }
 
-void Partition::CancelConnect(const Channel* guest) {
+void Partition::CancelConnect(const BusEndpoint* guest) {
   MutexLock lock(&mu_);
   std::erase_if(waiters_, [&](const Waiter& w) { return w.guest == guest; });
 }
@@ -416,7 +418,7 @@ absl::Status Partition::CloseGuest(uint8_t vtl, uint32_t relid) {
   return s;
 }
 
-void Partition::DetachGuest(uint8_t vtl, uint32_t relid, const Channel* guest) {
+void Partition::DetachGuest(uint8_t vtl, uint32_t relid, const BusEndpoint* guest) {
   MutexLock lock(&mu_);
   auto it = guests_.find({vtl, relid});
   if (it == guests_.end() || it->second != guest) return;

@@ -1,16 +1,17 @@
 // kmcl_core/partition.h: an emulated VM: its guest physical memory, GPADLs,
 // the host's VMBus server, a guest VMBus client per VTL, and the message
 // transport between them (the SynIC), plus the registry that routes control
-// plane events to the KMCL endpoints (Channel) of both sides.
+// plane events to the endpoints of both sides through BusEndpoint (the KMCL
+// runtime's Channel implements it; the bus never sees the runtime).
 //
 // Create() builds the partition and connects each guest client (version
 // negotiation, REQUESTOFFERS), so offers reach guests as soon as hosts make
 // them. Channels call the partition for control-plane work; the partition
 // pumps every resulting message synchronously to quiescence under its lock,
-// then hands events to channels through their On*() methods, which only
-// queue work for the channel's threads.
+// then hands events to endpoints through their On*() methods, which only
+// queue work for the endpoints' threads.
 //
-// Threading: thread-safe. Lock order: Partition before Channel; a Channel
+// Threading: thread-safe. Lock order: Partition before endpoint; an endpoint
 // never calls the partition while holding its own lock. Ring interrupts go
 // through RingLink and never take the partition lock.
 #ifndef KMCLD_KMCL_CORE_PARTITION_H_
@@ -28,6 +29,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "kmcl_core/bus_endpoint.h"
 #include "kmcl_core/gpadl_table.h"
 #include "kmcl_core/guest_memory.h"
 #include "kmcl_core/mutex.h"
@@ -36,8 +38,6 @@
 #include "kmcl_core/vmbus_wire.h"
 
 namespace kmcl {
-
-class Channel;
 
 struct PartitionOptions {
   std::string id = "default";
@@ -52,12 +52,12 @@ struct PartitionOptions {
 // The ring interrupt path between the two endpoints of one channel.
 struct RingLink {
   Mutex mu;
-  Channel* host ABSL_GUARDED_BY(mu) = nullptr;
-  Channel* guest ABSL_GUARDED_BY(mu) = nullptr;
+  BusEndpoint* host ABSL_GUARDED_BY(mu) = nullptr;
+  BusEndpoint* guest ABSL_GUARDED_BY(mu) = nullptr;
   // Interrupts the endpoint opposite `from`, if attached.
-  void Signal(const Channel* from);
-  void Attach(Channel* endpoint, bool is_server);
-  void Detach(const Channel* endpoint);
+  void Signal(const BusEndpoint* from);
+  void Attach(BusEndpoint* endpoint, bool is_server);
+  void Detach(const BusEndpoint* endpoint);
 };
 
 struct PartitionCounters {
@@ -105,20 +105,20 @@ class Partition {
   absl::StatusOr<std::pair<uint64_t, uint64_t>> MmioFor(uint32_t relid, uint64_t bytes);
 
   // ---- Host endpoints ----
-  absl::StatusOr<OfferHandle> Offer(Channel* host, const ServerOffer& offer);
+  absl::StatusOr<OfferHandle> Offer(BusEndpoint* host, const ServerOffer& offer);
   absl::Status Revoke(uint32_t relid);
   absl::Status AcceptOpen(uint32_t relid, NTSTATUS status);
   absl::Status CloseComplete(uint32_t relid);
   // Maps a GPADL of channel `relid` (VmbChannelMapGpadl).
   absl::StatusOr<GpadlLease> MapGpadl(uint32_t relid, uint32_t gpadl_id, bool read_only);
   absl::Status UnmapGpadl(uint64_t lease_id);
-  void DetachHost(uint32_t relid, const Channel* host);
+  void DetachHost(uint32_t relid, const BusEndpoint* host);
 
   // ---- Guest endpoints ----
   // Claims an offer matching (type, instance) at `vtl` for `guest`, now or
   // when one arrives; guest->OnOfferMatched follows.
-  void Connect(Channel* guest, uint8_t vtl, const Guid& type, std::optional<Guid> instance);
-  void CancelConnect(const Channel* guest);
+  void Connect(BusEndpoint* guest, uint8_t vtl, const Guid& type, std::optional<Guid> instance);
+  void CancelConnect(const BusEndpoint* guest);
   // GPADL_HEADER/BODY and the answer (synchronous in-process).
   absl::Status CreateGuestGpadl(uint8_t vtl, uint32_t relid, uint32_t gpadl_id,
                                 std::vector<GpaRange> ranges);
@@ -129,12 +129,12 @@ class Partition {
   absl::Status OpenGuest(uint8_t vtl, uint32_t relid, const OpenParams& params);
   absl::Status CloseGuest(uint8_t vtl, uint32_t relid);
   // Forgets the guest endpoint; releases the relid if it was rescinded.
-  void DetachGuest(uint8_t vtl, uint32_t relid, const Channel* guest);
+  void DetachGuest(uint8_t vtl, uint32_t relid, const BusEndpoint* guest);
   // A restored endpoint re-attaches to its channel (no wire traffic).
   // FAILED_PRECONDITION if the channel is not in the restored control plane
   // or another endpoint holds it.
-  absl::Status AttachHost(uint32_t relid, uint64_t offer_sequence, Channel* host);
-  absl::Status AttachGuest(uint8_t vtl, uint32_t relid, Channel* guest);
+  absl::Status AttachHost(uint32_t relid, uint64_t offer_sequence, BusEndpoint* host);
+  absl::Status AttachGuest(uint8_t vtl, uint32_t relid, BusEndpoint* guest);
   std::shared_ptr<RingLink> LinkFor(uint32_t relid);
 
  private:
@@ -154,10 +154,10 @@ class Partition {
   CondVar changed_;  // GPADL answers and teardowns
   VmbusServer server_ ABSL_GUARDED_BY(mu_);
   std::map<uint8_t, VmbusClient> clients_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<uint32_t, Channel*> hosts_ ABSL_GUARDED_BY(mu_);
-  std::map<std::pair<uint8_t, uint32_t>, Channel*> guests_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<uint32_t, BusEndpoint*> hosts_ ABSL_GUARDED_BY(mu_);
+  std::map<std::pair<uint8_t, uint32_t>, BusEndpoint*> guests_ ABSL_GUARDED_BY(mu_);
   struct Waiter {
-    Channel* guest;
+    BusEndpoint* guest;
     uint8_t vtl;
     Guid type;
     std::optional<Guid> instance;

@@ -2,7 +2,6 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
-#include "kmcl_core/channel.h"
 #include "kmcl_core/partition.h"
 #include "kmcl_core/saved_blob.h"
 #include "kmcl_core/saved_convert.h"
@@ -121,7 +120,7 @@ absl::StatusOr<std::unique_ptr<Partition>> Partition::Restore(const std::string&
   return p;
 }
 
-absl::Status Partition::AttachHost(uint32_t relid, uint64_t offer_sequence, Channel* host) {
+absl::Status Partition::AttachHost(uint32_t relid, uint64_t offer_sequence, BusEndpoint* host) {
   MutexLock lock(&mu_);
   std::optional<ServerChannelInfo> c = server_.Channel(relid);
   if (!c.has_value() || c->offer_sequence != offer_sequence) {
@@ -136,7 +135,7 @@ absl::Status Partition::AttachHost(uint32_t relid, uint64_t offer_sequence, Chan
   return absl::OkStatus();
 }
 
-absl::Status Partition::AttachGuest(uint8_t vtl, uint32_t relid, Channel* guest) {
+absl::Status Partition::AttachGuest(uint8_t vtl, uint32_t relid, BusEndpoint* guest) {
   MutexLock lock(&mu_);
   auto it = clients_.find(vtl);
   if (it == clients_.end() || !it->second.Channel(relid).has_value()) {
