@@ -57,7 +57,7 @@ class LeaseTable {
  private:
   absl::StatusOr<LeaseRecord> Use(uint64_t lease_id);
   void Expire(uint64_t lease_id);
-  void ScheduleExpiry(uint64_t lease_id, absl::Time when);
+  void ScheduleExpiry(uint64_t lease_id, absl::Time when) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   Timer& timer_;
   const absl::Duration idle_;

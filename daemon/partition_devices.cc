@@ -198,7 +198,10 @@ absl::StatusOr<SavedDevices> PartitionDevices::Save() {
     }
     out.devices.push_back({service, "", *std::move(blob)});
   }
-  for (auto& [service, vsp] : vsps_) {
+  for (auto& [svc, vsp] : vsps_) {
+    // A named copy: capturing a structured binding in a lambda is C++20
+    // (P1381), which clang 14 does not implement yet.
+    const auto service = svc;
     if (!status.ok()) break;
     absl::StatusOr<std::string> blob = vsp->Save();
     if (!blob.ok()) {

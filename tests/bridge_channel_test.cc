@@ -286,7 +286,10 @@ void EchoBothWays(Kmcld& k, const kmcl::v1::ChannelRef& ref, int count) {
   ASSERT_TRUE(host.ok());
   ASSERT_TRUE(guest.ok());
   EXPECT_EQ(host.attached().max_packet_size(), 4096u);
-  for (auto [sender, receiver] : {std::pair{&guest, &host}, std::pair{&host, &guest}}) {
+  for (auto pair : {std::pair{&guest, &host}, std::pair{&host, &guest}}) {
+    // Named, not a structured binding, so that clang 14 lets lambdas capture them.
+    AttachStream* sender = pair.first;
+    AttachStream* receiver = pair.second;
     std::thread echo([receiver, count] { Echo(receiver, count); });
     absl::Notification done;
     std::atomic<int> progress{0};

@@ -356,6 +356,7 @@ void AttachedStream::Core::Finish(absl::Status status) {
   absl::Status why = final_.ok() ? absl::CancelledError("the stream was closed before a result")
                                  : final_;
   auto fail = [&](PendingSend& s) {
+    mu_.AssertHeld();  // runs inside Finish, under mu_
     Post([done = std::move(s.done), why] {
       if (done) done(why);
     });

@@ -36,7 +36,7 @@ bool Retryable(absl::StatusCode code);
 // Holds the stream's mutex and, on release, wakes everyone waiting on its
 // condition variable: every state change is made under one of these, so a
 // waiter re-checks its predicate after each.
-class ChangeLock {
+class ABSL_SCOPED_LOCKABLE ChangeLock {
  public:
   ChangeLock(kmcl::Mutex* mu, kmcl::CondVar* cv) ABSL_EXCLUSIVE_LOCK_FUNCTION(mu)
       : mu_(mu), cv_(cv) {

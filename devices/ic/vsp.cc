@@ -164,6 +164,7 @@ void IcVsp::ProcessPacket(VMBCHANNEL channel, VMBPACKETCOMPLETION packet, PVOID 
   IcVsp* self = From(channel);
   std::span<const uint8_t> bytes(static_cast<const uint8_t*>(buffer), length);
   self->Run([&](IcHostService& s, absl::Time now, IcOutput& out) {
+    self->mu_.AssertHeld();  // Run calls it under mu_
     ++self->stats_.packets_received;
     s.OnPacket(bytes, now, out);
   });
