@@ -146,6 +146,7 @@ class VmbusClient {
   absl::Status Restore(const saved::v1::Client& in);
 
  private:
+  void Emit(ClientEffect effect);
   void Send(VmbusMessage message);
   void Error(std::string what);
   absl::Status CheckConnected() const;
