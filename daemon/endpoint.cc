@@ -185,6 +185,7 @@ std::string Endpoint::StreamState() const {
                       " undelivered=", undelivered_.size(), " delivery_credits=", delivery_credits_,
                       " send_credits=", send_credits_, " held_sends=", held_sends_,
                       " credits_to_return=", credits_to_return_, " completions=", completions_.size(),
+                      " ack_mode=", ack_mode_, " unacked=", unacked_.size(),
                       " events=", events_.size());
 }
 
@@ -246,14 +247,17 @@ void Endpoint::OnSendDone(uint64_t tag, uint64_t epoch, kmcl::NTSTATUS status,
   {
     kmcl::MutexLock lock(&mu_);
     if (held_sends_ > 0) --held_sends_;
-    if (epoch > forgotten_through_) {
+    const bool kept = epoch > forgotten_through_;
+    if (kept) {
       kmcl::v1::SendCompletion& c = completions_.emplace_back();
       c.set_tag(tag);
       SetNtStatus(status, c.mutable_status());
       c.set_payload(completion.data(), completion.size());
+      c.set_completion_id(next_completion_id_++);
     }
     if (stream_ == nullptr) return;
-    ++credits_to_return_;
+    // An acknowledging stream gets the credit back with the acknowledgement.
+    if (!kept || !ack_mode_) ++credits_to_return_;
   }
   WakeStream();
 }
@@ -268,8 +272,9 @@ void Endpoint::WakeStream() {
 }
 
 absl::StatusOr<kmcl::v1::Attached> Endpoint::Attach(std::shared_ptr<EndpointStream> stream,
-                                                    uint32_t delivery_credits,
-                                                    uint32_t max_batch) {
+                                                    const kmcl::v1::AttachRequest& first) {
+  const uint32_t delivery_credits = first.attach().delivery_credits();
+  const uint32_t max_batch = first.attach().max_batch();
   kmcl::v1::Attached attached;
   *attached.mutable_endpoint()->mutable_channel() = Ref();
   attached.mutable_endpoint()->set_role(role_);
@@ -279,15 +284,26 @@ absl::StatusOr<kmcl::v1::Attached> Endpoint::Attach(std::shared_ptr<EndpointStre
                                                  EndpointRoleName(role_), " endpoint of channel ",
                                                  relid_));
   }
+  // Written but unacknowledged completions of the earlier stream go first
+  // again, but for those this Attach acknowledges.
+  while (!unacked_.empty()) {
+    completions_.push_front(std::move(unacked_.back()));
+    unacked_.pop_back();
+  }
+  if (absl::Status s = HandleAck(first.completions_acked_through()); !s.ok()) return s;
   if (linger_timer_ != 0) timer_.Cancel(linger_timer_);
   linger_timer_ = 0;
+  ack_mode_ = first.attach().ack_completions();
   stream_ = std::move(stream);
   ++epoch_;
   delivery_credits_ = delivery_credits == 0 ? kDefaultCredits : delivery_credits;
   max_batch_ = max_batch == 0 ? 64 : std::min(max_batch, kMaxBatch);
   undelivered_.clear();
   for (auto& [id, d] : held_) undelivered_.push_back(id);
-  send_credits_ = limits_.send_window > held_sends_ ? limits_.send_window - held_sends_ : 0;
+  // Held sends, and on an acknowledging stream the completions kept for it,
+  // use the window.
+  const uint64_t held = held_sends_ + (ack_mode_ ? completions_.size() : 0);
+  send_credits_ = limits_.send_window > held ? limits_.send_window - held : 0;
   credits_to_return_ = 0;
   attached.set_send_credits(static_cast<uint32_t>(send_credits_));
   attached.set_max_packet_size(max_packet_size_);
@@ -345,18 +361,25 @@ void Endpoint::ReleaseHeld() {
     undelivered_.clear();
     forgotten_through_ = epoch_;
     completions_.clear();
+    unacked_.clear();
   }
   for (kmcl::Delivery* d : held) channel_->Complete(*d, {});
 }
 
 absl::Status Endpoint::Handle(const EndpointStream* stream,
                               const kmcl::v1::AttachRequest& request) {
+  bool acked = false;
   {
     kmcl::MutexLock lock(&mu_);
     if (stream_.get() != stream) {
       return absl::FailedPreconditionError("the stream is no longer attached to the endpoint");
     }
+    acked = ack_mode_ && request.completions_acked_through() != 0;
+    if (acked) {
+      if (absl::Status s = HandleAck(request.completions_acked_through()); !s.ok()) return s;
+    }
   }
+  if (acked) WakeStream();  // credits may be due
   switch (request.kind_case()) {
     case kmcl::v1::AttachRequest::kAttach:
       return absl::FailedPreconditionError("Attach must be the first message, and only the first");
@@ -376,9 +399,30 @@ absl::Status Endpoint::Handle(const EndpointStream* stream,
       return absl::OkStatus();
     }
     case kmcl::v1::AttachRequest::KIND_NOT_SET:
+      if (request.completions_acked_through() != 0) return absl::OkStatus();  // an ack alone
       break;
   }
   return absl::InvalidArgumentError("an AttachRequest with no message set");
+}
+
+absl::Status Endpoint::HandleAck(uint64_t through) {
+  if (through > last_written_completion_id_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("completions_acked_through ", through, " acknowledges a completion kmcld has "
+                     "not written (the last written is ", last_written_completion_id_, ")"));
+  }
+  // Before the merge on Attach, kept completions may also wait in
+  // completions_ (written to a stream that broke).
+  uint32_t acked = 0;
+  for (auto* queue : {&unacked_, &completions_}) {
+    while (!queue->empty() && queue->front().completion_id() != 0 &&
+           queue->front().completion_id() <= through) {
+      queue->pop_front();
+      ++acked;
+    }
+  }
+  if (ack_mode_ && stream_ != nullptr) credits_to_return_ += acked;
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<kmcl::GpaRange>> Endpoint::ResolveExternal(
@@ -591,7 +635,15 @@ bool Endpoint::NextMessage(const EndpointStream* stream, kmcl::v1::AttachRespons
       if (!completions_.empty()) {
         kmcl::v1::SendCompletionBatch* batch = out->mutable_send_completions();
         while (!completions_.empty() && batch->completions_size() < static_cast<int>(max_batch_)) {
-          *batch->add_completions() = std::move(completions_.front());
+          kmcl::v1::SendCompletion& c = completions_.front();
+          last_written_completion_id_ = std::max(last_written_completion_id_, c.completion_id());
+          if (ack_mode_) {
+            *batch->add_completions() = c;
+            unacked_.push_back(std::move(c));  // until acknowledged
+          } else {
+            *batch->add_completions() = std::move(c);
+            batch->mutable_completions()->rbegin()->clear_completion_id();
+          }
           completions_.pop_front();
         }
         next_kind_ = 0;

@@ -15,6 +15,8 @@
 // Memory bound per endpoint (docs/api.md): at most `delivery_window`
 // deliveries (each at most the channel's max packet size) and at most
 // `send_window` sends (each a pooled packet of max packet size) are held,
+// plus at most as many send completions (one per held send; on an
+// acknowledging stream sends and kept completions share the window),
 // whatever the tool does.
 //
 // Threading: thread-safe. Callbacks come from the channel's threads and never
@@ -115,8 +117,11 @@ class Endpoint {
 
   // ---- The stream side (the Attach reactor) ----
   // ALREADY_EXISTS if another stream is attached.
+  // `first` is the stream's first message (its Attach, and the tool's
+  // completions_acked_through); INVALID_ARGUMENT for an acknowledgement of a
+  // completion never written.
   absl::StatusOr<kmcl::v1::Attached> Attach(std::shared_ptr<EndpointStream> stream,
-                                            uint32_t delivery_credits, uint32_t max_batch);
+                                            const kmcl::v1::AttachRequest& first);
   // `clean`: the tool half-closed; else the linger starts.
   void Detach(const EndpointStream* stream, bool clean);
   // One request after Attach. An error ends the stream with that status.
@@ -148,6 +153,9 @@ class Endpoint {
   absl::Status HandleSends(const kmcl::v1::SendBatch& batch);
   absl::Status HandleCompletions(const kmcl::v1::CompletionBatch& batch);
   absl::Status HandleFail(uint64_t delivery_id);
+  // Drops the unacknowledged completions up to `through` and, on an
+  // acknowledging stream, returns their send credits.
+  absl::Status HandleAck(uint64_t through) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<std::vector<kmcl::GpaRange>> ResolveExternal(const kmcl::v1::ExternalData& ext);
   // Completes every held delivery with an empty payload and forgets the
   // sends so far.
@@ -195,6 +203,13 @@ class Endpoint {
   uint64_t send_credits_ ABSL_GUARDED_BY(mu_) = 0;  // the current stream's allowance
   uint32_t credits_to_return_ ABSL_GUARDED_BY(mu_) = 0;
   std::deque<kmcl::v1::SendCompletion> completions_ ABSL_GUARDED_BY(mu_);
+  // Completion acknowledgement (packet.proto): whether the current stream
+  // acknowledges; completions written to it and not yet acknowledged, in id
+  // order (they count against the send window in that mode); ids.
+  bool ack_mode_ ABSL_GUARDED_BY(mu_) = false;
+  std::deque<kmcl::v1::SendCompletion> unacked_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_completion_id_ ABSL_GUARDED_BY(mu_) = 1;
+  uint64_t last_written_completion_id_ ABSL_GUARDED_BY(mu_) = 0;
   std::deque<kmcl::v1::EndpointEvent> events_ ABSL_GUARDED_BY(mu_);
   // The tool's tag of every packet in flight (saved with the channel).
   std::map<const kmcl::Packet*, uint64_t> tags_ ABSL_GUARDED_BY(mu_);

@@ -88,6 +88,18 @@ class EndpointTest : public ::testing::Test {
     }
     timer_.Stop();
   }
+  // Endpoint::Attach with the first message a tool would write.
+  static absl::StatusOr<kmcl::v1::Attached> AttachTo(Endpoint& ep,
+                                                     std::shared_ptr<FakeStream> stream,
+                                                     uint32_t delivery_credits, uint32_t max_batch,
+                                                     bool ack = false, uint64_t acked_through = 0) {
+    AttachRequest first;
+    first.mutable_attach()->set_delivery_credits(delivery_credits);
+    first.mutable_attach()->set_max_batch(max_batch);
+    first.mutable_attach()->set_ack_completions(ack);
+    first.set_completions_acked_through(acked_through);
+    return ep.Attach(std::move(stream), first);
+  }
   static AttachRequest Sends(int n, uint64_t first_tag) {
     AttachRequest r;
     for (int i = 0; i < n; ++i) {
@@ -119,10 +131,10 @@ class EndpointTest : public ::testing::Test {
 TEST_F(EndpointTest, DeliveriesRespectCreditsAndBatchSize) {
   auto hs = std::make_shared<FakeStream>();
   auto gs = std::make_shared<FakeStream>();
-  auto attached = host_->Attach(hs, /*delivery_credits=*/5, /*max_batch=*/2);
+  auto attached = AttachTo(*host_, hs, /*delivery_credits=*/5, /*max_batch=*/2);
   ASSERT_TRUE(attached.ok());
   EXPECT_EQ(attached->send_credits(), 16u);
-  ASSERT_TRUE(guest_->Attach(gs, 0, 0).ok());
+  ASSERT_TRUE(AttachTo(*guest_, gs, 0, 0).ok());
   ASSERT_TRUE(guest_->Handle(gs.get(), Sends(8, 100)).ok());
   int messages = 0;
   auto got = Deliveries(*hs, *host_, 5, &messages);
@@ -141,8 +153,8 @@ TEST_F(EndpointTest, DeliveriesRespectCreditsAndBatchSize) {
 TEST_F(EndpointTest, SendsBeyondCreditsAndUnknownCompletionsAreErrors) {
   auto hs = std::make_shared<FakeStream>();
   auto gs = std::make_shared<FakeStream>();
-  ASSERT_TRUE(host_->Attach(hs, 0, 0).ok());
-  ASSERT_TRUE(guest_->Attach(gs, 0, 0).ok());
+  ASSERT_TRUE(AttachTo(*host_, hs, 0, 0).ok());
+  ASSERT_TRUE(AttachTo(*guest_, gs, 0, 0).ok());
   EXPECT_EQ(guest_->Handle(gs.get(), Sends(17, 0)).code(), absl::StatusCode::kResourceExhausted);
   AttachRequest bad;
   bad.mutable_completions()->add_completions()->set_delivery_id(999);
@@ -152,14 +164,14 @@ TEST_F(EndpointTest, SendsBeyondCreditsAndUnknownCompletionsAreErrors) {
   EXPECT_EQ(host_->Handle(hs.get(), attach).code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(host_->Handle(hs.get(), AttachRequest()).code(), absl::StatusCode::kInvalidArgument);
   auto other = std::make_shared<FakeStream>();
-  EXPECT_EQ(host_->Attach(other, 0, 0).status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(AttachTo(*host_, other, 0, 0).status().code(), absl::StatusCode::kAlreadyExists);
 }
 
 TEST_F(EndpointTest, UncleanDetachKeepsDeliveriesAndCompletionsForTheNextStream) {
   auto hs = std::make_shared<FakeStream>();
   auto gs = std::make_shared<FakeStream>();
-  ASSERT_TRUE(host_->Attach(hs, 0, 0).ok());
-  ASSERT_TRUE(guest_->Attach(gs, 0, 0).ok());
+  ASSERT_TRUE(AttachTo(*host_, hs, 0, 0).ok());
+  ASSERT_TRUE(AttachTo(*guest_, gs, 0, 0).ok());
   ASSERT_TRUE(guest_->Handle(gs.get(), Sends(4, 10)).ok());
   auto got = Deliveries(*hs, *host_, 4);
   ASSERT_EQ(got.size(), 4u);
@@ -167,7 +179,7 @@ TEST_F(EndpointTest, UncleanDetachKeepsDeliveriesAndCompletionsForTheNextStream)
   guest_->Detach(gs.get(), /*clean=*/false);
   EXPECT_EQ(host_->held_deliveries(), 4u);
   auto hs2 = std::make_shared<FakeStream>();
-  auto attached = host_->Attach(hs2, 0, 0);
+  auto attached = AttachTo(*host_, hs2, 0, 0);
   ASSERT_TRUE(attached.ok());
   EXPECT_EQ(attached->redelivered(), 4u);
   auto again = Deliveries(*hs2, *host_, 4);
@@ -183,7 +195,7 @@ TEST_F(EndpointTest, UncleanDetachKeepsDeliveriesAndCompletionsForTheNextStream)
   // The guest's completions wait for its next stream (kept while none is
   // attached, or delivered live to the new one).
   auto gs2 = std::make_shared<FakeStream>();
-  ASSERT_TRUE(guest_->Attach(gs2, 0, 0).ok());
+  ASSERT_TRUE(AttachTo(*guest_, gs2, 0, 0).ok());
   std::vector<kmcl::v1::SendCompletion> completions;
   AttachResponse resp;
   while (completions.size() < 4 && gs2->Next(*guest_, &resp)) {
@@ -196,8 +208,8 @@ TEST_F(EndpointTest, UncleanDetachKeepsDeliveriesAndCompletionsForTheNextStream)
 TEST_F(EndpointTest, CleanDetachCompletesHeldDeliveriesEmpty) {
   auto hs = std::make_shared<FakeStream>();
   auto gs = std::make_shared<FakeStream>();
-  ASSERT_TRUE(host_->Attach(hs, 0, 0).ok());
-  ASSERT_TRUE(guest_->Attach(gs, 0, 0).ok());
+  ASSERT_TRUE(AttachTo(*host_, hs, 0, 0).ok());
+  ASSERT_TRUE(AttachTo(*guest_, gs, 0, 0).ok());
   ASSERT_TRUE(guest_->Handle(gs.get(), Sends(3, 0)).ok());
   ASSERT_EQ(Deliveries(*hs, *host_, 3).size(), 3u);
   host_->Detach(hs.get(), /*clean=*/true);
@@ -211,9 +223,85 @@ TEST_F(EndpointTest, CleanDetachCompletesHeldDeliveriesEmpty) {
   for (const auto& c : completions) EXPECT_EQ(c.payload(), "");
 }
 
+// Pulls messages until `n` send completions arrived; adds up the send
+// credits seen on the way.
+std::vector<kmcl::v1::SendCompletion> Completions(FakeStream& s, Endpoint& ep, size_t n,
+                                                  uint64_t* credits = nullptr) {
+  std::vector<kmcl::v1::SendCompletion> out;
+  AttachResponse resp;
+  while (out.size() < n && s.Next(ep, &resp)) {
+    for (const auto& c : resp.send_completions().completions()) out.push_back(c);
+    if (credits != nullptr) *credits += resp.send_credits().credits();
+  }
+  return out;
+}
+
+// An acknowledging guest stream: completions written to a stream that broke
+// before the tool acknowledged them come again on the next stream, with the
+// same ids; the send credits come back with the acknowledgement.
+TEST_F(EndpointTest, UnacknowledgedCompletionsComeAgainAfterAReattach) {
+  auto hs = std::make_shared<FakeStream>();
+  auto gs = std::make_shared<FakeStream>();
+  ASSERT_TRUE(AttachTo(*host_, hs, 0, 0).ok());
+  ASSERT_TRUE(AttachTo(*guest_, gs, 0, 0, /*ack=*/true).ok());
+  ASSERT_TRUE(guest_->Handle(gs.get(), Sends(4, 10)).ok());
+  AttachRequest done;
+  for (const auto& d : Deliveries(*hs, *host_, 4)) {
+    done.mutable_completions()->add_completions()->set_delivery_id(d.delivery_id());
+  }
+  ASSERT_TRUE(host_->Handle(hs.get(), done).ok());
+  uint64_t credits = 0;
+  auto first = Completions(*gs, *guest_, 4, &credits);
+  ASSERT_EQ(first.size(), 4u);
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(first[i].completion_id(), 1u + i);
+  AttachResponse resp;
+  EXPECT_FALSE(guest_->NextMessage(gs.get(), &resp)) << "credits wait for the acknowledgement";
+  EXPECT_EQ(credits, 0u);
+  AttachRequest too_far;
+  too_far.set_completions_acked_through(5);
+  EXPECT_EQ(guest_->Handle(gs.get(), too_far).code(), absl::StatusCode::kInvalidArgument);
+
+  // The stream broke with all four written and none acknowledged; the next
+  // Attach acknowledges the first (its ack was lost with the old stream).
+  guest_->Detach(gs.get(), /*clean=*/false);
+  auto gs2 = std::make_shared<FakeStream>();
+  auto attached = AttachTo(*guest_, gs2, 0, 0, /*ack=*/true, /*acked_through=*/1);
+  ASSERT_TRUE(attached.ok()) << attached.status();
+  EXPECT_EQ(attached->recovered_completions(), 3u);
+  EXPECT_EQ(attached->send_credits(), 16u - 3u) << "kept completions use the window";
+  auto again = Completions(*gs2, *guest_, 3);
+  ASSERT_EQ(again.size(), 3u);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(again[i].completion_id(), 2u + i);
+    EXPECT_EQ(again[i].tag(), 11u + i);
+  }
+  AttachRequest ack;
+  ack.set_completions_acked_through(4);
+  ASSERT_TRUE(guest_->Handle(gs2.get(), ack).ok());
+  ASSERT_TRUE(gs2->Next(*guest_, &resp));
+  EXPECT_EQ(resp.send_credits().credits(), 3u);
+
+  // A stream without acknowledgement forgets what it wrote, ids cleared.
+  guest_->Detach(gs2.get(), /*clean=*/false);
+  auto gs3 = std::make_shared<FakeStream>();
+  attached = AttachTo(*guest_, gs3, 0, 0);
+  ASSERT_TRUE(attached.ok());
+  EXPECT_EQ(attached->recovered_completions(), 0u);
+  ASSERT_TRUE(guest_->Handle(gs3.get(), Sends(1, 20)).ok());
+  auto one = Deliveries(*hs, *host_, 1);
+  ASSERT_EQ(one.size(), 1u);
+  AttachRequest complete_one;
+  complete_one.mutable_completions()->add_completions()->set_delivery_id(one[0].delivery_id());
+  ASSERT_TRUE(host_->Handle(hs.get(), complete_one).ok());
+  auto plain = Completions(*gs3, *guest_, 1);
+  ASSERT_EQ(plain.size(), 1u);
+  EXPECT_EQ(plain[0].tag(), 20u);
+  EXPECT_EQ(plain[0].completion_id(), 0u);
+}
+
 TEST_F(EndpointTest, EndStreamAndReleaseTellsTheStream) {
   auto hs = std::make_shared<FakeStream>();
-  ASSERT_TRUE(host_->Attach(hs, 0, 0).ok());
+  ASSERT_TRUE(AttachTo(*host_, hs, 0, 0).ok());
   EXPECT_TRUE(host_->attached());
   host_->EndStreamAndRelease();
   EXPECT_TRUE(hs->gone());

@@ -21,8 +21,12 @@
 //   completed again with the same ids: the stream drops those it already
 //   handed to the tool, re-sends completions kmcld did not get, and passes
 //   the rest on once. Completions of sends come back under their tags
-//   (recovered_completions); sends kmcld never received (per its send
-//   window accounting) are sent again. Limits: docs/kmclctl.md, "Library".
+//   (recovered_completions), each once: the stream attaches with completion
+//   acknowledgement (packet.proto), so kmcld keeps a completion until the
+//   stream has seen it, even one lost inside a write when the connection
+//   broke, and the stream drops ids it has seen. Sends kmcld never received
+//   (per its send window accounting) are sent again. Limits:
+//   docs/kmclctl.md, "Library".
 // - Bad input fails locally with INVALID_ARGUMENT / NOT_FOUND (payload above
 //   max_packet_size, completing an unknown delivery) instead of ending the
 //   stream as kmcld would.
@@ -104,6 +108,12 @@ class AttachedStream {
     uint64_t sends = 0, send_results = 0, messages_written = 0, messages_read = 0;
     uint64_t deliveries = 0, duplicates_dropped = 0, completions_replayed = 0;
     uint64_t reconnects = 0, resent = 0, unknown_completions = 0;
+    // Send completions kmcld sent again after a reconnect although this
+    // stream had seen them (its acknowledgement was lost): dropped.
+    uint64_t duplicate_completions = 0;
+    // Messages written that only acknowledged completions (nothing else
+    // was ready to carry the acknowledgement); part of messages_written.
+    uint64_t acks_alone = 0;
     uint64_t credit_stalls = 0;  // times sends waited for credits
   };
 

@@ -57,6 +57,10 @@ void AttachedStream::Core::StartCall() {
                               ? options_.delivery_credits - ready_.size() : 1;
     a->set_delivery_credits(static_cast<uint32_t>(room));
     a->set_max_batch(options_.max_batch);
+    a->set_ack_completions(true);
+    // What the old call saw but may not have acknowledged in time.
+    request.set_completions_acked_through(completions_seen_through_);
+    completions_acked_through_ = completions_seen_through_;
     credits_to_grant_ = 0;  // the new allowance replaces what the old stream owed
   }
   call->Begin(request, client_->packet_stub());
@@ -75,6 +79,13 @@ void AttachedStream::Core::OnRead(const v1::AttachResponse& r) {
         break;
       case v1::AttachResponse::kSendCompletions:
         for (const v1::SendCompletion& c : r.send_completions().completions()) {
+          if (c.completion_id() != 0) {
+            if (c.completion_id() <= completions_seen_through_) {
+              ++stats_.duplicate_completions;  // seen before a reconnect
+              continue;
+            }
+            completions_seen_through_ = c.completion_id();
+          }
           auto it = written_.find(c.tag());
           if (it == written_.end()) {
             ++stats_.unknown_completions;  // a previous tool's send
@@ -114,12 +125,12 @@ void AttachedStream::Core::HandleAttached(const v1::Attached& a) {
     window_ = a.send_credits();  // nothing of ours is held yet
     return;
   }
-  // A re-attach. kmcld holds window - send_credits sends and kept
-  // `recovered` completions; ours beyond that never reached it: they are
-  // the newest written (a stream is ordered), so send them again.
+  // A re-attach. kmcld holds window - send_credits of our sends and of
+  // their completions we have not seen (completions we acknowledge use the
+  // window); ours beyond that never reached it: they are the newest written
+  // (a stream is ordered), so send them again.
   ++stats_.reconnects;
-  const uint64_t held = window_ > a.send_credits() ? window_ - a.send_credits() : 0;
-  const uint64_t accounted = held + a.recovered_completions();
+  const uint64_t accounted = window_ > a.send_credits() ? window_ - a.send_credits() : 0;
   uint64_t resend = written_.size() > accounted ? written_.size() - accounted : 0;
   const uint64_t resent = resend;
   while (resend-- > 0) {
@@ -252,6 +263,20 @@ void AttachedStream::Core::MaybeWrite() {
 }
 
 bool AttachedStream::Core::BuildWrite(v1::AttachRequest* out) {
+  // Every message acknowledges the send completions seen so far; with
+  // nothing else to write, an acknowledgement goes alone (it returns send
+  // credits).
+  const bool ack = completions_seen_through_ > completions_acked_through_;
+  if (ack) {
+    out->set_completions_acked_through(completions_seen_through_);
+    completions_acked_through_ = completions_seen_through_;
+  }
+  if (BuildKind(out)) return true;
+  if (ack) ++stats_.acks_alone;
+  return ack;
+}
+
+bool AttachedStream::Core::BuildKind(v1::AttachRequest* out) {
   // Completions first: they free the daemon's quota.
   if (!queued_completions_.empty()) {
     size_t bytes = 0;

@@ -118,6 +118,7 @@ class AttachedStream::Core {
   // Starts the next write if the slot is free and something is pending.
   void MaybeWrite() ABSL_LOCKS_EXCLUDED(mu_);
   bool BuildWrite(v1::AttachRequest* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool BuildKind(v1::AttachRequest* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void HandleAttached(const v1::Attached& a) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void HandleDelivery(const v1::ReceivedPacket& p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Finish(absl::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -173,6 +174,11 @@ class AttachedStream::Core {
   std::deque<PendingSend> unsent_ ABSL_GUARDED_BY(mu_);
   std::map<uint64_t, PendingSend> written_ ABSL_GUARDED_BY(mu_);
   uint64_t send_credits_ ABSL_GUARDED_BY(mu_) = 0;
+  // Completion acknowledgement (packet.proto): the highest completion_id
+  // seen (those at or below it are duplicates), and the highest the
+  // current call has been told of.
+  uint64_t completions_seen_through_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t completions_acked_through_ ABSL_GUARDED_BY(mu_) = 0;
   // Deliveries.
   std::deque<Delivery> ready_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_set<uint64_t> handed_out_ ABSL_GUARDED_BY(mu_);  // not yet completed

@@ -242,7 +242,7 @@ class AttachReactor final : public Reactor {
     if (!ep.ok()) return ep.status();
     stream_->ReserveWrite();
     stream_->set_endpoint(*ep);
-    auto attached = (*ep)->Attach(stream_, a.delivery_credits(), a.max_batch());
+    auto attached = (*ep)->Attach(stream_, in_);
     if (!attached.ok()) {
       stream_->set_endpoint(nullptr);
       stream_->WriteDone(false);

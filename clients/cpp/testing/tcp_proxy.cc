@@ -34,11 +34,19 @@ int ConnectUnix(const std::string& path) {
   return fd;
 }
 
-// Moves what `from` has to `to` (blocking write). False when either end is done.
-bool Pump(int from, int to) {
+}  // namespace
+
+bool TcpProxy::Pump(int from, int to, Direction direction) {
   char buf[64 * 1024];
   ssize_t n = ::read(from, buf, sizeof(buf));
   if (n <= 0) return false;
+  {
+    kmcl::MutexLock lock(&mu_);
+    if (swallowing_[direction]) {
+      swallowed_[direction] += static_cast<uint64_t>(n);
+      return true;
+    }
+  }
   for (ssize_t off = 0; off < n;) {
     ssize_t w = ::write(to, buf + off, static_cast<size_t>(n - off));
     if (w < 0 && errno == EINTR) continue;
@@ -47,8 +55,6 @@ bool Pump(int from, int to) {
   }
   return true;
 }
-
-}  // namespace
 
 TcpProxy::~TcpProxy() {
   {
@@ -107,6 +113,16 @@ int TcpProxy::DropAll() {
   kmcl::MutexLock lock(&mu_);
   while (!drop_done_) dropped_cv_.Wait(&mu_);
   return dropped_;
+}
+
+void TcpProxy::SetSwallowing(Direction direction, bool swallowing) {
+  kmcl::MutexLock lock(&mu_);
+  swallowing_[direction] = swallowing;
+}
+
+uint64_t TcpProxy::swallowed(Direction direction) const {
+  kmcl::MutexLock lock(&mu_);
+  return swallowed_[direction];
 }
 
 int TcpProxy::connections_accepted() const {
@@ -173,8 +189,8 @@ void TcpProxy::Loop() {
       const pollfd& c = fds[2 + 2 * i];
       const pollfd& u = fds[3 + 2 * i];
       bool ok = true;
-      if (c.revents != 0) ok = Pump(pairs_[i].client, pairs_[i].upstream);
-      if (ok && u.revents != 0) ok = Pump(pairs_[i].upstream, pairs_[i].client);
+      if (c.revents != 0) ok = Pump(pairs_[i].client, pairs_[i].upstream, kToUpstream);
+      if (ok && u.revents != 0) ok = Pump(pairs_[i].upstream, pairs_[i].client, kToClient);
       if (ok) {
         alive.push_back(pairs_[i]);
       } else {

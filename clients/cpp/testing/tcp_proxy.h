@@ -9,6 +9,7 @@
 //   proxy.SetAccepting(false);  // new connections are closed at once
 //   proxy.DropAll();            // every open connection is closed
 //   proxy.SetAccepting(true);
+//   proxy.SetSwallowing(TcpProxy::kToClient, true);  // bytes to clients vanish
 //
 // Thread-safe: one internal thread moves the bytes (poll); the methods may
 // be called from any thread.
@@ -38,6 +39,12 @@ class TcpProxy {
   std::string address() const;  // "127.0.0.1:<port>"
 
   void SetAccepting(bool accepting);
+  // While on, bytes going that way are read and thrown away (counted), as
+  // when a connection dies with data in flight: the sender sees its writes
+  // succeed, the receiver never gets them.
+  enum Direction { kToUpstream = 0, kToClient = 1 };
+  void SetSwallowing(Direction direction, bool swallowing);
+  uint64_t swallowed(Direction direction) const;  // bytes thrown away so far
   // Closes every forwarded connection; returns how many there were.
   int DropAll();
   int connections_accepted() const;
@@ -48,6 +55,9 @@ class TcpProxy {
     int upstream = -1;
   };
   void Loop();
+  // Moves what `from` has to `to`, or throws it away when that direction
+  // swallows. False when either end is done.
+  bool Pump(int from, int to, Direction direction);
   void Wake();
 
   std::string upstream_;
@@ -63,6 +73,8 @@ class TcpProxy {
   int dropped_ ABSL_GUARDED_BY(mu_) = 0;
   bool drop_done_ ABSL_GUARDED_BY(mu_) = false;
   int accepted_ ABSL_GUARDED_BY(mu_) = 0;
+  bool swallowing_[2] ABSL_GUARDED_BY(mu_) = {false, false};
+  uint64_t swallowed_[2] ABSL_GUARDED_BY(mu_) = {0, 0};
   std::vector<Pair> pairs_;  // the loop thread's only
 };
 
