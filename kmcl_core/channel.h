@@ -119,6 +119,7 @@ class Packet {
   uint32_t length_ = 0;
   uint32_t flags_ = 0;
   uint64_t transaction_id_ = 0;
+  absl::Time outstanding_since_;  // when it became an outstanding transaction
   std::vector<GpaRange> external_;
 };
 
@@ -189,6 +190,12 @@ struct ChannelStats {
   uint64_t completions_sent = 0, completions_received = 0, signals_sent = 0;
   uint64_t sends_queued = 0, ring_full_events = 0, quota_stalls = 0, corrupt_packets = 0;
 };
+// A transaction waiting for the peer's completion.
+struct OutstandingTransaction {
+  uint64_t transaction_id = 0;
+  uint32_t payload_bytes = 0;  // in-band bytes as sent
+  absl::Duration age;          // since it was sent (or restored)
+};
 struct ChannelSnapshot {
   bool is_server = false;
   ConnectionState connection = ConnectionState::kDisabled;
@@ -199,6 +206,9 @@ struct ChannelSnapshot {
   ChannelStats stats;
   uint32_t queued_sends = 0;
   uint32_t outstanding_transactions = 0;
+  // The oldest outstanding transactions, oldest first, at most
+  // kMaxSnapshotTransactions of them (outstanding_transactions counts all).
+  std::vector<OutstandingTransaction> outstanding;
   uint32_t delivered_uncompleted = 0;
   uint32_t transaction_quota = 0;
   uint16_t interrupt_latency = 0;
@@ -305,6 +315,7 @@ class Channel final : public BusEndpoint {
   // Valid from Opened through Closed; returns the previous latency.
   absl::StatusOr<uint16_t> SetInterruptLatency(uint16_t latency_100ns);
   ChannelSnapshot Snapshot() const;
+  static constexpr size_t kMaxSnapshotTransactions = 64;
   // The VMBus channel id while offered (server) or matched (client), else 0.
   uint32_t relid() const;
   uint8_t client_vtl() const;

@@ -335,6 +335,10 @@ ChannelSnapshot Channel::Snapshot() const {
     s.relid = relid_;
     s.offer_sequence = offer_sequence_;
     s.outstanding_transactions = static_cast<uint32_t>(outstanding_.size());
+    const absl::Time now = absl::Now();
+    for (const auto& [id, packet] : outstanding_) {
+      s.outstanding.push_back({id, packet->length_, now - packet->outstanding_since_});
+    }
     s.delivered_uncompleted = delivered_;
     s.transaction_quota = quota_;
     s.interrupt_latency = interrupt_latency_;
@@ -358,6 +362,11 @@ ChannelSnapshot Channel::Snapshot() const {
   s.stats.ring_full_events = stats_.ring_full_events;
   s.stats.quota_stalls = stats_.quota_stalls;
   s.stats.corrupt_packets = stats_.corrupt_packets;
+  std::sort(s.outstanding.begin(), s.outstanding.end(),
+            [](const OutstandingTransaction& a, const OutstandingTransaction& b) {
+              return a.age > b.age || (a.age == b.age && a.transaction_id < b.transaction_id);
+            });
+  if (s.outstanding.size() > kMaxSnapshotTransactions) s.outstanding.resize(kMaxSnapshotTransactions);
   return s;
 }
 

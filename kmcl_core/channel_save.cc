@@ -250,6 +250,7 @@ absl::Status Channel::RestorePacket(Packet& packet, std::span<const uint8_t> lib
       packet.in_flight_ = false;
       return absl::InvalidArgumentError("saved transaction id is missing or duplicated");
     }
+    packet.outstanding_since_ = absl::Now();  // its age before the save is not saved
     outstanding_[packet.transaction_id_] = &packet;
     next_transaction_id_ = std::max(next_transaction_id_, packet.transaction_id_ + 1);
   }

@@ -173,6 +173,7 @@ NTSTATUS Channel::SendInternal(Packet& packet, std::span<const uint8_t> buffer,
       packet.in_flight_ = true;
       if (flags & kFormatFlagWaitForCompletion) {
         packet.transaction_id_ = next_transaction_id_++;
+        packet.outstanding_since_ = absl::Now();
         outstanding_[packet.transaction_id_] = &packet;
       } else {
         packet.transaction_id_ = 0;

@@ -326,6 +326,12 @@ absl::StatusOr<v1::Gpadl> Client::GetGpadl(const v1::ChannelRef& ref, uint32_t g
   return Call(&v1::GpadlService::Stub::GetGpadl, *gpadl_, request, "GetGpadl");
 }
 
+absl::StatusOr<std::vector<v1::Gpadl>> Client::ListGpadls(const v1::ListGpadlsRequest& request) {
+  auto r = Call(&v1::GpadlService::Stub::ListGpadls, *gpadl_, request, "ListGpadls");
+  if (!r.ok()) return r.status();
+  return std::vector<v1::Gpadl>(r->gpadls().begin(), r->gpadls().end());
+}
+
 absl::StatusOr<v1::GpadlLease> Client::MapGpadl(const v1::ChannelRef& ref, uint32_t gpadl_id,
                                                 bool read_only) {
   v1::MapGpadlRequest request;
@@ -389,6 +395,11 @@ absl::StatusOr<std::vector<v1::ChannelDiagnostics>> Client::ListChannelDiagnosti
                 "ListChannelDiagnostics");
   if (!r.ok()) return r.status();
   return std::vector<v1::ChannelDiagnostics>(r->channels().begin(), r->channels().end());
+}
+
+absl::StatusOr<v1::DaemonVersion> Client::GetVersion() {
+  return Call(&v1::DiagnosticsService::Stub::GetVersion, *diagnostics_, v1::GetVersionRequest(),
+              "GetVersion");
 }
 
 absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus> Client::Health() {

@@ -116,6 +116,10 @@ class Client : public std::enable_shared_from_this<Client> {
   absl::StatusOr<v1::Gpadl> CreateGpadl(const v1::CreateGpadlRequest& request);
   absl::StatusOr<v1::Gpadl> TeardownGpadl(const v1::ChannelRef& ref, uint32_t gpadl_id, bool wait);
   absl::StatusOr<v1::Gpadl> GetGpadl(const v1::ChannelRef& ref, uint32_t gpadl_id);
+  // Not torn down GPADLs of a partition (every partition when empty), or of
+  // one channel (channel_id != 0), by channel then id. Ranges only with
+  // include_ranges (range_count and page_count are always set).
+  absl::StatusOr<std::vector<v1::Gpadl>> ListGpadls(const v1::ListGpadlsRequest& request);
   absl::StatusOr<v1::GpadlLease> MapGpadl(const v1::ChannelRef& ref, uint32_t gpadl_id,
                                           bool read_only);
   // Any size: split into 1 MiB transfers.
@@ -127,6 +131,9 @@ class Client : public std::enable_shared_from_this<Client> {
   absl::StatusOr<v1::ChannelDiagnostics> GetChannelDiagnostics(const v1::ChannelRef& ref);
   absl::StatusOr<std::vector<v1::ChannelDiagnostics>> ListChannelDiagnostics(
       const std::string& partition_id);
+  // The daemon's build (version, git commit of --stamp builds, API
+  // revision) and uptime.
+  absl::StatusOr<v1::DaemonVersion> GetVersion();
 
   // --- EventService. Calls `on_event` for each event in order until it
   // returns false, the backlog ends (request.backlog_only), `deadline`

@@ -23,7 +23,8 @@ const absl::flat_hash_map<absl::string_view, Role>& RoleTable() {
       {"ListDevices", OBSERVER}, {"GetHeartbeat", OBSERVER}, {"KvpGet", OBSERVER},
       {"KvpEnumerate", OBSERVER}, {"GetChannelDiagnostics", OBSERVER},
       {"ListChannelDiagnostics", OBSERVER}, {"WatchEvents", OBSERVER}, {"GetGpadl", OBSERVER},
-      {"ListPartitions", OBSERVER}, {"GetPartition", OBSERVER},
+      {"ListPartitions", OBSERVER}, {"GetPartition", OBSERVER}, {"ListGpadls", OBSERVER},
+      {"GetVersion", OBSERVER},
       // The guest's side.
       {"OpenChannel", GUEST}, {"CloseChannel", GUEST}, {"AllocateGuestBuffer", GUEST},
       {"FreeGuestBuffer", GUEST}, {"WriteGuestMemory", GUEST}, {"ReadGuestMemory", GUEST},
@@ -47,8 +48,12 @@ const absl::flat_hash_map<absl::string_view, Role>& RoleTable() {
 // observer may call them and sees what FilterVisible keeps.
 bool IsFilteredList(absl::string_view rpc) {
   return rpc == "ListChannels" || rpc == "ListOffers" || rpc == "ListChannelDiagnostics" ||
-         rpc == "ListDevices";
+         rpc == "ListDevices" || rpc == "ListGpadls";
 }
+
+// RPCs about the daemon itself, no partition's: any caller that may observe
+// some partition may call them.
+bool IsDaemonWide(absl::string_view rpc) { return rpc == "GetVersion"; }
 
 // Partition RPCs name their partition "id".
 bool NamesPartitionById(absl::string_view rpc) {
@@ -140,7 +145,7 @@ absl::Status Authorizer::Check(const grpc::ServerContextBase& ctx, absl::string_
     return absl::PermissionDeniedError(absl::StrCat(rpc, " is not in kmcld's authorization table"));
   }
   std::string partition = PartitionOf(rpc, request);
-  if (partition.empty() && IsFilteredList(rpc)) return CheckList(ctx, rpc);
+  if (partition.empty() && (IsFilteredList(rpc) || IsDaemonWide(rpc))) return CheckList(ctx, rpc);
   return CheckRole(ctx, rpc, partition, *role);
 }
 

@@ -74,8 +74,9 @@ class Authorizer {
   absl::Status CheckList(const grpc::ServerContextBase& ctx, absl::string_view rpc) const;
   bool Visible(const grpc::ServerContextBase& ctx, absl::string_view partition) const;
   // For the list RPCs that span partitions (ListChannels, ListOffers,
-  // ListChannelDiagnostics, ListDevices) called without a partition, which
-  // Check lets through for any observer: drops from every repeated field of
+  // ListChannelDiagnostics, ListDevices, ListGpadls) called without a
+  // partition, which Check lets through for any observer (as it does
+  // GetVersion, which names none): drops from every repeated field of
   // `response` the entries whose partition the caller may not observe.
   // A place for one more stream of the caller (Limits.streams), held by the
   // stream until it ends; RESOURCE_EXHAUSTED (audited) past the limit.

@@ -2,10 +2,15 @@
 
 #include "absl/time/clock.h"
 #include "daemon/convert.h"
+#include "google/protobuf/util/time_util.h"
+#include "tools/build_info.h"
 
 namespace kmcld {
 
 namespace {
+
+// When the process started (static initialisation runs before main).
+const absl::Time kProcessStart = absl::Now();
 
 void DiagnoseEndpoint(Endpoint& ep, kmcl::v1::EndpointDiagnostics* out) {
   kmcl::ChannelSnapshot s = ep.channel().Snapshot();
@@ -19,6 +24,12 @@ void DiagnoseEndpoint(Endpoint& ep, kmcl::v1::EndpointDiagnostics* out) {
   out->set_transaction_quota(s.transaction_quota);
   out->set_interrupt_latency_100ns(s.interrupt_latency);
   out->set_outstanding_transactions(s.outstanding_transactions);
+  for (const kmcl::OutstandingTransaction& t : s.outstanding) {
+    kmcl::v1::OutstandingTransaction* o = out->add_outstanding();
+    o->set_transaction_id(t.transaction_id);
+    o->set_payload_bytes(t.payload_bytes);
+    o->set_age_micros(static_cast<uint64_t>(absl::ToInt64Microseconds(t.age)));
+  }
   out->set_held_deliveries(ep.held_deliveries());
   out->set_stream_state(ep.StreamState());
 }
@@ -63,6 +74,20 @@ grpc::ServerUnaryReactor* DiagnosticsService::ListChannelDiagnostics(
     for (const ResolvedChannel& c : ctx_.registry.Channels(p)) *response->add_channels() = Diagnose(c);
   }
   KeepVisible(ctx_, ctx, request->partition_id(), *response);
+  return FinishNow(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* DiagnosticsService::GetVersion(grpc::CallbackServerContext* ctx,
+                                                         const kmcl::v1::GetVersionRequest* request,
+                                                         kmcl::v1::DaemonVersion* response) {
+  if (absl::Status s = Authorize(ctx_, ctx, "GetVersion", *request); !s.ok()) return FinishNow(ctx, s);
+  using google::protobuf::util::TimeUtil;
+  response->set_version(std::string(kmcl::build::Version()));
+  response->set_git_commit(std::string(kmcl::build::GitCommit()));
+  response->set_api_revision(kmcl::v1::API_REVISION_CURRENT);
+  *response->mutable_started() = TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(kProcessStart));
+  *response->mutable_uptime() =
+      TimeUtil::NanosecondsToDuration(absl::ToInt64Nanoseconds(absl::Now() - kProcessStart));
   return FinishNow(ctx, absl::OkStatus());
 }
 

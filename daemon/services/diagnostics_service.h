@@ -1,6 +1,7 @@
 // daemon/services/diagnostics_service.h: kmcl.v1.DiagnosticsService (see
 // proto/diagnostics.proto): read-only views of channels: both endpoints'
-// states, ring control words, counters, GPADLs and host leases.
+// states, ring control words, counters, outstanding transactions, GPADLs and
+// host leases; and the daemon's build and uptime (GetVersion).
 //
 // Thread-safe; never blocks (snapshots take kmcl_core's locks briefly).
 #ifndef KMCLD_DAEMON_SERVICES_DIAGNOSTICS_SERVICE_H_
@@ -21,6 +22,9 @@ class DiagnosticsService final : public kmcl::v1::DiagnosticsService::CallbackSe
   grpc::ServerUnaryReactor* ListChannelDiagnostics(
       grpc::CallbackServerContext* ctx, const kmcl::v1::ListChannelDiagnosticsRequest* request,
       kmcl::v1::ListChannelDiagnosticsResponse* response) override;
+  grpc::ServerUnaryReactor* GetVersion(grpc::CallbackServerContext* ctx,
+                                       const kmcl::v1::GetVersionRequest* request,
+                                       kmcl::v1::DaemonVersion* response) override;
 
  private:
   kmcl::v1::ChannelDiagnostics Diagnose(const ResolvedChannel& c);

@@ -1,7 +1,9 @@
 #include "daemon/services/gpadl_service.h"
 
 #include <algorithm>
+#include <map>
 #include <string>
+#include <tuple>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -168,25 +170,78 @@ grpc::ServerUnaryReactor* GpadlService::ReadGuestMemory(
   return FinishNow(ctx, s);
 }
 
+kmcl::v1::Gpadl GpadlService::ToApi(const std::shared_ptr<PartitionEntry>& partition,
+                                    uint64_t offer_sequence, const kmcl::GpadlInfo& info,
+                                    const std::vector<LeaseRecord>& leases, bool include_ranges) {
+  kmcl::v1::Gpadl out;
+  out.mutable_channel()->set_partition_id(partition->id());
+  out.mutable_channel()->set_channel_id(info.channel_id);
+  out.mutable_channel()->set_offer_sequence(offer_sequence);
+  out.set_gpadl_id(info.gpadl_id);
+  uint64_t pages = 0;
+  for (const kmcl::GpaRange& r : info.ranges) {
+    if (include_ranges) ToProto(r, out.add_ranges());
+    pages += r.pfns.size();
+  }
+  out.set_range_count(static_cast<uint32_t>(info.ranges.size()));
+  out.set_page_count(pages);
+  out.set_byte_count(info.byte_count);
+  out.set_read_only(info.read_only);
+  out.set_state(info.state == kmcl::GpadlState::kCreated ? kmcl::v1::GPADL_STATE_CREATED
+                                                         : kmcl::v1::GPADL_STATE_TEARING_DOWN);
+  for (const LeaseRecord& l : leases) {
+    if (l.partition.lock() == partition && l.relid == info.channel_id &&
+        l.gpadl_id == info.gpadl_id) {
+      out.set_lease_id(l.lease_id);
+      out.set_lease_read_only(l.read_only);
+    }
+  }
+  return out;
+}
+
 absl::StatusOr<kmcl::v1::Gpadl> GpadlService::Describe(const ResolvedChannel& c, uint32_t id) {
   std::optional<kmcl::GpadlInfo> info = c.partition->partition().gpadls().Get(id);
   if (!info.has_value() || info->channel_id != c.relid) {
     return absl::NotFoundError(absl::StrCat("GPADL ", id, " does not exist on channel ", c.relid));
   }
-  kmcl::v1::Gpadl out;
-  out.mutable_channel()->set_partition_id(c.partition->id());
-  out.mutable_channel()->set_channel_id(c.relid);
-  out.mutable_channel()->set_offer_sequence(c.offer_sequence);
-  out.set_gpadl_id(id);
-  for (const kmcl::GpaRange& r : info->ranges) ToProto(r, out.add_ranges());
-  out.set_byte_count(info->byte_count);
-  out.set_read_only(info->read_only);
-  out.set_state(info->state == kmcl::GpadlState::kCreated ? kmcl::v1::GPADL_STATE_CREATED
-                                                          : kmcl::v1::GPADL_STATE_TEARING_DOWN);
-  for (const LeaseRecord& l : leases_.List()) {
-    if (l.partition.lock() == c.partition && l.gpadl_id == id) out.set_lease_id(l.lease_id);
+  return ToApi(c.partition, c.offer_sequence, *info, leases_.List(), /*include_ranges=*/true);
+}
+
+grpc::ServerUnaryReactor* GpadlService::ListGpadls(grpc::CallbackServerContext* ctx,
+                                                   const kmcl::v1::ListGpadlsRequest* request,
+                                                   kmcl::v1::ListGpadlsResponse* response) {
+  if (absl::Status s = Authorize(ctx_, ctx, "ListGpadls", *request); !s.ok()) return FinishNow(ctx, s);
+  if (request->partition_id().empty() && request->channel_id() != 0) {
+    return FinishNow(ctx, absl::InvalidArgumentError(
+                              "ListGpadls: a channel_id needs its partition_id"));
   }
-  return out;
+  auto partitions = ctx_.registry.PartitionsFor(request->partition_id());
+  if (!partitions.ok()) return FinishNow(ctx, partitions.status());
+  const std::vector<LeaseRecord> leases = leases_.List();
+  for (const std::shared_ptr<PartitionEntry>& p : *partitions) {
+    // Offer sequences of the channels the registry knows (the built-in
+    // devices' channels have none: 0).
+    std::map<uint32_t, uint64_t> sequences;
+    for (const ResolvedChannel& c : ctx_.registry.Channels(p)) sequences[c.relid] = c.offer_sequence;
+    if (request->channel_id() != 0 && !sequences.contains(request->channel_id())) {
+      return FinishNow(ctx, absl::NotFoundError(absl::StrCat("channel ", request->channel_id(),
+                                                             " does not exist in partition ",
+                                                             p->id())));
+    }
+    std::vector<kmcl::GpadlInfo> gpadls = request->channel_id() != 0
+                                              ? p->partition().gpadls().ListForChannel(request->channel_id())
+                                              : p->partition().gpadls().List();
+    std::sort(gpadls.begin(), gpadls.end(), [](const kmcl::GpadlInfo& a, const kmcl::GpadlInfo& b) {
+      return std::tie(a.channel_id, a.gpadl_id) < std::tie(b.channel_id, b.gpadl_id);
+    });
+    for (const kmcl::GpadlInfo& g : gpadls) {
+      auto seq = sequences.find(g.channel_id);
+      *response->add_gpadls() = ToApi(p, seq == sequences.end() ? 0 : seq->second, g, leases,
+                                      request->include_ranges());
+    }
+  }
+  KeepVisible(ctx_, ctx, request->partition_id(), *response);
+  return FinishNow(ctx, absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* GpadlService::CreateGpadl(grpc::CallbackServerContext* ctx,

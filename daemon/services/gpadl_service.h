@@ -38,6 +38,9 @@ class GpadlService final : public kmcl::v1::GpadlService::CallbackService {
   grpc::ServerUnaryReactor* GetGpadl(grpc::CallbackServerContext* ctx,
                                      const kmcl::v1::GetGpadlRequest* request,
                                      kmcl::v1::Gpadl* response) override;
+  grpc::ServerUnaryReactor* ListGpadls(grpc::CallbackServerContext* ctx,
+                                       const kmcl::v1::ListGpadlsRequest* request,
+                                       kmcl::v1::ListGpadlsResponse* response) override;
   grpc::ServerUnaryReactor* MapGpadl(grpc::CallbackServerContext* ctx,
                                      const kmcl::v1::MapGpadlRequest* request,
                                      kmcl::v1::GpadlLease* response) override;
@@ -58,6 +61,10 @@ class GpadlService final : public kmcl::v1::GpadlService::CallbackService {
                        bool has_buffer, uint64_t buffer_id, uint64_t offset, uint8_t* data,
                        uint64_t length, bool write);
   absl::StatusOr<kmcl::v1::Gpadl> Describe(const ResolvedChannel& c, uint32_t gpadl_id);
+  // The API's view of one GPADL; `leases` is LeaseTable::List().
+  static kmcl::v1::Gpadl ToApi(const std::shared_ptr<PartitionEntry>& partition,
+                               uint64_t offer_sequence, const kmcl::GpadlInfo& info,
+                               const std::vector<LeaseRecord>& leases, bool include_ranges);
   ServiceContext ctx_;
   LeaseTable& leases_;
 };
