@@ -30,6 +30,7 @@
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
 #include "proto/devices.pb.h"
+#include "tools/build_info.h"
 
 namespace kmcl::client::testing {
 namespace {
@@ -257,12 +258,36 @@ TEST_F(KmclctlTest, ChannelLifecycleSendAndGpadls) {
   ASSERT_TRUE(buffer->Write(4090, "kmclctl reads this").ok());
   auto gpadl = Gpadl::Create(*client, ref->offer().channel(), *buffer);
   ASSERT_TRUE(gpadl.ok()) << gpadl.status();
-  rows = ParseTable(On(A, {"gpadl", "list", ch}).out);
-  ASSERT_EQ(rows.size(), 1u);
-  EXPECT_EQ(rows[0]["GPADL"], absl::StrCat(gpadl->id()));
-  EXPECT_EQ(rows[0]["BYTES"], "8192");
-  EXPECT_EQ(rows[0]["STATE"], "CREATED");
   const std::string id = absl::StrCat(gpadl->id());
+  rows = ParseTable(On(A, {"gpadl", "list", ch}).out);
+  ASSERT_EQ(rows.size(), 2u) << "the ring's GPADL and ours";
+  Row ours = Find(rows, "GPADL", id);
+  EXPECT_EQ(ours["CHANNEL"], ch);
+  EXPECT_EQ(ours["BYTES"], "8192");
+  EXPECT_EQ(ours["RANGES"], "1");
+  EXPECT_EQ(ours["PAGES"], "2");
+  EXPECT_EQ(ours["STATE"], "CREATED");
+  EXPECT_EQ(ours["READ_ONLY"], "no");
+  EXPECT_EQ(ours["LEASE"], "-");
+  // A host lease shows, with its mode; the partition-wide list has it too.
+  auto lease = (*client)->MapGpadl(ref->offer().channel(), gpadl->id(), /*read_only=*/true);
+  ASSERT_TRUE(lease.ok()) << lease.status();
+  ours = Find(ParseTable(On(A, {"-o", "wide", "gpadl", "list", "--partition", "default"}).out),
+              "GPADL", id);
+  EXPECT_EQ(ours["LEASE"], absl::StrCat(lease->lease_id()));
+  EXPECT_EQ(ours["LEASE_MODE"], "read-only");
+  EXPECT_EQ(ours["FIRST_PFN"], absl::StrCat("0x", absl::Hex(buffer->info().pfns(0))));
+  RunResult listed_json = On(A, {"--json", "gpadl", "list", ch});
+  ASSERT_EQ(listed_json.exit_code, 0) << listed_json.err;
+  auto gpadls = FromJson<v1::ListGpadlsResponse>(listed_json.out);
+  ASSERT_EQ(gpadls.gpadls_size(), 2);
+  EXPECT_EQ(gpadls.gpadls(1).gpadl_id(), gpadl->id());
+  EXPECT_EQ(gpadls.gpadls(1).ranges_size(), 1) << "JSON carries the page lists";
+  EXPECT_TRUE(gpadls.gpadls(1).lease_read_only());
+  ASSERT_TRUE((*client)->UnmapGpadl(lease->lease_id()).ok());
+  RunResult nowhere = On(A, {"gpadl", "list", "default/999"});
+  EXPECT_EQ(nowhere.exit_code, 1);
+  EXPECT_TRUE(absl::StrContains(nowhere.err, "NOT_FOUND")) << nowhere.err;
   RunResult read = On(A, {"--json", "gpadl", "read", ch, id, "--offset", "4090", "--length", "18"});
   ASSERT_EQ(read.exit_code, 0) << read.err;
   EXPECT_EQ(FromJson<kmclctl::json::GpadlData>(read.out).data(), "kmclctl reads this");
@@ -299,6 +324,49 @@ TEST_F(KmclctlTest, ChannelLifecycleSendAndGpadls) {
   EXPECT_EQ(close.exit_code, 0) << close.err;
   EXPECT_EQ(On(A, {"close", ch}).exit_code, 1);
   EXPECT_TRUE(Find(ParseTable(On(A, {"channels", "list"}).out), "CHANNEL", ch).empty());
+}
+
+// The guest's transactions the host tool holds show in channels show, each
+// with its size and age, oldest first.
+TEST_F(KmclctlTest, ChannelsShowListsOutstandingTransactionsWithTheirAge) {
+  auto client = Client::Connect(A);
+  ASSERT_TRUE(client.ok());
+  auto channel = OfferAndOpen(*client, *client);
+  ASSERT_TRUE(channel.ok()) << channel.status();
+  auto host = AttachedStream::Attach(*client, channel->host.endpoint());
+  ASSERT_TRUE(host.ok()) << host.status();
+  auto guest = AttachedStream::Attach(*client, channel->guest.endpoint());
+  ASSERT_TRUE(guest.ok()) << guest.status();
+  auto first = (*guest)->Send({"ten bytes!"});
+  auto second = (*guest)->Send({std::string(100, 'x')});
+  std::vector<Delivery> held;
+  for (int i = 0; i < 2; ++i) {
+    auto d = (*host)->Receive(absl::Now() + absl::Seconds(30));
+    ASSERT_TRUE(d.ok()) << d.status();
+    held.push_back(*std::move(d));
+  }
+  const std::string ch = absl::StrCat("default/", channel->guest.ref().channel_id());
+  RunResult show = On(A, {"--json", "channels", "show", ch});
+  ASSERT_EQ(show.exit_code, 0) << show.err;
+  auto diag = FromJson<v1::ChannelDiagnostics>(show.out);
+  EXPECT_EQ(diag.guest().outstanding_transactions(), 2u);
+  ASSERT_EQ(diag.guest().outstanding_size(), 2) << show.out;
+  EXPECT_EQ(diag.guest().outstanding(0).payload_bytes(), 10u);
+  EXPECT_EQ(diag.guest().outstanding(1).payload_bytes(), 100u);
+  EXPECT_GE(diag.guest().outstanding(0).age_micros(), diag.guest().outstanding(1).age_micros())
+      << "oldest first";
+  EXPECT_EQ(diag.host().outstanding_size(), 0);
+  Row fields;
+  for (Row& r : ParseTable(On(A, {"channels", "show", ch}).out)) fields[r["FIELD"]] = r["VALUE"];
+  const std::string key =
+      absl::StrCat("guest.transaction.", diag.guest().outstanding(0).transaction_id());
+  ASSERT_TRUE(fields.count(key)) << key;
+  EXPECT_TRUE(absl::StartsWith(fields[key], "10 bytes, age ")) << fields[key];
+  for (const Delivery& d : held) ASSERT_TRUE((*host)->Complete(d.id, "").ok());
+  ASSERT_TRUE(first.get().ok());
+  ASSERT_TRUE(second.get().ok());
+  diag = FromJson<v1::ChannelDiagnostics>(On(A, {"--json", "channels", "show", ch}).out);
+  EXPECT_EQ(diag.guest().outstanding_size(), 0);
 }
 
 TEST_F(KmclctlTest, OfferOpenCloseRescindByHand) {
@@ -418,9 +486,28 @@ TEST_F(KmclctlTest, VersionAndHealth) {
   RunResult v = On(A, {"--json", "version"});
   ASSERT_EQ(v.exit_code, 0) << v.err;
   auto version = FromJson<kmclctl::json::Version>(v.out);
-  EXPECT_EQ(version.kmclctl(), kClientVersion);
+  EXPECT_EQ(version.kmclctl(), kmcl::build::Version());
   EXPECT_EQ(version.api(), "kmcl.v1");
+  EXPECT_EQ(version.api_revision(), static_cast<uint32_t>(v1::API_REVISION_CURRENT));
   EXPECT_FALSE(version.grpc().empty());
+  // The daemon's own build, from GetVersion.
+  EXPECT_EQ(version.kmcld().version(), kmcl::build::Version());
+  EXPECT_EQ(version.kmcld().api_revision(), static_cast<uint32_t>(v1::API_REVISION_CURRENT));
+  EXPECT_EQ(version.kmcld().git_commit(), kmcl::build::GitCommit()) << "built together";
+  EXPECT_GT(version.kmcld().started().seconds(), 0);
+  EXPECT_LE(version.kmcld().started().seconds(), absl::ToUnixSeconds(absl::Now()));
+  EXPECT_TRUE(version.kmcld().has_uptime());
+  RunResult fleet = Ctl({"-t", A, "-t", B, "-t", down_, "--timeout=2", "version"});
+  EXPECT_EQ(fleet.exit_code, 1);
+  std::vector<Row> rows = ParseTable(fleet.out);
+  ASSERT_EQ(rows.size(), 2u) << fleet.out;
+  for (Row& row : rows) {
+    EXPECT_EQ(row["KMCLD"], kmcl::build::Version());
+    EXPECT_EQ(row["KMCLD_API"], absl::StrCat(v1::API_REVISION_CURRENT));
+    EXPECT_EQ(row["KMCLCTL"], kmcl::build::Version());
+    EXPECT_FALSE(row["UPTIME"].empty());
+  }
+  EXPECT_EQ(rows[1]["TARGET"], B);
   RunResult h = On(A, {"--json", "health"});
   ASSERT_EQ(h.exit_code, 0);
   EXPECT_EQ(FromJson<kmclctl::json::Health>(h.out).status(), "SERVING");

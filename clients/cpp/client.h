@@ -47,9 +47,6 @@ namespace kmcl::client {
 
 namespace v1 = ::kmcl::v1;
 
-// The library's version (kmclctl version prints it).
-inline constexpr char kClientVersion[] = "0.1.0";
-
 // Checks and canonicalises a target string (see the banner). "unix:/p" and
 // "unix:///p" both become "unix:/p"; "host:port" needs a port in 1..65535.
 absl::StatusOr<std::string> NormalizeTarget(absl::string_view target);

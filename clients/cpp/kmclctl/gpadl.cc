@@ -1,17 +1,11 @@
 // kmclctl gpadl list | read.
 //
-// kmcl.v1 has no call that lists a channel's GPADLs, so `list` collects
-// candidate ids from the event log (GPADL_CREATED events of the channel,
-// whose detail names the id) and from the channel's leases, and asks
-// GetGpadl about each: what it prints is the daemon's answer, never the log's.
-// `read` reads through guest memory (the GPADL's page list), so it needs no
-// lease and does not disturb the host tool's mapping.
+// `list` is GpadlService.ListGpadls. `read` reads through guest memory (the
+// GPADL's page list), so it needs no lease and does not disturb the host
+// tool's mapping.
 #include <memory>
-#include <set>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/strip.h"
 #include "clients/cpp/kmclctl/commands.h"
 #include "clients/cpp/kmclctl/kmclctl.pb.h"
 
@@ -19,40 +13,6 @@ namespace kmclctl {
 namespace {
 
 constexpr uint64_t kPage = 4096;
-
-absl::StatusOr<std::vector<v1::Gpadl>> ListGpadls(kc::Client& c, const v1::ChannelRef& ref) {
-  std::set<uint32_t> ids;
-  v1::WatchEventsRequest watch;
-  watch.set_partition_id(ref.partition_id());
-  *watch.mutable_channel() = ref;
-  watch.set_backlog_only(true);
-  absl::Status s = c.WatchEvents(
-      watch,
-      [&](const v1::Event& e) {
-        absl::string_view detail = e.detail();
-        uint32_t id = 0;
-        if (e.kind() == v1::EVENT_KIND_GPADL_CREATED && absl::ConsumePrefix(&detail, "GPADL ") &&
-            absl::SimpleAtoi(detail, &id)) {
-          ids.insert(id);
-        }
-        return true;
-      },
-      absl::Now() + c.options().call_timeout);
-  if (!s.ok()) return s;
-  auto d = c.GetChannelDiagnostics(ref);
-  if (!d.ok()) return d.status();
-  for (const v1::LeaseDiagnostics& l : d->leases()) ids.insert(l.gpadl_id());
-  std::vector<v1::Gpadl> out;
-  for (uint32_t id : ids) {
-    auto g = c.GetGpadl(ref, id);
-    if (g.ok()) {
-      if (g->state() != v1::GPADL_STATE_TORN_DOWN) out.push_back(*g);
-    } else if (g.status().code() != absl::StatusCode::kNotFound) {
-      return g.status();
-    }
-  }
-  return out;
-}
 
 // Reads [offset, offset + length) of the GPADL through guest memory.
 absl::StatusOr<std::string> ReadGpadl(kc::Client& c, const v1::Gpadl& g, uint64_t offset,
@@ -87,26 +47,46 @@ void RegisterGpadlCommands(CLI::App& app, Cli& cli) {
   CLI::App* group = AddCommand(app, "gpadl", "List a channel's GPADLs or read one (hexdump)");
   group->require_subcommand(1);
 
-  auto channel = std::make_shared<std::string>();
-  CLI::App* list = AddCommand(*group, "list", "The channel's GPADLs and their leases");
-  list->add_option("channel", *channel, "PARTITION/CHANNEL, e.g. default/1")->required();
-  list->callback([&cli, channel] {
-    cli.action = [&cli, channel] {
-      auto ref = ParseChannelRef(*channel);
-      if (!ref.ok()) return UsageError(std::string(ref.status().message()));
-      return FanOut(cli, [ref = *ref](kc::Client& c) -> absl::StatusOr<Output> {
-        auto gpadls = ListGpadls(c, ref);
+  struct ListFlags {
+    std::string channel, partition;
+  };
+  auto lf = std::make_shared<ListFlags>();
+  CLI::App* list = AddCommand(*group, "list",
+                              "GPADLs of a channel, a partition or every partition: size, ranges, "
+                              "pages, state, read-only, lease");
+  list->add_option("channel", lf->channel, "PARTITION/CHANNEL, e.g. default/1 (default: all)");
+  list->add_option("--partition", lf->partition, "every channel of this partition");
+  list->callback([&cli, lf] {
+    cli.action = [&cli, lf] {
+      v1::ListGpadlsRequest request;
+      request.set_partition_id(lf->partition);
+      if (!lf->channel.empty()) {
+        auto ref = ParseChannelRef(lf->channel);
+        if (!ref.ok()) return UsageError(std::string(ref.status().message()));
+        if (!lf->partition.empty() && lf->partition != ref->partition_id()) {
+          return UsageError("gpadl list: --partition and the channel's partition differ");
+        }
+        request.set_partition_id(ref->partition_id());
+        request.set_channel_id(ref->channel_id());
+      }
+      // The page lists only where they are shown.
+      request.set_include_ranges(cli.format() != Format::kTable);
+      return FanOut(cli, [request](kc::Client& c) -> absl::StatusOr<Output> {
+        auto gpadls = c.ListGpadls(request);
         if (!gpadls.ok()) return gpadls.status();
-        auto message = std::make_shared<kmclctl::json::GpadlList>();
+        auto message = std::make_shared<v1::ListGpadlsResponse>();
         Table t;
-        t.columns = {{"GPADL"}, {"BYTES"}, {"STATE"}, {"READ_ONLY"}, {"LEASE"},
-                     {"RANGES", true}, {"FIRST_PFN", true}};
+        t.columns = {{"CHANNEL"},   {"GPADL"},          {"BYTES"},     {"RANGES"},
+                     {"PAGES"},     {"STATE"},          {"READ_ONLY"}, {"LEASE"},
+                     {"LEASE_MODE", true}, {"FIRST_PFN", true}};
         for (const auto& g : *gpadls) {
           *message->add_gpadls() = g;
-          t.Add({absl::StrCat(g.gpadl_id()), absl::StrCat(g.byte_count()),
+          t.Add({FormatChannelRef(g.channel()), absl::StrCat(g.gpadl_id()),
+                 absl::StrCat(g.byte_count()), absl::StrCat(g.range_count()),
+                 absl::StrCat(g.page_count()),
                  EnumSuffix(v1::GpadlState_Name(g.state()), "GPADL_STATE_"),
                  g.read_only() ? "yes" : "no", g.lease_id() ? absl::StrCat(g.lease_id()) : "-",
-                 absl::StrCat(g.ranges_size()),
+                 g.lease_id() == 0 ? "-" : (g.lease_read_only() ? "read-only" : "read-write"),
                  g.ranges_size() > 0 && g.ranges(0).pfns_size() > 0
                      ? absl::StrCat("0x", absl::Hex(g.ranges(0).pfns(0)))
                      : "-"});

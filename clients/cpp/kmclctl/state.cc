@@ -6,12 +6,14 @@
 #include <iostream>
 #include <memory>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "clients/cpp/kmclctl/commands.h"
 #include "clients/cpp/kmclctl/kmclctl.pb.h"
 #include "grpcpp/grpcpp.h"
+#include "tools/build_info.h"
 
 namespace kmclctl {
 namespace {
@@ -114,6 +116,37 @@ absl::StatusOr<Output> Restore(kc::Client& c, const RestoreFlags& f) {
   return TransferOutput(t, absl::StrCat("restored partition ", p->id()));
 }
 
+// A commit for a cell: 12 hex digits (and -dirty), or "-" when unstamped.
+std::string ShortCommit(absl::string_view commit) {
+  if (commit.empty()) return "-";
+  const bool dirty = absl::EndsWith(commit, "-dirty");
+  return absl::StrCat(commit.substr(0, 12), dirty ? "-dirty" : "");
+}
+
+// One target's row: this client's build beside the daemon's.
+Output VersionOutput(v1::DaemonVersion daemon) {
+  auto message = std::make_shared<kmclctl::json::Version>();
+  message->set_kmclctl(std::string(kmcl::build::Version()));
+  message->set_kmclctl_git_commit(std::string(kmcl::build::GitCommit()));
+  message->set_grpc(grpc::Version());
+  message->set_api("kmcl.v1");
+  message->set_api_revision(v1::API_REVISION_CURRENT);
+  *message->mutable_kmcld() = std::move(daemon);
+  const v1::DaemonVersion& d = message->kmcld();
+  const absl::Duration uptime = absl::Seconds(d.uptime().seconds());
+  Table t;
+  t.columns = {{"KMCLD"},          {"KMCLD_COMMIT"}, {"KMCLD_API"},    {"UPTIME"},
+               {"KMCLCTL"},        {"KMCLCTL_API"},  {"KMCLCTL_COMMIT", true},
+               {"STARTED", true},  {"GRPC", true}};
+  t.Add({d.version(), ShortCommit(d.git_commit()), absl::StrCat(d.api_revision()),
+         absl::FormatDuration(uptime), message->kmclctl(), absl::StrCat(message->api_revision()),
+         ShortCommit(message->kmclctl_git_commit()),
+         absl::FormatTime(absl::RFC3339_sec, absl::FromUnixSeconds(d.started().seconds()),
+                          absl::UTCTimeZone()),
+         message->grpc()});
+  return Output{message, t};
+}
+
 }  // namespace
 
 void RegisterStateCommands(CLI::App& app, Cli& cli) {
@@ -173,30 +206,16 @@ void RegisterStateCommands(CLI::App& app, Cli& cli) {
     };
   });
 
-  AddCommand(app, "version", "kmclctl's version, and each daemon's")->callback([&cli] {
-    cli.action = [&cli] {
-      return FanOut(cli, [](kc::Client& c) -> absl::StatusOr<Output> {
-        // kmcl.v1 has no version call: the daemon is checked for health
-        // (reachable, serving) and its build is reported as unknown.
-        auto status = c.Health();
-        if (!status.ok()) return status.status();
-        auto message = std::make_shared<kmclctl::json::Version>();
-        message->set_kmclctl(kc::kClientVersion);
-        message->set_grpc(grpc::Version());
-        message->set_api("kmcl.v1");
-        message->set_daemon(absl::StrCat(
-            "unknown (kmcl.v1 has no version call); health ",
-            grpc::health::v1::HealthCheckResponse::ServingStatus_Name(*status)));
-        Table t;
-        t.columns = {{"COMPONENT"}, {"VERSION"}};
-        t.Add({"kmclctl", message->kmclctl()});
-        t.Add({"grpc", message->grpc()});
-        t.Add({"api", message->api()});
-        t.Add({"kmcld", message->daemon()});
-        return Output{message, t};
+  AddCommand(app, "version", "kmclctl's build and each daemon's (version, commit, API, uptime)")
+      ->callback([&cli] {
+        cli.action = [&cli] {
+          return FanOut(cli, [](kc::Client& c) -> absl::StatusOr<Output> {
+            auto daemon = c.GetVersion();
+            if (!daemon.ok()) return daemon.status();
+            return VersionOutput(*std::move(daemon));
+          });
+        };
       });
-    };
-  });
 }
 
 }  // namespace kmclctl
