@@ -197,6 +197,27 @@ TEST_F(KmclctlTest, FanOutMergesAnswersAndReportsTheDownTarget) {
   ASSERT_EQ(rows.size(), 2u) << f.out;
   EXPECT_EQ(rows[0]["STATUS"], "SERVING");
   EXPECT_EQ(rows[1]["TARGET"], B);
+  EXPECT_EQ(rows[0].count("LABELS"), 0u) << "labels are a wide column";
+  // The file's labels: a column of wide tables, "@labels" beside the answers.
+  rows = ParseTable(Ctl({"--targets-file", file, "-o", "wide", "health"}).out);
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0]["LABELS"], "rack=r1");
+  EXPECT_EQ(rows[1]["LABELS"], "-");
+  RunResult fj = Ctl({"--targets-file", file, "--json", "health"});
+  ASSERT_EQ(fj.exit_code, 0) << fj.err;
+  std::map<std::string, const google::protobuf::Value*> answers;
+  auto labelled = FromJson<google::protobuf::Struct>(fj.out);
+  for (const auto& [k, v] : kmclctl::StructFields(labelled)) answers[k] = v;
+  ASSERT_EQ(answers.size(), 3u) << fj.out;
+  ASSERT_TRUE(answers.count("@labels")) << fj.out;
+  std::map<std::string, const google::protobuf::Value*> labels;
+  for (const auto& [k, v] : kmclctl::StructFields(answers["@labels"]->struct_value())) labels[k] = v;
+  ASSERT_EQ(labels.size(), 1u) << "only A has labels: " << fj.out;
+  ASSERT_TRUE(labels.count(A)) << fj.out;
+  std::map<std::string, const google::protobuf::Value*> a_labels;
+  for (const auto& [k, v] : kmclctl::StructFields(labels[A]->struct_value())) a_labels[k] = v;
+  ASSERT_TRUE(a_labels.count("rack"));
+  EXPECT_EQ(a_labels["rack"]->string_value(), "r1");
   RunResult down = Ctl({"-t", down_, "--timeout=2", "health"});
   EXPECT_EQ(down.exit_code, 1);
   EXPECT_TRUE(absl::StrContains(down.err, "UNAVAILABLE")) << down.err;

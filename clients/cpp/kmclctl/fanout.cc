@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "clients/cpp/kmclctl/commands.h"
+#include "clients/cpp/kmclctl/struct_access.h"
 
 namespace kmclctl {
 
@@ -60,6 +61,9 @@ int FanOut(const Cli& cli, const TargetFn& fn) {
   std::vector<const Table*> tables;
   std::vector<const std::string*> texts;
   std::vector<std::string> names;
+  std::vector<std::string> labels;  // one cell per answering target
+  bool labelled = false;
+  google::protobuf::Struct labels_json;  // {"<target>": {labels}}
   std::vector<std::pair<std::string, const google::protobuf::Message*>> messages;
   for (size_t i = 0; i < n; ++i) {
     if (!results[i].ok()) {
@@ -71,12 +75,21 @@ int FanOut(const Cli& cli, const TargetFn& fn) {
     tables.push_back(&results[i]->table);
     if (!results[i]->text.empty()) texts.push_back(&results[i]->text);
     names.push_back(cli.targets[i].address);
+    labels.push_back(FormatLabels(cli.targets[i]));
+    if (!cli.targets[i].labels.empty()) {
+      labelled = true;
+      google::protobuf::Value v;
+      *v.mutable_struct_value() = LabelsStruct(cli.targets[i]);
+      AddStructField(&labels_json, cli.targets[i].address, v);
+    }
     if (results[i]->message != nullptr) {
       messages.emplace_back(cli.targets[i].address, results[i]->message.get());
     }
   }
   if (cli.format() == Format::kJson) {
     if (messages.empty()) return code;
+    // The targets file's labels beside the answers; "@" never starts a target.
+    if (cli.multi() && labelled) messages.emplace_back("@labels", &labels_json);
     absl::StatusOr<std::string> json =
         cli.multi() ? ToJsonByTarget(messages) : ToJson(*messages[0].second);
     if (!json.ok()) {
@@ -90,8 +103,9 @@ int FanOut(const Cli& cli, const TargetFn& fn) {
       std::cout << *texts[i];
     }
   } else if (!tables.empty()) {
-    std::cout << RenderTable(tables, cli.multi() ? names : std::vector<std::string>(),
-                             cli.format() == Format::kWide);
+    const bool wide = cli.format() == Format::kWide;
+    std::cout << RenderTable(tables, cli.multi() ? names : std::vector<std::string>(), wide,
+                             wide && labelled ? labels : std::vector<std::string>());
   }
   std::cout.flush();
   return code;

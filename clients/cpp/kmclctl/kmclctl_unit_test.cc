@@ -88,6 +88,23 @@ TEST(OutputTest, AlignsColumnsAndAddsTargetsAndWideColumns) {
             "host-2:2  p-12345  1 B      yy\n");
 }
 
+TEST(OutputTest, LabelsColumnFollowsTheTarget) {
+  Table a, b;
+  a.columns = b.columns = {{"ID"}};
+  a.Add({"default"});
+  b.Add({"p-1"});
+  const Target labelled{"h1:1", {{"zone", "z"}, {"rack", "a"}}};
+  const Target bare{"h2:2", {}};
+  EXPECT_EQ(FormatLabels(labelled), "rack=a,zone=z") << "sorted by name";
+  EXPECT_EQ(FormatLabels(bare), "");
+  const std::string table =
+      RenderTable({&a, &b}, {"h1:1", "h2:2"}, true, {FormatLabels(labelled), FormatLabels(bare)});
+  EXPECT_EQ(table,
+            "TARGET  LABELS         ID\n"
+            "h1:1    rack=a,zone=z  default\n"
+            "h2:2    -              p-1\n");
+}
+
 TEST(OutputTest, JsonUsesTheApiFieldNamesAndKeysByTarget) {
   kmcl::v1::Partition p;
   p.set_id("default");

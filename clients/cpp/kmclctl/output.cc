@@ -11,7 +11,8 @@
 namespace kmclctl {
 
 std::string RenderTable(const std::vector<const Table*>& tables,
-                        const std::vector<std::string>& targets, bool wide) {
+                        const std::vector<std::string>& targets, bool wide,
+                        const std::vector<std::string>& labels) {
   if (tables.empty()) return "";
   const std::vector<Column>& columns = tables[0]->columns;
   std::vector<size_t> shown;
@@ -21,12 +22,14 @@ std::string RenderTable(const std::vector<const Table*>& tables,
   std::vector<std::vector<std::string>> lines;
   std::vector<std::string> header;
   if (!targets.empty()) header.push_back("TARGET");
+  if (!labels.empty()) header.push_back("LABELS");
   for (size_t c : shown) header.push_back(columns[c].name);
   lines.push_back(header);
   for (size_t t = 0; t < tables.size(); ++t) {
     for (const auto& row : tables[t]->rows) {
       std::vector<std::string> line;
       if (!targets.empty()) line.push_back(targets[t]);
+      if (!labels.empty()) line.push_back(labels[t].empty() ? "-" : labels[t]);
       for (size_t c : shown) line.push_back(c < row.size() ? row[c] : "");
       lines.push_back(std::move(line));
     }

@@ -42,9 +42,11 @@ struct Output {
 enum class Format { kTable, kWide, kJson };
 
 // Renders `tables` (one per target, same columns) as one aligned table;
-// `targets` non-empty adds a leading TARGET column.
+// `targets` non-empty adds a leading TARGET column, and `labels` non-empty
+// (one cell per table, "rack=a,zone=z") a LABELS column after it.
 std::string RenderTable(const std::vector<const Table*>& tables,
-                        const std::vector<std::string>& targets, bool wide);
+                        const std::vector<std::string>& targets, bool wide,
+                        const std::vector<std::string>& labels = {});
 
 // The message in protobuf's JSON mapping (API field names), pretty printed.
 absl::StatusOr<std::string> ToJson(const google::protobuf::Message& message, bool pretty = true);

@@ -75,6 +75,24 @@ absl::StatusOr<std::vector<Target>> ParseFileSd(absl::string_view json) {
   return out;
 }
 
+std::string FormatLabels(const Target& target) {
+  std::string out;
+  for (const auto& [key, value] : target.labels) {
+    absl::StrAppend(&out, out.empty() ? "" : ",", key, "=", value);
+  }
+  return out;
+}
+
+google::protobuf::Struct LabelsStruct(const Target& target) {
+  google::protobuf::Struct out;
+  for (const auto& [key, value] : target.labels) {
+    google::protobuf::Value v;
+    v.set_string_value(value);
+    AddStructField(&out, key, v);
+  }
+  return out;
+}
+
 absl::StatusOr<std::vector<Target>> ResolveTargets(const std::vector<std::string>& flags,
                                                    const std::string& targets_file,
                                                    const std::string& fallback) {

@@ -18,6 +18,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "google/protobuf/struct.pb.h"
 
 namespace kmclctl {
 
@@ -33,6 +34,11 @@ std::string DefaultTarget();
 
 // Parses a file_sd document (its text).
 absl::StatusOr<std::vector<Target>> ParseFileSd(absl::string_view json);
+
+// A target's labels as a cell: "rack=a,zone=z" (sorted by key); "" for none.
+std::string FormatLabels(const Target& target);
+// The same as a JSON object ({"rack": "a", ...}).
+google::protobuf::Struct LabelsStruct(const Target& target);
 
 // --target values, then the file's targets, without duplicates (first
 // wins); `fallback` when both are empty. INVALID_ARGUMENT for a bad one.

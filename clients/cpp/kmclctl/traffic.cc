@@ -109,9 +109,12 @@ int Watch(const Cli& cli, const WatchFlags& f) {
         if (json) {
           google::protobuf::Value name;
           name.set_string_value(target);
-          absl::StatusOr<std::string> j = cli.multi()
-                                              ? ToJsonByTarget({{"target", &name}, {"event", &e}}, false)
-                                              : ToJson(e, false);
+          const google::protobuf::Struct labels = LabelsStruct(cli.targets[i]);
+          std::vector<std::pair<std::string, const google::protobuf::Message*>> parts = {
+              {"target", &name}, {"event", &e}};
+          if (!cli.targets[i].labels.empty()) parts.emplace_back("labels", &labels);
+          absl::StatusOr<std::string> j =
+              cli.multi() ? ToJsonByTarget(parts, false) : ToJson(e, false);
           line = j.ok() ? *j : std::string(j.status().message());
         } else {
           line = cli.multi() ? absl::StrCat(target, "  ", EventLine(e)) : EventLine(e);
