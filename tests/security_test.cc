@@ -17,10 +17,13 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "clients/cpp/kmclctl/kmclctl.pb.h"
+#include "clients/cpp/testing/subprocess.h"
 #include "daemon/security/authorizer.h"
 #include "google/protobuf/descriptor.h"
 #include "grpcpp/create_channel.h"
@@ -37,6 +40,8 @@
 #include "proto/save_restore.grpc.pb.h"
 #include "tests/daemon_process.h"
 #include "tests/short_temp_dir.h"
+#include "tools/build_info.h"
+#include "google/protobuf/util/json_util.h"
 
 namespace kmcld::testing {
 namespace {
@@ -217,6 +222,52 @@ TEST_F(SecurityTest, AnIdentityCanNeitherSeeNorTouchAnothersPartition) {
   EXPECT_TRUE(absl::StrContains(ReadFile(Cert("audit.log")),
                                 "identity=\"spiffe://kmcl.test/a\" peer=\"ipv4:127.0.0.1:"))
       << "privileged calls and denials are audited with the peer address";
+}
+
+// kmclctl's --tls-ca/--tls-cert/--tls-key against the mutual-TLS listener:
+// the daemon names kmclctl by its certificate (an observer reads, a host
+// sees only its partition, a stranger is denied), and kmclctl without a
+// client certificate, or without TLS, does not get in.
+TEST_F(SecurityTest, KmclctlSpeaksMutualTlsWithItsFlags) {
+  StartTls();
+  ASSERT_TRUE(CreatePartition(Dial("admin"), "pa").ok());
+  ASSERT_TRUE(CreatePartition(Dial("admin"), "pb").ok());
+  auto ctl = [&](const std::string& who, std::vector<std::string> args) {
+    std::vector<std::string> argv = {kmcl::client::testing::Runfile("clients/cpp/kmclctl/kmclctl"),
+                                     "--target", daemon_.tcp_address(), "--timeout=5"};
+    if (!who.empty()) argv.insert(argv.end(), {"--tls-ca", Cert("ca.pem")});
+    if (!who.empty() && who != "no-certificate") {
+      argv.insert(argv.end(), {"--tls-cert", Cert(who + ".pem"), "--tls-key", Cert(who + ".key")});
+    }
+    argv.insert(argv.end(), args.begin(), args.end());
+    return kmcl::client::testing::Run(argv);
+  };
+  kmcl::client::testing::RunResult v = ctl("watcher", {"--json", "version"});
+  ASSERT_EQ(v.exit_code, 0) << v.err;
+  kmclctl::json::Version version;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(v.out, &version).ok()) << v.out;
+  EXPECT_EQ(version.kmcld().version(), kmcl::build::Version());
+
+  kmcl::client::testing::RunResult listed = ctl("a", {"--json", "partitions", "list"});
+  ASSERT_EQ(listed.exit_code, 0) << listed.err;
+  kmcl::v1::ListPartitionsResponse partitions;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(listed.out, &partitions).ok());
+  ASSERT_EQ(partitions.partitions_size(), 1) << listed.out;
+  EXPECT_EQ(partitions.partitions(0).id(), "pa");
+  EXPECT_EQ(ctl("a", {"gpadl", "list", "--partition", "pb"}).exit_code, 1)
+      << "ListGpadls of another's partition is denied";
+  EXPECT_EQ(ctl("a", {"gpadl", "list"}).exit_code, 0) << "the list of every partition filters";
+
+  kmcl::client::testing::RunResult stranger = ctl("stranger", {"version"});
+  EXPECT_EQ(stranger.exit_code, 1);
+  EXPECT_TRUE(absl::StrContains(stranger.err, "PERMISSION_DENIED")) << stranger.err;
+  EXPECT_TRUE(absl::StrContains(ReadFile(Cert("audit.log")),
+                                "rpc=GetVersion object=\"*\" result=denied:missing-observer"));
+  for (const char* who : {"no-certificate", ""}) {
+    kmcl::client::testing::RunResult refused = ctl(who, {"version"});
+    EXPECT_EQ(refused.exit_code, 1) << who;
+    EXPECT_TRUE(absl::StrContains(refused.err, "UNAVAILABLE")) << who << ": " << refused.err;
+  }
 }
 
 // Every RPC of the API whose table role is above observer, called by an
