@@ -291,4 +291,11 @@ void ToProto(const kmcl::ChannelStats& s, kmcl::v1::EndpointCounters* out) {
   out->set_corrupt_packets(s.corrupt_packets);
 }
 
+void ToProto(const kmcl::LatencyHistogram& h, kmcl::v1::LatencyHistogram* out) {
+  for (uint64_t bound : kmcl::kCompletionLatencyBoundsNs) out->add_upper_bounds_seconds(bound / 1e9);
+  for (uint64_t n : h.buckets) out->add_bucket_counts(n);
+  out->set_count(h.count);
+  out->set_sum_seconds(h.sum_ns / 1e9);
+}
+
 }  // namespace kmcld

@@ -65,6 +65,8 @@ kmcl::v1::EndpointState ToProto(const kmcl::ChannelSnapshot& snapshot,
                                 kmcl::v1::EndpointRole role, bool rescinded, bool attached);
 void ToProto(const kmcl::RingSnapshot& ring, kmcl::v1::RingDiagnostics* out);
 void ToProto(const kmcl::ChannelStats& stats, kmcl::v1::EndpointCounters* out);
+// The completion-latency histogram with its bounds, in seconds.
+void ToProto(const kmcl::LatencyHistogram& histogram, kmcl::v1::LatencyHistogram* out);
 
 }  // namespace kmcld
 

@@ -30,6 +30,7 @@
 #ifndef KMCLD_KMCL_CORE_CHANNEL_H_
 #define KMCLD_KMCL_CORE_CHANNEL_H_
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <deque>
@@ -184,11 +185,30 @@ struct ExternalData {
   bool read_only = true;
 };
 
+// Upper bounds (inclusive, nanoseconds) of the completion-latency buckets:
+// 10 us to 10 s in 1-2.5-5 steps.
+inline constexpr std::array<uint64_t, 19> kCompletionLatencyBoundsNs = {
+    10'000,      25'000,      50'000,      100'000,       250'000,       500'000,      1'000'000,
+    2'500'000,   5'000'000,   10'000'000,  25'000'000,    50'000'000,    100'000'000,  250'000'000,
+    500'000'000, 1'000'000'000, 2'500'000'000, 5'000'000'000, 10'000'000'000};
+
+// How long this endpoint's transactions took: from the send (with
+// kFormatFlagWaitForCompletion) to the peer's completion being read.
+// buckets[i] counts latencies in (bound[i-1], bound[i]]; the last bucket
+// counts those above every bound. Not cumulative. A transaction restored
+// from a saved state counts from its restore (its age before is not saved).
+struct LatencyHistogram {
+  std::array<uint64_t, kCompletionLatencyBoundsNs.size() + 1> buckets{};
+  uint64_t count = 0;   // sum of buckets
+  uint64_t sum_ns = 0;  // sum of the latencies
+};
+
 // Counters and ring state for diagnostics.
 struct ChannelStats {
   uint64_t packets_sent = 0, bytes_sent = 0, packets_received = 0, bytes_received = 0;
   uint64_t completions_sent = 0, completions_received = 0, signals_sent = 0;
   uint64_t sends_queued = 0, ring_full_events = 0, quota_stalls = 0, corrupt_packets = 0;
+  LatencyHistogram completion_latency;
 };
 // A transaction waiting for the peer's completion.
 struct OutstandingTransaction {
@@ -365,6 +385,10 @@ class Channel final : public BusEndpoint {
     std::atomic<uint64_t> packets_sent{0}, bytes_sent{0}, packets_received{0},
         bytes_received{0}, completions_sent{0}, completions_received{0}, signals_sent{0},
         sends_queued{0}, ring_full_events{0}, quota_stalls{0}, corrupt_packets{0};
+    // Relaxed: diagnostics only.
+    std::array<std::atomic<uint64_t>, kCompletionLatencyBoundsNs.size() + 1> latency_buckets{};
+    std::atomic<uint64_t> latency_sum_ns{0};
+    void RecordLatency(int64_t ns);
   };
 
   Channel(Partition& partition, bool is_server);

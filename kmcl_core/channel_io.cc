@@ -7,6 +7,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "kmcl_core/channel.h"
 #include "kmcl_core/partition.h"
 #include "kmcl_core/pipe_framing.h"
@@ -269,16 +270,21 @@ void Channel::DrainIncoming() {
     }
     if (in.type == wire::PacketType::kCompletion) {
       Packet* packet = nullptr;
+      absl::Time sent;
       {
         MutexLock lock(&mu_);
         auto it = outstanding_.find(in.transaction_id);
         if (it != outstanding_.end()) {
           packet = it->second;
+          sent = packet->outstanding_since_;
           outstanding_.erase(it);
         }
       }
       stats_.completions_received++;
-      if (packet != nullptr) CompleteSend(*packet, kStatusSuccess, in.payload);
+      if (packet != nullptr) {
+        stats_.RecordLatency(absl::ToInt64Nanoseconds(absl::Now() - sent));
+        CompleteSend(*packet, kStatusSuccess, in.payload);
+      }
       continue;  // a completion for nothing outstanding is dropped
     }
     std::span<const uint8_t> data = in.payload;
@@ -367,7 +373,22 @@ ChannelSnapshot Channel::Snapshot() const {
               return a.age > b.age || (a.age == b.age && a.transaction_id < b.transaction_id);
             });
   if (s.outstanding.size() > kMaxSnapshotTransactions) s.outstanding.resize(kMaxSnapshotTransactions);
+  LatencyHistogram& h = s.stats.completion_latency;
+  for (size_t i = 0; i < h.buckets.size(); ++i) {
+    h.buckets[i] = stats_.latency_buckets[i].load(std::memory_order_relaxed);
+    h.count += h.buckets[i];
+  }
+  h.sum_ns = stats_.latency_sum_ns.load(std::memory_order_relaxed);
   return s;
+}
+
+void Channel::AtomicStats::RecordLatency(int64_t ns) {
+  const uint64_t v = ns < 0 ? 0 : static_cast<uint64_t>(ns);
+  const size_t bucket =
+      std::lower_bound(kCompletionLatencyBoundsNs.begin(), kCompletionLatencyBoundsNs.end(), v) -
+      kCompletionLatencyBoundsNs.begin();
+  latency_buckets[bucket].fetch_add(1, std::memory_order_relaxed);
+  latency_sum_ns.fetch_add(v, std::memory_order_relaxed);
 }
 
 }  // namespace kmcl

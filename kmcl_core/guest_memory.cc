@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -155,6 +156,12 @@ void GuestMemory::SetAllocatedLocked(uint64_t pfn, bool allocated) {
   } else {
     allocated_bits_[pfn / 64] &= ~bit;
   }
+}
+
+uint64_t GuestMemory::resident_bytes() const {
+  struct stat st {};
+  if (::fstat(fd_, &st) != 0) return 0;
+  return static_cast<uint64_t>(st.st_blocks) * 512;  // st_blocks: 512-byte units
 }
 
 bool GuestMemory::IsAllocated(uint64_t pfn) const {

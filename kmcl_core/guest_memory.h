@@ -101,6 +101,9 @@ class GuestMemory {
   // then.
   absl::Status FreePages(std::span<const uint64_t> pfns);
   uint64_t free_page_count() const;
+  // Bytes of guest memory actually backed by host memory (pages the guest
+  // or the host touched since they were last freed); 0 if unknown.
+  uint64_t resident_bytes() const;
 
   // Every allocated PFN, ascending (for saving a partition).
   std::vector<uint64_t> AllocatedPages() const;

@@ -27,7 +27,6 @@ class DiagnosticsService final : public kmcl::v1::DiagnosticsService::CallbackSe
                                        kmcl::v1::DaemonVersion* response) override;
 
  private:
-  kmcl::v1::ChannelDiagnostics Diagnose(const ResolvedChannel& c);
   ServiceContext ctx_;
   LeaseTable& leases_;
 };
