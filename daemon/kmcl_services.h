@@ -21,6 +21,7 @@
 #include "daemon/config.pb.h"
 #include "daemon/event_log.h"
 #include "daemon/leases.h"
+#include "daemon/metrics/rpc_metrics.h"
 #include "daemon/registry.h"
 #include "daemon/security/authorizer.h"
 #include "daemon/services/packet_service.h"
@@ -40,8 +41,13 @@ class KmclServices {
   KmclServices& operator=(const KmclServices&) = delete;
 
   Registry& registry() { return *registry_; }
+  const LeaseTable& leases() const { return leases_; }
+  const EventLog& event_log() const { return log_; }
+  // Every call of the server RegisterAll built on, as metrics.
+  metrics::RpcMetrics& rpc_metrics() { return rpc_metrics_; }
 
-  // Registers every service on `builder`, and the message size limits.
+  // Registers every service on `builder`, the message size limits and the
+  // interceptor that records rpc_metrics() (the builder's only one).
   void RegisterAll(grpc::ServerBuilder& builder);
 
   // After the server stopped: frees every endpoint and partition, then
@@ -50,6 +56,7 @@ class KmclServices {
 
  private:
   const config::KmcldConfig config_;
+  metrics::RpcMetrics rpc_metrics_;
   Timer timer_;
   EventLog log_;
   std::unique_ptr<Registry> registry_;

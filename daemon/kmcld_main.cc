@@ -22,6 +22,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -34,6 +35,9 @@
 #include "daemon/kmcl_services.h"
 #include "kmcl_core/partition.h"
 #include "daemon/listen_options.h"
+#include "daemon/metrics/collector.h"
+#include "daemon/metrics/http_server.h"
+#include "daemon/metrics/sd_entry.h"
 #include "daemon/security/flags.h"
 #include "daemon/security/server_security.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
@@ -75,6 +79,18 @@ ABSL_FLAG(uint32_t, device_heartbeat_timeout_ms, 5000,
 ABSL_FLAG(std::string, config, "",
           "Optional configuration file in protobuf text format (daemon/config.proto, "
           "docs/configuration.md). Flags given on the command line win over it.");
+ABSL_FLAG(std::string, metrics_listen, "",
+          "Serve Prometheus metrics at http://ADDRESS/metrics: HOST:PORT, or PORT alone for "
+          "loopback (127.0.0.1); port 0 picks a free port (printed on stderr). Empty (the "
+          "default) serves none. Plain HTTP and read-only: keep it on loopback or a trusted "
+          "network (docs/operations.md).");
+ABSL_FLAG(bool, metrics_channel_labels, true,
+          "Label channel series by channel (channel, interface_type, friendly_name); false sums "
+          "them per partition and role, for fleets whose series count matters.");
+ABSL_FLAG(bool, print_sd_entry, false,
+          "Print kmcld's entry for a Prometheus file_sd inventory (the file kmclctl reads with "
+          "--targets-file) from --listen/--uds and --metrics_listen, and exit. With port 0 the "
+          "entry is only known at start-up: kmcld logs it then.");
 // Limits; each also a field of the config file (0 there keeps the default).
 ABSL_FLAG(uint32_t, max_message_bytes, 16 << 20, "Largest gRPC message kmcld accepts or sends.");
 ABSL_FLAG(uint32_t, max_streams_per_client, 256, "Open Attach/WatchEvents streams per connection.");
@@ -202,6 +218,31 @@ int Run() {
     absl::FPrintF(stderr, "kmcld: nothing to listen on (--listen and --uds both disabled)\n");
     return 1;
   }
+  const std::string metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  if (!metrics_listen.empty()) {
+    if (auto hp = kmcld::metrics::ParseHostPort(metrics_listen); !hp.ok()) {
+      absl::FPrintF(stderr, "kmcld: --metrics_listen: %s\n", hp.status().message());
+      return 1;
+    }
+  }
+  if (absl::GetFlag(FLAGS_print_sd_entry)) {
+    const std::string grpc_target =
+        options->tcp_address.empty() ? "unix:" + options->uds_path : options->tcp_address;
+    auto metrics_hp = kmcld::metrics::ParseHostPort(metrics_listen);
+    if (absl::EndsWith(grpc_target, ":0") || (metrics_hp.ok() && metrics_hp->second == 0)) {
+      absl::FPrintF(stderr, "kmcld: --print_sd_entry: port 0 is chosen at start-up; kmcld logs "
+                            "its entry then\n");
+      return 1;
+    }
+    const std::string metrics_address =
+        metrics_hp.ok() ? absl::StrCat(metrics_hp->first.find(':') != std::string::npos
+                                           ? absl::StrCat("[", metrics_hp->first, "]")
+                                           : metrics_hp->first,
+                                       ":", metrics_hp->second)
+                        : "";
+    absl::PrintF("%s\n", kmcld::metrics::SdEntryJson(grpc_target, metrics_address));
+    return 0;
+  }
   absl::StatusOr<std::unique_ptr<kmcld::security::ServerSecurity>> security =
       kmcld::security::ServerSecurity::Create(
           kmcld::security::SecurityOptionsFromFlags(config->security()), *options);
@@ -290,6 +331,27 @@ int Run() {
   if (!options->uds_path.empty()) {
     absl::FPrintF(stderr, "kmcld: listening on unix %s\n", options->uds_path);
   }
+  kmcld::metrics::MetricsCollector collector(
+      services.registry(), services.leases(), services.event_log(), &services.rpc_metrics(),
+      {.channel_labels = absl::GetFlag(FLAGS_metrics_channel_labels)});
+  std::unique_ptr<kmcld::metrics::MetricsServer> metrics_server;
+  if (!metrics_listen.empty()) {
+    auto started =
+        kmcld::metrics::MetricsServer::Start(metrics_listen, [&collector] { return collector.Render(); });
+    if (!started.ok()) {
+      absl::FPrintF(stderr, "kmcld: %s\n", started.status().message());
+      server->Shutdown();
+      services.Shutdown();
+      return 1;
+    }
+    metrics_server = *std::move(started);
+    absl::FPrintF(stderr, "kmcld: listening on metrics %s\n", metrics_server->address());
+  }
+  absl::FPrintF(stderr, "kmcld: file_sd entry %s\n",
+                kmcld::metrics::SdEntryJson(
+                    options->tcp_address.empty() ? "unix:" + options->uds_path
+                                                 : BoundAddress(options->tcp_address, tcp_port),
+                    metrics_server != nullptr ? metrics_server->address() : ""));
   absl::FPrintF(stderr, "kmcld: ready\n");
 
   std::thread signal_thread([&] {
@@ -309,6 +371,7 @@ int Run() {
   });
   server->Wait();
   signal_thread.join();
+  if (metrics_server != nullptr) metrics_server->Stop();  // before the registry goes
   demo.Stop();
   device_demo.Stop();
   device_service.Drain();

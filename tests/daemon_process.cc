@@ -72,6 +72,8 @@ absl::Status DaemonProcess::Start(const std::vector<std::string>& args, absl::Du
   for (absl::string_view line : absl::StrSplit(output_, '\n')) {
     if (absl::ConsumePrefix(&line, "kmcld: listening on tcp ")) tcp_address_ = std::string(line);
     if (absl::ConsumePrefix(&line, "kmcld: listening on unix ")) uds_path_ = std::string(line);
+    if (absl::ConsumePrefix(&line, "kmcld: listening on metrics ")) metrics_address_ = std::string(line);
+    if (absl::ConsumePrefix(&line, "kmcld: file_sd entry ")) sd_entry_ = std::string(line);
   }
   return absl::OkStatus();
 }

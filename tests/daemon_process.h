@@ -46,6 +46,10 @@ class DaemonProcess {
   pid_t pid() const { return pid_; }  // for signals other than Stop's
   const std::string& tcp_address() const { return tcp_address_; }  // "127.0.0.1:port"
   const std::string& uds_path() const { return uds_path_; }
+  // With --metrics_listen: "127.0.0.1:port" of /metrics.
+  const std::string& metrics_address() const { return metrics_address_; }
+  // The file_sd JSON document kmcld logged at start-up.
+  const std::string& sd_entry() const { return sd_entry_; }
   // Everything the daemon wrote to stderr so far.
   const std::string& output() const { return output_; }
 
@@ -58,6 +62,8 @@ class DaemonProcess {
   std::string output_;
   std::string tcp_address_;
   std::string uds_path_;
+  std::string metrics_address_;
+  std::string sd_entry_;
 };
 
 }  // namespace kmcld::testing

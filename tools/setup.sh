@@ -14,6 +14,11 @@ PACKAGES=(
   libboost-dev            # boost::lockfree::spsc_queue, the ring benchmark's baseline
   clang libclang-rt-14-dev  # libFuzzer targets under fuzz/
   libcli11-dev            # kmclctl's command line (header-only)
+  libcpp-httplib-dev      # kmcld's /metrics listener
+  libspdlog-dev           # kmcld's structured logs
+  libncurses-dev          # kmclctl top
+  nlohmann-json3-dev      # JSON log lines; tests that parse JSON
+  prometheus              # tests/prometheus_test scrapes kmcld with the real server (and promtool)
 )
 
 missing=()

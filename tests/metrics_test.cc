@@ -1,0 +1,110 @@
+// kmcld's /metrics against known traffic: counters equal what was sent,
+// every family has HELP and TYPE, friendly names are escaped, the order is
+// stable, --metrics_channel_labels=false sums per partition, and Debian's
+// promtool accepts the exposition.
+#include <cstdlib>
+#include <fstream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "tests/exposition_parse.h"
+#include "tests/traffic.h"
+
+namespace kmcld::testing {
+namespace {
+
+// A friendly name that needs every escape of the text format.
+constexpr char kNastyName[] = "disk \"A\"\\0\nline two";
+constexpr char kNastyEscaped[] = "disk \\\"A\\\"\\\\0\\nline two";
+
+std::string Series(const std::string& name, const TrafficChannel& c, const std::string& friendly,
+                   const std::string& role) {
+  return absl::StrCat(name, "{partition=\"default\",channel=\"", c.ref.channel_id(),
+                      "\",interface_type=\"", kEchoType, "\",friendly_name=\"", friendly,
+                      "\",role=\"", role, "\"}");
+}
+
+TEST(MetricsTest, CountersEqualTrafficAndEveryFamilyIsDeclared) {
+  Kmcld k;
+  ASSERT_TRUE(k.Start({"--metrics_listen=127.0.0.1:0"}).ok());
+  ASSERT_FALSE(k.process.metrics_address().empty()) << k.process.output();
+  auto ch = OfferAndOpen(k, kNastyName);
+  ASSERT_TRUE(ch.ok()) << ch.status();
+  constexpr int kPackets = 50;
+  ASSERT_TRUE(RunTransactions(k, *ch, kPackets, std::string(64, 'x')).ok());
+
+  auto text = Scrape(k.process.metrics_address());
+  ASSERT_TRUE(text.ok()) << text.status();
+  auto parsed = ParseExposition(*text);
+  ASSERT_TRUE(parsed.ok()) << parsed.status() << "\n" << *text;
+  for (const auto& [family, help] : parsed->help) {
+    EXPECT_FALSE(help.empty()) << family;
+    EXPECT_TRUE(parsed->type.contains(family)) << family;
+    EXPECT_TRUE(absl::StartsWith(family, "kmcld_")) << family;
+  }
+  auto value = [&](const std::string& series) {
+    auto it = parsed->samples.find(series);
+    EXPECT_NE(it, parsed->samples.end()) << series << " missing in\n" << *text;
+    return it == parsed->samples.end() ? -1 : it->second;
+  };
+  const std::string e = kNastyEscaped;
+  EXPECT_EQ(value(Series("kmcld_channel_packets_sent_total", *ch, e, "guest")), kPackets);
+  EXPECT_EQ(value(Series("kmcld_channel_bytes_sent_total", *ch, e, "guest")), kPackets * 64);
+  EXPECT_EQ(value(Series("kmcld_channel_packets_received_total", *ch, e, "host")), kPackets);
+  EXPECT_EQ(value(Series("kmcld_channel_bytes_received_total", *ch, e, "host")), kPackets * 64);
+  EXPECT_EQ(value(Series("kmcld_channel_completions_sent_total", *ch, e, "host")), kPackets);
+  EXPECT_EQ(value(Series("kmcld_channel_completions_received_total", *ch, e, "guest")), kPackets);
+  EXPECT_EQ(value(Series("kmcld_channel_completion_latency_seconds_count", *ch, e, "guest")), kPackets);
+  EXPECT_EQ(value(Series("kmcld_channel_outstanding_transactions", *ch, e, "guest")), 0);
+  EXPECT_EQ(value(Series("kmcld_channel_delivered_uncompleted", *ch, e, "host")), 0);
+  std::string ring = Series("kmcld_channel_ring_size_bytes", *ch, e, "guest");
+  ring.insert(ring.size() - 1, ",ring=\"outgoing\"");
+  EXPECT_EQ(value(ring), 16 * 4096);  // 16 data pages by default
+  EXPECT_EQ(value("kmcld_rpcs_total{service=\"kmcl.v1.HostChannelService\",method=\"OfferChannel\","
+                  "code=\"OK\"}"),
+            1);
+  EXPECT_EQ(value("kmcld_partition_channels{partition=\"default\",role=\"host\",state=\"opened\"}"), 1);
+  EXPECT_GT(value("kmcld_process_threads"), 1);
+
+  // Debian's promtool lints the same exposition.
+  const std::string file = absl::StrCat(std::getenv("TEST_TMPDIR"), "/metrics.txt");
+  std::ofstream(file) << *text;
+  EXPECT_EQ(std::system(absl::StrCat("/usr/bin/promtool check metrics < ", file).c_str()), 0);
+}
+
+TEST(MetricsTest, OrderIsStableAndSorted) {
+  Kmcld k;
+  ASSERT_TRUE(k.Start({"--metrics_listen=127.0.0.1:0"}).ok());
+  for (const char* name : {"b", "a"}) ASSERT_TRUE(OfferAndOpen(k, name).ok());
+  auto first = Scrape(k.process.metrics_address());
+  auto second = Scrape(k.process.metrics_address());
+  ASSERT_TRUE(first.ok() && second.ok());
+  auto a = ParseExposition(*first), b = ParseExposition(*second);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_TRUE(std::is_sorted(a->family_order.begin(), a->family_order.end()));
+  // The RPC counters move between scrapes (the scrape is no RPC, but the
+  // values may); the series and their order do not.
+  EXPECT_EQ(a->series_order, b->series_order);
+}
+
+TEST(MetricsTest, ChannelLabelsOffSumsPerPartition) {
+  Kmcld k;
+  ASSERT_TRUE(k.Start({"--metrics_listen=127.0.0.1:0", "--metrics_channel_labels=false"}).ok());
+  auto one = OfferAndOpen(k, "one", kEchoType);
+  ASSERT_TRUE(one.ok());
+  ASSERT_TRUE(RunTransactions(k, *one, 10, std::string(8, 'a')).ok());
+  auto two = OfferAndOpen(k, "two", "11111111-2222-3333-4444-555555555555");
+  ASSERT_TRUE(two.ok());
+  ASSERT_TRUE(RunTransactions(k, *two, 20, std::string(8, 'b')).ok());
+  auto text = Scrape(k.process.metrics_address());
+  ASSERT_TRUE(text.ok());
+  auto parsed = ParseExposition(*text);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->samples["kmcld_channel_packets_sent_total{partition=\"default\",role=\"guest\"}"], 30);
+  EXPECT_FALSE(absl::StrContains(*text, "channel=\"")) << *text;
+  EXPECT_FALSE(absl::StrContains(*text, "friendly_name=")) << *text;
+}
+
+}  // namespace
+}  // namespace kmcld::testing
