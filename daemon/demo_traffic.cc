@@ -1,5 +1,7 @@
 #include "daemon/demo_traffic.h"
 
+#include "daemon/log.h"
+
 #include "absl/strings/str_format.h"
 #include "examples/echo_vsp.h"
 
@@ -30,10 +32,9 @@ void DemoTraffic::Run(uint64_t packets_per_round, absl::Duration interval) {
     uint64_t bad = EchoVscRun(vsc_, packets_per_round, 256, 64);
     double seconds = absl::ToDoubleSeconds(absl::Now() - start);
     echoed_ += packets_per_round;
-    absl::FPrintF(stderr,
-                  "kmcld: demo: %d packets echoed on the default partition's echo channel "
-                  "(%d this round at %.0f round trips/s, %d mismatched)\n",
-                  echoed_.load(), packets_per_round, packets_per_round / seconds, bad);
+    log::Info(absl::StrFormat("demo: %d packets echoed on the default partition's echo channel "
+                              "(%d this round at %.0f round trips/s, %d mismatched)",
+                              echoed_.load(), packets_per_round, packets_per_round / seconds, bad));
   } while (!stop_.WaitForNotificationWithTimeout(interval));
 }
 

@@ -1,5 +1,7 @@
 #include "daemon/device_demo.h"
 
+#include "daemon/log.h"
+
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
@@ -8,7 +10,7 @@
 namespace kmcld {
 
 std::string DeviceDemo::Round(DeviceApi& api, const std::string& partition_id, uint64_t round) {
-  std::string line = "kmcld: devices:";
+  std::string line = "devices:";
   kmcl::v1::GetHeartbeatRequest hr;
   hr.set_partition_id(partition_id);
   kmcl::v1::HeartbeatState hb;
@@ -48,7 +50,7 @@ void DeviceDemo::Start(Registry& registry, std::string partition_id, absl::Durat
   thread_ = std::thread([this, &registry, partition_id = std::move(partition_id), interval] {
     DeviceApi api(registry);
     for (uint64_t round = 1; !stop_.WaitForNotificationWithTimeout(interval); ++round) {
-      std::fprintf(stderr, "%s\n", Round(api, partition_id, round).c_str());
+      log::Info(Round(api, partition_id, round), {{"partition", partition_id}});
     }
   });
 }

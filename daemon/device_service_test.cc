@@ -196,7 +196,7 @@ TEST_F(DeviceServiceTest, DemoRoundShowsHeartbeatKvpAndTimeSync) {
   EXPECT_NE(line.find("(alive)"), std::string::npos) << line;
   EXPECT_NE(line.find("kmcld/demo-round = 7 (round trip ok)"), std::string::npos) << line;
   EXPECT_NE(line.find("time sample answered in"), std::string::npos) << line;
-  EXPECT_EQ(DeviceDemo::Round(*api_, "elsewhere", 1), "kmcld: devices:") << "nothing to report";
+  EXPECT_EQ(DeviceDemo::Round(*api_, "elsewhere", 1), "devices:") << "nothing to report";
 }
 
 TEST(DeviceApiNegotiation, NoCommonVersionIsFailedPrecondition) {

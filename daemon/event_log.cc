@@ -12,6 +12,7 @@ EventLog::EventLog(size_t retention) : retention_(retention == 0 ? 1 : retention
 
 uint64_t EventLog::Append(kmcl::v1::Event event) {
   uint64_t sequence;
+  kmcl::v1::Event observed;
   {
     kmcl::MutexLock lock(&mu_);
     sequence = next_sequence_++;
@@ -19,9 +20,11 @@ uint64_t EventLog::Append(kmcl::v1::Event event) {
     const int64_t nanos = absl::ToUnixNanos(absl::Now());
     event.mutable_time()->set_seconds(nanos / 1000000000);
     event.mutable_time()->set_nanos(static_cast<int32_t>(nanos % 1000000000));
+    if (observer_) observed = event;
     events_.push_back(std::move(event));
     while (events_.size() > retention_) events_.pop_front();
   }
+  if (observer_) observer_(observed);
   kmcl::MutexLock lock(&watch_mu_);
   for (auto& [id, wake] : watchers_) wake();
   return sequence;

@@ -38,6 +38,13 @@ class EventLog {
   // OUT_OF_RANGE when after != 0 and events after it were dropped.
   absl::Status Read(uint64_t after, size_t max, std::vector<kmcl::v1::Event>* out) const;
 
+  // `observer` sees every appended event (stamped), after it is in the log,
+  // on the appending thread; it must not block or append. Set it before
+  // the first Append (kmcld logs events with it).
+  void SetObserver(std::function<void(const kmcl::v1::Event&)> observer) {
+    observer_ = std::move(observer);
+  }
+
   uint64_t last_sequence() const;
   uint64_t oldest_sequence() const;  // 0 while empty
 
@@ -48,6 +55,7 @@ class EventLog {
 
  private:
   const size_t retention_;
+  std::function<void(const kmcl::v1::Event&)> observer_;  // set before use
   mutable kmcl::Mutex mu_;
   std::deque<kmcl::v1::Event> events_ ABSL_GUARDED_BY(mu_);
   uint64_t next_sequence_ ABSL_GUARDED_BY(mu_) = 1;

@@ -35,6 +35,7 @@
 #include "daemon/kmcl_services.h"
 #include "kmcl_core/partition.h"
 #include "daemon/listen_options.h"
+#include "daemon/log.h"
 #include "daemon/metrics/collector.h"
 #include "daemon/metrics/http_server.h"
 #include "daemon/metrics/sd_entry.h"
@@ -87,6 +88,10 @@ ABSL_FLAG(std::string, metrics_listen, "",
 ABSL_FLAG(bool, metrics_channel_labels, true,
           "Label channel series by channel (channel, interface_type, friendly_name); false sums "
           "them per partition and role, for fleets whose series count matters.");
+ABSL_FLAG(std::string, log_format, "text",
+          "text: 'kmcld: message key=value' lines for people; json: one JSON object per line "
+          "(time, level, msg, and fields such as partition and channel) for log shippers.");
+ABSL_FLAG(std::string, log_level, "info", "Lowest level logged: debug, info, warning or error.");
 ABSL_FLAG(bool, print_sd_entry, false,
           "Print kmcld's entry for a Prometheus file_sd inventory (the file kmclctl reads with "
           "--targets-file) from --listen/--uds and --metrics_listen, and exit. With port 0 the "
@@ -158,20 +163,11 @@ absl::StatusOr<kmcld::config::KmcldConfig> Configure() {
 // at most a few per minute, counting the rest.
 void RateLimitedProtobufLog(google::protobuf::LogLevel level, const char* filename, int line,
                             const std::string& message) {
-  static std::atomic<int64_t> window_start{0};
-  static std::atomic<int> in_window{0};
-  static std::atomic<uint64_t> dropped{0};
-  const int64_t now = absl::ToUnixSeconds(absl::Now());
-  if (now - window_start.load() >= 60) {
-    window_start = now;
-    in_window = 0;
-  }
-  if (level != google::protobuf::LOGLEVEL_FATAL && ++in_window > 5) {
-    ++dropped;
-    return;
-  }
-  absl::FPrintF(stderr, "kmcld: protobuf %s:%d: %s (%d dropped so far)\n", filename, line, message,
-                dropped.load());
+  static kmcld::log::Limiter limiter(5);
+  uint64_t dropped = 0;
+  if (level != google::protobuf::LOGLEVEL_FATAL && !limiter.Admit(&dropped)) return;
+  kmcld::log::Warn(absl::StrFormat("protobuf %s:%d: %s", filename, line, message),
+                   {{"dropped_before", dropped}});
 }
 
 // The address a client should dial for `requested` once the server picked
@@ -190,17 +186,24 @@ int Run() {
   sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
+  absl::StatusOr<kmcld::log::Format> log_format = kmcld::log::ParseFormat(absl::GetFlag(FLAGS_log_format));
+  absl::StatusOr<kmcld::log::Level> log_level = kmcld::log::ParseLevel(absl::GetFlag(FLAGS_log_level));
+  if (!log_format.ok() || !log_level.ok()) {
+    kmcld::log::Error(!log_format.ok() ? log_format.status().message() : log_level.status().message());
+    return 1;
+  }
+  kmcld::log::Init(*log_format, *log_level);
+
   if (absl::GetFlag(FLAGS_shutdown_grace_ms) < 0 || absl::GetFlag(FLAGS_demo_interval_ms) < 0 ||
       absl::GetFlag(FLAGS_demo_packets) < 1) {
-    absl::FPrintF(stderr,
-                  "kmcld: --shutdown_grace_ms and --demo_interval_ms must be >= 0 and "
-                  "--demo_packets >= 1\n");
+    kmcld::log::Error("--shutdown_grace_ms and --demo_interval_ms must be >= 0 and "
+                  "--demo_packets >= 1");
     return 1;
   }
 
   absl::StatusOr<kmcld::config::KmcldConfig> config = Configure();
   if (!config.ok()) {
-    absl::FPrintF(stderr, "kmcld: configuration: %s\n", config.status().message());
+    kmcld::log::Error(absl::StrFormat("configuration: %s", config.status().message()));
     return 1;
   }
   google::protobuf::SetLogHandler(&RateLimitedProtobufLog);
@@ -211,17 +214,17 @@ int Run() {
   requested.runtime_dir = absl::GetFlag(FLAGS_runtime_dir);
   absl::StatusOr<kmcld::ListenOptions> options = kmcld::ResolveListenOptions(requested);
   if (!options.ok()) {
-    absl::FPrintF(stderr, "kmcld: %s\n", options.status().message());
+    kmcld::log::Error(options.status().message());
     return 1;
   }
   if (options->tcp_address.empty() && options->uds_path.empty()) {
-    absl::FPrintF(stderr, "kmcld: nothing to listen on (--listen and --uds both disabled)\n");
+    kmcld::log::Error("nothing to listen on (--listen and --uds both disabled)");
     return 1;
   }
   const std::string metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   if (!metrics_listen.empty()) {
     if (auto hp = kmcld::metrics::ParseHostPort(metrics_listen); !hp.ok()) {
-      absl::FPrintF(stderr, "kmcld: --metrics_listen: %s\n", hp.status().message());
+      kmcld::log::Error(absl::StrFormat("--metrics_listen: %s", hp.status().message()));
       return 1;
     }
   }
@@ -230,8 +233,8 @@ int Run() {
         options->tcp_address.empty() ? "unix:" + options->uds_path : options->tcp_address;
     auto metrics_hp = kmcld::metrics::ParseHostPort(metrics_listen);
     if (absl::EndsWith(grpc_target, ":0") || (metrics_hp.ok() && metrics_hp->second == 0)) {
-      absl::FPrintF(stderr, "kmcld: --print_sd_entry: port 0 is chosen at start-up; kmcld logs "
-                            "its entry then\n");
+      kmcld::log::Error("--print_sd_entry: port 0 is chosen at start-up; kmcld logs "
+                            "its entry then");
       return 1;
     }
     const std::string metrics_address =
@@ -247,7 +250,7 @@ int Run() {
       kmcld::security::ServerSecurity::Create(
           kmcld::security::SecurityOptionsFromFlags(config->security()), *options);
   if (!security.ok()) {
-    absl::FPrintF(stderr, "kmcld: security: %s\n", security.status().message());
+    kmcld::log::Error(absl::StrFormat("security: %s", security.status().message()));
     return 1;
   }
 
@@ -255,19 +258,17 @@ int Run() {
   // allocated guest memory and a guest VMBus client at VTL 0.
   absl::StatusOr<std::unique_ptr<kmcl::Partition>> partition = kmcl::Partition::Create({});
   if (!partition.ok()) {
-    absl::FPrintF(stderr, "kmcld: cannot create the default partition: %s\n",
-                  partition.status().message());
+    kmcld::log::Error(absl::StrFormat("cannot create the default partition: %s", partition.status().message()));
     return 1;
   }
-  absl::FPrintF(stderr, "kmcld: partition %s: %d MiB of guest memory, VMBus %d.%d, handle 0x%x\n",
-                (*partition)->id(), (*partition)->memory().size_bytes() >> 20,
+  kmcld::log::Info(absl::StrFormat("partition %s: %d MiB of guest memory, VMBus %d.%d, handle 0x%x", (*partition)->id(), (*partition)->memory().size_bytes() >> 20,
                 *(*partition)->NegotiatedVersion(0) >> 16, *(*partition)->NegotiatedVersion(0) & 0xFFFF,
-                (*partition)->vmbus_handle());
+                (*partition)->vmbus_handle()));
   kmcld::KmclServices services(*config, &(*security)->authorizer());
   absl::StatusOr<std::shared_ptr<kmcld::PartitionEntry>> entry =
       services.registry().AddPartition(*std::move(partition));
   if (!entry.ok()) {
-    absl::FPrintF(stderr, "kmcld: %s\n", entry.status().message());
+    kmcld::log::Error(entry.status().message());
     return 1;
   }
   kmcld::DemoTraffic demo;
@@ -276,7 +277,7 @@ int Run() {
     absl::Status s = demo.Start((*entry)->partition(), absl::GetFlag(FLAGS_demo_packets),
                                 absl::Milliseconds(absl::GetFlag(FLAGS_demo_interval_ms)));
     if (!s.ok()) {
-      absl::FPrintF(stderr, "kmcld: %s\n", s.message());
+      kmcld::log::Error(s.message());
       return 1;
     }
   }
@@ -290,12 +291,12 @@ int Run() {
     d.emulated_guest = config->default_partition().emulated_guest();
     d.host.heartbeat_timeout = absl::Milliseconds(config->device_heartbeat_timeout_ms());
     if (absl::Status s = services.registry().AttachDevices(*entry, d); !s.ok()) {
-      absl::FPrintF(stderr, "kmcld: devices: %s\n", s.message());
+      kmcld::log::Error(absl::StrFormat("devices: %s", s.message()));
       return 1;
     }
-    absl::FPrintF(stderr, "kmcld: partition %s: devices %s%s\n", (*entry)->id(),
+    kmcld::log::Info(absl::StrFormat("partition %s: devices %s%s", (*entry)->id(),
                   absl::StrJoin(kmcld::DeviceNames(d.services), ","),
-                  d.emulated_guest ? " with the emulated guest" : " (the guest role is left to a remote tool)");
+                  d.emulated_guest ? " with the emulated guest" : " (the guest role is left to a remote tool)"));
   }
   kmcld::DeviceService device_service(services.registry());
   device_service.set_authorizer(&(*security)->authorizer());
@@ -314,22 +315,22 @@ int Run() {
   builder.RegisterService(&device_service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || (!options->tcp_address.empty() && tcp_port == 0)) {
-    absl::FPrintF(stderr, "kmcld: cannot listen on %s%s%s\n", options->tcp_address,
+    kmcld::log::Error(absl::StrFormat("cannot listen on %s%s%s", options->tcp_address,
                   options->tcp_address.empty() || options->uds_path.empty() ? "" : " and ",
-                  options->uds_path.empty() ? "" : "unix:" + options->uds_path);
+                  options->uds_path.empty() ? "" : "unix:" + options->uds_path));
     return 1;
   }
   if (absl::Status s = (*security)->SecureSocket(); !s.ok()) {
-    absl::FPrintF(stderr, "kmcld: %s\n", s.message());
+    kmcld::log::Error(s.message());
     return 1;
   }
   server->GetHealthCheckService()->SetServingStatus(true);
   if (!options->tcp_address.empty()) {
-    absl::FPrintF(stderr, "kmcld: tcp is %s\n", (*security)->tcp_mode());
-    absl::FPrintF(stderr, "kmcld: listening on tcp %s\n", BoundAddress(options->tcp_address, tcp_port));
+    kmcld::log::Info(absl::StrFormat("tcp is %s", (*security)->tcp_mode()));
+    kmcld::log::Info(absl::StrFormat("listening on tcp %s", BoundAddress(options->tcp_address, tcp_port)));
   }
   if (!options->uds_path.empty()) {
-    absl::FPrintF(stderr, "kmcld: listening on unix %s\n", options->uds_path);
+    kmcld::log::Info(absl::StrFormat("listening on unix %s", options->uds_path));
   }
   kmcld::metrics::MetricsCollector collector(
       services.registry(), services.leases(), services.event_log(), &services.rpc_metrics(),
@@ -339,29 +340,31 @@ int Run() {
     auto started =
         kmcld::metrics::MetricsServer::Start(metrics_listen, [&collector] { return collector.Render(); });
     if (!started.ok()) {
-      absl::FPrintF(stderr, "kmcld: %s\n", started.status().message());
+      kmcld::log::Error(started.status().message());
       server->Shutdown();
       services.Shutdown();
       return 1;
     }
     metrics_server = *std::move(started);
-    absl::FPrintF(stderr, "kmcld: listening on metrics %s\n", metrics_server->address());
+    kmcld::log::Info(absl::StrFormat("listening on metrics %s", metrics_server->address()));
   }
-  absl::FPrintF(stderr, "kmcld: file_sd entry %s\n",
-                kmcld::metrics::SdEntryJson(
+  kmcld::log::Info(absl::StrFormat("file_sd entry %s", kmcld::metrics::SdEntryJson(
                     options->tcp_address.empty() ? "unix:" + options->uds_path
                                                  : BoundAddress(options->tcp_address, tcp_port),
-                    metrics_server != nullptr ? metrics_server->address() : ""));
-  absl::FPrintF(stderr, "kmcld: ready\n");
+                    metrics_server != nullptr ? metrics_server->address() : "")));
+  kmcld::log::Info("ready");
 
   std::thread signal_thread([&] {
     int sig = 0;
     while (sigwait(&signals, &sig) == 0 && sig == SIGHUP) {
       absl::Status s = (*security)->Reload();
-      absl::FPrintF(stderr, "kmcld: SIGHUP: %s\n", s.ok() ? "policy reloaded" : s.message());
+      if (s.ok()) {
+        kmcld::log::Info("SIGHUP: policy reloaded");
+      } else {
+        kmcld::log::Warn(absl::StrFormat("SIGHUP: %s", s.message()));
+      }
     }
-    absl::FPrintF(stderr, "kmcld: %s received, shutting down\n",
-                  sig == SIGINT ? "SIGINT" : "SIGTERM");
+    kmcld::log::Info(absl::StrFormat("%s received, shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM"));
     server->GetHealthCheckService()->SetServingStatus(false);
     // Streams end and held deliveries complete, so that calls blocked on a
     // tool (a pause waiting for completions) finish within the grace.
@@ -377,7 +380,7 @@ int Run() {
   device_service.Drain();
   services.Shutdown();  // the partitions, their devices first
   if (!options->uds_path.empty()) ::unlink(options->uds_path.c_str());
-  absl::FPrintF(stderr, "kmcld: stopped\n");
+  kmcld::log::Info("stopped");
   return 0;
 }
 

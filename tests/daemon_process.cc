@@ -61,7 +61,9 @@ absl::Status DaemonProcess::Start(const std::vector<std::string>& args, absl::Du
   ::close(fds[1]);
   stderr_fd_ = fds[0];
   absl::Time deadline = absl::Now() + timeout;
-  while (!absl::StrContains(output_, "kmcld: ready\n")) {
+  // Text lines ("kmcld: ready") or, with --log_format=json, JSON lines.
+  while (!absl::StrContains(output_, "kmcld: ready\n") &&
+         !absl::StrContains(output_, "\"msg\":\"ready\"")) {
     if (absl::Now() >= deadline) {
       return absl::DeadlineExceededError(absl::StrCat("kmcld did not get ready: ", output_));
     }
@@ -70,6 +72,13 @@ absl::Status DaemonProcess::Start(const std::vector<std::string>& args, absl::Du
     }
   }
   for (absl::string_view line : absl::StrSplit(output_, '\n')) {
+    // A JSON line's message (these carry no escapes) as the text form.
+    std::string text;
+    if (const size_t at = line.find("\"msg\":\""); absl::StartsWith(line, "{") && at != line.npos) {
+      const size_t start = at + 7;
+      text = absl::StrCat("kmcld: ", line.substr(start, line.find('"', start) - start));
+      line = text;
+    }
     if (absl::ConsumePrefix(&line, "kmcld: listening on tcp ")) tcp_address_ = std::string(line);
     if (absl::ConsumePrefix(&line, "kmcld: listening on unix ")) uds_path_ = std::string(line);
     if (absl::ConsumePrefix(&line, "kmcld: listening on metrics ")) metrics_address_ = std::string(line);

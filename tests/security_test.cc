@@ -341,7 +341,7 @@ TEST_F(SecurityTest, SighupSwapsThePolicyForNewCallsAndKeepsClients) {
   // A broken policy file keeps the one in force.
   WriteFile(Cert("policy.textproto"), "grant { nonsense }");
   ASSERT_EQ(::kill(daemon_.pid(), SIGHUP), 0);
-  ASSERT_TRUE(daemon_.WaitForOutput("kmcld: SIGHUP: policy file").ok()) << daemon_.output();
+  ASSERT_TRUE(daemon_.WaitForOutput("kmcld: warning: SIGHUP: policy file").ok()) << daemon_.output();
   EXPECT_TRUE(GetPartition(stranger, "default").ok());
 }
 

@@ -9,6 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "daemon/log.h"
 #include "grpc/grpc_security_constants.h"
 #include "grpcpp/security/auth_context.h"
 
@@ -127,6 +128,15 @@ std::string PartitionOf(absl::string_view rpc, const google::protobuf::Message& 
 
 void AuditLog::Record(const Peer& peer, absl::string_view rpc, absl::string_view object,
                       absl::string_view result) {
+  if (out_ == stderr && log::CurrentFormat() == log::Format::kJson) {
+    // Beside kmcld's JSON log lines on stderr, audit lines are JSON too.
+    log::Info("audit", {{"identity", peer.identity},
+                        {"peer", peer.address},
+                        {"rpc", rpc},
+                        {"object", object},
+                        {"result", result}});
+    return;
+  }
   const std::string line = absl::StrFormat(
       "kmcld audit: time=%s identity=\"%s\" peer=\"%s\" rpc=%s object=\"%s\" result=%s\n",
       absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()),
