@@ -78,6 +78,7 @@ void RegisterGpadlCommands(CLI::App& app, Cli& cli);
 void RegisterTrafficCommands(CLI::App& app, Cli& cli);  // send, watch
 void RegisterStateCommands(CLI::App& app, Cli& cli);    // save, restore, health, version
 void RegisterDeviceCommands(CLI::App& app, Cli& cli);   // devices list, heartbeat
+void RegisterTopCommand(CLI::App& app, Cli& cli);       // top (top.cc)
 
 }  // namespace kmclctl
 

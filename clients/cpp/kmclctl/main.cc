@@ -38,6 +38,7 @@ int main(int argc, char** argv) {
   kmclctl::RegisterTrafficCommands(app, cli);
   kmclctl::RegisterStateCommands(app, cli);
   kmclctl::RegisterDeviceCommands(app, cli);
+  kmclctl::RegisterTopCommand(app, cli);
 
   try {
     app.parse(argc, argv);

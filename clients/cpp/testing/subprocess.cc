@@ -122,10 +122,10 @@ RunResult RunOnTerminal(const std::vector<std::string>& argv, absl::Duration tim
   return result;
 }
 
-Background::Background(const std::vector<std::string>& argv) {
+Background::Background(const std::vector<std::string>& argv, bool with_stderr) {
   int out[2];
   if (::pipe2(out, O_CLOEXEC) != 0) return;
-  pid_ = Spawn(argv, -1, out[1], STDERR_FILENO);
+  pid_ = Spawn(argv, -1, out[1], with_stderr ? out[1] : STDERR_FILENO);
   ::close(out[1]);
   out_fd_ = out[0];
 }

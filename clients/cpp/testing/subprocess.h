@@ -41,7 +41,9 @@ RunResult RunOnTerminal(const std::vector<std::string>& argv,
 
 class Background {
  public:
-  explicit Background(const std::vector<std::string>& argv);
+  // `with_stderr`: the child's stderr goes to the same pipe as its stdout
+  // (out() and WaitForStdout see both, in the order written).
+  explicit Background(const std::vector<std::string>& argv, bool with_stderr = false);
   ~Background();  // SIGKILLs a child that still runs
   Background(const Background&) = delete;
   Background& operator=(const Background&) = delete;
@@ -53,6 +55,7 @@ class Background {
   int Wait(absl::Duration timeout = absl::Seconds(60));
   void Signal(int signal);
   const std::string& out() const { return out_; }
+  pid_t pid() const { return pid_; }
 
  private:
   pid_t pid_ = -1;
