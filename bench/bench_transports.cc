@@ -11,12 +11,11 @@ namespace kmcld::bench {
 namespace {
 
 namespace v1 = ::kmcl::v1;
+namespace kc = ::kmcl::client;
 using ::kmcl::bench::EchoMessage;
-using kmcld::remote::OutgoingPacket;
-using kmcld::remote::PacketStream;
 
 constexpr char kStopPayload[] = "KMCLSTOP";  // 8 bytes; bench payloads are >= 16
-constexpr uint64_t kStopTag = ~uint64_t{0};
+constexpr char kInterfaceType[] = "3f1d7c52-9b8e-4a61-b2d4-6e0c5a9f8d17";
 
 }  // namespace
 
@@ -92,7 +91,7 @@ absl::Status EchoTransport::Send(uint32_t n) {
 absl::Status EchoTransport::Read() {
   if (!stream_->Read(&in_)) return Broken("Read");
   for (const std::string& p : in_.payloads()) {
-    if (!kmcld::remote::EqualsPadded(payload_, p)) {
+    if (!EqualsPadded(payload_, p)) {
       return absl::DataLossError("echo: a payload came back different");
     }
   }
@@ -104,106 +103,177 @@ absl::Status EchoTransport::Close() {
   stream_->WritesDone();
   while (stream_->Read(&in_)) {
   }
-  return kmcld::remote::FromGrpc(stream_->Finish(), "EchoService.Echo");
+  return ::kmcl::client::FromGrpc(stream_->Finish(), "EchoService.Echo");
 }
 
 absl::Status EchoTransport::Broken(const char* what) {
-  absl::Status s = kmcld::remote::FromGrpc(stream_->Finish(), "EchoService.Echo");
+  absl::Status s = ::kmcl::client::FromGrpc(stream_->Finish(), "EchoService.Echo");
   return s.ok() ? absl::UnavailableError(absl::StrCat("echo: ", what, " failed")) : s;
 }
 
 // ---------------------------------------------------------------------------
 // KmclHostEcho
 
-KmclHostEcho::~KmclHostEcho() {
-  if (thread_.joinable()) {
-    stream_.Cancel();
-    thread_.join();
-  }
-}
-
 absl::Status KmclHostEcho::Start(const v1::EndpointRef& endpoint, absl::Time deadline) {
-  PacketStream::Handlers h;
-  h.on_received = [this](const v1::ReceivedPacket& p) {
-    if (p.payload() == kStopPayload) stop_ = true;
-    stream_.Complete(p.delivery_id(), p.payload());
-  };
-  PacketStream::Options o;
+  deadline_ = deadline;
+  kc::StreamOptions o;
   o.delivery_credits = 1024;
   o.max_batch = 256;
-  o.deadline = deadline;
-  if (absl::Status s = stream_.Attach(endpoint, h, o); !s.ok()) return s;
-  thread_ = std::thread([this] {
-    absl::Status s;
-    while (s.ok() && !stop_) s = stream_.ReadOne();
-    if (s.ok()) s = stream_.Close();
-    status_ = s;
-  });
+  o.reconnect = false;  // a broken stream fails the cell
+  o.on_delivery = [this](kc::AttachedStream& stream, kc::Delivery d) {
+    const bool stop = d.payload == kStopPayload;
+    stream.Complete(d.id, std::move(d.payload)).IgnoreError();  // fails only once ended
+    if (stop && !stopped_.HasBeenNotified()) stopped_.Notify();
+  };
+  auto stream = kc::AttachedStream::Attach(client_, endpoint, std::move(o));
+  if (!stream.ok()) return stream.status();
+  stream_ = *std::move(stream);
   return absl::OkStatus();
 }
 
 absl::Status KmclHostEcho::Join() {
-  if (thread_.joinable()) thread_.join();
-  return status_;
+  if (stream_ == nullptr) return absl::FailedPreconditionError("host echo: not started");
+  if (!stopped_.WaitForNotificationWithDeadline(deadline_)) {
+    return absl::DeadlineExceededError("host echo: no stop packet before the deadline");
+  }
+  return stream_->Close();
+}
+
+void KmclHostEcho::Cancel() {
+  if (stream_ != nullptr) stream_->Close(absl::ZeroDuration()).IgnoreError();
+}
+
+kc::AttachedStream::Stats KmclHostEcho::stats() const {
+  return stream_ != nullptr ? stream_->stats() : kc::AttachedStream::Stats();
 }
 
 // ---------------------------------------------------------------------------
 // KmclGuestTransport
 
 absl::Status KmclGuestTransport::Start(const v1::EndpointRef& endpoint,
-                                       const std::string& payload, uint32_t batch,
+                                       const std::string& payload, uint32_t /*batch*/,
                                        absl::Time deadline) {
   payload_ = payload;
-  packets_.assign(batch, OutgoingPacket{0, payload, true});
-  PacketStream::Handlers h;
-  h.on_send_completion = [this](const v1::SendCompletion& c) {
-    if (c.tag() == kStopTag) {
-      stopped_ = true;
-      return;
-    }
-    if (c.status().code() != 0) {
-      if (problem_.ok()) {
-        problem_ = absl::AbortedError(absl::StrCat("kmcld: a send completed with ",
-                                                   c.status().name(), " (0x",
-                                                   absl::Hex(c.status().code()), ")"));
-      }
-    } else if (!kmcld::remote::EqualsPadded(payload_, c.payload())) {
-      if (problem_.ok()) {
-        problem_ = absl::DataLossError(absl::StrCat(
-            "kmcld: a completion payload of ", c.payload().size(),
-            " bytes differs from the ", payload_.size(), " bytes sent"));
-      }
-    }
-    ++completed_;
-  };
-  h.on_received = [this](const v1::ReceivedPacket& p) { stream_.Complete(p.delivery_id(), ""); };
-  PacketStream::Options o;
+  deadline_ = deadline;
+  kc::StreamOptions o;
   o.delivery_credits = 64;
   o.max_batch = 256;
-  o.deadline = deadline;
-  return stream_.Attach(endpoint, h, o);
+  o.reconnect = false;
+  o.on_delivery = [](kc::AttachedStream& stream, kc::Delivery d) {
+    stream.Complete(d.id, "").IgnoreError();
+  };
+  auto stream = kc::AttachedStream::Attach(client_, endpoint, std::move(o));
+  if (!stream.ok()) return stream.status();
+  stream_ = *std::move(stream);
+  return absl::OkStatus();
+}
+
+void KmclGuestTransport::OnResult(absl::StatusOr<kc::SendResult> r) {
+  absl::Status problem;
+  if (!r.ok()) {
+    problem = r.status();
+  } else if (r->status.code() != 0) {
+    problem = absl::AbortedError(absl::StrCat("kmcld: a send completed with ", r->status.name(),
+                                              " (0x", absl::Hex(r->status.code()), ")"));
+  } else if (!EqualsPadded(payload_, r->payload)) {
+    problem = absl::DataLossError(absl::StrCat("kmcld: a completion payload of ",
+                                               r->payload.size(), " bytes differs from the ",
+                                               payload_.size(), " bytes sent"));
+  }
+  absl::MutexLock lock(&mu_);
+  if (problem_.ok()) problem_ = problem;
+  ++completed_;
 }
 
 absl::Status KmclGuestTransport::Send(uint32_t n) {
-  for (uint32_t i = 0; i < n; ++i) packets_[i].tag = next_tag_++;
-  if (absl::Status s = stream_.Send(std::span<const OutgoingPacket>(packets_.data(), n));
-      !s.ok()) {
-    return s;
+  for (uint32_t i = 0; i < n; ++i) {
+    stream_->Send({payload_, true}, [this](absl::StatusOr<kc::SendResult> r) {
+      OnResult(std::move(r));
+    });
   }
+  absl::MutexLock lock(&mu_);
   return problem_;
 }
 
 absl::Status KmclGuestTransport::Read() {
-  if (absl::Status s = stream_.ReadOne(); !s.ok()) return s;
+  absl::MutexLock lock(&mu_);
+  auto progress = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+    return completed_ > read_through_ || !problem_.ok();
+  };
+  if (!mu_.AwaitWithDeadline(absl::Condition(&progress), deadline_)) {
+    return absl::DeadlineExceededError("guest: no completion before the deadline");
+  }
+  read_through_ = completed_;
   return problem_;
 }
 
-absl::Status KmclGuestTransport::Stop() {
-  if (absl::Status s = stream_.Send({{kStopTag, kStopPayload, true}}); !s.ok()) return s;
-  while (!stopped_) {
-    if (absl::Status s = stream_.ReadOne(); !s.ok()) return s;
-  }
-  return stream_.Close();
+uint64_t KmclGuestTransport::completed() const {
+  absl::MutexLock lock(&mu_);
+  return completed_;
 }
+
+absl::Status KmclGuestTransport::Stop() {
+  absl::StatusOr<kc::SendResult> last = stream_->Send({kStopPayload, true}).get();
+  if (!last.ok()) return last.status();
+  return stream_->Close();
+}
+
+void KmclGuestTransport::Cancel() {
+  if (stream_ != nullptr) stream_->Close(absl::ZeroDuration()).IgnoreError();
+}
+
+kc::AttachedStream::Stats KmclGuestTransport::stats() const {
+  return stream_ != nullptr ? stream_->stats() : kc::AttachedStream::Stats();
+}
+
+// ---------------------------------------------------------------------------
+// Channels
+
+absl::StatusOr<v1::ChannelRef> OfferAndOpen(kc::Client& host, kc::Client& guest,
+                                            const std::string& partition, uint32_t max_packet,
+                                            uint32_t ring_pages, const std::string& name,
+                                            uint32_t mmio_megabytes) {
+  v1::ServerChannelSettings s;
+  s.mutable_interface_type()->set_value(kInterfaceType);
+  s.set_friendly_name(name);
+  s.set_max_packet_size(max_packet);
+  s.set_mmio_megabytes(mmio_megabytes);
+  s.set_start(true);
+  auto offered = host.OfferChannel(partition, s);
+  if (!offered.ok()) return offered.status();
+  v1::OpenChannelRequest open;
+  open.set_partition_id(partition);
+  *open.mutable_interface_type() = offered->offer().interface_type();
+  *open.mutable_interface_instance() = offered->offer().interface_instance();
+  open.set_max_packet_size(max_packet);
+  open.set_incoming_ring_pages(ring_pages);
+  open.set_outgoing_ring_pages(ring_pages);
+  auto opened = guest.OpenChannel(open);
+  if (!opened.ok()) return opened.status();
+  return offered->offer().channel();
+}
+
+absl::Status CloseRescindCleanup(kc::Client& host, kc::Client& guest, const v1::ChannelRef& ref) {
+  absl::Status s1 = guest.CloseChannel(ref).status();
+  absl::Status s2 = host.RescindChannel(ref).status();
+  absl::Status s3 = host.CleanupChannel(ref);
+  return !s1.ok() ? s1 : !s2.ok() ? s2 : s3;
+}
+
+v1::EndpointRef Endpoint(const v1::ChannelRef& ref, v1::EndpointRole role) {
+  v1::EndpointRef e;
+  *e.mutable_channel() = ref;
+  e.set_role(role);
+  return e;
+}
+
+bool EqualsPadded(const std::string& sent, const std::string& got) {
+  if (got.size() != PaddedSize(sent.size()) || got.compare(0, sent.size(), sent) != 0) {
+    return false;
+  }
+  return got.find_first_not_of('\0', sent.size()) == std::string::npos;
+}
+
+uint32_t PaddedSize(size_t n) { return static_cast<uint32_t>((n + 7) & ~size_t{7}); }
 
 }  // namespace kmcld::bench

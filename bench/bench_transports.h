@@ -6,12 +6,13 @@
 //   callback service that sends every message straight back. Register it
 //   with a grpc::ServerBuilder.
 // - EchoTransport: the client of that echo, one Echo stream.
-// - KmclGuestTransport: the guest tool, one PacketStream attached to a
-//   channel's guest endpoint, sending wait_for_completion packets and
-//   checking that each completion carries the bytes sent.
-// - KmclHostEcho: the host tool, a thread that completes every delivery on
-//   the host endpoint with the delivery's own bytes until the guest's stop
-//   packet (KmclGuestTransport::Stop) arrives.
+// - KmclGuestTransport: the guest tool, one AttachedStream of the C++ client
+//   library (clients/cpp) attached to a channel's guest endpoint, sending
+//   wait_for_completion packets and checking that each completion carries
+//   the bytes sent.
+// - KmclHostEcho: the host tool, an AttachedStream whose delivery callback
+//   completes every delivery with the delivery's own bytes until the guest's
+//   stop packet (KmclGuestTransport::Stop) arrives.
 //
 // The transport interface (EchoTransport, KmclGuestTransport): Send(n)
 // writes n packets (one message when n <= --batch), Read() blocks for one
@@ -24,10 +25,10 @@
 //
 // Threading contract: EchoServiceImpl is thread-safe (gRPC calls it from its
 // own threads; each stream's reactor serializes itself). EchoTransport and
-// KmclGuestTransport are single-threaded: one thread makes every call,
-// except Cancel(), which any thread may call. KmclHostEcho's Start, Join,
-// Cancel and destructor belong to one owner thread; Start hands its stream
-// to a thread of its own until Join; counters() only after Join.
+// KmclGuestTransport are driven by one thread (KmclGuestTransport's results
+// arrive on its stream's own thread, under its mutex). KmclHostEcho's
+// Start, Join, Cancel and destructor belong to one owner thread; its
+// stream's thread completes the deliveries.
 #ifndef KMCLD_BENCH_BENCH_TRANSPORTS_H_
 #define KMCLD_BENCH_BENCH_TRANSPORTS_H_
 
@@ -40,7 +41,9 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "bench/echo.grpc.pb.h"
-#include "examples/remote/kmcl_client.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "clients/cpp/kmcl.h"
 #include "grpcpp/client_context.h"
 #include "grpcpp/support/sync_stream.h"
 
@@ -75,50 +78,78 @@ class EchoTransport {
   uint64_t completed_ = 0;
 };
 
-// The host tool: a thread that completes every delivery with its own bytes
-// until the guest's stop packet arrives.
+// The host tool: an AttachedStream whose delivery callback completes every
+// delivery with its own bytes, until the guest's stop packet arrives.
 class KmclHostEcho {
  public:
-  explicit KmclHostEcho(kmcld::remote::KmclClient& client) : stream_(&client.packet()) {}
-  ~KmclHostEcho();  // cancels and joins a thread not joined yet
+  explicit KmclHostEcho(std::shared_ptr<::kmcl::client::Client> client)
+      : client_(std::move(client)) {}
 
   absl::Status Start(const ::kmcl::v1::EndpointRef& endpoint, absl::Time deadline);
+  // Waits (until the Start deadline) for the stop packet, then detaches.
   absl::Status Join();
-  void Cancel() { stream_.Cancel(); }
-  // After Join.
-  const kmcld::remote::PacketStream::Counters& counters() const { return stream_.counters(); }
+  // Detaches at once (after a failure elsewhere).
+  void Cancel();
+  ::kmcl::client::AttachedStream::Stats stats() const;
 
  private:
-  kmcld::remote::PacketStream stream_;
-  std::thread thread_;
-  bool stop_ = false;  // host thread only
-  absl::Status status_;
+  const std::shared_ptr<::kmcl::client::Client> client_;
+  std::unique_ptr<::kmcl::client::AttachedStream> stream_;
+  absl::Time deadline_;
+  absl::Notification stopped_;
 };
 
+// The guest tool: sends wait_for_completion packets through an
+// AttachedStream and checks that each completion carries the bytes sent.
+// Send and Read belong to one thread; the results arrive on the stream's.
 class KmclGuestTransport {
  public:
-  explicit KmclGuestTransport(kmcld::remote::KmclClient& client) : stream_(&client.packet()) {}
+  explicit KmclGuestTransport(std::shared_ptr<::kmcl::client::Client> client)
+      : client_(std::move(client)) {}
 
   absl::Status Start(const ::kmcl::v1::EndpointRef& endpoint, const std::string& payload,
                      uint32_t batch, absl::Time deadline);
   absl::Status Send(uint32_t n);
+  // Blocks until at least one more send has completed since the last Read
+  // (or a check failed, or the deadline passed).
   absl::Status Read();
-  uint64_t completed() const { return completed_; }
-  // Sends the stop packet, waits for its completion, closes the stream.
+  uint64_t completed() const;
+  // Sends the stop packet, waits for its completion, detaches.
   absl::Status Stop();
-  void Cancel() { stream_.Cancel(); }
-  const kmcld::remote::PacketStream::Counters& counters() const { return stream_.counters(); }
-  uint64_t send_credits() const { return stream_.send_credits(); }
+  void Cancel();
+  ::kmcl::client::AttachedStream::Stats stats() const;
 
  private:
-  kmcld::remote::PacketStream stream_;
+  void OnResult(absl::StatusOr<::kmcl::client::SendResult> r);
+
+  const std::shared_ptr<::kmcl::client::Client> client_;
+  std::unique_ptr<::kmcl::client::AttachedStream> stream_;
   std::string payload_;
-  std::vector<kmcld::remote::OutgoingPacket> packets_;
-  uint64_t next_tag_ = 0;
-  uint64_t completed_ = 0;
-  bool stopped_ = false;
-  absl::Status problem_;
+  absl::Time deadline_;
+  uint64_t read_through_ = 0;  // the Read thread's
+  mutable absl::Mutex mu_;
+  uint64_t completed_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Status problem_ ABSL_GUARDED_BY(mu_);
 };
+
+// A channel for the bench: offered by `host` (started) and opened by `guest`
+// with the given maximum packet size and ring pages (0: kmcld's default).
+absl::StatusOr<::kmcl::v1::ChannelRef> OfferAndOpen(::kmcl::client::Client& host,
+                                                    ::kmcl::client::Client& guest,
+                                                    const std::string& partition,
+                                                    uint32_t max_packet, uint32_t ring_pages,
+                                                    const std::string& name,
+                                                    uint32_t mmio_megabytes);
+// Closes the guest endpoint, rescinds and frees the host's; the first error.
+absl::Status CloseRescindCleanup(::kmcl::client::Client& host, ::kmcl::client::Client& guest,
+                                 const ::kmcl::v1::ChannelRef& ref);
+::kmcl::v1::EndpointRef Endpoint(const ::kmcl::v1::ChannelRef& ref, ::kmcl::v1::EndpointRole role);
+
+// Whether `got` is `sent` padded with zeros to a multiple of 8 bytes (how
+// VMBus carries payloads).
+bool EqualsPadded(const std::string& sent, const std::string& got);
+// `n` rounded up to a multiple of 8.
+uint32_t PaddedSize(size_t n);
 
 }  // namespace kmcld::bench
 

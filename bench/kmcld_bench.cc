@@ -7,7 +7,8 @@
 //
 // kmcld: the bench starts kmcld from its runfiles (--listen=127.0.0.1:0
 // --uds=none, the port read from its "kmcld: listening on tcp" line) and
-// plays both tools through //examples/remote:kmcl_client: per payload size
+// plays both tools with the C++ client library (//clients/cpp, AttachedStream
+// with completion acknowledgement, as any tool would): per payload size
 // one channel is offered and opened; a host-tool thread attaches the host
 // endpoint and completes every delivery with the delivery's own bytes; the
 // guest tool sends wait_for_completion packets and checks each completion.
@@ -50,7 +51,8 @@
 #include "bench/bench_transports.h"
 #include "bench/echo.grpc.pb.h"
 #include "bench/kmcld_child.h"
-#include "examples/remote/kmcl_client.h"
+#include "bench/kmcld_memory.h"
+#include "clients/cpp/kmcl.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/security/server_credentials.h"
@@ -90,12 +92,12 @@ using kmcld::bench::FindKmcld;
 using kmcld::bench::KmclGuestTransport;
 using kmcld::bench::KmclHostEcho;
 using kmcld::bench::KmcldChild;
-using kmcld::bench::RssKib;
-using kmcld::remote::KmclClient;
-using kmcld::remote::PacketStream;
+using kmcld::bench::MemoryPhase;
+using kmcld::bench::OfferAndOpen;
+using kmcld::bench::CloseRescindCleanup;
+using kmcld::bench::Endpoint;
+using ::kmcl::client::Client;
 using SteadyClock = std::chrono::steady_clock;
-
-constexpr char kInterfaceType[] = "3f1d7c52-9b8e-4a61-b2d4-6e0c5a9f8d17";
 
 #define BENCH_RETURN_IF_ERROR(expr) \
   do {                              \
@@ -187,58 +189,6 @@ absl::StatusOr<Cell> MeasureBatched(T& t, uint32_t window, uint32_t batch, doubl
 }
 
 // ---------------------------------------------------------------------------
-// kmcld channel set-up and teardown.
-
-absl::StatusOr<v1::ChannelRef> OfferAndOpen(KmclClient& host, KmclClient& guest,
-                                            const std::string& partition, uint32_t max_packet,
-                                            uint32_t ring_pages, const std::string& name) {
-  v1::OfferChannelRequest offer;
-  offer.set_partition_id(partition);
-  v1::ServerChannelSettings* s = offer.mutable_settings();
-  s->mutable_interface_type()->set_value(kInterfaceType);
-  s->set_friendly_name(name);
-  s->set_max_packet_size(max_packet);
-  s->set_mmio_megabytes(absl::GetFlag(FLAGS_mmio_megabytes));
-  s->set_start(true);
-  auto offered =
-      host.Call(&v1::HostChannelService::Stub::OfferChannel, host.host(), offer, "OfferChannel");
-  if (!offered.ok()) return offered.status();
-  v1::OpenChannelRequest open;
-  open.set_partition_id(partition);
-  *open.mutable_interface_type() = offered->channel().offer().interface_type();
-  *open.mutable_interface_instance() = offered->channel().offer().interface_instance();
-  open.set_max_packet_size(max_packet);
-  open.set_incoming_ring_pages(ring_pages);
-  open.set_outgoing_ring_pages(ring_pages);
-  auto opened =
-      guest.Call(&v1::GuestChannelService::Stub::OpenChannel, guest.guest(), open, "OpenChannel");
-  if (!opened.ok()) return opened.status();
-  return offered->channel().offer().channel();
-}
-
-absl::Status CloseRescindCleanup(KmclClient& host, KmclClient& guest, const v1::ChannelRef& ref) {
-  v1::ChannelRequest r;
-  *r.mutable_channel() = ref;
-  absl::Status s1 =
-      guest.Call(&v1::GuestChannelService::Stub::CloseChannel, guest.guest(), r, "CloseChannel")
-          .status();
-  absl::Status s2 =
-      host.Call(&v1::HostChannelService::Stub::RescindChannel, host.host(), r, "RescindChannel")
-          .status();
-  absl::Status s3 =
-      host.Call(&v1::HostChannelService::Stub::CleanupChannel, host.host(), r, "CleanupChannel")
-          .status();
-  return !s1.ok() ? s1 : !s2.ok() ? s2 : s3;
-}
-
-v1::EndpointRef Endpoint(const v1::ChannelRef& ref, v1::EndpointRole role) {
-  v1::EndpointRef e;
-  *e.mutable_channel() = ref;
-  e.set_role(role);
-  return e;
-}
-
-// ---------------------------------------------------------------------------
 
 struct Row {
   size_t payload = 0;
@@ -277,15 +227,17 @@ std::string PayloadName(size_t p) {
 
 // One kmcld cell of `row` (unbatched or batched): a fresh channel, a host
 // echo thread and a guest stream, torn down afterwards.
-absl::Status RunKmcldCells(KmclClient& host_client, KmclClient& guest_client,
+absl::Status RunKmcldCells(const std::shared_ptr<Client>& host_client,
+                           const std::shared_ptr<Client>& guest_client,
                            const std::string& partition, Row& row, uint32_t window,
                            uint32_t batch, double warmup_s, double seconds, uint32_t ring_pages,
                            const Budget& budget, bool batched) {
   std::string bytes(row.payload, '\0');
   for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<char>(i * 7 + 3);
-  const uint32_t max_packet = std::max<uint32_t>(4096, kmcld::remote::PaddedSize(row.payload));
-  auto ref = OfferAndOpen(host_client, guest_client, partition, max_packet, ring_pages,
-                          absl::StrCat("kmcld_bench ", row.payload));
+  const uint32_t max_packet = std::max<uint32_t>(4096, kmcld::bench::PaddedSize(row.payload));
+  auto ref = OfferAndOpen(*host_client, *guest_client, partition, max_packet, ring_pages,
+                          absl::StrCat("kmcld_bench ", row.payload),
+                          absl::GetFlag(FLAGS_mmio_megabytes));
   if (!ref.ok()) return ref.status();
   // A stalled cell fails after this instead of eating the whole budget.
   const absl::Time deadline =
@@ -312,39 +264,34 @@ absl::Status RunKmcldCells(KmclClient& host_client, KmclClient& guest_client,
     }
     if (!result.ok()) {
       // Say where it stood, for whoever debugs kmcld.
-      const PacketStream::Counters& g = guest.counters();
+      const auto g = guest.stats();
       std::printf("\nkmcld %s %s: %s\n  guest tool: %" PRIu64 " sent, %" PRIu64
-                  " completed, %" PRIu64 " send credits left, %" PRIu64
-                  " credit waits, %" PRIu64 " messages out, %" PRIu64 " in\n",
+                  " completed, %" PRIu64 " credit stalls, %" PRIu64 " messages out (%" PRIu64
+                  " acknowledgements alone), %" PRIu64 " in\n",
                   PayloadName(row.payload).c_str(), batched ? "batched" : "unbatched",
-                  result.ToString().c_str(), g.packets_sent, guest.completed(),
-                  guest.send_credits(), g.credit_waits, g.messages_written, g.messages_read);
-      v1::GetChannelDiagnosticsRequest dreq;
-      *dreq.mutable_channel() = *ref;
-      auto diag = host_client.Call(&v1::DiagnosticsService::Stub::GetChannelDiagnostics,
-                                   host_client.diagnostics(), dreq, "GetChannelDiagnostics");
+                  result.ToString().c_str(), g.sends, guest.completed(), g.credit_stalls,
+                  g.messages_written, g.acks_alone, g.messages_read);
+      auto diag = host_client->GetChannelDiagnostics(*ref);
       if (diag.ok()) {
         for (const auto* e : {&diag->host(), &diag->guest()}) {
           std::printf("  kmcld %s endpoint: queued_sends %u, delivered_uncompleted %u, quota %u, "
-                      "outgoing ring used %u, incoming ring used %u, counters {%s}\n",
+                      "outgoing ring used %u, incoming ring used %u, counters {%s}, stream {%s}\n",
                       e == &diag->host() ? "host" : "guest", e->queued_sends(),
                       e->delivered_uncompleted(), e->transaction_quota(),
                       e->outgoing().used_bytes(), e->incoming().used_bytes(),
-                      e->counters().ShortDebugString().c_str());
+                      e->counters().ShortDebugString().c_str(), e->stream_state().c_str());
         }
       } else {
         std::printf("  (no diagnostics: %s)\n", diag.status().ToString().c_str());
       }
       guest.Cancel();
       host.Cancel();
-      host.Join().IgnoreError();
-      const PacketStream::Counters& h = host.counters();
-      std::printf("  host tool: %" PRIu64 " received, %" PRIu64 " completions written, %" PRIu64
-                  " messages out, %" PRIu64 " in\n",
-                  h.packets_received, h.completions_sent, h.messages_written, h.messages_read);
+      const auto h = host.stats();
+      std::printf("  host tool: %" PRIu64 " received, %" PRIu64 " messages out, %" PRIu64 " in\n",
+                  h.deliveries, h.messages_written, h.messages_read);
     }
   }
-  absl::Status teardown = CloseRescindCleanup(host_client, guest_client, *ref);
+  absl::Status teardown = CloseRescindCleanup(*host_client, *guest_client, *ref);
   return result.ok() ? teardown : result;
 }
 
@@ -360,119 +307,6 @@ absl::Status RunEchoCell(kmcl::bench::EchoService::Stub& stub, Row& row, uint32_
   if (!c.ok()) return c.status();
   (batched ? row.echo_batched : row.echo_unbatched) = *c;
   return echo.Close();
-}
-
-// kmcld's VmRSS right after start, with `channels` channels offered+opened,
-// and with both endpoints of each attached by an idle stream.
-// Returns false when it could not measure what was asked.
-bool MemoryPhase(const std::string& binary, int channels, const std::string& partition) {
-  KmcldChild child;
-  if (absl::Status s = child.Start(binary, absl::Seconds(30)); !s.ok()) {
-    std::printf("memory: cannot start kmcld: %s\n", s.ToString().c_str());
-    return false;
-  }
-  const int64_t rss_start = RssKib(child.pid());
-  auto host = KmclClient::Connect(child.address());
-  auto guest = KmclClient::Connect(child.address());
-  if (!host.ok() || !guest.ok()) {
-    std::printf("memory: %s\n", (!host.ok() ? host.status() : guest.status()).ToString().c_str());
-    return false;
-  }
-  // With --mmio_megabytes every channel takes MMIO space, and the default
-  // partition's 128 MiB window runs out at 128 channels: use a partition of
-  // our own with a window that fits.
-  std::string idle_partition = partition;
-  const uint64_t mmio_mb = absl::GetFlag(FLAGS_mmio_megabytes);
-  if (mmio_mb > 0 && static_cast<uint64_t>(channels) * mmio_mb > 64) {
-    v1::CreatePartitionRequest create;
-    create.set_id("kmcld-bench-idle");
-    create.mutable_mmio()->set_base(uint64_t{64} << 30);
-    create.mutable_mmio()->set_size_bytes((static_cast<uint64_t>(channels) * mmio_mb + 64) << 20);
-    auto p = (*host)->Call(&v1::PartitionService::Stub::CreatePartition, (*host)->partitions(),
-                           create, "CreatePartition");
-    if (p.ok()) {
-      idle_partition = p->id();
-      std::printf("\nmemory: channels in partition %s (MMIO window %" PRIu64 " MiB)\n",
-                  idle_partition.c_str(), p->mmio().size_bytes() >> 20);
-    } else {
-      std::printf("\nmemory: %s; staying in %s\n", p.status().ToString().c_str(),
-                  partition.c_str());
-    }
-  }
-  const absl::Time t0 = absl::Now();
-  std::vector<v1::ChannelRef> refs;
-  absl::Status open_status;
-  for (int i = 0; i < channels && open_status.ok(); ++i) {
-    auto ref =
-        OfferAndOpen(**host, **guest, idle_partition, 4096, 0, absl::StrCat("idle ", i));
-    if (ref.ok()) {
-      refs.push_back(*ref);
-    } else {
-      open_status = ref.status();  // measure with the channels we have
-    }
-  }
-  absl::Status status;
-  const double open_s = absl::ToDoubleSeconds(absl::Now() - t0);
-  absl::SleepFor(absl::Milliseconds(300));
-  const int64_t rss_opened = RssKib(child.pid());
-  // The endpoints are attached from several connections: kmcld allows
-  // max_streams_per_client (256) streams per connection.
-  const size_t per_connection =
-      static_cast<size_t>(std::max(1, absl::GetFlag(FLAGS_streams_per_connection)));
-  std::vector<std::unique_ptr<KmclClient>> tools;
-  std::vector<std::unique_ptr<PacketStream>> streams;
-  const absl::Time t1 = absl::Now();
-  for (const v1::ChannelRef& ref : refs) {
-    if (!status.ok()) break;
-    for (auto role : {v1::ENDPOINT_ROLE_HOST, v1::ENDPOINT_ROLE_GUEST}) {
-      if (streams.size() % per_connection == 0) {
-        auto tool = KmclClient::Connect(child.address());
-        if (!tool.ok()) {
-          status = tool.status();
-          break;
-        }
-        tools.push_back(*std::move(tool));
-      }
-      auto stream = std::make_unique<PacketStream>(&tools.back()->packet());
-      PacketStream::Options o;
-      o.deadline = absl::Now() + absl::Seconds(120);
-      status = stream->Attach(Endpoint(ref, role), {}, o);
-      if (!status.ok()) break;
-      streams.push_back(std::move(stream));
-    }
-  }
-  const double attach_s = absl::ToDoubleSeconds(absl::Now() - t1);
-  absl::SleepFor(absl::Milliseconds(500));
-  const int64_t rss_attached = RssKib(child.pid());
-
-  std::printf("\nkmcld resident memory (VmRSS, pid %d; streams over %zu connections):\n\n",
-              static_cast<int>(child.pid()), tools.size());
-  std::printf("| state | VmRSS | delta from start | per endpoint |\n|---|---|---|---|\n");
-  std::printf("| right after start | %.1f MiB | | |\n", rss_start / 1024.0);
-  std::printf("| %zu channels offered + opened (%.2f s) | %.1f MiB | +%.1f MiB | %.1f KiB |\n",
-              refs.size(), open_s, rss_opened / 1024.0, (rss_opened - rss_start) / 1024.0,
-              refs.empty() ? 0.0 : double(rss_opened - rss_start) / (2 * refs.size()));
-  std::printf("| + %zu endpoints attached, idle (%.2f s) | %.1f MiB | +%.1f MiB | %.1f KiB |\n",
-              streams.size(), attach_s, rss_attached / 1024.0,
-              (rss_attached - rss_start) / 1024.0,
-              streams.empty() ? 0.0 : double(rss_attached - rss_start) / streams.size());
-  std::printf("\nEach opened channel holds 2 rings of 16 data pages + 1 control page of\n"
-              "emulated guest memory inside kmcld (%.1f MiB for %zu channels if touched);\n"
-              "the attach row's increase over the opened row is the streams' own cost:\n"
-              "%.1f KiB per attached endpoint.\n",
-              refs.size() * 2 * 17 * 4096 / 1048576.0, refs.size(),
-              streams.empty() ? 0.0 : double(rss_attached - rss_opened) / streams.size());
-  if (!open_status.ok()) {
-    std::printf("memory: only %zu of %d channels opened: %s\n", refs.size(), channels,
-                open_status.ToString().c_str());
-  }
-  if (!status.ok()) {
-    std::printf("memory: attaching stopped early: %s\n", status.ToString().c_str());
-  }
-  for (auto& s : streams) s->Cancel();
-  streams.clear();
-  child.Stop(absl::Seconds(5));
-  return open_status.ok() && status.ok();
 }
 
 }  // namespace
@@ -523,8 +357,10 @@ int main(int argc, char** argv) {
     }
     target = child->address();
   }
-  auto host_client = KmclClient::Connect(target);
-  auto guest_client = KmclClient::Connect(target);
+  ::kmcl::client::ClientOptions options;
+  options.call_timeout = absl::Seconds(10);
+  auto host_client = Client::Connect(target, options);
+  auto guest_client = Client::Connect(target, options);
   if (!host_client.ok() || !guest_client.ok()) {
     std::fprintf(stderr, "kmcld_bench: %s\n",
                  (!host_client.ok() ? host_client.status() : guest_client.status())
@@ -532,8 +368,6 @@ int main(int argc, char** argv) {
                      .c_str());
     return 1;
   }
-  (*host_client)->set_call_timeout(absl::Seconds(10));
-  (*guest_client)->set_call_timeout(absl::Seconds(10));
 
   // The echo baseline.
   EchoServiceImpl echo_service;
@@ -569,7 +403,7 @@ int main(int argc, char** argv) {
     row.payload = payload;
     for (bool batched : {false, true}) {
       if (kmcld_usable && budget.Left()) {
-        absl::Status s = RunKmcldCells(**host_client, **guest_client, partition, row, window, batch,
+        absl::Status s = RunKmcldCells(*host_client, *guest_client, partition, row, window, batch,
                                        warmup, seconds, absl::GetFlag(FLAGS_ring_pages), budget,
                                        batched);
         if (!s.ok()) {
@@ -636,7 +470,10 @@ int main(int argc, char** argv) {
     } else if (!budget.Left()) {
       std::printf("\nmemory: skipped (--max_seconds used up)\n");
     } else {
-      if (!MemoryPhase(binary, idle, partition)) errors.push_back("memory: see above");
+      if (!MemoryPhase(binary, idle, partition, absl::GetFlag(FLAGS_mmio_megabytes),
+                       absl::GetFlag(FLAGS_streams_per_connection))) {
+        errors.push_back("memory: see above");
+      }
     }
   }
 

@@ -6,7 +6,7 @@
 //   std::string binary = FindKmcld(absl::GetFlag(FLAGS_kmcld), argv[0]);
 //   KmcldChild child;
 //   if (absl::Status s = child.Start(binary, absl::Seconds(30)); !s.ok()) ...
-//   auto client = KmclClient::Connect(child.address());
+//   auto client = kmcl::client::Client::Connect(child.address());
 //   int64_t rss = RssKib(child.pid());
 //   child.Stop(absl::Seconds(5));   // or let the destructor SIGKILL it
 //
