@@ -30,10 +30,12 @@ KmcldChild::~KmcldChild() {
   if (fd_ >= 0) ::close(fd_);
 }
 
-absl::Status KmcldChild::Start(const std::string& binary, absl::Duration timeout) {
+absl::Status KmcldChild::Start(const std::string& binary, absl::Duration timeout,
+                              const std::vector<std::string>& extra_args) {
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) return absl::InternalError("pipe2 failed");
   std::vector<std::string> args = {binary, "--listen=127.0.0.1:0", "--insecure_plaintext_tcp", "--uds=none"};
+  args.insert(args.end(), extra_args.begin(), extra_args.end());
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);

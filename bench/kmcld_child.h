@@ -25,6 +25,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 #include <thread>
 
 #include "absl/status/status.h"
@@ -40,7 +41,9 @@ class KmcldChild {
   KmcldChild(const KmcldChild&) = delete;
   KmcldChild& operator=(const KmcldChild&) = delete;
 
-  absl::Status Start(const std::string& binary, absl::Duration timeout);
+  // `extra_args` follow the listening flags (e.g. --metrics_listen=127.0.0.1:0).
+  absl::Status Start(const std::string& binary, absl::Duration timeout,
+                     const std::vector<std::string>& extra_args = {});
 
   // SIGTERM, then SIGKILL after `timeout`; returns the exit code (128 + signal).
   int Stop(absl::Duration timeout);

@@ -31,6 +31,7 @@
 #include "daemon/config.h"
 #include "daemon/demo_traffic.h"
 #include "daemon/device_demo.h"
+#include "daemon/device_metrics.h"
 #include "daemon/device_service.h"
 #include "daemon/kmcl_services.h"
 #include "kmcl_core/partition.h"
@@ -335,6 +336,8 @@ int Run() {
   kmcld::metrics::MetricsCollector collector(
       services.registry(), services.leases(), services.event_log(), &services.rpc_metrics(),
       {.channel_labels = absl::GetFlag(FLAGS_metrics_channel_labels)});
+  collector.AddSource(
+      [&services](kmcld::metrics::Exposition& e) { kmcld::CollectDeviceMetrics(services.registry(), e); });
   std::unique_ptr<kmcld::metrics::MetricsServer> metrics_server;
   if (!metrics_listen.empty()) {
     auto started =

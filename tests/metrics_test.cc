@@ -66,11 +66,31 @@ TEST(MetricsTest, CountersEqualTrafficAndEveryFamilyIsDeclared) {
             1);
   EXPECT_EQ(value("kmcld_partition_channels{partition=\"default\",role=\"host\",state=\"opened\"}"), 1);
   EXPECT_GT(value("kmcld_process_threads"), 1);
+  // No devices here (the fixture starts kmcld with --devices=none): the
+  // family is declared, with no series.
+  EXPECT_EQ(parsed->type["kmcld_device_heartbeat_alive"], "gauge");
+  EXPECT_FALSE(absl::StrContains(*text, "kmcld_device_heartbeat_alive{")) << *text;
 
   // Debian's promtool lints the same exposition.
   const std::string file = absl::StrCat(std::getenv("TEST_TMPDIR"), "/metrics.txt");
   std::ofstream(file) << *text;
   EXPECT_EQ(std::system(absl::StrCat("/usr/bin/promtool check metrics < ", file).c_str()), 0);
+}
+
+TEST(MetricsTest, HeartbeatOfTheBuiltInDevices) {
+  Kmcld k;
+  // The default partition with its devices and kmcld's emulated guest.
+  ASSERT_TRUE(k.Start({"--metrics_listen=127.0.0.1:0", "--devices=heartbeat"}).ok()) << k.process.output();
+  // The guest negotiates and answers on its own schedule: wait (bounded)
+  // for the log line that says it negotiated, then read the series.
+  ASSERT_TRUE(k.process.WaitForOutput("device negotiated").ok()) << k.process.output();
+  auto text = Scrape(k.process.metrics_address());
+  ASSERT_TRUE(text.ok());
+  auto parsed = ParseExposition(*text);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->samples["kmcld_device_heartbeat_negotiated{partition=\"default\"}"], 1) << *text;
+  EXPECT_TRUE(parsed->samples.contains("kmcld_device_heartbeat_alive{partition=\"default\"}")) << *text;
+  EXPECT_TRUE(parsed->samples.contains("kmcld_device_heartbeat_answers_total{partition=\"default\"}"));
 }
 
 TEST(MetricsTest, OrderIsStableAndSorted) {

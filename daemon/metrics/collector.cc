@@ -199,6 +199,7 @@ void MetricsCollector::Collect(Exposition& out) const {
              "Events the log retains for WatchEvents resumption.")
       .Add({}, oldest == 0 ? 0 : static_cast<double>(last - oldest + 1));
   if (rpcs_ != nullptr) rpcs_->Collect(out);
+  for (const auto& source : sources_) source(out);
   CollectProcess(out);
   out.Family("kmcld_build_info", MetricType::kGauge,
              "Always 1; the labels say what kmcld was built with.")

@@ -21,7 +21,9 @@
 #ifndef KMCLD_DAEMON_METRICS_COLLECTOR_H_
 #define KMCLD_DAEMON_METRICS_COLLECTOR_H_
 
+#include <functional>
 #include <string>
+#include <vector>
 
 #include "daemon/event_log.h"
 #include "daemon/leases.h"
@@ -42,6 +44,10 @@ class MetricsCollector {
                    const RpcMetrics* rpcs, CollectorOptions options)
       : registry_(registry), leases_(leases), events_(events), rpcs_(rpcs), options_(options) {}
 
+  // Another source of families (e.g. CollectDeviceMetrics), run at every
+  // collection after kmcld's own. Call before the first Collect/Render.
+  void AddSource(std::function<void(Exposition&)> source) { sources_.push_back(std::move(source)); }
+
   void Collect(Exposition& out) const;
   std::string Render() const;
 
@@ -51,6 +57,7 @@ class MetricsCollector {
   const EventLog& events_;
   const RpcMetrics* const rpcs_;
   const CollectorOptions options_;
+  std::vector<std::function<void(Exposition&)>> sources_;
 };
 
 }  // namespace kmcld::metrics
