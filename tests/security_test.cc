@@ -16,6 +16,7 @@
 #include <future>
 #include <memory>
 #include <sstream>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -210,6 +211,16 @@ TEST_F(SecurityTest, AnIdentityCanNeitherSeeNorTouchAnothersPartition) {
   s = kmcl::v1::HostChannelService::NewStub(a)->ListChannels(Deadline().get(), listb, &listed);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED) << s.error_message();
   EXPECT_EQ(GetPartition(a, "pb").error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  // The event log of every partition shows a only its own partition's events.
+  kmcl::v1::WatchEventsRequest every;
+  every.set_backlog_only(true);
+  auto events_ctx = Deadline();
+  auto events = kmcl::v1::EventService::NewStub(a)->WatchEvents(events_ctx.get(), every);
+  std::set<std::string> event_partitions;
+  for (kmcl::v1::Event e; events->Read(&e);) event_partitions.insert(e.partition_id());
+  s = events->Finish();
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(event_partitions, std::set<std::string>{"pa"}) << "pb's events stay hidden from a";
   std::vector<std::string> seen = ListPartitions(a, &s);
   ASSERT_TRUE(s.ok()) << s.error_message();
   EXPECT_EQ(seen, std::vector<std::string>{"pa"}) << "lists show only what the identity may see";

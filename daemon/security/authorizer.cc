@@ -46,10 +46,11 @@ const absl::flat_hash_map<absl::string_view, Role>& RoleTable() {
 }
 
 // List RPCs that, given no partition, list every partition's entries: any
-// observer may call them and sees what FilterVisible keeps.
+// observer may call them and sees what FilterVisible keeps (WatchEvents:
+// the events of the partitions Visible admits, checked per event).
 bool IsFilteredList(absl::string_view rpc) {
   return rpc == "ListChannels" || rpc == "ListOffers" || rpc == "ListChannelDiagnostics" ||
-         rpc == "ListDevices" || rpc == "ListGpadls";
+         rpc == "ListDevices" || rpc == "ListGpadls" || rpc == "WatchEvents";
 }
 
 // RPCs about the daemon itself, no partition's: any caller that may observe
@@ -223,7 +224,11 @@ void Authorizer::FilterVisible(const grpc::ServerContextBase& ctx,
 }
 
 bool Authorizer::Visible(const grpc::ServerContextBase& ctx, absl::string_view partition) const {
-  return policy_.Get()->Allows(PeerOf(ctx).identity, partition, OBSERVER);
+  return Visible(PeerOf(ctx), partition);
+}
+
+bool Authorizer::Visible(const Peer& peer, absl::string_view partition) const {
+  return policy_.Get()->Allows(peer.identity, partition, OBSERVER);
 }
 
 }  // namespace kmcld::security

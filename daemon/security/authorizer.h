@@ -73,6 +73,10 @@ class Authorizer {
   // partition (then Visible filters), PERMISSION_DENIED otherwise.
   absl::Status CheckList(const grpc::ServerContextBase& ctx, absl::string_view rpc) const;
   bool Visible(const grpc::ServerContextBase& ctx, absl::string_view partition) const;
+  // The same for a caller identified earlier (a stream that outlives its
+  // first look at the context): evaluated against the current policy, so a
+  // grant revoked by a reload hides that partition from then on.
+  bool Visible(const Peer& peer, absl::string_view partition) const;
   // For the list RPCs that span partitions (ListChannels, ListOffers,
   // ListChannelDiagnostics, ListDevices, ListGpadls) called without a
   // partition, which Check lets through for any observer (as it does
