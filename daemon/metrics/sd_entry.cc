@@ -20,17 +20,29 @@ std::string Reachable(const std::string& address) {
   return absl::StrCat(name, address.substr(colon));
 }
 
-std::string SdEntryJson(const std::string& grpc_target, const std::string& metrics_address) {
-  google::protobuf::ListValue doc;
-  google::protobuf::Struct* group = doc.add_values()->mutable_struct_value();
-  auto& fields = *group->mutable_fields();
-  fields["targets"].mutable_list_value()->add_values()->set_string_value(Reachable(grpc_target));
-  if (!metrics_address.empty()) {
-    (*fields["labels"].mutable_struct_value()->mutable_fields())[kMetricsAddressLabel].set_string_value(
-        Reachable(metrics_address));
-  }
+namespace {
+
+// `text` as a JSON string literal, escaped by protobuf's JSON printer. A
+// Value holding a string has no map field, unlike Struct, whose inline map
+// accessors crash when this file is built with -fsanitize=thread against
+// Debian's libprotobuf (see clients/cpp/kmclctl/struct_access.h).
+std::string JsonString(const std::string& text) {
+  google::protobuf::Value v;
+  v.set_string_value(text);
   std::string out;
-  if (!google::protobuf::util::MessageToJsonString(doc, &out).ok()) return "[]";
+  if (!google::protobuf::util::MessageToJsonString(v, &out).ok()) return "\"\"";
+  return out;
+}
+
+}  // namespace
+
+std::string SdEntryJson(const std::string& grpc_target, const std::string& metrics_address) {
+  std::string out = absl::StrCat("[{\"targets\":[", JsonString(Reachable(grpc_target)), "]");
+  if (!metrics_address.empty()) {
+    absl::StrAppend(&out, ",\"labels\":{", JsonString(kMetricsAddressLabel), ":",
+                    JsonString(Reachable(metrics_address)), "}");
+  }
+  absl::StrAppend(&out, "}]");
   return out;
 }
 
