@@ -20,6 +20,11 @@ class WatchReactor final : public grpc::ServerWriteReactor<kmcl::v1::Event> {
                ServiceContext services, StreamCounter& streams)
       : services_(services), streams_(streams), peer_(ctx->peer()), request_(request),
         log_(services.registry.log()) {
+    // Without a partition the stream spans partitions: keep only the events
+    // of those the caller may observe, under the policy of each moment.
+    if (services.authorizer != nullptr && request_.partition_id().empty()) {
+      caller_ = security::PeerOf(*ctx);
+    }
     // Deleted when gRPC is done with it and no pump task holds it.
     self_ = std::shared_ptr<WatchReactor>(this, [](WatchReactor* r) { delete r; });
     absl::Status s = Validate();
@@ -104,6 +109,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<kmcl::v1::Event> {
 
   bool Matches(const kmcl::v1::Event& e) const {
     if (!request_.partition_id().empty() && e.partition_id() != request_.partition_id()) return false;
+    if (caller_.has_value() && !services_.authorizer->Visible(*caller_, e.partition_id())) return false;
     if (request_.has_channel()) {
       const kmcl::v1::ChannelRef& c = request_.channel();
       if (e.partition_id() != c.partition_id() || e.channel().channel_id() != c.channel_id()) return false;
@@ -193,6 +199,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<kmcl::v1::Event> {
   ServiceContext services_;
   StreamCounter& streams_;
   const std::string peer_;
+  std::optional<security::Peer> caller_;  // set: filter events by Visible
   const kmcl::v1::WatchEventsRequest request_;
   EventLog& log_;
   bool counted_ = false;
