@@ -14,6 +14,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "tests/bridge_fixture.h"
 
@@ -149,7 +151,14 @@ TEST(BridgeKillTest, AKilledHostToolLosesNothingAndTouchesNoOtherChannel) {
   kmcl::v1::GetChannelDiagnosticsRequest dr;
   *dr.mutable_channel() = ref_a;
   kmcl::v1::ChannelDiagnostics diag;
-  ASSERT_TRUE(k.diagnostics->GetChannelDiagnostics(Kmcld::Context().get(), dr, &diag).ok());
+  // The host endpoint sends a completion first and then stops counting the
+  // packet (kmcl_core's Channel::Complete), so the guest may read the last
+  // completion a moment before the host's count drops: ask again until it
+  // does, bounded by a deadline (each try is a round trip, no sleep).
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  do {
+    ASSERT_TRUE(k.diagnostics->GetChannelDiagnostics(Kmcld::Context().get(), dr, &diag).ok());
+  } while (diag.host().delivered_uncompleted() != 0 && absl::Now() < deadline);
   EXPECT_EQ(diag.host().held_deliveries(), 0u);
   EXPECT_EQ(diag.host().delivered_uncompleted(), 0u);
   EXPECT_TRUE(diag.host().state().attached());

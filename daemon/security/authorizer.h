@@ -56,7 +56,7 @@ class AuditLog {
 
  private:
   absl::Mutex mu_;
-  FILE* const out_ ABSL_GUARDED_BY(mu_);
+  FILE* const out_ ABSL_PT_GUARDED_BY(mu_);  // the pointer is const; writes to it take mu_
 };
 
 class Authorizer {
