@@ -5,6 +5,8 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "daemon/log.h"
+#include "daemon/metrics/http_server.h"
 #include "daemon/partition_devices.h"
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
@@ -48,6 +50,9 @@ config::KmcldConfig DefaultConfig() {
   c.mutable_default_partition()->add_devices("default");
   c.mutable_default_partition()->set_emulated_guest(true);
   c.set_device_heartbeat_timeout_ms(5000);
+  c.set_metrics_channel_labels(true);
+  c.set_log_level("info");
+  c.set_log_format("text");
   return c;
 }
 
@@ -68,6 +73,17 @@ absl::Status ValidateConfig(const config::KmcldConfig& c) {
            Range("device_heartbeat_timeout_ms", c.device_heartbeat_timeout_ms(), 1, 24u * 3600 * 1000),
        }) {
     if (!s.ok()) return s;
+  }
+  if (!c.metrics_listen().empty()) {
+    if (auto hp = metrics::ParseHostPort(c.metrics_listen()); !hp.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("metrics_listen: ", hp.status().message()));
+    }
+  }
+  if (auto level = log::ParseLevel(c.log_level()); !level.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("log_level: ", level.status().message()));
+  }
+  if (auto format = log::ParseFormat(c.log_format()); !format.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("log_format: ", format.status().message()));
   }
   const auto& names = c.default_partition().devices();
   if (auto devices = ParseDeviceNames({names.begin(), names.end()}); !devices.ok()) {

@@ -1,6 +1,10 @@
 // Unit tests of kmcld's configuration file parsing and validation.
 #include "daemon/config.h"
 
+#include <string>
+#include <utility>
+#include <vector>
+
 #include "gtest/gtest.h"
 
 namespace kmcld {
@@ -72,6 +76,39 @@ TEST(ConfigTest, AnUnknownDeviceIsAnErrorNamingIt) {
   EXPECT_NE(c.status().message().find("floppy"), absl::string_view::npos) << c.status();
   EXPECT_FALSE(ParseConfig("default_partition { devices: \"kvp\" devices: \"kvp\" }").ok());
   EXPECT_FALSE(ParseConfig("default_partition { devices: \"default\" devices: \"kvp\" }").ok());
+}
+
+TEST(ConfigTest, ObservabilityDefaultsAndFields) {
+  auto c = ParseConfig("");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->metrics_listen(), "");
+  EXPECT_TRUE(c->metrics_channel_labels());
+  EXPECT_EQ(c->log_level(), "info");
+  EXPECT_EQ(c->log_format(), "text");
+  c = ParseConfig(
+      "metrics_listen: \"127.0.0.1:9464\"\nmetrics_channel_labels: false\n"
+      "log_level: \"warning\"\nlog_format: \"json\"");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->metrics_listen(), "127.0.0.1:9464");
+  EXPECT_FALSE(c->metrics_channel_labels()) << "false is kept: the field is optional";
+  EXPECT_EQ(c->log_level(), "warning");
+  EXPECT_EQ(c->log_format(), "json");
+  c = ParseConfig("metrics_listen: \"9464\"");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(c->metrics_channel_labels()) << "unset keeps the default";
+}
+
+TEST(ConfigTest, BadObservabilityValuesAreErrorsNamingTheField) {
+  for (const auto& [text, field] : std::vector<std::pair<std::string, std::string>>{
+           {"log_level: \"loud\"", "log_level"},
+           {"log_format: \"xml\"", "log_format"},
+           {"metrics_listen: \"host:port:what\"", "metrics_listen"},
+       }) {
+    auto c = ParseConfig(text);
+    ASSERT_FALSE(c.ok()) << text;
+    EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(c.status().message().find(field), absl::string_view::npos) << c.status();
+  }
 }
 
 TEST(ConfigTest, MissingFileIsNotFound) {

@@ -153,6 +153,10 @@ absl::StatusOr<kmcld::config::KmcldConfig> Configure() {
     }
   }
   if (given("devices_guest")) c.mutable_default_partition()->set_emulated_guest(absl::GetFlag(FLAGS_devices_guest));
+  if (given("metrics_listen")) c.set_metrics_listen(absl::GetFlag(FLAGS_metrics_listen));
+  if (given("metrics_channel_labels")) c.set_metrics_channel_labels(absl::GetFlag(FLAGS_metrics_channel_labels));
+  if (given("log_level")) c.set_log_level(absl::GetFlag(FLAGS_log_level));
+  if (given("log_format")) c.set_log_format(absl::GetFlag(FLAGS_log_format));
   if (given("listen") || c.listen().empty()) c.set_listen(absl::GetFlag(FLAGS_listen));
   if (given("uds") || c.uds().empty()) c.set_uds(absl::GetFlag(FLAGS_uds));
   if (absl::Status s = kmcld::ValidateConfig(c); !s.ok()) return s;
@@ -207,6 +211,8 @@ int Run() {
     kmcld::log::Error(absl::StrFormat("configuration: %s", config.status().message()));
     return 1;
   }
+  // The file may choose the log format and level (flags given win).
+  kmcld::log::Init(*kmcld::log::ParseFormat(config->log_format()), *kmcld::log::ParseLevel(config->log_level()));
   google::protobuf::SetLogHandler(&RateLimitedProtobufLog);
 
   kmcld::ListenOptions requested;
@@ -222,13 +228,7 @@ int Run() {
     kmcld::log::Error("nothing to listen on (--listen and --uds both disabled)");
     return 1;
   }
-  const std::string metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
-  if (!metrics_listen.empty()) {
-    if (auto hp = kmcld::metrics::ParseHostPort(metrics_listen); !hp.ok()) {
-      kmcld::log::Error(absl::StrFormat("--metrics_listen: %s", hp.status().message()));
-      return 1;
-    }
-  }
+  const std::string metrics_listen = config->metrics_listen();  // validated by Configure
   if (absl::GetFlag(FLAGS_print_sd_entry)) {
     const std::string grpc_target =
         options->tcp_address.empty() ? "unix:" + options->uds_path : options->tcp_address;
@@ -335,7 +335,7 @@ int Run() {
   }
   kmcld::metrics::MetricsCollector collector(
       services.registry(), services.leases(), services.event_log(), &services.rpc_metrics(),
-      {.channel_labels = absl::GetFlag(FLAGS_metrics_channel_labels)});
+      {.channel_labels = config->metrics_channel_labels()});
   collector.AddSource(
       [&services](kmcld::metrics::Exposition& e) { kmcld::CollectDeviceMetrics(services.registry(), e); });
   std::unique_ptr<kmcld::metrics::MetricsServer> metrics_server;

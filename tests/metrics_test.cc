@@ -93,6 +93,53 @@ TEST(MetricsTest, HeartbeatOfTheBuiltInDevices) {
   EXPECT_TRUE(parsed->samples.contains("kmcld_device_heartbeat_answers_total{partition=\"default\"}"));
 }
 
+TEST(MetricsTest, BuildInfoCarriesGetVersionsVersionAndCommit) {
+  Kmcld k;
+  ASSERT_TRUE(k.Start({"--metrics_listen=127.0.0.1:0"}).ok());
+  kmcl::v1::DaemonVersion version;
+  ASSERT_TRUE(k.diagnostics->GetVersion(Kmcld::Context().get(), {}, &version).ok());
+  ASSERT_FALSE(version.version().empty());
+  auto text = Scrape(k.process.metrics_address());
+  ASSERT_TRUE(text.ok());
+  auto parsed = ParseExposition(*text);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  // The commit is empty unless built with --stamp; either way the same.
+  const std::string prefix = absl::StrCat("kmcld_build_info{version=\"", version.version(),
+                                          "\",commit=\"", version.git_commit(), "\",");
+  int found = 0;
+  for (const auto& [series, value] : parsed->samples) {
+    if (!absl::StartsWith(series, "kmcld_build_info{")) continue;
+    ++found;
+    EXPECT_TRUE(absl::StartsWith(series, prefix)) << series << " vs " << prefix;
+    EXPECT_EQ(value, 1);
+  }
+  EXPECT_EQ(found, 1) << *text;
+}
+
+// The config file's observability fields drive kmcld; flags given win.
+TEST(MetricsTest, TheConfigFileTurnsMetricsOnAndFlagsWin) {
+  const std::string file = absl::StrCat(std::getenv("TEST_TMPDIR"), "/kmcld.conf");
+  std::ofstream(file) << "metrics_listen: \"127.0.0.1:0\"\n"
+                         "metrics_channel_labels: false\n"
+                         "log_format: \"json\"\n"
+                         "log_level: \"error\"\n";
+  Kmcld k;
+  // The file says error; the flag (debug) wins, so "ready" (info) is logged,
+  // as JSON: the file chose the format.
+  ASSERT_TRUE(k.Start({absl::StrCat("--config=", file), "--log_level=debug"}).ok()) << k.process.output();
+  ASSERT_FALSE(k.process.metrics_address().empty()) << k.process.output();
+  EXPECT_TRUE(absl::StrContains(k.process.output(), "\"msg\":\"ready\"")) << k.process.output();
+  auto ch = OfferAndOpen(k, "configured");
+  ASSERT_TRUE(ch.ok()) << ch.status();
+  ASSERT_TRUE(RunTransactions(k, *ch, 7, std::string(8, 'c')).ok());
+  auto text = Scrape(k.process.metrics_address());
+  ASSERT_TRUE(text.ok());
+  auto parsed = ParseExposition(*text);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->samples["kmcld_channel_packets_sent_total{partition=\"default\",role=\"guest\"}"], 7) << *text;
+  EXPECT_FALSE(absl::StrContains(*text, "friendly_name=")) << "the file's metrics_channel_labels: false";
+}
+
 TEST(MetricsTest, OrderIsStableAndSorted) {
   Kmcld k;
   ASSERT_TRUE(k.Start({"--metrics_listen=127.0.0.1:0"}).ok());

@@ -13,6 +13,7 @@
 #include "daemon/diagnostics.h"
 #include "google/protobuf/stubs/common.h"
 #include "grpcpp/grpcpp.h"
+#include "tools/build_info.h"
 
 namespace kmcld::metrics {
 
@@ -203,7 +204,9 @@ void MetricsCollector::Collect(Exposition& out) const {
   CollectProcess(out);
   out.Family("kmcld_build_info", MetricType::kGauge,
              "Always 1; the labels say what kmcld was built with.")
-      .Add({{"grpc", grpc::Version()},
+      .Add({{"version", std::string(kmcl::build::Version())},
+            {"commit", std::string(kmcl::build::GitCommit())},
+            {"grpc", grpc::Version()},
             {"protobuf", google::protobuf::internal::VersionString(GOOGLE_PROTOBUF_VERSION)},
             {"compiler", __VERSION__}},
            1);
