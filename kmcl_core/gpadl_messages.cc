@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "kmcl_core/status_macros.h"
 #include "kmcl_core/vmbus_wire.h"
 
 namespace kmcl {
@@ -32,7 +33,7 @@ uint32_t MessageType(std::span<const uint8_t> message) {
 
 absl::StatusOr<std::vector<ChannelMessage>> EncodeGpadlMessages(
     uint32_t child_relid, uint32_t gpadl_id, std::span<const GpaRange> ranges) {
-  if (absl::Status s = ValidateGpaRanges(ranges, UINT64_MAX); !s.ok()) return s;
+  RETURN_IF_ERROR(ValidateGpaRanges(ranges, UINT64_MAX));
   std::vector<uint64_t> words;
   for (const GpaRange& r : ranges) {
     words.push_back(uint64_t{r.byte_count} | (uint64_t{r.byte_offset} << 32));

@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "kmcl_core/status_macros.h"
 #include "kmcl_core/vmbus_wire.h"
 
 namespace kmcl {
@@ -181,20 +182,18 @@ absl::Status GpadlTable::CopyLease(const Lease& lease, uint64_t offset, uint8_t*
 
 absl::Status GpadlTable::ReadLease(uint64_t lease_id, uint64_t offset,
                                    std::span<uint8_t> out) const {
-  auto lease = FindLease(lease_id);
-  if (!lease.ok()) return lease.status();
-  return CopyLease(**lease, offset, out.data(), out.size(), /*to_guest=*/false);
+  ASSIGN_OR_RETURN(std::shared_ptr<const Lease> lease, FindLease(lease_id));
+  return CopyLease(*lease, offset, out.data(), out.size(), /*to_guest=*/false);
 }
 
 absl::Status GpadlTable::WriteLease(uint64_t lease_id, uint64_t offset,
                                     std::span<const uint8_t> data) const {
-  auto lease = FindLease(lease_id);
-  if (!lease.ok()) return lease.status();
-  if ((*lease)->read_only) {
+  ASSIGN_OR_RETURN(std::shared_ptr<const Lease> lease, FindLease(lease_id));
+  if (lease->read_only) {
     return absl::PermissionDeniedError(
-        absl::StrCat("lease ", lease_id, " of GPADL ", (*lease)->gpadl_id, " is read-only"));
+        absl::StrCat("lease ", lease_id, " of GPADL ", lease->gpadl_id, " is read-only"));
   }
-  return CopyLease(**lease, offset, const_cast<uint8_t*>(data.data()), data.size(),
+  return CopyLease(*lease, offset, const_cast<uint8_t*>(data.data()), data.size(),
                    /*to_guest=*/true);
 }
 

@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "kmcl_core/status_macros.h"
 
 namespace kmcl {
 namespace {
@@ -116,7 +117,7 @@ absl::Status GuestMemory::CheckPages(std::span<const uint64_t> pfns) const {
 absl::StatusOr<GuestView> GuestMemory::MapPages(std::span<const uint64_t> pfns,
                                                 bool writable) const {
   if (pfns.empty()) return absl::InvalidArgumentError("no pages to map");
-  if (absl::Status s = CheckPages(pfns); !s.ok()) return s;
+  RETURN_IF_ERROR(CheckPages(pfns));
   size_t runs = 1;
   for (size_t i = 1; i < pfns.size(); ++i) runs += pfns[i] != pfns[i - 1] + 1;
   if (runs > kMaxViewRuns) {
@@ -257,7 +258,7 @@ void GuestMemory::AddToFreeLocked(uint64_t pfn) {
 }
 
 absl::Status GuestMemory::FreePages(std::span<const uint64_t> pfns) {
-  if (absl::Status s = CheckPages(pfns); !s.ok()) return s;
+  RETURN_IF_ERROR(CheckPages(pfns));
   MutexLock lock(&mu_);
   for (size_t i = 0; i < pfns.size(); ++i) {
     if (!IsAllocatedLocked(pfns[i])) {
@@ -278,7 +279,7 @@ absl::Status GuestMemory::FreePages(std::span<const uint64_t> pfns) {
 }
 
 absl::Status GuestMemory::ClaimPages(std::span<const uint64_t> pfns) {
-  if (absl::Status s = CheckPages(pfns); !s.ok()) return s;
+  RETURN_IF_ERROR(CheckPages(pfns));
   MutexLock lock(&mu_);
   for (size_t i = 0; i < pfns.size(); ++i) {
     if (IsAllocatedLocked(pfns[i])) {

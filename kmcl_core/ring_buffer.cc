@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "kmcl_core/status_macros.h"
 
 namespace kmcl {
 namespace {
@@ -103,11 +104,9 @@ absl::StatusOr<RingPair> RingPair::FromGpadlView(std::span<uint8_t> view,
         ": each ring needs a control page and at least one data page"));
   }
   size_t split = static_cast<size_t>(downstream_page_offset) * kPageSize;
-  auto outgoing = RingMemory::FromContiguous(view.subspan(0, split));
-  if (!outgoing.ok()) return outgoing.status();
-  auto incoming = RingMemory::FromContiguous(view.subspan(split));
-  if (!incoming.ok()) return incoming.status();
-  return RingPair{*outgoing, *incoming};
+  ASSIGN_OR_RETURN(RingMemory outgoing, RingMemory::FromContiguous(view.subspan(0, split)));
+  ASSIGN_OR_RETURN(RingMemory incoming, RingMemory::FromContiguous(view.subspan(split)));
+  return RingPair{outgoing, incoming};
 }
 
 RingSnapshot SnapshotRing(const RingMemory& memory) {

@@ -4,6 +4,7 @@
 #include <type_traits>
 
 #include "absl/strings/str_cat.h"
+#include "kmcl_core/status_macros.h"
 #include "kmcl_core/vmbus_wire.h"
 
 namespace kmcl {
@@ -150,103 +151,90 @@ absl::StatusOr<VmbusMessage> ParseChannelMessage(std::span<const uint8_t> bytes)
   std::memcpy(&type, bytes.data(), 4);
   switch (static_cast<ChannelMessageType>(type)) {
     case ChannelMessageType::kOfferChannel: {
-      auto w = Fixed<wire::OfferChannelMessage>(bytes, "OFFERCHANNEL");
-      if (!w.ok()) return w.status();
+      ASSIGN_OR_RETURN(auto w, Fixed<wire::OfferChannelMessage>(bytes, "OFFERCHANNEL"));
       OfferChannel m;
-      std::memcpy(&m.interface_type, w->interface_type, 16);
-      std::memcpy(&m.interface_instance, w->interface_instance, 16);
-      m.channel_flags = w->channel_flags;
-      m.mmio_megabytes = w->mmio_megabytes;
-      std::memcpy(m.user_defined.data(), w->user_defined, 120);
-      m.subchannel_index = w->subchannel_index;
-      m.mmio_megabytes_optional = w->mmio_megabytes_optional;
-      m.child_relid = w->child_relid;
-      m.monitor_id = w->monitor_id;
-      m.monitor_allocated = w->monitor_allocated & 1;
-      m.dedicated_interrupt = w->dedicated_interrupt & 1;
-      m.connection_id = w->connection_id;
+      std::memcpy(&m.interface_type, w.interface_type, 16);
+      std::memcpy(&m.interface_instance, w.interface_instance, 16);
+      m.channel_flags = w.channel_flags;
+      m.mmio_megabytes = w.mmio_megabytes;
+      std::memcpy(m.user_defined.data(), w.user_defined, 120);
+      m.subchannel_index = w.subchannel_index;
+      m.mmio_megabytes_optional = w.mmio_megabytes_optional;
+      m.child_relid = w.child_relid;
+      m.monitor_id = w.monitor_id;
+      m.monitor_allocated = w.monitor_allocated & 1;
+      m.dedicated_interrupt = w.dedicated_interrupt & 1;
+      m.connection_id = w.connection_id;
       return m;
     }
     case ChannelMessageType::kRescindChannelOffer: {
-      auto w = Fixed<wire::RelIdMessage>(bytes, "RESCIND_CHANNELOFFER");
-      if (!w.ok()) return w.status();
-      return RescindChannelOffer{w->child_relid};
+      ASSIGN_OR_RETURN(auto w, Fixed<wire::RelIdMessage>(bytes, "RESCIND_CHANNELOFFER"));
+      return RescindChannelOffer{w.child_relid};
     }
     case ChannelMessageType::kRequestOffers:
       return RequestOffers{};
     case ChannelMessageType::kAllOffersDelivered:
       return AllOffersDelivered{};
     case ChannelMessageType::kOpenChannel: {
-      auto w = Fixed<wire::OpenChannelMessage>(bytes, "OPENCHANNEL");
-      if (!w.ok()) return w.status();
+      ASSIGN_OR_RETURN(auto w, Fixed<wire::OpenChannelMessage>(bytes, "OPENCHANNEL"));
       OpenChannel m;
-      m.child_relid = w->child_relid;
-      m.open_id = w->open_id;
-      m.ring_buffer_gpadl = w->ring_buffer_gpadl;
-      m.target_vp = w->target_vp;
-      m.downstream_page_offset = w->downstream_ring_buffer_page_offset;
-      std::memcpy(m.user_data.data(), w->user_data, 120);
+      m.child_relid = w.child_relid;
+      m.open_id = w.open_id;
+      m.ring_buffer_gpadl = w.ring_buffer_gpadl;
+      m.target_vp = w.target_vp;
+      m.downstream_page_offset = w.downstream_ring_buffer_page_offset;
+      std::memcpy(m.user_data.data(), w.user_data, 120);
       return m;
     }
     case ChannelMessageType::kOpenChannelResult: {
-      auto w = Fixed<wire::OpenResultMessage>(bytes, "OPENCHANNEL_RESULT");
-      if (!w.ok()) return w.status();
-      return OpenResult{w->child_relid, w->open_id, w->status};
+      ASSIGN_OR_RETURN(auto w, Fixed<wire::OpenResultMessage>(bytes, "OPENCHANNEL_RESULT"));
+      return OpenResult{w.child_relid, w.open_id, w.status};
     }
     case ChannelMessageType::kCloseChannel: {
-      auto w = Fixed<wire::RelIdMessage>(bytes, "CLOSECHANNEL");
-      if (!w.ok()) return w.status();
-      return CloseChannel{w->child_relid};
+      ASSIGN_OR_RETURN(auto w, Fixed<wire::RelIdMessage>(bytes, "CLOSECHANNEL"));
+      return CloseChannel{w.child_relid};
     }
     case ChannelMessageType::kGpadlHeader: {
-      auto w = Fixed<wire::GpadlHeaderMessage>(bytes, "GPADL_HEADER");
-      if (!w.ok()) return w.status();
-      return GpadlHeader{std::vector<uint8_t>(bytes.begin(), bytes.end()), w->child_relid,
-                         w->gpadl};
+      ASSIGN_OR_RETURN(auto w, Fixed<wire::GpadlHeaderMessage>(bytes, "GPADL_HEADER"));
+      return GpadlHeader{std::vector<uint8_t>(bytes.begin(), bytes.end()), w.child_relid,
+                         w.gpadl};
     }
     case ChannelMessageType::kGpadlBody: {
-      auto w = Fixed<wire::GpadlBodyMessage>(bytes, "GPADL_BODY");
-      if (!w.ok()) return w.status();
-      return GpadlBody{std::vector<uint8_t>(bytes.begin(), bytes.end()), w->gpadl};
+      ASSIGN_OR_RETURN(auto w, Fixed<wire::GpadlBodyMessage>(bytes, "GPADL_BODY"));
+      return GpadlBody{std::vector<uint8_t>(bytes.begin(), bytes.end()), w.gpadl};
     }
     case ChannelMessageType::kGpadlCreated: {
-      auto w = Fixed<wire::GpadlCreatedMessage>(bytes, "GPADL_CREATED");
-      if (!w.ok()) return w.status();
-      return GpadlCreated{w->child_relid, w->gpadl, w->creation_status};
+      ASSIGN_OR_RETURN(auto w, Fixed<wire::GpadlCreatedMessage>(bytes, "GPADL_CREATED"));
+      return GpadlCreated{w.child_relid, w.gpadl, w.creation_status};
     }
     case ChannelMessageType::kGpadlTeardown: {
-      auto w = Fixed<wire::GpadlTeardownMessage>(bytes, "GPADL_TEARDOWN");
-      if (!w.ok()) return w.status();
-      return GpadlTeardown{w->child_relid, w->gpadl};
+      ASSIGN_OR_RETURN(auto w, Fixed<wire::GpadlTeardownMessage>(bytes, "GPADL_TEARDOWN"));
+      return GpadlTeardown{w.child_relid, w.gpadl};
     }
     case ChannelMessageType::kGpadlTorndown: {
-      auto w = Fixed<wire::GpadlTorndownMessage>(bytes, "GPADL_TORNDOWN");
-      if (!w.ok()) return w.status();
-      return GpadlTorndown{w->gpadl};
+      ASSIGN_OR_RETURN(auto w, Fixed<wire::GpadlTorndownMessage>(bytes, "GPADL_TORNDOWN"));
+      return GpadlTorndown{w.gpadl};
     }
     case ChannelMessageType::kRelIdReleased: {
-      auto w = Fixed<wire::RelIdMessage>(bytes, "RELID_RELEASED");
-      if (!w.ok()) return w.status();
-      return RelIdReleased{w->child_relid};
+      ASSIGN_OR_RETURN(auto w, Fixed<wire::RelIdMessage>(bytes, "RELID_RELEASED"));
+      return RelIdReleased{w.child_relid};
     }
     case ChannelMessageType::kInitiateContact: {
-      auto w = Fixed<wire::InitiateContactMessage>(bytes, "INITIATE_CONTACT");
-      if (!w.ok()) return w.status();
+      ASSIGN_OR_RETURN(auto w, Fixed<wire::InitiateContactMessage>(bytes, "INITIATE_CONTACT"));
       InitiateContact m;
-      m.version_requested = w->version_requested;
-      m.target_vcpu = w->target_vcpu;
-      m.sint = static_cast<uint8_t>(w->interrupt_page_or_target_info);
-      m.vtl = static_cast<uint8_t>(w->interrupt_page_or_target_info >> 8);
-      m.feature_flags = static_cast<uint32_t>(w->interrupt_page_or_target_info >> 32);
-      m.monitor_page1 = w->monitor_page1;
-      m.monitor_page2 = w->monitor_page2;
+      m.version_requested = w.version_requested;
+      m.target_vcpu = w.target_vcpu;
+      m.sint = static_cast<uint8_t>(w.interrupt_page_or_target_info);
+      m.vtl = static_cast<uint8_t>(w.interrupt_page_or_target_info >> 8);
+      m.feature_flags = static_cast<uint32_t>(w.interrupt_page_or_target_info >> 32);
+      m.monitor_page1 = w.monitor_page1;
+      m.monitor_page2 = w.monitor_page2;
       return m;
     }
     case ChannelMessageType::kVersionResponse: {
-      auto w = Fixed<wire::VersionResponseMessage>(bytes, "VERSION_RESPONSE");
-      if (!w.ok()) return w.status();
-      return VersionResponse{w->version_supported != 0, w->connection_state,
-                             w->message_connection_id};
+      ASSIGN_OR_RETURN(auto w, Fixed<wire::VersionResponseMessage>(bytes, "VERSION_RESPONSE"));
+      return VersionResponse{w.version_supported != 0, w.connection_state,
+                             w.message_connection_id};
     }
     case ChannelMessageType::kUnload:
       return Unload{};

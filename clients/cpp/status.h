@@ -13,6 +13,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "grpcpp/support/status.h"
+#include "kmcl_core/status_macros.h"
 
 namespace kmcl::client {
 
@@ -22,21 +23,11 @@ absl::Status FromGrpc(const grpc::Status& status, absl::string_view what);
 // absl::Status -> grpc::Status (the edge, e.g. a tool that serves gRPC).
 grpc::Status ToGrpc(const absl::Status& status);
 
-// Propagation helpers for code built on the library.
-#define KMCL_RETURN_IF_ERROR(expr)                  \
-  do {                                              \
-    ::absl::Status kmcl_status_ = (expr);           \
-    if (!kmcl_status_.ok()) return kmcl_status_;    \
-  } while (0)
-
-#define KMCL_CONCAT_INNER_(a, b) a##b
-#define KMCL_CONCAT_(a, b) KMCL_CONCAT_INNER_(a, b)
-#define KMCL_ASSIGN_OR_RETURN(lhs, expr) \
-  KMCL_ASSIGN_OR_RETURN_IMPL_(KMCL_CONCAT_(kmcl_or_, __LINE__), lhs, expr)
-#define KMCL_ASSIGN_OR_RETURN_IMPL_(tmp, lhs, expr) \
-  auto tmp = (expr);                                \
-  if (!tmp.ok()) return tmp.status();               \
-  lhs = *std::move(tmp)
+// Propagation helpers for code built on the library: the names this library
+// has always offered for kmcl_core/status_macros.h's RETURN_IF_ERROR and
+// ASSIGN_OR_RETURN (one definition).
+#define KMCL_RETURN_IF_ERROR(expr) RETURN_IF_ERROR(expr)
+#define KMCL_ASSIGN_OR_RETURN(lhs, expr) ASSIGN_OR_RETURN(lhs, expr)
 
 }  // namespace kmcl::client
 
