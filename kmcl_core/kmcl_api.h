@@ -32,12 +32,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kmcl_core/ntstatus_values.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
 /* ---- Basic Windows types --------------------------------------------------------- */
-typedef int32_t NTSTATUS;
 typedef uint8_t UINT8, UCHAR, BOOLEAN;
 typedef uint16_t UINT16, USHORT, WCHAR;
 typedef int16_t CSHORT;
@@ -113,27 +114,8 @@ typedef struct _INTERFACE {
 } INTERFACE, *PINTERFACE;
 
 /* ---- NTSTATUS values (kmcl_api.md 3.7) ------------------------------------------ */
-#define STATUS_SUCCESS ((NTSTATUS)0x00000000L)
-#define STATUS_TIMEOUT ((NTSTATUS)0x00000102L)
-#define STATUS_PENDING ((NTSTATUS)0x00000103L)
-#define STATUS_BUFFER_OVERFLOW ((NTSTATUS)0x80000005L)
-#define STATUS_UNSUCCESSFUL ((NTSTATUS)0xC0000001L)
-#define STATUS_INVALID_HANDLE ((NTSTATUS)0xC0000008L)
-#define STATUS_INVALID_PARAMETER ((NTSTATUS)0xC000000DL)
-#define STATUS_MORE_PROCESSING_REQUIRED ((NTSTATUS)0xC0000016L)
-#define STATUS_BUFFER_TOO_SMALL ((NTSTATUS)0xC0000023L)
-#define STATUS_DATA_ERROR ((NTSTATUS)0xC000003EL)
-#define STATUS_REVISION_MISMATCH ((NTSTATUS)0xC0000059L)
-#define STATUS_INSUFFICIENT_RESOURCES ((NTSTATUS)0xC000009AL)
-#define STATUS_NOT_SUPPORTED ((NTSTATUS)0xC00000BBL)
-#define STATUS_INVALID_PARAMETER_1 ((NTSTATUS)0xC00000EFL)
-#define STATUS_INVALID_PARAMETER_2 ((NTSTATUS)0xC00000F0L)
-#define STATUS_INVALID_PARAMETER_3 ((NTSTATUS)0xC00000F1L)
-#define STATUS_INVALID_PARAMETER_4 ((NTSTATUS)0xC00000F2L)
-#define STATUS_CANCELLED ((NTSTATUS)0xC0000120L)
-#define STATUS_INVALID_DEVICE_STATE ((NTSTATUS)0xC0000184L)
-#define STATUS_DEVICE_REMOVED ((NTSTATUS)0xC00002B6L)
-#define NT_SUCCESS(Status) (((NTSTATUS)(Status)) >= 0)
+/* NTSTATUS, STATUS_* and NT_SUCCESS come from kmcl_core/ntstatus_values.h, the one
+ * list the C++ core uses too. */
 
 /* ---- Flags (kmcl_api.md 3.1-3.6) --------------------------------------------------- */
 #define VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION 0x1

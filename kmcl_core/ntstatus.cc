@@ -1,37 +1,48 @@
 #include "kmcl_core/ntstatus.h"
 
+#include <optional>
+
+#include "absl/strings/cord.h"
+#include "absl/types/optional.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 
 namespace kmcl {
 
+namespace {
+
+// FromNtStatus records the exact value in the status, so that ToNtStatus
+// gives back what the peer sent (a STATUS_REVISION_MISMATCH stays one) even
+// where several NTSTATUS values share an absl::StatusCode.
+constexpr absl::string_view kNtStatusPayload = "kmcld/ntstatus";
+
+std::optional<NTSTATUS> CarriedNtStatus(const absl::Status& status) {
+  absl::optional<absl::Cord> payload = status.GetPayload(kNtStatusPayload);
+  if (!payload.has_value()) return std::nullopt;
+  uint32_t value = 0;
+  if (!absl::SimpleHexAtoi(std::string(*payload), &value)) return std::nullopt;
+  return NtStatus(value);
+}
+
+}  // namespace
+
 std::string NtStatusName(NTSTATUS status) {
-  switch (static_cast<uint32_t>(status)) {
-    case 0x00000000: return "STATUS_SUCCESS";
-    case 0x00000102: return "STATUS_TIMEOUT";
-    case 0x00000103: return "STATUS_PENDING";
-    case 0x80000005: return "STATUS_BUFFER_OVERFLOW";
-    case 0xC0000001: return "STATUS_UNSUCCESSFUL";
-    case 0xC0000008: return "STATUS_INVALID_HANDLE";
-    case 0xC000000D: return "STATUS_INVALID_PARAMETER";
-    case 0xC0000016: return "STATUS_MORE_PROCESSING_REQUIRED";
-    case 0xC0000023: return "STATUS_BUFFER_TOO_SMALL";
-    case 0xC000003E: return "STATUS_DATA_ERROR";
-    case 0xC0000059: return "STATUS_REVISION_MISMATCH";
-    case 0xC000009A: return "STATUS_INSUFFICIENT_RESOURCES";
-    case 0xC00000BB: return "STATUS_NOT_SUPPORTED";
-    case 0xC00000EF: return "STATUS_INVALID_PARAMETER_1";
-    case 0xC00000F0: return "STATUS_INVALID_PARAMETER_2";
-    case 0xC00000F1: return "STATUS_INVALID_PARAMETER_3";
-    case 0xC00000F2: return "STATUS_INVALID_PARAMETER_4";
-    case 0xC0000120: return "STATUS_CANCELLED";
-    case 0xC0000184: return "STATUS_INVALID_DEVICE_STATE";
-    case 0xC00002B6: return "STATUS_DEVICE_REMOVED";
+  switch (status) {
+#define KMCL_NTSTATUS_NAME_(c_name, cxx_name) \
+  case c_name:                                \
+    return #c_name;
+    KMCL_NTSTATUS_LIST(KMCL_NTSTATUS_NAME_)
+#undef KMCL_NTSTATUS_NAME_
     default: return absl::StrFormat("0x%08X", static_cast<uint32_t>(status));
   }
 }
 
 NTSTATUS ToNtStatus(const absl::Status& status) {
+  if (status.ok()) return kStatusSuccess;
+  if (std::optional<NTSTATUS> carried = CarriedNtStatus(status); carried.has_value()) {
+    return *carried;
+  }
   switch (status.code()) {
     case absl::StatusCode::kOk: return kStatusSuccess;
     case absl::StatusCode::kInvalidArgument:
@@ -52,17 +63,21 @@ NTSTATUS ToNtStatus(const absl::Status& status) {
 absl::Status FromNtStatus(NTSTATUS status, absl::string_view context) {
   if (NtSuccess(status)) return absl::OkStatus();
   std::string message = absl::StrCat(context, ": ", NtStatusName(status));
-  switch (static_cast<uint32_t>(status)) {
-    case 0xC0000120: return absl::CancelledError(message);
-    case 0xC00002B6: return absl::UnavailableError(message);
-    case 0xC000009A: return absl::ResourceExhaustedError(message);
-    case 0xC000000D:
-    case 0xC00000EF:
-    case 0xC00000F0:
-    case 0xC00000F1:
-    case 0xC00000F2: return absl::InvalidArgumentError(message);
-    default: return absl::FailedPreconditionError(message);
+  absl::Status out;
+  switch (status) {
+    case kStatusCancelled: out = absl::CancelledError(message); break;
+    case kStatusDeviceRemoved: out = absl::UnavailableError(message); break;
+    case kStatusInsufficientResources: out = absl::ResourceExhaustedError(message); break;
+    case kStatusInvalidParameter:
+    case kStatusInvalidParameter1:
+    case kStatusInvalidParameter2:
+    case kStatusInvalidParameter3:
+    case kStatusInvalidParameter4: out = absl::InvalidArgumentError(message); break;
+    default: out = absl::FailedPreconditionError(message); break;
   }
+  out.SetPayload(kNtStatusPayload,
+                 absl::Cord(absl::StrFormat("%08X", static_cast<uint32_t>(status))));
+  return out;
 }
 
 }  // namespace kmcl

@@ -14,33 +14,19 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "kmcl_core/ntstatus_values.h"
 
 namespace kmcl {
 
-using NTSTATUS = int32_t;
+using NTSTATUS = ::NTSTATUS;  // int32_t
 
 inline constexpr NTSTATUS NtStatus(uint32_t value) { return static_cast<NTSTATUS>(value); }
 
-inline constexpr NTSTATUS kStatusSuccess = NtStatus(0x00000000);
-inline constexpr NTSTATUS kStatusPending = NtStatus(0x00000103);
-inline constexpr NTSTATUS kStatusBufferOverflow = NtStatus(0x80000005);
-inline constexpr NTSTATUS kStatusUnsuccessful = NtStatus(0xC0000001);
-inline constexpr NTSTATUS kStatusInvalidHandle = NtStatus(0xC0000008);
-inline constexpr NTSTATUS kStatusInvalidParameter = NtStatus(0xC000000D);
-inline constexpr NTSTATUS kStatusMoreProcessingRequired = NtStatus(0xC0000016);
-inline constexpr NTSTATUS kStatusBufferTooSmall = NtStatus(0xC0000023);
-inline constexpr NTSTATUS kStatusInsufficientResources = NtStatus(0xC000009A);
-inline constexpr NTSTATUS kStatusNotSupported = NtStatus(0xC00000BB);
-inline constexpr NTSTATUS kStatusInvalidParameter1 = NtStatus(0xC00000EF);
-inline constexpr NTSTATUS kStatusInvalidParameter2 = NtStatus(0xC00000F0);
-inline constexpr NTSTATUS kStatusInvalidParameter3 = NtStatus(0xC00000F1);
-inline constexpr NTSTATUS kStatusInvalidParameter4 = NtStatus(0xC00000F2);
-inline constexpr NTSTATUS kStatusCancelled = NtStatus(0xC0000120);
-inline constexpr NTSTATUS kStatusInvalidDeviceState = NtStatus(0xC0000184);
-inline constexpr NTSTATUS kStatusDeviceRemoved = NtStatus(0xC00002B6);
-inline constexpr NTSTATUS kStatusRevisionMismatch = NtStatus(0xC0000059);
-inline constexpr NTSTATUS kStatusDataError = NtStatus(0xC000003E);
-inline constexpr NTSTATUS kStatusTimeout = NtStatus(0x00000102);
+// kStatusSuccess, kStatusCancelled, ...: the C++ names of the values in
+// ntstatus_values.h (one list for C and C++).
+#define KMCL_NTSTATUS_CONSTANT_(c_name, cxx_name) inline constexpr NTSTATUS cxx_name = c_name;
+KMCL_NTSTATUS_LIST(KMCL_NTSTATUS_CONSTANT_)
+#undef KMCL_NTSTATUS_CONSTANT_
 
 // NT_SUCCESS: severity success or informational.
 inline constexpr bool NtSuccess(NTSTATUS status) { return status >= 0; }
