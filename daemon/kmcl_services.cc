@@ -93,6 +93,7 @@ void LogCall(const metrics::RpcRecord& r) {
 KmclServices::KmclServices(const config::KmcldConfig& config,
                            const security::Authorizer* authorizer)
     : config_(config),
+      authorizer_(authorizer),
       rpc_metrics_(&LogCall),
       log_(config.event_retention()),
       registry_(std::make_unique<Registry>(LimitsFrom(config), log_, timer_)),
@@ -125,6 +126,7 @@ void KmclServices::RegisterAll(grpc::ServerBuilder& builder) {
   for (auto& service : services_) builder.RegisterService(service.get());
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
   interceptors.push_back(rpc_metrics_.NewInterceptorFactory());
+  if (authorizer_ != nullptr) interceptors.push_back(security::NewAuditInterceptorFactory(authorizer_->audit()));
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
 }
 

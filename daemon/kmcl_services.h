@@ -47,7 +47,8 @@ class KmclServices {
   metrics::RpcMetrics& rpc_metrics() { return rpc_metrics_; }
 
   // Registers every service on `builder`, the message size limits and the
-  // interceptor that records rpc_metrics() (the builder's only one).
+  // interceptors (the builder's only ones) that record rpc_metrics() and,
+  // with an authorizer, the final status of audited calls.
   void RegisterAll(grpc::ServerBuilder& builder);
 
   // After the server stopped: frees every endpoint and partition, then
@@ -56,6 +57,7 @@ class KmclServices {
 
  private:
   const config::KmcldConfig config_;
+  const security::Authorizer* const authorizer_;
   metrics::RpcMetrics rpc_metrics_;
   Timer timer_;
   EventLog log_;

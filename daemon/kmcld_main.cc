@@ -10,6 +10,8 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <ctime>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -358,14 +360,37 @@ int Run() {
   kmcld::log::Info("ready");
 
   std::thread signal_thread([&] {
+    // SIGHUP re-reads the policy and the TLS files; the TLS files are also
+    // re-read every --tls_refresh_s (a renewal without a signal).
+    auto refresh_certificates = [&](absl::string_view why) {
+      absl::StatusOr<bool> changed = (*security)->RefreshCertificates();
+      if (!changed.ok()) {
+        kmcld::log::Warn(absl::StrFormat("%s: certificates kept: %s", why, changed.status().message()));
+      } else if (*changed) {
+        kmcld::log::Info(absl::StrFormat("%s: certificates reloaded", why));
+      }
+    };
+    const uint32_t refresh_s = (*security)->cert_refresh_s();
     int sig = 0;
-    while (sigwait(&signals, &sig) == 0 && sig == SIGHUP) {
+    while (true) {
+      if (refresh_s == 0) {
+        if (sigwait(&signals, &sig) != 0) break;
+      } else {
+        const timespec timeout = {static_cast<time_t>(refresh_s), 0};
+        sig = sigtimedwait(&signals, nullptr, &timeout);
+        if (sig < 0) {
+          if (errno == EAGAIN) refresh_certificates("timer");
+          continue;
+        }
+      }
+      if (sig != SIGHUP) break;
       absl::Status s = (*security)->Reload();
       if (s.ok()) {
         kmcld::log::Info("SIGHUP: policy reloaded");
       } else {
         kmcld::log::Warn(absl::StrFormat("SIGHUP: %s", s.message()));
       }
+      refresh_certificates("SIGHUP");
     }
     kmcld::log::Info(absl::StrFormat("%s received, shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM"));
     server->GetHealthCheckService()->SetServingStatus(false);

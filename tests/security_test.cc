@@ -6,8 +6,12 @@
 // mutations (every mutating RPC of the API, through a generic stub), the
 // audit lines, start-up refusals, the Unix socket's mode, and a SIGHUP that
 // swaps the policy for new calls while an established client keeps going.
+#include <openssl/ssl.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
@@ -39,8 +43,10 @@
 #include "proto/packet.grpc.pb.h"
 #include "proto/partition.grpc.pb.h"
 #include "proto/save_restore.grpc.pb.h"
+#include "tests/bridge_fixture.h"
 #include "tests/daemon_process.h"
 #include "tests/short_temp_dir.h"
+#include "tests/tls_probe.h"
 #include "tools/build_info.h"
 #include "google/protobuf/util/json_util.h"
 
@@ -73,15 +79,9 @@ class SecurityTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     dir_ = new ShortTempDir();
-    const char* srcdir = std::getenv("TEST_SRCDIR");
-    const char* workspace = std::getenv("TEST_WORKSPACE");
-    const std::string script = absl::StrCat(srcdir ? srcdir : ".", "/", workspace ? workspace : "kmcld",
-                                             "/tools/make-certs.sh");
-    const std::string cmd = absl::StrCat(
-        script, " ", dir_->path(), " admin=spiffe://kmcl.test/admin a=spiffe://kmcl.test/a",
-        " b=spiffe://kmcl.test/b watcher=spiffe://kmcl.test/watcher",
-        " stranger=spiffe://kmcl.test/stranger --test");
-    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+    MakeCerts(absl::StrCat(dir_->path(), " admin=spiffe://kmcl.test/admin a=spiffe://kmcl.test/a",
+                           " b=spiffe://kmcl.test/b watcher=spiffe://kmcl.test/watcher",
+                           " stranger=spiffe://kmcl.test/stranger --test"));
   }
   static void TearDownTestSuite() {
     delete dir_;
@@ -94,13 +94,56 @@ class SecurityTest : public ::testing::Test {
   // temp folder, audit lines in audit.log.
   void StartTls(const std::string& policy = kPolicy) {
     WriteFile(Cert("policy.textproto"), policy);
-    ASSERT_TRUE(daemon_
-                    .Start({"--listen=127.0.0.1:0", "--tls_cert=" + Cert("server.pem"),
-                            "--tls_key=" + Cert("server.key"), "--tls_ca=" + Cert("ca.pem"),
-                            "--policy=" + Cert("policy.textproto"), "--audit_log=" + Cert("audit.log"),
-                            "--runtime_dir=" + Cert("run"), "--devices=none"})
-                    .ok())
-        << daemon_.output();
+    ASSERT_TRUE(daemon_.Start(TlsFlags()).ok()) << daemon_.output();
+  }
+
+  // StartTls, then the admin (returned; null on failure) creates a's
+  // partition "pa" and b's "pb".
+  std::shared_ptr<grpc::Channel> StartTlsWithPartitionsAB() {
+    StartTls();
+    auto admin = Dial("admin");
+    if (HasFatalFailure() || !CreatePartition(admin, "pa").ok() || !CreatePartition(admin, "pb").ok()) {
+      return nullptr;
+    }
+    return admin;
+  }
+
+  // audit.log once it holds `text` (kmcld writes it on its own thread),
+  // or as it is after 10 s.
+  std::string AuditWith(const std::string& text) {
+    const absl::Time give_up = absl::Now() + absl::Seconds(10);
+    std::string audit = ReadFile(Cert("audit.log"));
+    while (!absl::StrContains(audit, text) && absl::Now() < give_up) {
+      absl::SleepFor(absl::Milliseconds(10));
+      audit = ReadFile(Cert("audit.log"));
+    }
+    return audit;
+  }
+
+  // kmcld's flags for that (the policy file written by the caller).
+  std::vector<std::string> TlsFlags() {
+    return {"--listen=127.0.0.1:0", "--tls_cert=" + Cert("server.pem"), "--tls_key=" + Cert("server.key"),
+            "--tls_ca=" + Cert("ca.pem"), "--policy=" + Cert("policy.textproto"),
+            "--audit_log=" + Cert("audit.log"), "--runtime_dir=" + Cert("run"), "--devices=none"};
+  }
+
+  static std::string MakeCerts(const std::string& args) {
+    const char* srcdir = std::getenv("TEST_SRCDIR");
+    const char* workspace = std::getenv("TEST_WORKSPACE");
+    const std::string cmd = absl::StrCat(srcdir ? srcdir : ".", "/", workspace ? workspace : "kmcld",
+                                         "/tools/make-certs.sh ", args);
+    EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
+    return cmd;
+  }
+
+  TlsProbeOptions Probe(const std::string& client, int min_version, int max_version) {
+    TlsProbeOptions o;
+    o.min_version = min_version;
+    o.max_version = max_version;
+    o.cert = Cert(client + ".pem");
+    o.key = Cert(client + ".key");
+    o.ca = Cert("ca.pem");
+    return o;
   }
 
   std::shared_ptr<grpc::Channel> Dial(const std::string& client) {
@@ -129,13 +172,16 @@ class SecurityTest : public ::testing::Test {
     return kmcl::v1::PartitionService::NewStub(ch)->CreatePartition(Deadline().get(), req, &p);
   }
 
-  grpc::Status Offer(const std::shared_ptr<grpc::Channel>& ch, const std::string& partition) {
+  grpc::Status Offer(const std::shared_ptr<grpc::Channel>& ch, const std::string& partition,
+                     kmcl::v1::ChannelRef* ref = nullptr) {
     kmcl::v1::OfferChannelRequest req;
     req.set_partition_id(partition);
     req.mutable_settings()->mutable_interface_type()->set_value("8e1d0a5e-2a3b-4c5d-9e0f-112233445566");
     req.mutable_settings()->set_friendly_name("sec");
     kmcl::v1::ChannelResponse resp;
-    return kmcl::v1::HostChannelService::NewStub(ch)->OfferChannel(Deadline().get(), req, &resp);
+    grpc::Status s = kmcl::v1::HostChannelService::NewStub(ch)->OfferChannel(Deadline().get(), req, &resp);
+    if (ref != nullptr) *ref = resp.channel().offer().channel();
+    return s;
   }
 
   int ChannelCount(const std::shared_ptr<grpc::Channel>& ch, const std::string& partition) {
@@ -171,6 +217,137 @@ TEST_F(SecurityTest, HandshakesWithoutAValidClientCertificateAreRefused) {
   }
 }
 
+// TLS 1.3 is the minimum: a client that offers at most TLS 1.2 fails the
+// handshake; --tls_min_version=1.2 lets it in.
+TEST_F(SecurityTest, TcpRefusesTls12ClientsAndSpeaksTls13) {
+  StartTls();
+  absl::StatusOr<TlsProbeResult> tls12 = ProbeTls(daemon_.tcp_address(), Probe("admin", 0, TLS1_2_VERSION));
+  EXPECT_FALSE(tls12.ok()) << "a TLS 1.2-only client got in with " << (tls12.ok() ? tls12->protocol : "");
+  std::printf("TLS 1.2-only client: %s\n", tls12.ok() ? tls12->protocol.c_str() : tls12.status().ToString().c_str());
+  absl::StatusOr<TlsProbeResult> tls13 = ProbeTls(daemon_.tcp_address(), Probe("admin", TLS1_3_VERSION, 0));
+  ASSERT_TRUE(tls13.ok()) << tls13.status();
+  EXPECT_EQ(tls13->protocol, "TLSv1.3");
+  EXPECT_TRUE(GetPartition(Dial("admin"), "default").ok()) << "gRPC clients negotiate TLS 1.3";
+
+  DaemonProcess lenient;
+  std::vector<std::string> flags = TlsFlags();
+  flags.push_back("--tls_min_version=1.2");
+  flags.push_back("--uds=none");
+  ASSERT_TRUE(lenient.Start(flags).ok()) << lenient.output();
+  tls12 = ProbeTls(lenient.tcp_address(), Probe("admin", 0, TLS1_2_VERSION));
+  ASSERT_TRUE(tls12.ok()) << tls12.status();
+  EXPECT_EQ(tls12->protocol, "TLSv1.2");
+}
+
+// A renewed server certificate (tools/make-certs.sh --renew-server) is
+// served to new connections after SIGHUP, while a connection made before,
+// and a stream open on it, go on.
+TEST_F(SecurityTest, SighupReloadsTheCertificateAndKeepsConnectedClients) {
+  ShortTempDir tls;
+  for (const char* file : {"ca.pem", "ca.key"}) WriteFile(tls.Join(file), ReadFile(Cert(file)));
+  MakeCerts(tls.path() + " --renew-server");
+  WriteFile(Cert("policy.textproto"), kPolicy);
+  ASSERT_TRUE(daemon_
+                  .Start({"--listen=127.0.0.1:0", "--tls_cert=" + tls.Join("server.pem"),
+                          "--tls_key=" + tls.Join("server.key"), "--tls_ca=" + Cert("ca.pem"),
+                          "--policy=" + Cert("policy.textproto"), "--runtime_dir=" + Cert("run"),
+                          "--devices=none"})
+                  .ok())
+      << daemon_.output();
+  const std::string first = ReadFile(tls.Join("server.pem"));
+  absl::StatusOr<TlsProbeResult> before = ProbeTls(daemon_.tcp_address(), Probe("admin", 0, 0));
+  ASSERT_TRUE(before.ok()) << before.status();
+  ASSERT_EQ(before->server_cert, first);
+
+  auto admin = Dial("admin");
+  auto watch_ctx = Deadline();
+  auto watch = kmcl::v1::EventService::NewStub(admin)->WatchEvents(watch_ctx.get(), {});
+  ASSERT_TRUE(CreatePartition(admin, "before-renewal").ok());
+  kmcl::v1::Event event;
+  ASSERT_TRUE(watch->Read(&event));
+
+  MakeCerts(tls.path() + " --renew-server");
+  const std::string renewed = ReadFile(tls.Join("server.pem"));
+  ASSERT_NE(renewed, first);
+  ASSERT_EQ(::kill(daemon_.pid(), SIGHUP), 0);
+  ASSERT_TRUE(daemon_.WaitForOutput("kmcld: SIGHUP: certificates reloaded").ok()) << daemon_.output();
+  // gRPC's watcher applies the published set within about a second.
+  absl::StatusOr<TlsProbeResult> after;
+  const absl::Time give_up = absl::Now() + absl::Seconds(20);
+  int probes = 0;
+  do {
+    if (probes++ > 0) absl::SleepFor(absl::Milliseconds(50));
+    after = ProbeTls(daemon_.tcp_address(), Probe("admin", 0, 0));
+    ASSERT_TRUE(after.ok()) << after.status();
+  } while (after->server_cert != renewed && absl::Now() < give_up);
+  EXPECT_EQ(after->server_cert, renewed) << "a new connection sees the renewed certificate";
+  std::printf("renewed certificate served after %d probe(s)\n", probes);
+  EXPECT_TRUE(GetPartition(Dial("admin"), "default").ok()) << "a new gRPC client trusts the renewal";
+
+  EXPECT_EQ(admin->GetState(false), GRPC_CHANNEL_READY) << "the connection made before survived";
+  ASSERT_TRUE(CreatePartition(admin, "after-renewal").ok());
+  bool seen = false;
+  while (!seen && watch->Read(&event)) seen = event.partition_id() == "after-renewal";
+  EXPECT_TRUE(seen) << "the stream opened before the renewal goes on";
+  watch_ctx->TryCancel();
+}
+
+// An audit line never holds up a call: with the audit file a pipe nobody
+// reads (its 64 KiB fill after a few hundred lines), every call still
+// completes; once the pipe is read, every line is there, and a privileged
+// call's line carries its final status, not the check's.
+TEST_F(SecurityTest, AuditLinesCarryTheFinalStatusAndNeverHoldUpACall) {
+  const std::string fifo = Cert("audit.fifo");
+  ::unlink(fifo.c_str());
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  const int reader = ::open(fifo.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  ASSERT_GE(reader, 0);
+  WriteFile(Cert("policy.textproto"), kPolicy);
+  std::vector<std::string> flags = TlsFlags();
+  for (std::string& f : flags) {
+    if (absl::StartsWith(f, "--audit_log=")) f = "--audit_log=" + fifo;
+  }
+  ASSERT_TRUE(daemon_.Start(flags).ok()) << daemon_.output();
+  auto admin = Dial("admin");
+  auto stranger = Dial("stranger");
+  ASSERT_TRUE(CreatePartition(admin, "audited").ok());
+  EXPECT_EQ(CreatePartition(admin, "audited").error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  constexpr int kDenied = 1000;  // ~170 KB of audit lines
+  int denied = 0;
+  for (; denied < kDenied; ++denied) {
+    grpc::Status s = GetPartition(stranger, "default");
+    if (s.error_code() != grpc::StatusCode::PERMISSION_DENIED) {
+      ADD_FAILURE() << "call " << denied << " with the audit pipe full: " << s.error_code() << " "
+                    << s.error_message();
+      break;
+    }
+  }
+  ASSERT_TRUE(CreatePartition(admin, "last").ok());
+  std::printf("%d denied calls completed while nobody read the audit pipe\n", denied);
+
+  std::string audit;
+  const absl::Time give_up = absl::Now() + absl::Seconds(60);
+  while (!absl::StrContains(audit, "object=\"last\" result=ok") && absl::Now() < give_up) {
+    pollfd p{reader, POLLIN, 0};
+    if (::poll(&p, 1, 1000) <= 0) continue;
+    char buf[65536];
+    const ssize_t n = ::read(reader, buf, sizeof(buf));
+    if (n > 0) audit.append(buf, static_cast<size_t>(n));
+  }
+  ::close(reader);
+  EXPECT_TRUE(absl::StrContains(audit, "object=\"last\" result=ok")) << audit.size() << " bytes read";
+  EXPECT_TRUE(absl::StrContains(audit, "rpc=CreatePartition object=\"audited\" result=ok ms="));
+  EXPECT_TRUE(absl::StrContains(audit, "rpc=CreatePartition object=\"audited\" result=failed:ALREADY_EXISTS ms="))
+      << "the second CreatePartition passed the check and failed";
+  EXPECT_FALSE(absl::StrContains(audit, "result=allowed"));
+  int denial_lines = 0;
+  for (size_t at = audit.find("result=denied:missing-observer"); at != std::string::npos;
+       at = audit.find("result=denied:missing-observer", at + 1)) {
+    ++denial_lines;
+  }
+  EXPECT_EQ(denial_lines, denied);
+}
+
 TEST_F(SecurityTest, UnknownIdentityIsDeniedAndAudited) {
   StartTls();
   auto stranger = Dial("stranger");
@@ -179,17 +356,15 @@ TEST_F(SecurityTest, UnknownIdentityIsDeniedAndAudited) {
   EXPECT_TRUE(absl::StrContains(s.error_message(), "observer")) << s.error_message();
   ListPartitions(stranger, &s);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED) << s.error_message();
-  const std::string audit = ReadFile(Cert("audit.log"));
+  const std::string audit = AuditWith("rpc=GetPartition object=\"default\" result=denied:missing-observer");
   EXPECT_TRUE(absl::StrContains(audit, "identity=\"spiffe://kmcl.test/stranger\"")) << audit;
   EXPECT_TRUE(absl::StrContains(audit, "rpc=GetPartition object=\"default\" result=denied:missing-observer"))
       << audit;
 }
 
 TEST_F(SecurityTest, AnIdentityCanNeitherSeeNorTouchAnothersPartition) {
-  StartTls();
-  auto admin = Dial("admin");
-  ASSERT_TRUE(CreatePartition(admin, "pa").ok());
-  ASSERT_TRUE(CreatePartition(admin, "pb").ok());
+  auto admin = StartTlsWithPartitionsAB();
+  ASSERT_NE(admin, nullptr);
   auto a = Dial("a");
   grpc::Status s = Offer(a, "pa");
   EXPECT_TRUE(s.ok()) << "a is host on its own partition: " << s.error_message();
@@ -230,7 +405,7 @@ TEST_F(SecurityTest, AnIdentityCanNeitherSeeNorTouchAnothersPartition) {
   s = kmcl::v1::PartitionService::NewStub(a)->DeletePartition(Deadline().get(), del, &resp);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED) << "deleting needs admin";
   EXPECT_TRUE(GetPartition(admin, "pa").ok());
-  EXPECT_TRUE(absl::StrContains(ReadFile(Cert("audit.log")),
+  EXPECT_TRUE(absl::StrContains(AuditWith("identity=\"spiffe://kmcl.test/a\" peer=\"ipv4:127.0.0.1:"),
                                 "identity=\"spiffe://kmcl.test/a\" peer=\"ipv4:127.0.0.1:"))
       << "privileged calls and denials are audited with the peer address";
 }
@@ -272,7 +447,7 @@ TEST_F(SecurityTest, KmclctlSpeaksMutualTlsWithItsFlags) {
   kmcl::client::testing::RunResult stranger = ctl("stranger", {"version"});
   EXPECT_EQ(stranger.exit_code, 1);
   EXPECT_TRUE(absl::StrContains(stranger.err, "PERMISSION_DENIED")) << stranger.err;
-  EXPECT_TRUE(absl::StrContains(ReadFile(Cert("audit.log")),
+  EXPECT_TRUE(absl::StrContains(AuditWith("rpc=GetVersion"),
                                 "rpc=GetVersion object=\"*\" result=denied:missing-observer"));
   for (const char* who : {"no-certificate", ""}) {
     kmcl::client::testing::RunResult refused = ctl(who, {"version"});
@@ -356,6 +531,77 @@ TEST_F(SecurityTest, SighupSwapsThePolicyForNewCallsAndKeepsClients) {
   EXPECT_TRUE(GetPartition(stranger, "default").ok());
 }
 
+// A reload that takes a's roles away ends a's Attach and WatchEvents
+// streams (PERMISSION_DENIED naming the role) at once; b's streams, and an
+// observer's stream over every partition, go on.
+TEST_F(SecurityTest, SighupThatRevokesARoleEndsThoseStreamsOnly) {
+  auto admin = StartTlsWithPartitionsAB();
+  ASSERT_NE(admin, nullptr);
+  auto a = Dial("a");
+  auto b = Dial("b");
+  kmcl::v1::ChannelRef ref_a, ref_b;
+  ASSERT_TRUE(Offer(a, "pa", &ref_a).ok());
+  ASSERT_TRUE(Offer(b, "pb", &ref_b).ok());
+  auto packets_a = kmcl::v1::PacketService::NewStub(a);
+  auto packets_b = kmcl::v1::PacketService::NewStub(b);
+  AttachStream attach_a(*packets_a, ref_a, kmcl::v1::ENDPOINT_ROLE_HOST);
+  AttachStream attach_b(*packets_b, ref_b, kmcl::v1::ENDPOINT_ROLE_HOST);
+  ASSERT_TRUE(attach_a.ok() && attach_b.ok());
+  struct Watch {
+    std::unique_ptr<grpc::ClientContext> ctx = Deadline();
+    std::unique_ptr<grpc::ClientReader<kmcl::v1::Event>> reader;
+  };
+  auto watch = [](const std::shared_ptr<grpc::Channel>& ch, const std::string& partition, Watch& w) {
+    kmcl::v1::WatchEventsRequest req;
+    req.set_partition_id(partition);
+    w.reader = kmcl::v1::EventService::NewStub(ch)->WatchEvents(w.ctx.get(), req);
+    kmcl::v1::Event e;
+    return w.reader->Read(&e);  // the partition's first event: the stream is open
+  };
+  Watch watch_a, watch_b, watch_all;
+  ASSERT_TRUE(watch(a, "pa", watch_a));
+  ASSERT_TRUE(watch(b, "pb", watch_b));
+  ASSERT_TRUE(watch(Dial("watcher"), "", watch_all));
+
+  std::string without_a = kPolicy;
+  const std::string a_grant = R"(grant { identity: "spiffe://kmcl.test/a" partition: "pa" role: HOST role: GUEST })";
+  ASSERT_NE(without_a.find(a_grant), std::string::npos);
+  without_a.erase(without_a.find(a_grant), a_grant.size());
+  WriteFile(Cert("policy.textproto"), without_a);
+  ASSERT_EQ(::kill(daemon_.pid(), SIGHUP), 0);
+  ASSERT_TRUE(daemon_.WaitForOutput("kmcld: SIGHUP: policy reloaded").ok()) << daemon_.output();
+
+  kmcl::v1::AttachResponse response;
+  while (attach_a.Read(&response)) {
+  }
+  grpc::Status s = attach_a.Close();
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED) << s.error_message();
+  EXPECT_TRUE(absl::StrContains(s.error_message(), "lost role host on partition 'pa'")) << s.error_message();
+  kmcl::v1::Event event;
+  while (watch_a.reader->Read(&event)) {
+  }
+  s = watch_a.reader->Finish();
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED) << s.error_message();
+  EXPECT_TRUE(absl::StrContains(s.error_message(), "lost role observer")) << s.error_message();
+
+  // b's streams go on: its endpoint is still attached, and its watch and the
+  // observer's see b's next event.
+  kmcl::v1::ChannelRequest get;
+  *get.mutable_channel() = ref_b;
+  kmcl::v1::ChannelResponse channel;
+  ASSERT_TRUE(kmcl::v1::HostChannelService::NewStub(b)->GetChannel(Deadline().get(), get, &channel).ok());
+  EXPECT_TRUE(channel.channel().host().attached()) << "b's Attach stream was not cut";
+  ASSERT_TRUE(Offer(b, "pb").ok());
+  EXPECT_TRUE(watch_b.reader->Read(&event)) << "b's watch goes on";
+  bool seen = false;
+  while (!seen && watch_all.reader->Read(&event)) seen = event.partition_id() == "pb";
+  EXPECT_TRUE(seen) << "the observer's watch goes on";
+  EXPECT_TRUE(absl::StrContains(AuditWith("result=revoked:missing-host"), "rpc=Attach object=\"pa\" result=revoked:missing-host"));
+  watch_b.ctx->TryCancel();
+  watch_all.ctx->TryCancel();
+  attach_b.Cancel();
+}
+
 // One identity over its request rate gets RESOURCE_EXHAUSTED; another
 // identity's calls all complete meanwhile.
 TEST_F(SecurityTest, AFloodingIdentityIsLimitedAndTheOthersGoOn) {
@@ -389,7 +635,7 @@ TEST_F(SecurityTest, AFloodingIdentityIsLimitedAndTheOthersGoOn) {
               a_calls, a_exhausted, b_rate, b_exhausted);
   EXPECT_GE(a_exhausted, 1);
   EXPECT_EQ(b_exhausted, 0);
-  EXPECT_TRUE(absl::StrContains(ReadFile(Cert("audit.log")), "result=limited:request-rate"));
+  EXPECT_TRUE(absl::StrContains(AuditWith("result=limited:request-rate"), "result=limited:request-rate"));
 }
 
 // Limits.streams bounds one identity's open WatchEvents/Attach streams;

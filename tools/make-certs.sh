@@ -3,6 +3,7 @@
 # mutual TLS (docs/security.md), with Debian's openssl command.
 #
 #   tools/make-certs.sh DIR [NAME=IDENTITY ...] [--test]
+#   tools/make-certs.sh DIR --renew-server [NAME=IDENTITY ...]
 #
 # DIR/ca.pem, ca.key      a CA (valid 365 days)
 # DIR/server.pem, .key    kmcld's certificate: SAN DNS:localhost, IP:127.0.0.1
@@ -14,21 +15,25 @@
 #                         certificate it signed (spiffe://kmcl.test/foreign)
 # DIR/expired.pem, .key   a client certificate of ca.pem that expired
 #                         yesterday (spiffe://kmcl.test/expired)
+# --renew-server keeps DIR's CA and makes a new server certificate and key
+# (and the NAMEs given): a renewal, which kmcld picks up on SIGHUP.
 #
 # Keys are EC P-256, unencrypted, mode 0600. Existing files are overwritten.
 set -euo pipefail
 
 if [[ $# -lt 1 || "$1" == -* ]]; then
-  sed -n '4,18p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '4,21p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 fi
 dir=$1
 shift
 test_certs=0
+renew=0
 idents=()
 for arg in "$@"; do
   case "$arg" in
     --test) test_certs=1 ;;
+    --renew-server) renew=1 ;;
     *=*) idents+=("$arg") ;;
     *) echo "make-certs.sh: expected NAME=IDENTITY or --test, got '$arg'" >&2; exit 2 ;;
   esac
@@ -59,7 +64,14 @@ leaf() {
     -CAserial "$tmp/$issuer.srl" -days "$days" -extfile "$tmp/$name.ext" -out "$name.pem" 2>/dev/null
 }
 
-ca ca "kmcld CA"
+if [[ $renew == 1 ]]; then
+  if [[ ! -f ca.pem || ! -f ca.key ]]; then
+    echo "make-certs.sh: --renew-server needs $PWD/ca.pem and ca.key" >&2
+    exit 2
+  fi
+else
+  ca ca "kmcld CA"
+fi
 leaf server ca 365 "DNS:localhost,IP:127.0.0.1${KMCL_SERVER_SANS:+,$KMCL_SERVER_SANS}" serverAuth "kmcld"
 for ident in "${idents[@]}"; do
   name=${ident%%=*}

@@ -3,13 +3,11 @@
 #include <deque>
 
 #include "absl/container/flat_hash_map.h"
-#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "daemon/log.h"
 #include "grpc/grpc_security_constants.h"
 #include "grpcpp/security/auth_context.h"
 
@@ -127,26 +125,6 @@ std::string PartitionOf(absl::string_view rpc, const google::protobuf::Message& 
   return "";
 }
 
-void AuditLog::Record(const Peer& peer, absl::string_view rpc, absl::string_view object,
-                      absl::string_view result) {
-  if (out_ == stderr && log::CurrentFormat() == log::Format::kJson) {
-    // Beside kmcld's JSON log lines on stderr, audit lines are JSON too.
-    log::Info("audit", {{"identity", peer.identity},
-                        {"peer", peer.address},
-                        {"rpc", rpc},
-                        {"object", object},
-                        {"result", result}});
-    return;
-  }
-  const std::string line = absl::StrFormat(
-      "kmcld audit: time=%s identity=\"%s\" peer=\"%s\" rpc=%s object=\"%s\" result=%s\n",
-      absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()),
-      absl::CEscape(peer.identity), absl::CEscape(peer.address), rpc, absl::CEscape(object), result);
-  absl::MutexLock lock(&mu_);
-  std::fwrite(line.data(), 1, line.size(), out_);
-  std::fflush(out_);
-}
-
 absl::Status Authorizer::Check(const grpc::ServerContextBase& ctx, absl::string_view rpc,
                                const google::protobuf::Message& request) const {
   std::optional<Role> role = RequiredRole(rpc);
@@ -172,7 +150,7 @@ absl::Status Authorizer::CheckRole(const grpc::ServerContextBase& ctx, absl::str
         "identity '", peer.identity, "' lacks role ", RoleName(role), " on partition '", object,
         "' needed by ", rpc));
   }
-  if (role != OBSERVER) audit_.Record(peer, rpc, object, "allowed");
+  if (role != OBSERVER) audit_.Begin(&ctx, peer, rpc, object);  // written when the call ends
   return absl::OkStatus();
 }
 
@@ -196,9 +174,51 @@ absl::Status Authorizer::Limit(const Peer& peer, const Policy& policy, absl::str
 absl::StatusOr<std::unique_ptr<StreamSlot>> Authorizer::AcquireStream(const grpc::ServerContextBase& ctx,
                                                                       absl::string_view rpc) const {
   Peer peer = PeerOf(ctx);
-  auto slot = streams_.Acquire(peer.identity, policy_.Get()->LimitsFor(peer.identity).streams());
+  auto slot = streams_.Acquire(peer, policy_.Get()->LimitsFor(peer.identity).streams());
   if (!slot.ok()) audit_.Record(peer, rpc, "*", "limited:streams");
   return slot;
+}
+
+namespace {
+
+bool StillAllowed(const Policy& policy, const std::string& identity, const std::string& partition, Role role) {
+  return partition.empty() ? policy.AllowsAnywhere(identity, role) : policy.Allows(identity, partition, role);
+}
+
+absl::Status Revocation(const std::string& identity, absl::string_view rpc, const std::string& partition,
+                        Role role) {
+  return absl::PermissionDeniedError(absl::StrCat(
+      "identity '", identity, "' lost role ", RoleName(role), partition.empty() ? " on every partition" : "",
+      partition.empty() ? "" : absl::StrCat(" on partition '", partition, "'"), ", needed by ", rpc,
+      " (policy reloaded)"));
+}
+
+}  // namespace
+
+absl::Status Authorizer::HoldStream(StreamSlot& slot, absl::string_view rpc, absl::string_view partition,
+                                    Role role, std::weak_ptr<RevocableStream> stream) const {
+  slot.Require(std::string(rpc), std::string(partition), role, std::move(stream));
+  // Registered first, checked second: a reload either sees the stream or
+  // happened before this check.
+  const std::string p(partition);
+  if (StillAllowed(*policy_.Get(), slot.peer().identity, p, role)) return absl::OkStatus();
+  return Revocation(slot.peer().identity, rpc, p, role);
+}
+
+size_t Authorizer::RevokeStreams() const {
+  std::shared_ptr<const Policy> policy = policy_.Get();
+  std::vector<StreamSlots::Revocation> revoked =
+      streams_.Revoked([&policy](const std::string& identity, const std::string& partition, Role role) {
+        return StillAllowed(*policy, identity, partition, role);
+      });
+  for (const StreamSlots::Revocation& r : revoked) {
+    audit_.Record(r.peer, r.rpc, r.partition.empty() ? "*" : r.partition,
+                  absl::StrCat("revoked:missing-", RoleName(r.role)));
+    if (std::shared_ptr<RevocableStream> stream = r.stream.lock()) {
+      stream->Revoke(Revocation(r.peer.identity, r.rpc, r.partition, r.role));
+    }
+  }
+  return revoked.size();
 }
 
 void Authorizer::FilterVisible(const grpc::ServerContextBase& ctx,

@@ -8,15 +8,15 @@
 // partition it acts on (the request's partition_id, nested or not, or id for
 // partition RPCs; none means every partition, "*"), asks the current policy,
 // and writes an audit line for every denial and every privileged (non
-// observer) call. A denial is PERMISSION_DENIED naming the missing role; a
-// caller over its request rate (RateLimiter) gets RESOURCE_EXHAUSTED.
+// observer) call (audit_log.h: a denial at once, an allowed call when it
+// ends, with its status). A denial is PERMISSION_DENIED naming the missing
+// role; a caller over its request rate (RateLimiter) gets RESOURCE_EXHAUSTED.
 //
 // Thread-safe; cheap enough for a reactor thread (one mutex to read the
-// policy pointer, one to write an audit line).
+// policy pointer, one to queue an audit line; no I/O).
 #ifndef KMCLD_DAEMON_SECURITY_AUTHORIZER_H_
 #define KMCLD_DAEMON_SECURITY_AUTHORIZER_H_
 
-#include <cstdio>
 #include <optional>
 #include <string>
 
@@ -24,6 +24,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "daemon/security/audit_log.h"
 #include "daemon/security/policy.h"
 #include "daemon/security/rate_limiter.h"
 #include "daemon/security/stream_slots.h"
@@ -32,10 +33,6 @@
 
 namespace kmcld::security {
 
-struct Peer {
-  std::string identity;  // see the file comment
-  std::string address;   // grpc's peer string, "ipv4:127.0.0.1:40000"
-};
 Peer PeerOf(const grpc::ServerContextBase& ctx);
 
 // The role `rpc` (the method name, "OfferChannel") needs; nullopt for a
@@ -46,23 +43,12 @@ std::optional<Role> RequiredRole(absl::string_view rpc);
 // The partition `request` acts on; "" when it names none.
 std::string PartitionOf(absl::string_view rpc, const google::protobuf::Message& request);
 
-// One structured line per event, to a FILE (stderr or --audit_log):
-//   kmcld audit: time=... identity="..." peer="..." rpc=... object="..." result=...
-class AuditLog {
- public:
-  explicit AuditLog(FILE* out) : out_(out) {}
-  void Record(const Peer& peer, absl::string_view rpc, absl::string_view object,
-              absl::string_view result);
-
- private:
-  absl::Mutex mu_;
-  FILE* const out_ ABSL_PT_GUARDED_BY(mu_);  // the pointer is const; writes to it take mu_
-};
-
 class Authorizer {
  public:
   Authorizer(const PolicyHolder& policy, AuditLog& audit, RateLimiter& limiter, StreamSlots& streams)
       : policy_(policy), audit_(audit), limiter_(limiter), streams_(streams) {}
+
+  AuditLog& audit() const { return audit_; }
 
   absl::Status Check(const grpc::ServerContextBase& ctx, absl::string_view rpc,
                      const google::protobuf::Message& request) const;
@@ -86,6 +72,16 @@ class Authorizer {
   // stream until it ends; RESOURCE_EXHAUSTED (audited) past the limit.
   absl::StatusOr<std::unique_ptr<StreamSlot>> AcquireStream(const grpc::ServerContextBase& ctx,
                                                             absl::string_view rpc) const;
+  // The stream holding `slot` needs `role` on `partition` ("": observer of
+  // some partition) to stay open: from now on a policy reload that revokes
+  // it ends `stream` (RevokeStreams). PERMISSION_DENIED if the policy in
+  // force already does not allow it (a reload raced the first check).
+  absl::Status HoldStream(StreamSlot& slot, absl::string_view rpc, absl::string_view partition, Role role,
+                          std::weak_ptr<RevocableStream> stream) const;
+  // After a policy reload: ends every open stream the new policy no longer
+  // allows (PERMISSION_DENIED naming the role, and an audit line
+  // result=revoked:missing-<role>). Returns how many.
+  size_t RevokeStreams() const;
   void FilterVisible(const grpc::ServerContextBase& ctx, google::protobuf::Message& response) const;
 
  private:

@@ -11,7 +11,10 @@ ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert.");
 ABSL_FLAG(std::string, tls_ca, "",
           "PEM CA bundle; every TCP client must present a certificate that chains to it.");
 ABSL_FLAG(uint32_t, tls_refresh_s, 60,
-          "How often the TLS files are re-read, so renewed certificates apply to new connections.");
+          "How often the TLS files are re-read (SIGHUP re-reads them at once), so renewed "
+          "certificates apply to new connections.");
+ABSL_FLAG(std::string, tls_min_version, "1.3",
+          "Oldest TLS version the TCP listener accepts: 1.3, or 1.2 for clients that cannot do 1.3.");
 ABSL_FLAG(bool, insecure_plaintext_tcp, false,
           "Serve --listen without TLS: allowed only on a loopback address. Its clients are "
           "'insecure-loopback', ADMIN unless --policy says otherwise.");
@@ -31,6 +34,7 @@ SecurityOptions SecurityOptionsFromFlags(const config::Security& file) {
   o.tls_key = file.tls_key();
   o.tls_ca = file.tls_ca();
   if (file.tls_refresh_s() != 0) o.cert_refresh_s = file.tls_refresh_s();
+  if (!file.tls_min_version().empty()) o.tls_min_version = file.tls_min_version();
   o.insecure_plaintext_tcp = file.insecure_plaintext_tcp();
   o.uds_group = file.uds_group();
   o.policy_file = file.policy();
@@ -43,6 +47,7 @@ SecurityOptions SecurityOptionsFromFlags(const config::Security& file) {
   if (given("tls_key")) o.tls_key = absl::GetFlag(FLAGS_tls_key);
   if (given("tls_ca")) o.tls_ca = absl::GetFlag(FLAGS_tls_ca);
   if (given("tls_refresh_s")) o.cert_refresh_s = absl::GetFlag(FLAGS_tls_refresh_s);
+  if (given("tls_min_version")) o.tls_min_version = absl::GetFlag(FLAGS_tls_min_version);
   if (given("insecure_plaintext_tcp")) o.insecure_plaintext_tcp = absl::GetFlag(FLAGS_insecure_plaintext_tcp);
   if (given("uds_group")) o.uds_group = absl::GetFlag(FLAGS_uds_group);
   if (given("policy")) o.policy_file = absl::GetFlag(FLAGS_policy);

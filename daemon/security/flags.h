@@ -1,5 +1,5 @@
 // daemon/security/flags.h: kmcld's security flags (--tls_cert, --tls_key,
-// --tls_ca, --tls_refresh_s, --insecure_plaintext_tcp, --uds_group, --policy,
+// --tls_ca, --tls_refresh_s, --tls_min_version, --insecure_plaintext_tcp, --uds_group, --policy,
 // --audit_log), defined here so that kmcld_main.cc only asks for them, and
 // their counterparts in the --config file (KmcldConfig.security).
 //

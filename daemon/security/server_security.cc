@@ -2,10 +2,7 @@
 
 #include <arpa/inet.h>
 #include <grp.h>
-#include <openssl/bio.h>
-#include <openssl/evp.h>
-#include <openssl/pem.h>
-#include <openssl/x509.h>
+#include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -17,68 +14,46 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "daemon/log.h"
 #include "grpcpp/security/tls_certificate_provider.h"
 #include "grpcpp/security/tls_credentials_options.h"
 
 namespace kmcld::security {
 namespace {
 
-struct BioCloser {
-  void operator()(BIO* b) const { BIO_free(b); }
-};
-using BioPtr = std::unique_ptr<BIO, BioCloser>;
-
-absl::StatusOr<BioPtr> OpenPem(const std::string& what, const std::string& path) {
-  if (path.empty()) return absl::InvalidArgumentError(absl::StrCat(what, " is not set"));
-  BioPtr bio(BIO_new_file(path.c_str(), "r"));
-  if (bio == nullptr) {
-    return absl::NotFoundError(absl::StrCat(what, " ", path, ": ", std::strerror(errno)));
-  }
-  return bio;
-}
-
-// Loads the three PEM files once, so that a wrong path, a file that is not
-// PEM or a key that does not match its certificate stops kmcld at start-up
-// rather than failing every handshake later.
-absl::Status CheckTlsFiles(const SecurityOptions& o) {
-  auto cert_bio = OpenPem("--tls_cert", o.tls_cert);
-  if (!cert_bio.ok()) return cert_bio.status();
-  X509* cert = PEM_read_bio_X509(cert_bio->get(), nullptr, nullptr, nullptr);
-  if (cert == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat("--tls_cert ", o.tls_cert, ": no PEM certificate"));
-  }
-  auto key_bio = OpenPem("--tls_key", o.tls_key);
-  if (!key_bio.ok()) {
-    X509_free(cert);
-    return key_bio.status();
-  }
-  EVP_PKEY* key = PEM_read_bio_PrivateKey(key_bio->get(), nullptr, nullptr, nullptr);
-  absl::Status status;
-  if (key == nullptr) {
-    status = absl::InvalidArgumentError(absl::StrCat("--tls_key ", o.tls_key, ": no PEM private key"));
-  } else if (X509_check_private_key(cert, key) != 1) {
-    status = absl::InvalidArgumentError(
-        absl::StrCat("--tls_key ", o.tls_key, " does not match --tls_cert ", o.tls_cert));
-  }
-  EVP_PKEY_free(key);
-  X509_free(cert);
-  if (!status.ok()) return status;
-  auto ca_bio = OpenPem("--tls_ca", o.tls_ca);
-  if (!ca_bio.ok()) return ca_bio.status();
-  X509* ca = PEM_read_bio_X509(ca_bio->get(), nullptr, nullptr, nullptr);
-  if (ca == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat("--tls_ca ", o.tls_ca, ": no PEM certificate"));
-  }
-  X509_free(ca);
-  return absl::OkStatus();
-}
-
 FILE* OpenAuditLog(const std::string& path) {
   if (path.empty()) return stderr;
   return std::fopen(path.c_str(), "ae");
 }
 
+// What GRPC_SSL_CIPHER_SUITES is set to for a TLS 1.3 minimum: only TLS 1.2
+// suites that need a pre-shared key, which kmcld never configures, so
+// OpenSSL finds no TLS 1.2 suite it can use and refuses a TLS 1.2 client
+// ("no shared cipher"), while TLS 1.3 negotiates its own suites, untouched.
+constexpr char kNoUsableTls12Suites[] = "PSK-AES256-GCM-SHA384:PSK-AES128-GCM-SHA256";
+
 }  // namespace
+
+absl::Status SetMinimumTlsVersion(absl::string_view version) {
+  if (version == "1.2") return absl::OkStatus();
+  if (version != "1.3") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--tls_min_version: expected 1.3 or 1.2, got '", version, "'"));
+  }
+  // gRPC 1.51 has no minimum-version setting (TlsCredentialsOptions gained
+  // set_min_tls_version in later releases; 1.51 always allows TLS 1.2), but
+  // it takes the TLS 1.2 cipher list from this variable, read once when the
+  // first TLS context is made: after this, before any credentials exist.
+  const char* before = std::getenv("GRPC_SSL_CIPHER_SUITES");
+  if (before != nullptr && *before != '\0' && absl::string_view(before) != kNoUsableTls12Suites) {
+    log::Warn("GRPC_SSL_CIPHER_SUITES is replaced to keep TLS 1.3 the minimum (--tls_min_version=1.2 keeps it)",
+              {{"was", before}});
+  }
+  if (::setenv("GRPC_SSL_CIPHER_SUITES", kNoUsableTls12Suites, 1) != 0) {
+    return absl::InternalError("cannot set GRPC_SSL_CIPHER_SUITES");
+  }
+  return absl::OkStatus();
+}
 
 bool IsLoopbackAddress(absl::string_view host_port) {
   absl::string_view host = host_port.substr(0, host_port.rfind(':'));
@@ -96,6 +71,7 @@ absl::StatusOr<std::unique_ptr<ServerSecurity>> ServerSecurity::Create(const Sec
                                                                        const ListenOptions& listen) {
   const bool tcp = !listen.tcp_address.empty();
   const bool tls_given = !options.tls_cert.empty() || !options.tls_key.empty() || !options.tls_ca.empty();
+  std::unique_ptr<CertStage> stage;  // TLS only
   if (tcp && options.insecure_plaintext_tcp) {
     if (tls_given) {
       return absl::InvalidArgumentError(
@@ -114,7 +90,13 @@ absl::StatusOr<std::unique_ptr<ServerSecurity>> ServerSecurity::Create(const Sec
           " needs mutual TLS (--tls_cert, --tls_key, --tls_ca and --policy), or, on a loopback "
           "address only, --insecure_plaintext_tcp; --listen= serves the Unix socket alone"));
     }
-    if (absl::Status s = CheckTlsFiles(options); !s.ok()) return s;
+    // Checks the three files (a clear start-up error rather than failed
+    // handshakes later) and stages the copies gRPC reads.
+    auto staged = CertStage::Create({options.tls_cert, options.tls_key, options.tls_ca},
+                                    listen.runtime_dir.empty() ? DefaultRuntimeDir() : listen.runtime_dir);
+    if (!staged.ok()) return staged.status();
+    stage = *std::move(staged);
+    if (absl::Status s = SetMinimumTlsVersion(options.tls_min_version); !s.ok()) return s;
     if (options.policy_file.empty()) {
       return absl::InvalidArgumentError(absl::StrCat(
           "TLS listener ", listen.tcp_address,
@@ -139,9 +121,12 @@ absl::StatusOr<std::unique_ptr<ServerSecurity>> ServerSecurity::Create(const Sec
         absl::StrCat("--audit_log ", options.audit_log, ": ", std::strerror(errno)));
   }
   std::unique_ptr<ServerSecurity> s(new ServerSecurity(options, listen, audit, std::move(policy)));
-  if (tcp && !options.insecure_plaintext_tcp) {
+  if (stage != nullptr) {
+    // gRPC reads kmcld's checked copies (cert_stage.h), never the operator's
+    // files while they are being rewritten.
     auto provider = std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
-        options.tls_key, options.tls_cert, options.tls_ca, options.cert_refresh_s);
+        stage->key_path(), stage->cert_path(), stage->ca_path(), CertStage::kWatchSeconds);
+    s->stage_ = std::move(stage);
     grpc::experimental::TlsServerCredentialsOptions tls(provider);
     tls.watch_root_certs();
     tls.watch_identity_key_cert_pairs();
@@ -158,14 +143,11 @@ ServerSecurity::ServerSecurity(SecurityOptions options, ListenOptions listen, FI
                                std::shared_ptr<const Policy> policy)
     : options_(std::move(options)),
       listen_(std::move(listen)),
-      audit_file_(audit_file),
       policy_(std::move(policy)),
       audit_(audit_file),
       authorizer_(policy_, audit_, limiter_, streams_) {}
 
-ServerSecurity::~ServerSecurity() {
-  if (audit_file_ != stderr) std::fclose(audit_file_);
-}
+ServerSecurity::~ServerSecurity() = default;
 
 void ServerSecurity::AddListeners(grpc::ServerBuilder& builder, int* tcp_port) {
   if (!listen_.tcp_address.empty()) builder.AddListeningPort(listen_.tcp_address, tcp_credentials_, tcp_port);
@@ -200,11 +182,17 @@ absl::Status ServerSecurity::SecureSocket() {
   return absl::OkStatus();
 }
 
+absl::StatusOr<bool> ServerSecurity::RefreshCertificates() {
+  if (stage_ == nullptr) return false;
+  return stage_->Refresh();
+}
+
 absl::Status ServerSecurity::Reload() {
   if (options_.policy_file.empty()) return absl::OkStatus();
   auto loaded = Policy::Load(options_.policy_file);
   if (!loaded.ok()) return loaded.status();
   policy_.Set(*std::move(loaded));
+  authorizer_.RevokeStreams();
   return absl::OkStatus();
 }
 

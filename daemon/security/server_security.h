@@ -1,11 +1,14 @@
 // daemon/security/server_security.h: how kmcld's listeners are secured, and
 // the authorization state they share (docs/security.md).
 //
-// - TCP is mutual TLS: the server certificate and key, and a CA bundle
-//   against which every client certificate is verified
-//   (GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY). gRPC's file
-//   watcher re-reads the three files every `cert_refresh_s` seconds, so
-//   renewed certificates take effect for new connections without a restart.
+// - TCP is mutual TLS, TLS 1.3 at least (SetMinimumTlsVersion): the server
+//   certificate and key, and a CA bundle against which every client
+//   certificate is verified
+//   (GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY). gRPC reads
+//   kmcld's checked copies of the three files (cert_stage.h), which
+//   RefreshCertificates updates (SIGHUP, and every `cert_refresh_s`
+//   seconds): renewed certificates take effect for new connections without a
+//   restart, and connected clients stay.
 // - Plaintext TCP only on a loopback address and only with
 //   insecure_plaintext_tcp; any other plaintext listener refuses to start.
 // - A TLS listener needs a policy file; without one only Unix-socket
@@ -27,6 +30,7 @@
 #include "absl/status/statusor.h"
 #include "daemon/listen_options.h"
 #include "daemon/security/authorizer.h"
+#include "daemon/security/cert_stage.h"
 #include "daemon/security/policy.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_builder.h"
@@ -42,7 +46,15 @@ struct SecurityOptions {
   std::string policy_file;  // policy.proto text; empty: the built-in policy
   std::string audit_log;    // file the audit lines are appended to; empty: stderr
   uint32_t cert_refresh_s = 60;
+  std::string tls_min_version = "1.3";  // "1.3" or "1.2"
 };
+
+// "1.3": makes every TLS context kmcld's gRPC creates refuse TLS 1.2 (gRPC
+// 1.51 has no minimum-version option; this sets GRPC_SSL_CIPHER_SUITES so
+// that no TLS 1.2 cipher suite is usable, see the .cc). "1.2": leaves gRPC's
+// default (TLS 1.2 and 1.3). Before any gRPC credentials are made, while
+// kmcld has one thread. INVALID_ARGUMENT for anything else.
+absl::Status SetMinimumTlsVersion(absl::string_view version);
 
 // True for 127.0.0.0/8, [::1] and localhost (host:port form).
 bool IsLoopbackAddress(absl::string_view host_port);
@@ -57,10 +69,18 @@ class ServerSecurity {
   void AddListeners(grpc::ServerBuilder& builder, int* tcp_port);
   // After BuildAndStart: restricts the socket file. A failure is fatal.
   absl::Status SecureSocket();
-  // Re-reads the policy file (SIGHUP). The old policy stays on error.
+  // Re-reads the policy file (SIGHUP) and ends the open streams it no
+  // longer allows (Authorizer::RevokeStreams). The old policy stays on error.
   absl::Status Reload();
+  // Re-reads the TLS files (SIGHUP, and every cert_refresh_s): true when a
+  // new, checked set was published to gRPC (new handshakes use it within
+  // CertStage::kWatchSeconds); false when unchanged or without TLS; an
+  // error keeps the set in force.
+  absl::StatusOr<bool> RefreshCertificates();
 
   const Authorizer& authorizer() const { return authorizer_; }
+  // How often RefreshCertificates should run; 0 without TLS.
+  uint32_t cert_refresh_s() const { return stage_ != nullptr ? options_.cert_refresh_s : 0; }
   // "mutual TLS", "plaintext (insecure, loopback only)".
   const char* tcp_mode() const { return credentials_is_tls_ ? "mutual TLS" : "plaintext (insecure, loopback only)"; }
 
@@ -68,11 +88,11 @@ class ServerSecurity {
   ServerSecurity(SecurityOptions options, ListenOptions listen, FILE* audit_file,
                  std::shared_ptr<const Policy> policy);
 
+  std::unique_ptr<CertStage> stage_;  // TLS only; outlives the credentials that read it
   const SecurityOptions options_;
   const ListenOptions listen_;
-  FILE* const audit_file_;  // owned unless stderr
   PolicyHolder policy_;
-  AuditLog audit_;
+  AuditLog audit_;  // owns the audit file
   RateLimiter limiter_;
   StreamSlots streams_;
   Authorizer authorizer_;

@@ -4,24 +4,53 @@
 
 namespace kmcld::security {
 
-StreamSlot::~StreamSlot() { slots_.Release(identity_); }
+StreamSlot::StreamSlot(StreamSlots& slots, Peer peer) : slots_(slots), peer_(std::move(peer)) {}
 
-absl::StatusOr<std::unique_ptr<StreamSlot>> StreamSlots::Acquire(const std::string& identity, uint32_t limit) {
+StreamSlot::~StreamSlot() { slots_.Release(this); }
+
+void StreamSlot::Require(std::string rpc, std::string partition, Role role,
+                         std::weak_ptr<RevocableStream> stream) {
+  absl::MutexLock lock(&slots_.mu_);
+  rpc_ = std::move(rpc);
+  partition_ = std::move(partition);
+  role_ = role;
+  stream_ = std::move(stream);
+}
+
+absl::StatusOr<std::unique_ptr<StreamSlot>> StreamSlots::Acquire(const Peer& peer, uint32_t limit) {
+  const std::string& identity = peer.identity;
+  auto slot = std::unique_ptr<StreamSlot>(new StreamSlot(*this, peer));
   absl::MutexLock lock(&mu_);
   uint32_t& open = open_[identity];
   if (limit != 0 && open >= limit) {
     if (open == 0) open_.erase(identity);
+    slot->counted_ = false;
     return absl::ResourceExhaustedError(
         absl::StrCat("identity '", identity, "' already holds its limit of ", limit, " open streams"));
   }
   ++open;
-  return std::make_unique<StreamSlot>(*this, identity);
+  live_.insert(slot.get());
+  return slot;
 }
 
-void StreamSlots::Release(const std::string& identity) {
+void StreamSlots::Release(StreamSlot* slot) {
   absl::MutexLock lock(&mu_);
-  auto it = open_.find(identity);
+  if (!slot->counted_) return;
+  live_.erase(slot);
+  auto it = open_.find(slot->peer_.identity);
   if (it != open_.end() && --it->second == 0) open_.erase(it);
+}
+
+std::vector<StreamSlots::Revocation> StreamSlots::Revoked(
+    const std::function<bool(const std::string&, const std::string&, Role)>& still_allowed) {
+  std::vector<Revocation> out;
+  absl::MutexLock lock(&mu_);
+  for (StreamSlot* slot : live_) {
+    if (slot->role_ == ROLE_UNSPECIFIED) continue;
+    if (still_allowed(slot->peer_.identity, slot->partition_, slot->role_)) continue;
+    out.push_back({slot->peer_, slot->rpc_, slot->partition_, slot->role_, slot->stream_});
+  }
+  return out;
 }
 
 }  // namespace kmcld::security

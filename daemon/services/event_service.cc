@@ -14,7 +14,8 @@ namespace {
 
 constexpr size_t kReadBatch = 256;
 
-class WatchReactor final : public grpc::ServerWriteReactor<kmcl::v1::Event> {
+class WatchReactor final : public grpc::ServerWriteReactor<kmcl::v1::Event>,
+                           public security::RevocableStream {
  public:
   WatchReactor(grpc::CallbackServerContext* ctx, const kmcl::v1::WatchEventsRequest& request,
                ServiceContext services, StreamCounter& streams)
@@ -34,6 +35,18 @@ class WatchReactor final : public grpc::ServerWriteReactor<kmcl::v1::Event> {
       if (slot.ok()) slot_ = *std::move(slot);
     }
     if (s.ok()) s = streams_.Acquire(peer_);
+    if (s.ok()) counted_ = true;
+    if (s.ok()) {
+      // A reload that revokes observer (on the partition, or on every
+      // partition for a stream that spans them) ends the stream.
+      std::weak_ptr<security::RevocableStream> revocable;
+      {
+        kmcl::MutexLock lock(&mu_);
+        revocable = self_;
+      }
+      s = HoldStream(services, slot_.get(), "WatchEvents", request_.partition_id(), security::OBSERVER,
+                     std::move(revocable));
+    }
     if (!s.ok()) {
       {
         kmcl::MutexLock lock(&mu_);
@@ -42,7 +55,6 @@ class WatchReactor final : public grpc::ServerWriteReactor<kmcl::v1::Event> {
       FlushFinish();
       return;
     }
-    counted_ = true;
     {
       kmcl::MutexLock lock(&mu_);
       after_ = request_.after_sequence();
@@ -74,6 +86,25 @@ class WatchReactor final : public grpc::ServerWriteReactor<kmcl::v1::Event> {
       FinishLocked(grpc::Status(grpc::StatusCode::CANCELLED, "the call was cancelled"));
     }
     FlushFinish();
+  }
+
+  // The policy no longer allows this stream (from the reloading thread):
+  // finish it from the stream pump.
+  void Revoke(const absl::Status& status) override {
+    std::shared_ptr<WatchReactor> self;
+    {
+      kmcl::MutexLock lock(&mu_);
+      if (done_ || finished_ || self_ == nullptr) return;
+      self = self_;
+    }
+    StreamPump::Default().Post([self, status] {
+      {
+        kmcl::MutexLock lock(&self->mu_);
+        if (self->done_) return;
+        self->FinishLocked(ToGrpc(status));
+      }
+      self->FlushFinish();
+    });
   }
 
   void OnDone() override {

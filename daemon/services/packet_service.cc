@@ -33,9 +33,16 @@ using Reactor = grpc::ServerBidiReactor<kmcl::v1::AttachRequest, kmcl::v1::Attac
 // The stream as the endpoint sees it. Outlives the reactor when the
 // endpoint still holds it; after OnDone every call is a no-op.
 class AttachStream final : public EndpointStream,
+                           public security::RevocableStream,
                            public std::enable_shared_from_this<AttachStream> {
  public:
   explicit AttachStream(Reactor* reactor) : reactor_(reactor) {}
+
+  // The policy no longer allows this stream: end it from the stream pump
+  // (this runs on the thread that reloaded the policy).
+  void Revoke(const absl::Status& status) override {
+    StreamPump::Default().Post([self = shared_from_this(), status] { self->Finish(ToGrpc(status)); });
+  }
 
   // From any thread, a channel's included: the write starts on the stream
   // pump (stream_pump.h says why), at most one pump task queued at a time.
@@ -234,8 +241,10 @@ class AttachReactor final : public Reactor {
     const kmcl::v1::Attach& a = in_.attach();
     const security::Role role =
         a.endpoint().role() == kmcl::v1::ENDPOINT_ROLE_HOST ? security::HOST : security::GUEST;
-    if (absl::Status s = AuthorizeRole(services_, ctx_, "Attach", a.endpoint().channel().partition_id(), role);
-        !s.ok()) {
+    const std::string& partition = a.endpoint().channel().partition_id();
+    if (absl::Status s = AuthorizeRole(services_, ctx_, "Attach", partition, role); !s.ok()) return s;
+    // From here on, a policy reload that revokes the role ends the stream.
+    if (absl::Status s = HoldStream(services_, slot_.get(), "Attach", partition, role, stream_); !s.ok()) {
       return s;
     }
     auto ep = services_.registry.ResolveEndpoint(a.endpoint());

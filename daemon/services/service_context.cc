@@ -23,6 +23,13 @@ absl::StatusOr<std::unique_ptr<security::StreamSlot>> AcquireStreamSlot(
   return services.authorizer->AcquireStream(*ctx, rpc);
 }
 
+absl::Status HoldStream(const ServiceContext& services, security::StreamSlot* slot, absl::string_view rpc,
+                        absl::string_view partition, security::Role role,
+                        std::weak_ptr<security::RevocableStream> stream) {
+  if (services.authorizer == nullptr || slot == nullptr) return absl::OkStatus();
+  return services.authorizer->HoldStream(*slot, rpc, partition, role, std::move(stream));
+}
+
 absl::Status AuthorizeRole(const ServiceContext& services, const grpc::CallbackServerContext* ctx,
                            absl::string_view rpc, absl::string_view partition, security::Role role) {
   if (services.authorizer == nullptr) return absl::OkStatus();

@@ -46,6 +46,12 @@ void KeepVisible(const ServiceContext& services, const grpc::CallbackServerConte
 // A place for one more stream of the caller (null without an authorizer).
 absl::StatusOr<std::unique_ptr<security::StreamSlot>> AcquireStreamSlot(
     const ServiceContext& services, const grpc::CallbackServerContext* ctx, absl::string_view rpc);
+// The stream holding `slot` (null without an authorizer: OK) stays open only
+// while the policy gives its caller `role` on `partition`
+// (Authorizer::HoldStream; a reload that revokes it ends `stream`).
+absl::Status HoldStream(const ServiceContext& services, security::StreamSlot* slot, absl::string_view rpc,
+                        absl::string_view partition, security::Role role,
+                        std::weak_ptr<security::RevocableStream> stream);
 // The same for a call whose role depends on its content (Attach).
 absl::Status AuthorizeRole(const ServiceContext& services, const grpc::CallbackServerContext* ctx,
                            absl::string_view rpc, absl::string_view partition, security::Role role);
