@@ -6,6 +6,10 @@
 
 const GUID ECHO_INTERFACE_TYPE = {0x6c0d2a1e, 0x77b3, 0x4c8e, {0x9f, 0x10, 0x45, 0x43, 0x48, 0x4f, 0x56, 0x53}};
 
+/* The channel's name in kmcld's diagnostics and metrics. */
+static WCHAR kEchoName[] = {'e', 'c', 'h', 'o'};
+static const UNICODE_STRING kEchoFriendlyName = {sizeof(kEchoName), sizeof(kEchoName), kEchoName};
+
 struct _ECHO_VSP {
   KMCL_SERVER_INTERFACE_V1 Kmcl;
   VMBCHANNEL Channel;
@@ -39,6 +43,7 @@ NTSTATUS EchoVspCreate(UINT64 VmbusHandle, const GUID* InterfaceInstance, ECHO_V
                                                                 *InterfaceInstance);
   }
   if (NT_SUCCESS(status)) status = vsp->Kmcl.VmbChannelInitSetMaximumPacketSize(vsp->Channel, 4096);
+  if (NT_SUCCESS(status)) status = vsp->Kmcl.VmbChannelInitSetFriendlyName(vsp->Channel, &kEchoFriendlyName);
   if (NT_SUCCESS(status)) {
     status = vsp->Kmcl.VmbChannelInitSetProcessPacketCallbacks(vsp->Channel, EchoVspProcessPacket, NULL);
   }

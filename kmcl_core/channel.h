@@ -233,6 +233,7 @@ struct ChannelSnapshot {
   uint32_t transaction_quota = 0;
   uint16_t interrupt_latency = 0;
   std::string corruption;
+  std::string friendly_name;  // VmbChannelInitSetFriendlyName's, "" if none
 };
 
 class Channel final : public BusEndpoint {

@@ -349,6 +349,7 @@ ChannelSnapshot Channel::Snapshot() const {
     s.transaction_quota = quota_;
     s.interrupt_latency = interrupt_latency_;
     s.corruption = corruption_;
+    s.friendly_name = friendly_name_;
     incoming = incoming_memory_;
   }
   {

@@ -117,6 +117,12 @@ PartitionCounters Partition::counters() const {
   return counters_;
 }
 
+void Partition::ForEachEndpoint(absl::FunctionRef<void(const AttachedEndpoint&)> visit) const {
+  MutexLock lock(&mu_);
+  for (const auto& [relid, host] : hosts_) visit({relid, true, 0, host});
+  for (const auto& [key, guest] : guests_) visit({key.second, false, key.first, guest});
+}
+
 absl::StatusOr<std::pair<uint64_t, uint64_t>> Partition::MmioFor(uint32_t relid,
                                                                   uint64_t bytes) {
   MutexLock lock(&mu_);

@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "kmcl_core/bus_endpoint.h"
@@ -58,6 +59,14 @@ struct RingLink {
   void Signal(const BusEndpoint* from);
   void Attach(BusEndpoint* endpoint, bool is_server);
   void Detach(const BusEndpoint* endpoint);
+};
+
+// An endpoint attached to the partition (ForEachEndpoint).
+struct AttachedEndpoint {
+  uint32_t relid = 0;
+  bool is_host = false;
+  uint8_t vtl = 0;  // guests: the client's VTL
+  const BusEndpoint* endpoint = nullptr;
 };
 
 struct PartitionCounters {
@@ -98,6 +107,13 @@ class Partition {
   std::vector<ServerChannelInfo> ServerChannels() const;
   std::vector<ClientChannelInfo> GuestOffers(uint8_t vtl) const;
   PartitionCounters counters() const;
+  // Calls `visit` for every endpoint attached to the partition, hosts by
+  // relid then guests by (vtl, relid), with the partition's lock held:
+  // `visit` may take the endpoint's locks (Partition before endpoint) but
+  // must not call the partition. Each endpoint outlives the call (its
+  // teardown detaches it under the same lock). For diagnostics of
+  // endpoints whose owners run in-process (kmcld's built-in devices).
+  void ForEachEndpoint(absl::FunctionRef<void(const AttachedEndpoint&)> visit) const;
   // Carves MMIO space from the partition's window.
   absl::StatusOr<uint64_t> AllocateMmio(uint64_t bytes);
   // The MMIO range the guest reserved for channel `relid`: allocated on first

@@ -1,6 +1,7 @@
 #include "devices/ic/vsp.h"
 
 #include <cstring>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -72,6 +73,11 @@ absl::Status IcVsp::Init(uint64_t vmbus_handle, const std::string* saved) {
                                                          ToGUID(options_.instance));
   }
   if (NT_SUCCESS(st)) st = kmcl_.VmbChannelInitSetMaximumPacketSize(channel_, kMaxIcPacketSize);
+  // The service's name ("heartbeat", ...) names the channel in diagnostics.
+  std::vector<WCHAR> name(ServiceInfo(service_).name.begin(), ServiceInfo(service_).name.end());
+  UNICODE_STRING friendly_name = {static_cast<USHORT>(name.size() * sizeof(WCHAR)),
+                                  static_cast<USHORT>(name.size() * sizeof(WCHAR)), name.data()};
+  if (NT_SUCCESS(st)) st = kmcl_.VmbChannelInitSetFriendlyName(channel_, &friendly_name);
   VMB_CHANNEL_STATE_CHANGE_CALLBACKS callbacks;
   VMB_CHANNEL_STATE_CHANGE_CALLBACKS_INIT(&callbacks);
   callbacks.EvtChannelPostStarted = PostStarted;
