@@ -5,9 +5,16 @@
 // it and the metrics exporter (daemon/metrics/) renders it, so the RPC and
 // /metrics never disagree.
 //
+// Endpoints: those kmcld holds for tools, and the built-in ones that kmcld
+// runs itself (its devices and their emulated guest, the --demo traffic:
+// every endpoint attached to the partition that no tool's Endpoint wraps),
+// marked EndpointState.builtin. Each endpoint is snapshotted once per call
+// (Channel::Snapshot), and that snapshot feeds every field.
+//
 //   auto channels = DiagnoseChannels(registry, leases, *registry.PartitionsFor(""));
 //
-// Thread-safe; never blocks (snapshots take kmcl_core's locks briefly).
+// Thread-safe; never blocks (snapshots take kmcl_core's locks briefly; the
+// built-in endpoints' under their partition's lock).
 #ifndef KMCLD_DAEMON_DIAGNOSTICS_H_
 #define KMCLD_DAEMON_DIAGNOSTICS_H_
 

@@ -320,6 +320,14 @@ std::vector<ResolvedChannel> Registry::Channels(const std::shared_ptr<PartitionE
 }
 
 kmcl::v1::Channel Registry::Describe(const ResolvedChannel& c) const {
+  std::optional<kmcl::ChannelSnapshot> host, guest;
+  if (c.host != nullptr) host = c.host->channel().Snapshot();
+  if (c.guest != nullptr) guest = c.guest->channel().Snapshot();
+  return Describe(c, host.has_value() ? &*host : nullptr, guest.has_value() ? &*guest : nullptr);
+}
+
+kmcl::v1::Channel Registry::Describe(const ResolvedChannel& c, const kmcl::ChannelSnapshot* host_snapshot,
+                                     const kmcl::ChannelSnapshot* guest_snapshot) const {
   kmcl::v1::Channel out;
   if (c.info.has_value()) {
     *out.mutable_offer() = ToProto(*c.info, c.partition->id());
@@ -336,12 +344,12 @@ kmcl::v1::Channel Registry::Describe(const ResolvedChannel& c) const {
   if (c.host != nullptr) {
     *out.mutable_settings() = c.host->settings();
     out.mutable_offer()->set_friendly_name(c.host->settings().friendly_name());
-    *out.mutable_host() = ToProto(c.host->channel().Snapshot(), kmcl::v1::ENDPOINT_ROLE_HOST,
-                                  c.host->rescinded(), c.host->attached());
+    *out.mutable_host() = ToProto(*host_snapshot, kmcl::v1::ENDPOINT_ROLE_HOST, c.host->rescinded(),
+                                  c.host->attached());
   }
   if (c.guest != nullptr) {
-    *out.mutable_guest() = ToProto(c.guest->channel().Snapshot(), kmcl::v1::ENDPOINT_ROLE_GUEST,
-                                   c.guest->rescinded(), c.guest->attached());
+    *out.mutable_guest() = ToProto(*guest_snapshot, kmcl::v1::ENDPOINT_ROLE_GUEST, c.guest->rescinded(),
+                                   c.guest->attached());
   }
   const std::shared_ptr<Endpoint>& any = c.host != nullptr ? c.host : c.guest;
   if (any != nullptr) {

@@ -142,8 +142,13 @@ class Registry {
   // Every channel of a partition: each host endpoint, each offer the
   // control plane knows, and each guest endpoint's channel.
   std::vector<ResolvedChannel> Channels(const std::shared_ptr<PartitionEntry>& partition) const;
-  // The Channel message GetChannel returns.
+  // The Channel message GetChannel returns (snapshots each endpoint).
   kmcl::v1::Channel Describe(const ResolvedChannel& channel) const;
+  // The same from snapshots the caller took of channel.host and
+  // channel.guest (non-null where that endpoint is), so that one snapshot
+  // serves every view of the endpoint (diagnostics, /metrics).
+  kmcl::v1::Channel Describe(const ResolvedChannel& channel, const kmcl::ChannelSnapshot* host,
+                             const kmcl::ChannelSnapshot* guest) const;
 
   // Ends every Attach stream (OK) and releases what the tools held, so
   // that blocked KMCL calls return (at shutdown, before the server stops).

@@ -4,6 +4,8 @@
 // promtool accepts the exposition.
 #include <cstdlib>
 #include <fstream>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -91,6 +93,79 @@ TEST(MetricsTest, HeartbeatOfTheBuiltInDevices) {
   EXPECT_EQ(parsed->samples["kmcld_device_heartbeat_negotiated{partition=\"default\"}"], 1) << *text;
   EXPECT_TRUE(parsed->samples.contains("kmcld_device_heartbeat_alive{partition=\"default\"}")) << *text;
   EXPECT_TRUE(parsed->samples.contains("kmcld_device_heartbeat_answers_total{partition=\"default\"}"));
+}
+
+// The sum of the samples of family `name` whose labels contain every one
+// of `labels` (e.g. `friendly_name="echo"`), and how many there were.
+std::pair<double, int> SumOf(const ParsedExposition& e, const std::string& name,
+                             const std::vector<std::string>& labels) {
+  double sum = 0;
+  int n = 0;
+  for (const auto& [series, value] : e.samples) {
+    if (!absl::StartsWith(series, name + "{")) continue;
+    bool all = true;
+    for (const std::string& l : labels) all = all && absl::StrContains(series, l);
+    if (!all) continue;
+    sum += value;
+    ++n;
+  }
+  return {sum, n};
+}
+
+// The channels kmcld runs itself, the built-in devices (host VSP and the
+// emulated guest) and the --demo echo VSP and VSC, have per-channel series
+// like the channels tools own, and DiagnosticsService shows them too.
+TEST(MetricsTest, BuiltInChannelsHaveChannelSeries) {
+  Kmcld k;
+  ASSERT_TRUE(k.Start({"--metrics_listen=127.0.0.1:0", "--devices=heartbeat", "--demo", "--demo_packets=100",
+                       "--demo_interval_ms=600000"})
+                  .ok())
+      << k.process.output();
+  // One demo round (100 echoed transactions, then a 10-minute pause) and the
+  // heartbeat negotiation (a packet each way at least).
+  ASSERT_TRUE(k.process.WaitForOutput("demo: 100 packets echoed").ok()) << k.process.output();
+  ASSERT_TRUE(k.process.WaitForOutput("device negotiated").ok()) << k.process.output();
+  auto text = Scrape(k.process.metrics_address());
+  ASSERT_TRUE(text.ok());
+  auto parsed = ParseExposition(*text);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  const std::string echo = "friendly_name=\"echo\"", guest = "role=\"guest\"", host = "role=\"host\"";
+  EXPECT_EQ(SumOf(*parsed, "kmcld_channel_packets_sent_total", {echo, guest}), std::make_pair(100.0, 1)) << *text;
+  EXPECT_EQ(SumOf(*parsed, "kmcld_channel_bytes_sent_total", {echo, guest}).first, 100 * 256);
+  EXPECT_EQ(SumOf(*parsed, "kmcld_channel_completions_received_total", {echo, guest}).first, 100);
+  EXPECT_EQ(SumOf(*parsed, "kmcld_channel_packets_received_total", {echo, host}), std::make_pair(100.0, 1));
+  EXPECT_EQ(SumOf(*parsed, "kmcld_channel_completions_sent_total", {echo, host}).first, 100);
+  EXPECT_EQ(SumOf(*parsed, "kmcld_channel_completion_latency_seconds_count", {echo, guest}).first, 100);
+  const std::string heartbeat = "friendly_name=\"heartbeat\"";
+  EXPECT_GE(SumOf(*parsed, "kmcld_channel_packets_sent_total", {heartbeat, host}).first, 1) << *text;
+  EXPECT_GE(SumOf(*parsed, "kmcld_channel_packets_received_total", {heartbeat, host}).first, 1);
+  EXPECT_GE(SumOf(*parsed, "kmcld_channel_packets_sent_total", {heartbeat, guest}).first, 1);
+  EXPECT_EQ(SumOf(*parsed, "kmcld_partition_channels", {host, "state=\"opened\""}).first, 2);
+  EXPECT_EQ(SumOf(*parsed, "kmcld_partition_channels", {guest, "state=\"opened\""}).first, 2);
+  EXPECT_EQ(parsed->samples["kmcld_attached_streams"], 0);
+
+  // The same endpoints in DiagnosticsService, marked built-in.
+  kmcl::v1::ListChannelDiagnosticsResponse list;
+  ASSERT_TRUE(k.diagnostics->ListChannelDiagnostics(Kmcld::Context().get(), {}, &list).ok());
+  int builtin = 0;
+  for (const auto& c : list.channels()) {
+    for (const auto* e : {&c.host(), &c.guest()}) {
+      if (!e->state().present()) continue;
+      EXPECT_TRUE(e->state().builtin()) << c.DebugString();
+      ++builtin;
+    }
+    if (c.channel().offer().friendly_name() == "echo") {
+      EXPECT_EQ(c.guest().counters().packets_sent(), 100u) << c.DebugString();
+      EXPECT_EQ(c.host().state().connection(), kmcl::v1::CONNECTION_STATE_OPENED);
+      kmcl::v1::GetChannelDiagnosticsRequest one;
+      *one.mutable_channel() = c.channel().offer().channel();
+      kmcl::v1::ChannelDiagnostics single;
+      ASSERT_TRUE(k.diagnostics->GetChannelDiagnostics(Kmcld::Context().get(), one, &single).ok());
+      EXPECT_TRUE(single.host().state().builtin() && single.guest().state().builtin()) << single.DebugString();
+      EXPECT_EQ(single.host().counters().packets_received(), 100u);
+    }
+  }
+  EXPECT_EQ(builtin, 4) << "heartbeat and echo, host and guest each";
 }
 
 TEST(MetricsTest, BuildInfoCarriesGetVersionsVersionAndCommit) {

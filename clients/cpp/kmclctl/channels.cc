@@ -58,6 +58,7 @@ void Ring(Table* t, const std::string& prefix, const v1::RingDiagnostics& r) {
 void Endpoint(Table* t, const std::string& role, const v1::EndpointDiagnostics& e) {
   t->Add({role + ".state", StateOf(e.state())});
   if (!e.state().present()) return;
+  if (e.state().builtin()) t->Add({role + ".builtin", "kmcld runs this endpoint itself"});
   Ring(t, role + ".outgoing", e.outgoing());
   Ring(t, role + ".incoming", e.incoming());
   t->Add({role + ".transaction_quota", absl::StrCat(e.transaction_quota())});
