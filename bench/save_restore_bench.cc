@@ -64,7 +64,8 @@ bool RunOnce(int n) {
     params.ring_gpadl_id = gpadl;
     params.downstream_page_offset = 2;
     if (!partition->OpenGuest(0, relid, params).ok()) return false;
-    guest_views.push_back(*partition->memory().MapPages(pfns, true));
+    auto order = *kmcl::DoubleMappedRingPages(pfns.size(), 2);
+    guest_views.push_back(*partition->memory().MapPages(pfns, order, true));
     hosts.push_back(std::move(h));
   }
   WaitOpened(hosts);
@@ -73,7 +74,7 @@ bool RunOnce(int n) {
     auto& h = hosts[i];
     if (!h->Pause().ok()) return false;
     // Guest-to-host: two packets the paused host has not read.
-    auto pair = *kmcl::RingPair::FromGpadlView(guest_views[i].bytes(), 2);
+    auto pair = *kmcl::RingPair::FromDoubleMappedView(guest_views[i].bytes(), 2);
     kmcl::RingWriter guest_writer(pair.guest_to_host);
     kmcl::OutgoingPacket p;
     p.payload = payload;

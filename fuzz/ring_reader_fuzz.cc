@@ -5,16 +5,20 @@
 // written by RingWriter, then fuzzer-chosen bytes are poked anywhere into the
 // ring, so the reader sees nearly valid rings, where bugs hide. Either way the
 // reader must return kOk/kEmpty/kCorrupt without touching memory outside the
-// ring (ASan checks; the ring sits between guard pages).
-#include <sys/mman.h>
-
+// ring (ASan checks; the ring, double-mapped as kmcld maps rings, sits between
+// guard pages).
+#include <array>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
+#include <span>
+#include <utility>
 #include <vector>
 
 #include "fuzz/fuzz_input.h"
 #include "kmcl_core/ring_buffer.h"
+#include "kmcl_core/ring_mapping.h"
 
 namespace {
 
@@ -27,38 +31,43 @@ using kmcl::RingWriter;
 using kmcl::fuzz::FuzzInput;
 namespace wire = kmcl::wire;
 
-// Control page + up to 4 data pages, with PROT_NONE guard pages around them
-// so that any out-of-ring access faults even without ASan.
-class GuardedRing {
- public:
-  explicit GuardedRing(uint32_t data_pages) : pages_(data_pages + 1) {
-    total_ = (pages_ + 2) * 4096;
-    base_ = static_cast<uint8_t*>(
-        mmap(nullptr, total_, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
-    if (base_ == MAP_FAILED) std::abort();
-    if (mprotect(base_ + 4096, pages_ * 4096, PROT_READ | PROT_WRITE) != 0) std::abort();
-    memory_ = *RingMemory::FromContiguous({base_ + 4096, pages_ * 4096});
+// Control page + 1 to 4 data pages, double-mapped as in kmcld, with PROT_NONE
+// guard pages around them so that any out-of-ring access faults even without
+// ASan. One ring per size, made once and zeroed for each input.
+kmcl::DoubleMappedRing& RingOf(uint32_t data_pages) {
+  static std::array<std::optional<kmcl::DoubleMappedRing>, 5> rings;
+  std::optional<kmcl::DoubleMappedRing>& ring = rings[data_pages];
+  if (!ring.has_value()) {
+    absl::StatusOr<kmcl::DoubleMappedRing> made = kmcl::DoubleMappedRing::Create(data_pages);
+    if (!made.ok()) std::abort();
+    ring.emplace(*std::move(made));
   }
-  ~GuardedRing() { munmap(base_, total_); }
-  const RingMemory& memory() const { return memory_; }
-  uint8_t* ring() { return base_ + 4096; }
-  size_t ring_size() const { return pages_ * 4096; }
-
- private:
-  size_t pages_;
-  size_t total_;
-  uint8_t* base_;
-  RingMemory memory_;
-};
+  std::memset(ring->ring_bytes().data(), 0, ring->ring_bytes().size());
+  return *ring;
+}
 
 void DrainAndCheck(const RingMemory& memory) {
   RingReader reader(memory);
   IncomingPacket packet;
+  std::span<const uint8_t> view;
   for (int i = 0; i < 10000; ++i) {
-    RingStatus s = reader.Read(packet);
+    // Alternate the copying read and the in-place read.
+    const bool in_place = i % 2 == 1;
+    RingStatus s = in_place ? reader.ReadInPlace(packet, view) : reader.Read(packet);
     if (s != RingStatus::kOk) {
       if (s == RingStatus::kCorrupt && reader.corruption().ok()) std::abort();
       break;
+    }
+    if (in_place) {
+      // The view lies inside the double-mapped data area; touch every byte
+      // so a view past it faults on the guard page.
+      if (view.data() < memory.data() ||
+          view.data() + view.size() > memory.data() + 2 * size_t{memory.data_size()}) {
+        std::abort();
+      }
+      uint8_t sum = 0;
+      for (uint8_t b : view) sum ^= b;
+      packet.payload.assign(view.size(), sum);
     }
     if (packet.payload.size() > memory.data_size()) std::abort();
     if (packet.payload.size() % 8 != 0) std::abort();
@@ -75,11 +84,12 @@ void DrainAndCheck(const RingMemory& memory) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FuzzInput in(data, size);
   const uint8_t mode = in.Take<uint8_t>();
-  GuardedRing ring(1 + (mode >> 1) % 4);
+  kmcl::DoubleMappedRing& ring = RingOf(1 + (mode >> 1) % 4);
+  const std::span<uint8_t> bytes = ring.ring_bytes();
   if ((mode & 1) == 0) {
     // Raw: control words, then the data area.
     auto control = in.TakeBytes(16);
-    std::memcpy(ring.ring(), control.data(), control.size());
+    std::memcpy(bytes.data(), control.data(), control.size());
     auto rest = in.TakeBytes(ring.memory().data_size());
     std::memcpy(ring.memory().data(), rest.data(), rest.size());
     DrainAndCheck(ring.memory());
@@ -125,8 +135,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   writer.CommitWrite();
   while (in.remaining() >= 3) {
-    uint16_t pos = in.Take<uint16_t>() % ring.ring_size();
-    ring.ring()[pos] = in.Take<uint8_t>();
+    uint16_t pos = in.Take<uint16_t>() % bytes.size();
+    bytes[pos] = in.Take<uint8_t>();
   }
   DrainAndCheck(ring.memory());
   return 0;

@@ -417,6 +417,7 @@ class Channel final : public BusEndpoint {
   void AbandonClientOpen();
 
   // I/O (channel_io.cc).
+  // `view`: the ring GPADL mapped in DoubleMappedRingPages order.
   absl::Status SetUpRings(std::span<uint8_t> view, uint32_t downstream_offset);
   void DrainIncoming();
   void FlushSends();

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "kmcl_core/channel.h"
 #include "kmcl_core/partition.h"
+#include "kmcl_core/ring_buffer.h"
 #include "kmcl_core/vmbus_wire.h"
 
 namespace kmcl {
@@ -233,7 +234,11 @@ void Channel::OpenMatchedOffer(uint32_t relid) {
   absl::StatusOr<std::vector<uint64_t>> pfns = partition_->memory().AllocatePages(total);
   if (!pfns.ok()) return fail(pfns.status());
   ring_pfns_ = *pfns;
-  absl::StatusOr<GuestView> view = partition_->memory().MapPages(ring_pfns_, /*writable=*/true);
+  // The guest's own view of its rings, each ring's data pages mapped twice.
+  absl::StatusOr<std::vector<uint32_t>> order = DoubleMappedRingPages(total, downstream);
+  if (!order.ok()) return fail(order.status());
+  absl::StatusOr<GuestView> view =
+      partition_->memory().MapPages(ring_pfns_, *order, /*writable=*/true);
   if (!view.ok()) return fail(view.status());
   ring_view_ = *std::move(view);
   ring_gpadl_ = partition_->gpadls().AllocateId();
@@ -269,10 +274,15 @@ void Channel::CallOpened() {
   }
   NTSTATUS status = kStatusSuccess;
   if (is_server_) {
-    // Map the guest's ring GPADL and build the rings before the callback.
+    // Map the guest's ring GPADL, each ring's data pages twice, and build
+    // the rings before the callback.
     absl::StatusOr<GpadlLease> lease =
-        open.has_value() ? partition_->MapGpadl(relid, open->ring_buffer_gpadl, false)
-                         : absl::FailedPreconditionError("no open parameters");
+        open.has_value()
+            ? partition_->MapGpadl(relid, open->ring_buffer_gpadl, false,
+                                   [d = open->downstream_page_offset](uint64_t pages) {
+                                     return DoubleMappedRingPages(pages, d);
+                                   })
+            : absl::FailedPreconditionError("no open parameters");
     if (lease.ok()) {
       ring_lease_ = *lease;
       absl::Status s = SetUpRings(lease->pages, open->downstream_page_offset);

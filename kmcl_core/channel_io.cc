@@ -186,7 +186,7 @@ void Channel::IoLoop() {
 }
 
 absl::Status Channel::SetUpRings(std::span<uint8_t> view, uint32_t downstream_offset) {
-  absl::StatusOr<RingPair> pair = RingPair::FromGpadlView(view, downstream_offset);
+  absl::StatusOr<RingPair> pair = RingPair::FromDoubleMappedView(view, downstream_offset);
   if (!pair.ok()) return pair.status();
   const RingMemory outgoing = is_server_ ? pair->host_to_guest : pair->guest_to_host;
   const RingMemory incoming = is_server_ ? pair->guest_to_host : pair->host_to_guest;

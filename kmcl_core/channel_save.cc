@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "kmcl_core/channel.h"
 #include "kmcl_core/partition.h"
+#include "kmcl_core/ring_buffer.h"
 #include "kmcl_core/saved_blob.h"
 #include "kmcl_core/saved_convert.h"
 
@@ -324,19 +325,26 @@ absl::Status Channel::AttachRestored() {
   if (connection == ConnectionState::kOpened) {
     if (is_server_) {
       if (!open.has_value()) return absl::InvalidArgumentError("restored open channel has no ring");
-      absl::StatusOr<GpadlLease> lease = partition_->MapGpadl(relid, open->ring_buffer_gpadl, false);
+      absl::StatusOr<GpadlLease> lease =
+          partition_->MapGpadl(relid, open->ring_buffer_gpadl, false,
+                               [d = open->downstream_page_offset](uint64_t pages) {
+                                 return DoubleMappedRingPages(pages, d);
+                               });
       if (!lease.ok()) return lease.status();
       ring_lease_ = *lease;
       if (absl::Status s = SetUpRings(lease->pages, open->downstream_page_offset); !s.ok()) return s;
     } else {
-      absl::StatusOr<GuestView> view = partition_->memory().MapPages(ring_pfns_, true);
-      if (!view.ok()) return view.status();
-      ring_view_ = *std::move(view);
       uint32_t downstream;
       {
         MutexLock lock(&mu_);
         downstream = 1 + outgoing_pages_;
       }
+      absl::StatusOr<std::vector<uint32_t>> order =
+          DoubleMappedRingPages(ring_pfns_.size(), downstream);
+      if (!order.ok()) return order.status();
+      absl::StatusOr<GuestView> view = partition_->memory().MapPages(ring_pfns_, *order, true);
+      if (!view.ok()) return view.status();
+      ring_view_ = *std::move(view);
       if (absl::Status s = SetUpRings(ring_view_->bytes(), downstream); !s.ok()) return s;
     }
   }

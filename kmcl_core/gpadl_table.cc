@@ -1,5 +1,6 @@
 #include "kmcl_core/gpadl_table.h"
 
+#include <algorithm>
 #include <cstring>
 #include <utility>
 
@@ -44,9 +45,55 @@ absl::Status GpadlTable::Create(uint32_t gpadl_id, uint32_t channel_id,
   return absl::OkStatus();
 }
 
-absl::StatusOr<GpadlLease> GpadlTable::Map(uint32_t gpadl_id, bool read_only) {
-  std::vector<uint64_t> pfns;
+namespace {
+
+// Where each range's bytes sit in a view that holds the GPADL's pages in
+// `order` (indices into `pfns`, every page at least once): each page is read
+// and written through its first appearance. Consecutive pieces of one range
+// merge, so the identity order gives one segment per range.
+absl::StatusOr<std::vector<GpadlSegment>> SegmentsFor(const std::vector<GpaRange>& ranges,
+                                                      uint64_t page_count,
+                                                      std::span<const uint32_t> order) {
+  constexpr uint64_t kPage = wire::kPageSize;
+  std::vector<uint64_t> first_at(page_count, UINT64_MAX);
+  for (size_t view_page = 0; view_page < order.size(); ++view_page) {
+    if (order[view_page] >= page_count) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "layout names page ", order[view_page], " of a GPADL of ", page_count, " pages"));
+    }
+    if (first_at[order[view_page]] == UINT64_MAX) first_at[order[view_page]] = view_page;
+  }
   std::vector<GpadlSegment> segments;
+  uint64_t range_first_page = 0;
+  for (const GpaRange& r : ranges) {
+    const size_t first_segment = segments.size();
+    for (uint64_t at = r.byte_offset, end = uint64_t{r.byte_offset} + r.byte_count; at < end;) {
+      const uint64_t page = range_first_page + at / kPage;
+      if (first_at[page] == UINT64_MAX) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("layout leaves out page ", page, " of the GPADL"));
+      }
+      const uint64_t view_offset = first_at[page] * kPage + at % kPage;
+      const auto length = static_cast<uint32_t>(std::min(end - at, kPage - at % kPage));
+      if (segments.size() > first_segment &&
+          segments.back().view_offset + segments.back().length == view_offset) {
+        segments.back().length += length;
+      } else {
+        segments.push_back({view_offset, length});
+      }
+      at += length;
+    }
+    range_first_page += r.pfns.size();
+  }
+  return segments;
+}
+
+}  // namespace
+
+absl::StatusOr<GpadlLease> GpadlTable::Map(uint32_t gpadl_id, bool read_only,
+                                           const GpadlViewLayout& layout) {
+  std::vector<uint64_t> pfns;
+  std::vector<GpaRange> ranges;
   uint64_t byte_count = 0;
   {
     MutexLock lock(&mu_);
@@ -67,15 +114,26 @@ absl::StatusOr<GpadlLease> GpadlTable::Map(uint32_t gpadl_id, bool read_only) {
       return absl::FailedPreconditionError(
           absl::StrCat("GPADL ", gpadl_id, " was created read-only; map it read-only"));
     }
-    for (const GpaRange& r : g.ranges) {
-      segments.push_back({pfns.size() * wire::kPageSize + r.byte_offset, r.byte_count});
-      pfns.insert(pfns.end(), r.pfns.begin(), r.pfns.end());
-    }
+    for (const GpaRange& r : g.ranges) pfns.insert(pfns.end(), r.pfns.begin(), r.pfns.end());
+    ranges = g.ranges;
     byte_count = g.byte_count;
     // Reserve the GPADL while the (slow) mapping is made outside the lock.
     it->second.lease_id = UINT64_MAX;
   }
-  absl::StatusOr<GuestView> view = memory_.MapPages(pfns, /*writable=*/!read_only);
+  // Everything from here to the lease runs on a reserved GPADL: its ranges
+  // cannot change, and a failure must release the reservation.
+  auto view = [&]() -> absl::StatusOr<std::pair<GuestView, std::vector<GpadlSegment>>> {
+    std::vector<uint32_t> order;
+    if (layout) {
+      ASSIGN_OR_RETURN(order, layout(pfns.size()));
+    } else {
+      order.resize(pfns.size());
+      for (uint32_t i = 0; i < order.size(); ++i) order[i] = i;
+    }
+    ASSIGN_OR_RETURN(std::vector<GpadlSegment> segments, SegmentsFor(ranges, pfns.size(), order));
+    ASSIGN_OR_RETURN(GuestView mapped, memory_.MapPages(pfns, order, /*writable=*/!read_only));
+    return std::make_pair(std::move(mapped), std::move(segments));
+  }();
   MutexLock lock(&mu_);
   GpadlInfo& g = gpadls_.at(gpadl_id);  // a reserved GPADL cannot be removed
   if (!view.ok()) {
@@ -86,8 +144,8 @@ absl::StatusOr<GpadlLease> GpadlTable::Map(uint32_t gpadl_id, bool read_only) {
   lease->gpadl_id = gpadl_id;
   lease->read_only = read_only;
   lease->byte_count = byte_count;
-  lease->view = std::make_shared<GuestView>(*std::move(view));
-  lease->segments = segments;
+  lease->view = std::make_shared<GuestView>(std::move(view->first));
+  lease->segments = std::move(view->second);
   lease->mapped_at = absl::Now();
   const uint64_t lease_id = next_lease_id_++;
   g.lease_id = lease_id;
@@ -97,7 +155,7 @@ absl::StatusOr<GpadlLease> GpadlTable::Map(uint32_t gpadl_id, bool read_only) {
   out.read_only = read_only;
   out.byte_count = byte_count;
   out.pages = lease->view->bytes();
-  out.segments = std::move(segments);
+  out.segments = lease->segments;
   leases_.emplace(lease_id, std::move(lease));
   return out;
 }

@@ -20,6 +20,7 @@
 #define KMCLD_KMCL_CORE_GPADL_TABLE_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -51,7 +52,9 @@ struct GpadlInfo {
   uint64_t lease_id = 0;  // 0 = not mapped
 };
 
-// Where one range's bytes sit inside a lease's page view.
+// Where a piece of the GPADL's bytes sits inside a lease's page view: one
+// per range when the view keeps the GPADL's page order; a range may take
+// several when a layout reorders its pages.
 struct GpadlSegment {
   uint64_t view_offset = 0;
   uint32_t length = 0;
@@ -62,16 +65,26 @@ struct GpadlLease {
   uint32_t gpadl_id = 0;
   bool read_only = false;
   uint64_t byte_count = 0;
-  // Every page of every range, in order, as one mapping.
+  // Every page of every range, in order (or in the order the map's layout
+  // gave), as one mapping.
   std::span<uint8_t> pages;
   std::vector<GpadlSegment> segments;
-  // The GPADL's bytes as one span: valid when it has a single range (the
-  // common case, a buffer); empty otherwise (use the segments).
+  // The GPADL's bytes as one span: valid when they are one segment (the
+  // common case, a buffer of one range); empty otherwise (use the segments).
   std::span<uint8_t> bytes() const {
     return segments.size() == 1 ? pages.subspan(segments[0].view_offset, segments[0].length)
                                 : std::span<uint8_t>();
   }
 };
+
+// How a lease lays out the GPADL's pages in its view. Called with the
+// GPADL's page count (every page of every range, in order), it returns the
+// view's pages as indices into that list; every page must appear at least
+// once and may appear more often. Used to map a ring GPADL with each ring's
+// data pages twice (DoubleMappedRingPages in ring_buffer.h). Its error is
+// Map's error.
+using GpadlViewLayout =
+    std::function<absl::StatusOr<std::vector<uint32_t>>(uint64_t page_count)>;
 
 enum class TeardownResult { kTornDown, kPending };
 
@@ -105,8 +118,11 @@ class GpadlTable {
                       bool read_only);
 
   // NOT_FOUND for an unknown id; FAILED_PRECONDITION if it is already mapped,
-  // being torn down, or read-only and `read_only` is false.
-  absl::StatusOr<GpadlLease> Map(uint32_t gpadl_id, bool read_only);
+  // being torn down, or read-only and `read_only` is false. Without a
+  // `layout` the view holds the pages in order; with one, in its order
+  // (INVALID_ARGUMENT if it names a page past the GPADL or leaves one out).
+  absl::StatusOr<GpadlLease> Map(uint32_t gpadl_id, bool read_only,
+                                 const GpadlViewLayout& layout = nullptr);
 
   // NOT_FOUND for an unknown or already-unmapped lease.
   absl::StatusOr<UnmapResult> Unmap(uint64_t lease_id);

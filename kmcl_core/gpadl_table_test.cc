@@ -49,6 +49,67 @@ TEST_F(GpadlTableTest, MapGivesAZeroCopyViewOfTheGuestBuffer) {
   EXPECT_EQ(info->channel_id, 5u);
 }
 
+TEST_F(GpadlTableTest, ALayoutReordersTheViewAndLeaseCopiesStillUseGpadlOffsets) {
+  GpadlTable table(*memory_);
+  // Two ranges: 2 pages from offset 16, then 2 whole pages.
+  auto first = Buffer(2, 16, 2 * 4096 - 16);
+  auto second = Buffer(2);
+  for (uint32_t i = 0; i < 2; ++i) {
+    std::vector<uint8_t> page(4096, static_cast<uint8_t>(0x20 + i));
+    ASSERT_TRUE(memory_->Write(second[0].pfns[i] * 4096, page).ok());
+  }
+  ASSERT_TRUE(table.Create(1, 5, {first[0], second[0]}, false).ok());
+  uint64_t seen_pages = 0;
+  // Pages 0..3 of the GPADL in the order 3, 0, 1, 0, 2.
+  auto lease = table.Map(1, false, [&](uint64_t pages) -> absl::StatusOr<std::vector<uint32_t>> {
+    seen_pages = pages;
+    return std::vector<uint32_t>{3, 0, 1, 0, 2};
+  });
+  ASSERT_TRUE(lease.ok()) << lease.status();
+  EXPECT_EQ(seen_pages, 4u);
+  ASSERT_EQ(lease->pages.size(), 5u * 4096);
+  EXPECT_EQ(lease->pages[0], 0x21);
+  EXPECT_EQ(lease->pages[4096], 0x10);
+  EXPECT_EQ(lease->pages[2 * 4096], 0x11);
+  EXPECT_EQ(lease->pages[4 * 4096], 0x20);
+  // Segments follow each page's first appearance: GPADL bytes [0, 8176) are
+  // view [4096 + 16, 3 * 4096), the second range's pages view 4 then 0.
+  std::vector<uint8_t> out(3 * 4096);
+  ASSERT_TRUE(table.ReadLease(lease->lease_id, 2 * 4096 - 16 - 2, std::span(out).first(6)).ok());
+  EXPECT_EQ(std::vector<uint8_t>(out.begin(), out.begin() + 6),
+            (std::vector<uint8_t>{0x11, 0x11, 0x20, 0x20, 0x20, 0x20}));
+  ASSERT_TRUE(table.ReadLease(lease->lease_id, 2 * 4096 - 16 + 4096 - 1, std::span(out).first(2)).ok());
+  EXPECT_EQ(out[0], 0x20);
+  EXPECT_EQ(out[1], 0x21);
+  std::vector<uint8_t> mark = {0xAA};
+  ASSERT_TRUE(table.WriteLease(lease->lease_id, 0, mark).ok());
+  EXPECT_EQ(lease->pages[4096 + 16], 0xAA);
+  EXPECT_EQ(lease->pages[3 * 4096 + 16], 0xAA) << "the repeated page is the same memory";
+  EXPECT_TRUE(lease->bytes().empty()) << "several segments: no single span";
+  ASSERT_TRUE(table.Unmap(lease->lease_id).ok());
+}
+
+TEST_F(GpadlTableTest, ABadLayoutFailsTheMapAndLeavesTheGpadlMappable) {
+  GpadlTable table(*memory_);
+  ASSERT_TRUE(table.Create(1, 5, Buffer(3), false).ok());
+  using Order = absl::StatusOr<std::vector<uint32_t>>;
+  EXPECT_EQ(table.Map(1, false, [](uint64_t) -> Order { return std::vector<uint32_t>{0, 1}; })
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument)
+      << "page 2 left out";
+  EXPECT_EQ(table.Map(1, false, [](uint64_t) -> Order { return std::vector<uint32_t>{0, 1, 2, 3}; })
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument)
+      << "page 3 does not exist";
+  EXPECT_EQ(table.Map(1, false, [](uint64_t) -> Order { return absl::InvalidArgumentError("no"); })
+                .status(),
+            absl::InvalidArgumentError("no"));
+  EXPECT_EQ(table.Get(1)->lease_id, 0u);
+  EXPECT_TRUE(table.Map(1, false).ok());
+}
+
 TEST_F(GpadlTableTest, OneLeaseAtATime) {
   GpadlTable table(*memory_);
   ASSERT_TRUE(table.Create(1, 1, Buffer(1), false).ok());

@@ -146,6 +146,21 @@ absl::StatusOr<GuestView> GuestMemory::MapPages(std::span<const uint64_t> pfns,
   return GuestView(base, bytes, writable);
 }
 
+absl::StatusOr<GuestView> GuestMemory::MapPages(std::span<const uint64_t> pfns,
+                                                std::span<const uint32_t> order,
+                                                bool writable) const {
+  std::vector<uint64_t> ordered;
+  ordered.reserve(order.size());
+  for (uint32_t index : order) {
+    if (index >= pfns.size()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("page index ", index, " is past the ", pfns.size(), " pages to map"));
+    }
+    ordered.push_back(pfns[index]);
+  }
+  return MapPages(ordered, writable);
+}
+
 bool GuestMemory::IsAllocatedLocked(uint64_t pfn) const {
   return (allocated_bits_[pfn / 64] >> (pfn % 64)) & 1;
 }

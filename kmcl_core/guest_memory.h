@@ -5,7 +5,8 @@
 // names memory only by guest page frame numbers (PFNs). Like a real host,
 // kmcl_core maps any list of guest pages as one contiguous host view without
 // copying (MapPages: one mmap per run of consecutive PFNs into a reserved
-// range); a read-only view is mapped without write permission, so a stray
+// range; a page may appear twice, as a double-mapped ring's data pages do);
+// a read-only view is mapped without write permission, so a stray
 // write faults instead of silently succeeding.
 //
 // The page allocator hands out pages for guest buffers (rings, GPADL
@@ -88,9 +89,16 @@ class GuestMemory {
   absl::Status CheckPages(std::span<const uint64_t> pfns) const;
 
   // Maps `pfns`, in order, as one contiguous view. A page may appear more
-  // than once. RESOURCE_EXHAUSTED if the list is too fragmented to map
-  // (more than kMaxViewRuns runs of consecutive pages).
+  // than once (a double-mapped ring repeats its data pages). RESOURCE_EXHAUSTED
+  // if the list is too fragmented to map (more than kMaxViewRuns runs of
+  // consecutive pages). Each run is one kernel mapping (VMA), and a process
+  // has a limited number of those (vm.max_map_count).
   absl::StatusOr<GuestView> MapPages(std::span<const uint64_t> pfns, bool writable) const;
+  // The same for pfns[order[0]], pfns[order[1]], ...: a view of a page list
+  // in another order (RingPair's layout of a ring GPADL, from
+  // DoubleMappedRingPages). INVALID_ARGUMENT for an index past `pfns`.
+  absl::StatusOr<GuestView> MapPages(std::span<const uint64_t> pfns,
+                                     std::span<const uint32_t> order, bool writable) const;
   static constexpr size_t kMaxViewRuns = 16384;
 
   // Allocates `count` pages (zeroed), contiguous where possible.

@@ -63,6 +63,30 @@ TEST(GuestMemory, MapPagesIsAZeroCopyContiguousViewOfScatteredPages) {
   EXPECT_EQ(view->data()[3 * 4096], 0xCD);
 }
 
+TEST(GuestMemory, MapPagesInAnOrderMayRepeatPages) {
+  auto mem = *GuestMemory::Create(64 * 4096);
+  std::vector<uint64_t> pfns = {7, 8, 3};
+  for (uint64_t pfn : pfns) {
+    std::vector<uint8_t> page(4096, static_cast<uint8_t>(pfn));
+    ASSERT_TRUE(mem->Write(pfn * 4096, page).ok());
+  }
+  // A ring's layout: page 0 once, pages 1 and 2 twice.
+  std::vector<uint32_t> order = {0, 1, 2, 1, 2};
+  auto view = mem->MapPages(pfns, order, /*writable=*/true);
+  ASSERT_TRUE(view.ok()) << view.status();
+  ASSERT_EQ(view->size(), 5u * 4096);
+  for (size_t i = 0; i < order.size(); ++i) {
+    EXPECT_EQ(view->data()[i * 4096 + 9], pfns[order[i]]) << i;
+  }
+  // Both appearances of a page are the same memory.
+  view->data()[4096 + 5] = 0xEE;
+  EXPECT_EQ(view->data()[3 * 4096 + 5], 0xEE);
+  view->data()[4 * 4096 + 4095] = 0x77;
+  EXPECT_EQ(view->data()[2 * 4096 + 4095], 0x77);
+  std::vector<uint32_t> bad = {0, 3};
+  EXPECT_EQ(mem->MapPages(pfns, bad, true).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(GuestMemory, ReadOnlyViewFaultsOnWrite) {
   auto mem = *GuestMemory::Create(8 * 4096);
   std::vector<uint64_t> pfns = {1};

@@ -304,13 +304,13 @@ absl::Status Partition::CloseComplete(uint32_t relid) {
 }
 
 absl::StatusOr<GpadlLease> Partition::MapGpadl(uint32_t relid, uint32_t gpadl_id,
-                                               bool read_only) {
+                                               bool read_only, const GpadlViewLayout& layout) {
   std::optional<GpadlInfo> info = gpadls_.Get(gpadl_id);
   if (!info.has_value() || info->channel_id != relid) {
     return absl::NotFoundError(
         absl::StrCat("channel ", relid, " has no GPADL ", gpadl_id));
   }
-  return gpadls_.Map(gpadl_id, read_only);
+  return gpadls_.Map(gpadl_id, read_only, layout);
 }
 
 absl::Status Partition::UnmapGpadl(uint64_t lease_id) {

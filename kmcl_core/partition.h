@@ -125,8 +125,10 @@ class Partition {
   absl::Status Revoke(uint32_t relid);
   absl::Status AcceptOpen(uint32_t relid, NTSTATUS status);
   absl::Status CloseComplete(uint32_t relid);
-  // Maps a GPADL of channel `relid` (VmbChannelMapGpadl).
-  absl::StatusOr<GpadlLease> MapGpadl(uint32_t relid, uint32_t gpadl_id, bool read_only);
+  // Maps a GPADL of channel `relid` (VmbChannelMapGpadl; with a `layout`,
+  // the channel's ring GPADL with its data pages twice, see GpadlTable::Map).
+  absl::StatusOr<GpadlLease> MapGpadl(uint32_t relid, uint32_t gpadl_id, bool read_only,
+                                      const GpadlViewLayout& layout = nullptr);
   absl::Status UnmapGpadl(uint64_t lease_id);
   void DetachHost(uint32_t relid, const BusEndpoint* host);
 

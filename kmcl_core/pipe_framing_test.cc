@@ -4,6 +4,7 @@
 
 #include "gtest/gtest.h"
 #include "kmcl_core/ring_buffer.h"
+#include "kmcl_core/ring_mapping.h"
 
 namespace kmcl {
 namespace {
@@ -11,9 +12,8 @@ namespace {
 using wire::PipePacketType;
 
 TEST(PipeFraming, DataFramesRoundTripThroughARing) {
-  alignas(4096) static uint8_t buf[2 * 4096];
-  std::memset(buf, 0, sizeof(buf));
-  RingMemory mem = *RingMemory::FromContiguous({buf, sizeof(buf)});
+  DoubleMappedRing ring = *DoubleMappedRing::Create(1);
+  const RingMemory& mem = ring.memory();
   RingWriter writer(mem);
   RingReader reader(mem);
   std::vector<uint8_t> data = {'p', 'i', 'p', 'e'};

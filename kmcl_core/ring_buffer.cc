@@ -84,28 +84,51 @@ absl::StatusOr<RingMemory> RingMemory::Create(void* control, void* data, size_t 
                     static_cast<uint32_t>(data_size));
 }
 
-absl::StatusOr<RingMemory> RingMemory::FromContiguous(std::span<uint8_t> ring) {
-  if (ring.size() < 2 * kPageSize) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("ring memory: ", ring.size(), " bytes is smaller than a control page and one data page"));
+absl::StatusOr<RingMemory> RingMemory::FromDoubleMappedView(std::span<uint8_t> view) {
+  if (view.size() < 3 * kPageSize || view.size() % (2 * kPageSize) != kPageSize) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "ring memory: a view of ", view.size(),
+        " bytes is not a control page and a data area mapped twice"));
   }
-  return Create(ring.data(), ring.data() + kPageSize, ring.size() - kPageSize);
+  return Create(view.data(), view.data() + kPageSize, (view.size() - kPageSize) / 2);
 }
 
-absl::StatusOr<RingPair> RingPair::FromGpadlView(std::span<uint8_t> view,
-                                                 uint32_t downstream_page_offset) {
-  if (view.size() % kPageSize != 0) {
-    return absl::InvalidArgumentError("ring GPADL view is not a whole number of pages");
-  }
-  uint64_t pages = view.size() / kPageSize;
-  if (downstream_page_offset < 2 || uint64_t{downstream_page_offset} + 2 > pages) {
+absl::StatusOr<std::vector<uint32_t>> DoubleMappedRingPages(uint64_t page_count,
+                                                            uint32_t downstream_page_offset) {
+  // Each ring needs a control page and a data page; each data area stays
+  // below 2 GiB (RingMemory's limit), so the indices fit in 32 bits.
+  constexpr uint64_t kMaxRingPages = (uint64_t{1} << 31) / kPageSize;
+  if (downstream_page_offset < 2 || uint64_t{downstream_page_offset} + 2 > page_count ||
+      downstream_page_offset > kMaxRingPages || page_count - downstream_page_offset > kMaxRingPages) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "ring GPADL of ", pages, " pages cannot split at page ", downstream_page_offset,
-        ": each ring needs a control page and at least one data page"));
+        "ring GPADL of ", page_count, " pages cannot split at page ", downstream_page_offset,
+        ": each ring needs a control page and at least one data page, below 2 GiB"));
   }
-  size_t split = static_cast<size_t>(downstream_page_offset) * kPageSize;
-  ASSIGN_OR_RETURN(RingMemory outgoing, RingMemory::FromContiguous(view.subspan(0, split)));
-  ASSIGN_OR_RETURN(RingMemory incoming, RingMemory::FromContiguous(view.subspan(split)));
+  const auto split = downstream_page_offset;
+  const auto end = static_cast<uint32_t>(page_count);
+  std::vector<uint32_t> pages;
+  pages.reserve(2 * page_count - 2);
+  auto ring = [&pages](uint32_t first, uint32_t last) {  // [first, last): control, data
+    for (uint32_t p = first; p < last; ++p) pages.push_back(p);
+    for (uint32_t p = first + 1; p < last; ++p) pages.push_back(p);
+  };
+  ring(0, split);
+  ring(split, end);
+  return pages;
+}
+
+absl::StatusOr<RingPair> RingPair::FromDoubleMappedView(std::span<uint8_t> view,
+                                                        uint32_t downstream_page_offset) {
+  // The view holds 2N - 2 pages for a GPADL of N pages.
+  if (view.size() % kPageSize != 0 || (view.size() / kPageSize) % 2 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "ring GPADL view of ", view.size(), " bytes is not a double-mapped ring pair"));
+  }
+  const uint64_t pages = (view.size() / kPageSize + 2) / 2;
+  RETURN_IF_ERROR(DoubleMappedRingPages(pages, downstream_page_offset).status());
+  const size_t first = (2 * size_t{downstream_page_offset} - 1) * kPageSize;
+  ASSIGN_OR_RETURN(RingMemory outgoing, RingMemory::FromDoubleMappedView(view.subspan(0, first)));
+  ASSIGN_OR_RETURN(RingMemory incoming, RingMemory::FromDoubleMappedView(view.subspan(first)));
   return RingPair{outgoing, incoming};
 }
 
@@ -182,18 +205,6 @@ uint32_t RingWriter::cached_free_bytes() const {
   return FreeBytes(cursor_, cached_read_, memory_.data_size());
 }
 
-void RingWriter::CopyIn(uint32_t offset, const void* src, uint32_t len) {
-  uint32_t size = memory_.data_size();
-  uint8_t* data = memory_.data();
-  if (offset + len <= size) {
-    std::memcpy(data + offset, src, len);
-    return;
-  }
-  uint32_t first = size - offset;
-  std::memcpy(data + offset, src, first);
-  std::memcpy(data, static_cast<const uint8_t*>(src) + first, len - first);
-}
-
 RingStatus RingWriter::Write(const OutgoingPacket& packet) {
   if (!corruption_.ok()) return RingStatus::kCorrupt;
   const uint32_t size = memory_.data_size();
@@ -215,9 +226,13 @@ RingStatus RingWriter::Write(const OutgoingPacket& packet) {
       return RingStatus::kFull;
     }
   }
-  if (in_band && cursor_ + space <= size) {
-    // Fast path: an in-band or completion packet that does not wrap.
-    uint8_t* at = memory_.data() + cursor_;
+  // The packet is written at data() + cursor_ in one piece even when it runs
+  // past the end of the ring: the second mapping of the data area takes the
+  // wrapped part to the start of the ring.
+  uint8_t* const at = memory_.data() + cursor_;
+  const uint32_t next = cursor_ + space >= size ? cursor_ + space - size : cursor_ + space;
+  if (in_band) {
+    // Fast path: an in-band or completion packet.
     const uint32_t padded = space - kDescriptorSize - kPacketTrailerSize;
     PacketDescriptor desc;
     desc.type = static_cast<uint16_t>(packet.type);
@@ -233,7 +248,7 @@ RingStatus RingWriter::Write(const OutgoingPacket& packet) {
     if (len != 0) std::memcpy(at + kDescriptorSize, packet.payload.data(), len);
     const uint64_t trailer = wire::PacketTrailer(cursor_);
     std::memcpy(at + kDescriptorSize + padded, &trailer, sizeof(trailer));
-    cursor_ = cursor_ + space == size ? 0 : cursor_ + space;
+    cursor_ = next;
     return RingStatus::kOk;
   }
   const uint32_t header = HeaderBytes(packet);
@@ -245,11 +260,10 @@ RingStatus RingWriter::Write(const OutgoingPacket& packet) {
   desc.flags = packet.completion_requested ? wire::kPacketFlagCompletionRequested : 0;
   desc.transaction_id = packet.transaction_id;
 
-  const uint32_t start = cursor_;
-  uint32_t pos = start;
-  auto put = [&](const void* src, uint32_t len) {
-    CopyIn(pos, src, len);
-    pos = pos + len >= size ? pos + len - size : pos + len;
+  uint8_t* pos = at;
+  auto put = [&pos](const void* src, uint32_t len) {
+    std::memcpy(pos, src, len);
+    pos += len;
   };
   put(&desc, sizeof(desc));
   if (packet.type == PacketType::kDataUsingGpaDirect) {
@@ -273,9 +287,9 @@ RingStatus RingWriter::Write(const OutgoingPacket& packet) {
   if (uint32_t pad = payload_padded - static_cast<uint32_t>(packet.payload.size()); pad != 0) {
     put(kZeros, pad);
   }
-  const uint64_t trailer = wire::PacketTrailer(start);
+  const uint64_t trailer = wire::PacketTrailer(cursor_);
   put(&trailer, sizeof(trailer));
-  cursor_ = pos;
+  cursor_ = next;
   return RingStatus::kOk;
 }
 
@@ -336,18 +350,6 @@ bool RingReader::RefreshWriteIndex() {
   return true;
 }
 
-void RingReader::CopyOut(uint32_t offset, void* dst, uint32_t len) const {
-  uint32_t size = memory_.data_size();
-  const uint8_t* data = memory_.data();
-  if (offset + len <= size) {
-    std::memcpy(dst, data + offset, len);
-    return;
-  }
-  uint32_t first = size - offset;
-  std::memcpy(dst, data + offset, first);
-  std::memcpy(static_cast<uint8_t*>(dst) + first, data, len - first);
-}
-
 bool RingReader::HasPacket() {
   if (!corruption_.ok()) return true;  // so the caller reads and sees kCorrupt
   if (cursor_ != cached_write_) return true;
@@ -357,7 +359,6 @@ bool RingReader::HasPacket() {
 
 RingStatus RingReader::ParseHeader(const PacketDescriptor& desc, uint32_t header_bytes,
                                    IncomingPacket& packet) {
-  const uint32_t size = memory_.data_size();
   const auto type = static_cast<PacketType>(desc.type);
   if (type != PacketType::kDataUsingGpaDirect && type != PacketType::kDataUsingTransferPages) {
     return RingStatus::kOk;  // in-band and completions: extra header bytes are skipped
@@ -366,10 +367,11 @@ RingStatus RingReader::ParseHeader(const PacketDescriptor& desc, uint32_t header
     return Poison(absl::StrCat("packet type ", desc.type, " at ", cursor_,
                                " has a ", header_bytes, "-byte header, too short"));
   }
-  // Copy the whole header out once, then parse only the copy.
+  // Copy the whole header out once, then parse only the copy. Next checked
+  // that the packet fits in what was written, so the header lies within
+  // [cursor_, cursor_ + data_size), inside the double mapping.
   header_scratch_.resize(header_bytes);
-  uint32_t at = cursor_ + kDescriptorSize;
-  CopyOut(at >= size ? at - size : at, header_scratch_.data(), header_bytes);
+  std::memcpy(header_scratch_.data(), memory_.data() + cursor_ + kDescriptorSize, header_bytes);
   const uint8_t* h = header_scratch_.data();
   if (type == PacketType::kDataUsingTransferPages) {
     wire::TransferPageHeader th;
@@ -435,12 +437,9 @@ RingStatus RingReader::Next(IncomingPacket& packet, uint32_t& payload_at,
     return Poison(absl::StrCat("only ", available, " bytes at ", cursor_,
                                ", less than a packet descriptor and trailer"));
   }
+  // One copy of the descriptor, read once: the peer may rewrite the ring.
   PacketDescriptor desc;
-  if (cursor_ + kDescriptorSize <= size) {
-    std::memcpy(&desc, memory_.data() + cursor_, sizeof(desc));
-  } else {
-    CopyOut(cursor_, &desc, sizeof(desc));
-  }
+  std::memcpy(&desc, memory_.data() + cursor_, sizeof(desc));
   if (desc.offset8 < 2 || desc.len8 < desc.offset8) {
     return Poison(absl::StrCat("packet at ", cursor_, " has offset8 ", desc.offset8,
                                " and len8 ", desc.len8));
@@ -477,8 +476,7 @@ RingStatus RingReader::Next(IncomingPacket& packet, uint32_t& payload_at,
   packet.flags = desc.flags;
   packet.transaction_id = desc.transaction_id;
   packet.ring_offset = cursor_;
-  const uint32_t at = cursor_ + uint32_t{desc.offset8} * 8;
-  payload_at = at >= size ? at - size : at;
+  payload_at = cursor_ + uint32_t{desc.offset8} * 8;  // < 2 * size: the second mapping
   payload_len = (uint32_t{desc.len8} - desc.offset8) * 8;
   cursor_ = cursor_ + total >= size ? cursor_ + total - size : cursor_ + total;
   return RingStatus::kOk;
@@ -489,7 +487,7 @@ RingStatus RingReader::Read(IncomingPacket& packet) {
   RingStatus s = Next(packet, at, len);
   if (s != RingStatus::kOk) return s;
   packet.payload.resize(len);
-  if (len != 0) CopyOut(at, packet.payload.data(), len);
+  if (len != 0) std::memcpy(packet.payload.data(), memory_.data() + at, len);
   return RingStatus::kOk;
 }
 
@@ -498,13 +496,7 @@ RingStatus RingReader::ReadInPlace(IncomingPacket& packet, std::span<const uint8
   RingStatus s = Next(packet, at, len);
   if (s != RingStatus::kOk) return s;
   packet.payload.clear();
-  if (at + len <= memory_.data_size()) {
-    payload = {memory_.data() + at, len};
-  } else {  // wraps around the end: hand out a private copy instead
-    wrap_scratch_.resize(len);
-    CopyOut(at, wrap_scratch_.data(), len);
-    payload = wrap_scratch_;
-  }
+  payload = {memory_.data() + at, len};  // in place, wrapped or not
   return RingStatus::kOk;
 }
 

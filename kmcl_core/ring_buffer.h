@@ -2,11 +2,19 @@
 // in its real wire format (kmcl_api.md 10.1-10.4, docs/wire-format.md).
 //
 // A ring is a 4 KiB control page plus a data area whose size is a multiple of
-// 4 KiB. RingMemory names that memory wherever it lives (a test buffer, a
-// GPADL view of guest memory, a mapped file); the ring never owns it.
-// RingWriter is the producer end and RingReader the consumer end; the two may
-// be in different threads or processes, or one may be an independent VMBus
-// implementation.
+// 4 KiB. RingMemory names that memory wherever it lives (a GPADL view of
+// guest memory, a ring of the guest's own pages, a DoubleMappedRing in
+// ring_mapping.h); the ring never owns it. RingWriter is the producer end and
+// RingReader the consumer end; the two may be in different threads or
+// processes, or one may be an independent VMBus implementation.
+//
+// Double mapping (a host-side detail, not part of the wire format): the data
+// area is mapped twice back to back, as Linux's hv_ringbuffer_init maps a
+// ring's pages twice, so the bytes at data()[i + data_size()] are the bytes
+// at data()[i]. A packet that wraps around the end of the ring is then one
+// contiguous run of memory: the writer writes it with one copy and the
+// reader parses it and hands its payload out in place, wrapped or not.
+// DoubleMappedRingPages gives the page order for a channel's ring GPADL.
 //
 // Batching: Write() and Read() move a private cursor; nothing is visible to
 // the peer until CommitWrite()/CommitRead() publish it with one index store.
@@ -42,14 +50,19 @@
 
 namespace kmcl {
 
-// A ring's memory: its control page and data area. Copyable; does not own.
+// A ring's memory: its control page and its double-mapped data area.
+// Copyable; does not own.
 class RingMemory {
  public:
-  // `control` must be 4-byte aligned and kPageSize long; `data` 8-byte
-  // aligned with `data_size` a non-zero multiple of kPageSize below 2 GiB.
+  // `control` must be 8-byte aligned and kPageSize long; `data` 8-byte
+  // aligned with `data_size` a non-zero multiple of kPageSize below 2 GiB,
+  // and mapped twice: 2 * data_size readable (and, for a writer, writable)
+  // bytes at `data`, the second half the same memory as the first. The
+  // caller guarantees the mapping; a plain buffer is not a ring.
   static absl::StatusOr<RingMemory> Create(void* control, void* data, size_t data_size);
-  // The common layout: one buffer holding the control page then the data.
-  static absl::StatusOr<RingMemory> FromContiguous(std::span<uint8_t> ring);
+  // The usual layout: one view holding the control page, the data pages,
+  // then the data pages again (4096 + 2 * data_size bytes).
+  static absl::StatusOr<RingMemory> FromDoubleMappedView(std::span<uint8_t> view);
 
   RingMemory() = default;
   wire::RingControl* control() const { return control_; }
@@ -67,12 +80,23 @@ class RingMemory {
 // The two rings of a channel inside its ring GPADL (kmcl_api.md 10.2): pages
 // [0, downstream_page_offset) are the guest-to-host ring, the rest the
 // host-to-guest ring, each starting with its control page.
+//
+// The host view of the GPADL that the rings need repeats each ring's data
+// pages: for a GPADL of `page_count` pages split at D it maps, as indices
+// into the GPADL's pages,
+//   0, 1 .. D-1, 1 .. D-1,  D, D+1 .. N-1, D+1 .. N-1     (N = page_count)
+// (2N - 2 pages). INVALID_ARGUMENT if either ring lacks a control page and
+// a data page.
+absl::StatusOr<std::vector<uint32_t>> DoubleMappedRingPages(uint64_t page_count,
+                                                            uint32_t downstream_page_offset);
+
 struct RingPair {
   RingMemory guest_to_host;
   RingMemory host_to_guest;
-  // `view` is the contiguous mapping of the whole ring GPADL.
-  static absl::StatusOr<RingPair> FromGpadlView(std::span<uint8_t> view,
-                                                uint32_t downstream_page_offset);
+  // `view` maps the ring GPADL's pages in the order DoubleMappedRingPages
+  // gives for the same `downstream_page_offset`.
+  static absl::StatusOr<RingPair> FromDoubleMappedView(std::span<uint8_t> view,
+                                                       uint32_t downstream_page_offset);
 };
 
 enum class RingStatus {
@@ -171,7 +195,6 @@ class alignas(kCacheLineSize) RingWriter {
 
  private:
   bool RefreshReadIndex();  // false (and poisons) if the peer's index is bad
-  void CopyIn(uint32_t offset, const void* src, uint32_t len);
   RingStatus Poison(std::string reason);
 
   RingMemory memory_;
@@ -191,10 +214,11 @@ class alignas(kCacheLineSize) RingReader {
   // payload out of the ring.
   RingStatus Read(IncomingPacket& packet);
   // Like Read, but without copying the payload: `payload` points at the bytes
-  // in the ring (or at a private copy when the packet wraps around the end)
-  // and packet.payload is left empty. The view is valid until the next read,
-  // RevertRead or CommitRead (after which the producer may overwrite it). The
-  // peer can change the bytes under the view: copy before validating.
+  // in the ring, one contiguous span whether or not the packet wraps around
+  // the end (the data area is double-mapped), and packet.payload is left
+  // empty. The view is valid until the next read, RevertRead or CommitRead
+  // (after which the producer may overwrite it). The peer can change the
+  // bytes under the view: copy before validating.
   RingStatus ReadInPlace(IncomingPacket& packet, std::span<const uint8_t>& payload);
   // Publishes the cursor as read_index. Returns true if the producer must be
   // signalled (free space crossed its pending_send_sz).
@@ -218,8 +242,8 @@ class alignas(kCacheLineSize) RingReader {
   bool RefreshWriteIndex();
   // Validates and consumes the next packet's descriptor and header; the
   // payload is the `payload_len` bytes at ring offset `payload_at`.
+  // `payload_at` is below 2 * data_size: read it through the second mapping.
   RingStatus Next(IncomingPacket& packet, uint32_t& payload_at, uint32_t& payload_len);
-  void CopyOut(uint32_t offset, void* dst, uint32_t len) const;
   RingStatus Poison(std::string reason);
   RingStatus ParseHeader(const wire::PacketDescriptor& desc, uint32_t header_bytes,
                          IncomingPacket& packet);
@@ -229,7 +253,6 @@ class alignas(kCacheLineSize) RingReader {
   uint32_t cursor_ = 0;        // private read position
   uint32_t cached_write_ = 0;  // write_index as last loaded
   std::vector<uint8_t> header_scratch_;
-  std::vector<uint8_t> wrap_scratch_;
   bool owed_signal_ = false;  // a producer signal earned inside EndDrain
   absl::Status corruption_;
 };

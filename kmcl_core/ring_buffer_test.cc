@@ -8,6 +8,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "kmcl_core/ring_mapping.h"
 
 namespace kmcl {
 namespace {
@@ -15,25 +16,17 @@ namespace {
 using ::testing::HasSubstr;
 using wire::PacketType;
 
-// A ring in an ordinary, page-aligned heap buffer.
+// A zeroed ring of its own, its data area double-mapped as RingMemory needs.
 class TestRing {
  public:
-  explicit TestRing(uint32_t data_pages = 1)
-      : bytes_(static_cast<uint8_t*>(std::aligned_alloc(4096, (data_pages + 1) * 4096))),
-        size_((data_pages + 1) * 4096) {
-    std::memset(bytes_, 0, size_);
-    memory_ = *RingMemory::FromContiguous({bytes_, size_});
-  }
-  ~TestRing() { std::free(bytes_); }
-  const RingMemory& memory() const { return memory_; }
-  wire::RingControl* control() { return memory_.control(); }
-  uint8_t* data() { return memory_.data(); }
-  uint32_t data_size() const { return memory_.data_size(); }
+  explicit TestRing(uint32_t data_pages = 1) : ring_(*DoubleMappedRing::Create(data_pages)) {}
+  const RingMemory& memory() const { return ring_.memory(); }
+  wire::RingControl* control() { return memory().control(); }
+  uint8_t* data() { return memory().data(); }
+  uint32_t data_size() const { return memory().data_size(); }
 
  private:
-  uint8_t* bytes_;
-  size_t size_;
-  RingMemory memory_;
+  DoubleMappedRing ring_;
 };
 
 std::vector<uint8_t> Bytes(size_t n, uint8_t seed) {
@@ -57,28 +50,66 @@ void Poke(TestRing& ring, uint32_t offset, const void* src, size_t len) {
 }
 
 TEST(RingMemory, RejectsBadGeometry) {
-  alignas(4096) static uint8_t buf[3 * 4096];
+  alignas(4096) static uint8_t buf[5 * 4096];
   EXPECT_FALSE(RingMemory::Create(nullptr, buf, 4096).ok());
   EXPECT_FALSE(RingMemory::Create(buf, buf + 4096, 100).ok());
   EXPECT_FALSE(RingMemory::Create(buf, buf + 4096, 0).ok());
   EXPECT_FALSE(RingMemory::Create(buf + 1, buf + 4096, 4096).ok());
-  EXPECT_FALSE(RingMemory::FromContiguous({buf, 4096}).ok());
-  EXPECT_TRUE(RingMemory::FromContiguous({buf, 2 * 4096}).ok());
+  // A double-mapped view is a control page plus an even number of data pages.
+  EXPECT_FALSE(RingMemory::FromDoubleMappedView({buf, 2 * 4096}).ok());
+  EXPECT_FALSE(RingMemory::FromDoubleMappedView({buf, 4 * 4096}).ok());
+  auto one = RingMemory::FromDoubleMappedView({buf, 3 * 4096});
+  ASSERT_TRUE(one.ok());
+  EXPECT_EQ(one->data_size(), 4096u);
+  auto two = RingMemory::FromDoubleMappedView({buf, 5 * 4096});
+  ASSERT_TRUE(two.ok());
+  EXPECT_EQ(two->data_size(), 2 * 4096u);
 }
 
-TEST(RingPair, SplitsTheRingGpadlAtTheDownstreamOffset) {
-  alignas(4096) static uint8_t view[6 * 4096];
-  auto pair = RingPair::FromGpadlView({view, sizeof(view)}, 2);
+TEST(DoubleMappedRing, TheDataAreaAppearsTwiceBackToBack) {
+  auto ring = DoubleMappedRing::Create(3);
+  ASSERT_TRUE(ring.ok()) << ring.status();
+  const RingMemory& m = ring->memory();
+  ASSERT_EQ(m.data_size(), 3 * 4096u);
+  EXPECT_EQ(reinterpret_cast<uint8_t*>(m.control()) + 4096, m.data());
+  EXPECT_EQ(ring->ring_bytes().data(), reinterpret_cast<uint8_t*>(m.control()));
+  EXPECT_EQ(ring->ring_bytes().size(), 4 * 4096u);
+  for (uint32_t i = 0; i < m.data_size(); i += 509) {
+    m.data()[i] = static_cast<uint8_t>(i);
+    EXPECT_EQ(m.data()[i + m.data_size()], static_cast<uint8_t>(i)) << i;
+    m.data()[i + m.data_size()] = static_cast<uint8_t>(~i);
+    EXPECT_EQ(m.data()[i], static_cast<uint8_t>(~i)) << i;
+  }
+  EXPECT_FALSE(DoubleMappedRing::Create(0).ok());
+}
+
+TEST(DoubleMappedRingPages, RepeatsEachRingsDataPages) {
+  auto pages = DoubleMappedRingPages(6, 2);
+  ASSERT_TRUE(pages.ok()) << pages.status();
+  // [control 0][data 1][data 1 again] [control 2][data 3 4 5][data 3 4 5 again]
+  EXPECT_EQ(*pages, (std::vector<uint32_t>{0, 1, 1, 2, 3, 4, 5, 3, 4, 5}));
+  EXPECT_FALSE(DoubleMappedRingPages(6, 1).ok());  // no data page in the first ring
+  EXPECT_FALSE(DoubleMappedRingPages(6, 5).ok());  // second ring too small
+  // The offset comes from the guest's OPENCHANNEL: offset + 2 must not wrap.
+  EXPECT_FALSE(DoubleMappedRingPages(6, 0xFFFFFFFF).ok());
+  EXPECT_FALSE(DoubleMappedRingPages(6, 0xFFFFFFFE).ok());
+}
+
+TEST(RingPair, SplitsTheDoubleMappedRingGpadlViewAtTheDownstreamOffset) {
+  // The view of a 6-page GPADL split at 2: 2 * 6 - 2 = 10 pages.
+  alignas(4096) static uint8_t view[10 * 4096];
+  auto pair = RingPair::FromDoubleMappedView({view, sizeof(view)}, 2);
   ASSERT_TRUE(pair.ok()) << pair.status();
   EXPECT_EQ(reinterpret_cast<uint8_t*>(pair->guest_to_host.control()), view);
+  EXPECT_EQ(pair->guest_to_host.data(), view + 4096);
   EXPECT_EQ(pair->guest_to_host.data_size(), 4096u);
-  EXPECT_EQ(reinterpret_cast<uint8_t*>(pair->host_to_guest.control()), view + 2 * 4096);
+  EXPECT_EQ(reinterpret_cast<uint8_t*>(pair->host_to_guest.control()), view + 3 * 4096);
+  EXPECT_EQ(pair->host_to_guest.data(), view + 4 * 4096);
   EXPECT_EQ(pair->host_to_guest.data_size(), 3 * 4096u);
-  EXPECT_FALSE(RingPair::FromGpadlView({view, sizeof(view)}, 1).ok());  // no data page
-  EXPECT_FALSE(RingPair::FromGpadlView({view, sizeof(view)}, 5).ok());  // second ring too small
-  // The offset comes from the guest's OPENCHANNEL: offset + 2 must not wrap.
-  EXPECT_FALSE(RingPair::FromGpadlView({view, sizeof(view)}, 0xFFFFFFFF).ok());
-  EXPECT_FALSE(RingPair::FromGpadlView({view, sizeof(view)}, 0xFFFFFFFE).ok());
+  EXPECT_FALSE(RingPair::FromDoubleMappedView({view, sizeof(view)}, 1).ok());
+  EXPECT_FALSE(RingPair::FromDoubleMappedView({view, sizeof(view)}, 5).ok());
+  EXPECT_FALSE(RingPair::FromDoubleMappedView({view, sizeof(view)}, 0xFFFFFFFF).ok());
+  EXPECT_FALSE(RingPair::FromDoubleMappedView({view, 9 * 4096}, 2).ok());  // odd page count
 }
 
 TEST(Ring, EmptyRingReadsEmpty) {
@@ -209,6 +240,86 @@ TEST(Ring, WrapsAroundTheEndOfTheDataArea) {
   }
   EXPECT_NE(ring.control()->write_index, start);
   EXPECT_EQ(reader.Read(p), RingStatus::kEmpty);
+}
+
+// Forward declaration: the independent writer further down.
+void LinuxStyleWrite(TestRing& ring, uint64_t tid, const std::vector<uint8_t>& payload);
+
+TEST(Ring, WrappedPacketsAreReadInPlaceAndWrittenInTheWireLayout) {
+  // Every start offset from 256 bytes before the end of the ring: packets
+  // that fit, that end exactly at the end, and that wrap at every point
+  // (descriptor, payload, padding, trailer).
+  for (uint32_t start = 4096 - 256; start < 4096; start += 8) {
+    SCOPED_TRACE(start);
+    TestRing ring, reference;
+    for (TestRing* r : {&ring, &reference}) {
+      r->control()->write_index = start;
+      r->control()->read_index = start;
+    }
+    RingWriter writer(ring.memory());
+    RingReader reader(ring.memory());
+    auto payload = Bytes(100, static_cast<uint8_t>(start));
+    ASSERT_EQ(writer.Write(InBand(payload, 7, true)), RingStatus::kOk);
+    writer.CommitWrite();
+    // Byte for byte what a writer that knows nothing of the double mapping
+    // puts in the ring (Linux's hv_ringbuffer_write, modulo the ring size).
+    LinuxStyleWrite(reference, 7, payload);
+    ASSERT_EQ(ring.control()->write_index, reference.control()->write_index);
+    ASSERT_EQ(std::memcmp(ring.data(), reference.data(), ring.data_size()), 0);
+
+    IncomingPacket p;
+    std::span<const uint8_t> view;
+    ASSERT_EQ(reader.ReadInPlace(p, view), RingStatus::kOk) << reader.corruption();
+    // In place: the payload is the ring's own memory, through the second
+    // mapping when it wraps, never a private copy.
+    EXPECT_EQ(view.data(), ring.data() + start + 16);
+    ASSERT_EQ(view.size(), 104u);
+    EXPECT_EQ(std::memcmp(view.data(), payload.data(), payload.size()), 0);
+    EXPECT_EQ(p.ring_offset, start);
+    EXPECT_EQ(p.transaction_id, 7u);
+    reader.CommitRead();
+    EXPECT_EQ(ring.control()->read_index, ring.control()->write_index);
+  }
+}
+
+TEST(Ring, PacketsWithHeadersRoundTripAcrossTheEndAtEveryOffset) {
+  const std::vector<GpaRange> ranges = {{3 * 4096 - 100, 100, {11, 12, 13}}, {8, 0, {99}}};
+  const std::vector<TransferPageRange> transfers = {{64, 0}, {128, 4096}, {7, 9}};
+  for (uint32_t start = 4096 - 200; start < 4096; start += 8) {
+    SCOPED_TRACE(start);
+    TestRing ring;
+    ring.control()->write_index = start;
+    ring.control()->read_index = start;
+    RingWriter writer(ring.memory());
+    RingReader reader(ring.memory());
+    auto payload = Bytes(40, static_cast<uint8_t>(start));
+    OutgoingPacket gpa;
+    gpa.type = PacketType::kDataUsingGpaDirect;
+    gpa.payload = payload;
+    gpa.gpa_ranges = ranges;
+    OutgoingPacket xfer;
+    xfer.type = PacketType::kDataUsingTransferPages;
+    xfer.payload = payload;
+    xfer.transfer_page_set_id = 3;
+    xfer.transfer_ranges = transfers;
+    ASSERT_EQ(writer.Write(gpa), RingStatus::kOk);
+    ASSERT_EQ(writer.Write(xfer), RingStatus::kOk);
+    writer.CommitWrite();
+    IncomingPacket p;
+    std::span<const uint8_t> view;
+    ASSERT_EQ(reader.ReadInPlace(p, view), RingStatus::kOk) << reader.corruption();
+    EXPECT_EQ(p.type, PacketType::kDataUsingGpaDirect);
+    ASSERT_EQ(p.gpa_ranges.size(), 2u);
+    EXPECT_EQ(p.gpa_ranges[0].pfns, ranges[0].pfns);
+    EXPECT_EQ(p.gpa_ranges[1].byte_count, 8u);
+    EXPECT_EQ(std::memcmp(view.data(), payload.data(), payload.size()), 0);
+    ASSERT_EQ(reader.Read(p), RingStatus::kOk) << reader.corruption();
+    EXPECT_EQ(p.type, PacketType::kDataUsingTransferPages);
+    EXPECT_EQ(p.transfer_page_set_id, 3);
+    EXPECT_EQ(p.transfer_ranges, transfers);
+    EXPECT_EQ(std::memcmp(p.payload.data(), payload.data(), payload.size()), 0);
+    EXPECT_EQ(reader.Read(p), RingStatus::kEmpty);
+  }
 }
 
 TEST(Ring, ExactlyFullIsSizeMinusEightAndNeverLooksEmpty) {
