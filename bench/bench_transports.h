@@ -39,10 +39,10 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "absl/time/time.h"
-#include "bench/echo.grpc.pb.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "bench/echo.grpc.pb.h"
 #include "clients/cpp/kmcl.h"
 #include "grpcpp/client_context.h"
 #include "grpcpp/support/sync_stream.h"

@@ -54,8 +54,8 @@
 #include "benchmark/benchmark.h"
 #include "boost/lockfree/spsc_queue.hpp"
 #include "immintrin.h"
-#include "kmcl_core/ring_buffer.h"
-#include "kmcl_core/ring_mapping.h"
+#include "kmcl_core/ring/ring_buffer.h"
+#include "kmcl_core/ring/ring_mapping.h"
 
 ABSL_FLAG(int, repeats, 5, "runs per measurement; the median is reported");
 ABSL_FLAG(int64_t, bytes, int64_t{1} << 30, "payload bytes moved per run and payload size");

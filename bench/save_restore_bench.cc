@@ -25,8 +25,8 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
-#include "kmcl_core/channel.h"
-#include "kmcl_core/partition.h"
+#include "kmcl_core/bus/partition.h"
+#include "kmcl_core/runtime/channel.h"
 
 ABSL_FLAG(std::string, counts, "10,100,1000,10000", "channel counts to measure");
 

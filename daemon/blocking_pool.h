@@ -14,7 +14,7 @@
 
 #include <functional>
 
-#include "kmcl_core/mutex.h"
+#include "kmcl_core/base/mutex.h"
 
 namespace kmcld {
 

@@ -4,7 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "kmcl_core/vmbus_wire.h"
+#include "kmcl_core/wire/vmbus_wire.h"
 
 namespace kmcld {
 

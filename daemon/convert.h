@@ -1,6 +1,6 @@
 // daemon/convert.h: the one place where kmcl.v1 messages and kmcl_core
 // values are converted into each other (the bridge's boundary, as
-// kmcl_core/saved_convert.h is the saved state's). Every conversion of
+// kmcl_core/control/saved_convert.h is the saved state's). Every conversion of
 // untrusted input validates and returns INVALID_ARGUMENT naming the field.
 //
 // Thread-safe (pure functions).
@@ -15,11 +15,11 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "devices/ic/host_core.h"
-#include "kmcl_core/channel.h"
-#include "kmcl_core/gpa_range.h"
-#include "kmcl_core/guid.h"
-#include "kmcl_core/vmbus_client.h"
-#include "kmcl_core/vmbus_server.h"
+#include "kmcl_core/base/guid.h"
+#include "kmcl_core/control/vmbus_client.h"
+#include "kmcl_core/control/vmbus_server.h"
+#include "kmcl_core/runtime/channel.h"
+#include "kmcl_core/wire/gpa_range.h"
 #include "proto/channel.pb.h"
 #include "proto/common.pb.h"
 #include "proto/diagnostics.pb.h"

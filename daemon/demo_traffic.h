@@ -13,7 +13,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
-#include "kmcl_core/partition.h"
+#include "kmcl_core/bus/partition.h"
 
 struct _ECHO_VSP;
 struct _ECHO_VSC;

@@ -10,7 +10,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/time/clock.h"
 #include "daemon/convert.h"
-#include "kmcl_core/channel.h"
+#include "kmcl_core/runtime/channel.h"
 
 namespace kmcld {
 

@@ -39,9 +39,9 @@
 #include "absl/time/time.h"
 #include "daemon/event_log.h"
 #include "daemon/timer.h"
-#include "kmcl_core/channel.h"
-#include "kmcl_core/mutex.h"
-#include "kmcl_core/partition.h"
+#include "kmcl_core/base/mutex.h"
+#include "kmcl_core/bus/partition.h"
+#include "kmcl_core/runtime/channel.h"
 #include "proto/channel.pb.h"
 #include "proto/packet.pb.h"
 

@@ -8,7 +8,7 @@
 
 #include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
-#include "kmcl_core/partition.h"
+#include "kmcl_core/bus/partition.h"
 
 namespace kmcld {
 namespace {

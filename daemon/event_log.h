@@ -20,7 +20,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "kmcl_core/mutex.h"
+#include "kmcl_core/base/mutex.h"
 #include "proto/event.pb.h"
 
 namespace kmcld {

@@ -13,7 +13,7 @@
 
 #include "absl/status/status.h"
 #include "grpcpp/support/status.h"
-#include "kmcl_core/ntstatus.h"
+#include "kmcl_core/base/ntstatus.h"
 #include "proto/common.pb.h"
 
 namespace kmcld {

@@ -36,7 +36,6 @@
 #include "daemon/device_metrics.h"
 #include "daemon/device_service.h"
 #include "daemon/kmcl_services.h"
-#include "kmcl_core/partition.h"
 #include "daemon/listen_options.h"
 #include "daemon/log.h"
 #include "daemon/metrics/collector.h"
@@ -44,12 +43,13 @@
 #include "daemon/metrics/sd_entry.h"
 #include "daemon/security/flags.h"
 #include "daemon/security/server_security.h"
+#include "google/protobuf/stubs/logging.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/server_credentials.h"
-#include "google/protobuf/stubs/logging.h"
 #include "grpcpp/server.h"
 #include "grpcpp/server_builder.h"
+#include "kmcl_core/bus/partition.h"
 
 ABSL_FLAG(std::string, listen, "",
           "TCP address (host:port) to serve gRPC on, with mutual TLS (--tls_cert, --tls_key, "

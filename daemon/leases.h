@@ -20,7 +20,7 @@
 #include "absl/time/time.h"
 #include "daemon/registry.h"
 #include "daemon/timer.h"
-#include "kmcl_core/mutex.h"
+#include "kmcl_core/base/mutex.h"
 
 namespace kmcld {
 

@@ -35,8 +35,8 @@
 #include "daemon/event_log.h"
 #include "devices/ic/vsc.h"
 #include "devices/ic/vsp.h"
-#include "kmcl_core/mutex.h"
-#include "kmcl_core/partition.h"
+#include "kmcl_core/base/mutex.h"
+#include "kmcl_core/bus/partition.h"
 
 namespace kmcld {
 

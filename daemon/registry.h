@@ -23,8 +23,8 @@
 #include "daemon/event_log.h"
 #include "daemon/partition_devices.h"
 #include "daemon/timer.h"
-#include "kmcl_core/mutex.h"
-#include "kmcl_core/partition.h"
+#include "kmcl_core/base/mutex.h"
+#include "kmcl_core/bus/partition.h"
 #include "proto/channel.pb.h"
 #include "proto/common.pb.h"
 

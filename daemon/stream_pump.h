@@ -20,7 +20,7 @@
 #include <thread>
 #include <vector>
 
-#include "kmcl_core/mutex.h"
+#include "kmcl_core/base/mutex.h"
 
 namespace kmcld {
 

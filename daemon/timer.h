@@ -15,7 +15,7 @@
 #include <utility>
 
 #include "absl/time/time.h"
-#include "kmcl_core/mutex.h"
+#include "kmcl_core/base/mutex.h"
 
 namespace kmcld {
 

@@ -8,7 +8,7 @@
 #include "absl/flags/parse.h"
 #include "absl/time/clock.h"
 #include "examples/echo_vsp.h"
-#include "kmcl_core/partition.h"
+#include "kmcl_core/bus/partition.h"
 
 ABSL_FLAG(uint64_t, packets, 100000, "packets to echo");
 ABSL_FLAG(uint32_t, payload, 256, "payload bytes per packet (8 to 4096)");

@@ -1,5 +1,5 @@
 /* examples/echo_vsp.h: an echo VSP and an echo VSC written only against the
- * KMCL compatibility surface (kmcl_core/kmcl_api.h), in plain C, the way a
+ * KMCL compatibility surface (kmcl_core/kmcl/kmcl_api.h), in plain C, the way a
  * Windows driver would use KMCL: query the function table, allocate a
  * channel, configure it with the Init setters, enable it, and handle packets
  * in EvtVmbChannelProcessPacket.
@@ -12,7 +12,7 @@
 #ifndef KMCLD_EXAMPLES_ECHO_VSP_H_
 #define KMCLD_EXAMPLES_ECHO_VSP_H_
 
-#include "kmcl_core/kmcl_api.h"
+#include "kmcl_core/kmcl/kmcl_api.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -36,14 +36,14 @@
 #include "fuzz/fuzz_input.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
-#include "kmcl_core/gpadl_messages.h"
-#include "kmcl_core/gpadl_table.h"
-#include "kmcl_core/guest_memory.h"
-#include "kmcl_core/saved_state.pb.h"
-#include "kmcl_core/vmbus_client.h"
-#include "kmcl_core/vmbus_messages.h"
-#include "kmcl_core/vmbus_server.h"
-#include "kmcl_core/vmbus_wire.h"
+#include "kmcl_core/control/vmbus_client.h"
+#include "kmcl_core/control/vmbus_server.h"
+#include "kmcl_core/memory/gpadl_table.h"
+#include "kmcl_core/memory/guest_memory.h"
+#include "kmcl_core/saved/saved_state.pb.h"
+#include "kmcl_core/wire/gpadl_messages.h"
+#include "kmcl_core/wire/vmbus_messages.h"
+#include "kmcl_core/wire/vmbus_wire.h"
 
 namespace kmcl {
 namespace {

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "fuzz/fuzz_input.h"
-#include "kmcl_core/gpadl_messages.h"
+#include "kmcl_core/wire/gpadl_messages.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   kmcl::fuzz::FuzzInput in(data, size);

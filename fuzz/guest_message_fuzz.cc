@@ -30,10 +30,10 @@
 #include <vector>
 
 #include "fuzz/fuzz_input.h"
-#include "kmcl_core/gpa_range.h"
-#include "kmcl_core/vmbus_client.h"
-#include "kmcl_core/vmbus_messages.h"
-#include "kmcl_core/vmbus_wire.h"
+#include "kmcl_core/control/vmbus_client.h"
+#include "kmcl_core/wire/gpa_range.h"
+#include "kmcl_core/wire/vmbus_messages.h"
+#include "kmcl_core/wire/vmbus_wire.h"
 
 namespace kmcl {
 namespace {

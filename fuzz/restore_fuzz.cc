@@ -11,9 +11,9 @@
 #include <string>
 
 #include "fuzz/fuzz_input.h"
-#include "kmcl_core/channel.h"
-#include "kmcl_core/partition.h"
-#include "kmcl_core/saved_blob.h"
+#include "kmcl_core/bus/partition.h"
+#include "kmcl_core/runtime/channel.h"
+#include "kmcl_core/saved/saved_blob.h"
 
 namespace {
 

@@ -17,8 +17,8 @@
 #include <vector>
 
 #include "fuzz/fuzz_input.h"
-#include "kmcl_core/ring_buffer.h"
-#include "kmcl_core/ring_mapping.h"
+#include "kmcl_core/ring/ring_buffer.h"
+#include "kmcl_core/ring/ring_mapping.h"
 
 namespace {
 

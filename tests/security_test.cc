@@ -31,6 +31,7 @@
 #include "clients/cpp/testing/subprocess.h"
 #include "daemon/security/authorizer.h"
 #include "google/protobuf/descriptor.h"
+#include "google/protobuf/util/json_util.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/security/credentials.h"
@@ -48,7 +49,6 @@
 #include "tests/short_temp_dir.h"
 #include "tests/tls_probe.h"
 #include "tools/build_info.h"
-#include "google/protobuf/util/json_util.h"
 
 namespace kmcld::testing {
 namespace {

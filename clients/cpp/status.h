@@ -13,7 +13,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "grpcpp/support/status.h"
-#include "kmcl_core/status_macros.h"
+#include "kmcl_core/base/status_macros.h"
 
 namespace kmcl::client {
 
@@ -24,7 +24,7 @@ absl::Status FromGrpc(const grpc::Status& status, absl::string_view what);
 grpc::Status ToGrpc(const absl::Status& status);
 
 // Propagation helpers for code built on the library: the names this library
-// has always offered for kmcl_core/status_macros.h's RETURN_IF_ERROR and
+// has always offered for kmcl_core/base/status_macros.h's RETURN_IF_ERROR and
 // ASSIGN_OR_RETURN (one definition).
 #define KMCL_RETURN_IF_ERROR(expr) RETURN_IF_ERROR(expr)
 #define KMCL_ASSIGN_OR_RETURN(lhs, expr) ASSIGN_OR_RETURN(lhs, expr)

@@ -25,7 +25,7 @@
 #include "absl/time/clock.h"
 #include "clients/cpp/stream.h"
 #include "grpcpp/support/client_callback.h"
-#include "kmcl_core/mutex.h"
+#include "kmcl_core/base/mutex.h"
 
 namespace kmcl::client {
 namespace stream_internal {

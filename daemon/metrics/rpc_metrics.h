@@ -26,7 +26,7 @@
 #include "daemon/metrics/exposition.h"
 #include "grpcpp/support/server_interceptor.h"
 #include "grpcpp/support/status.h"
-#include "kmcl_core/mutex.h"
+#include "kmcl_core/base/mutex.h"
 
 namespace kmcld::metrics {
 

@@ -8,7 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "daemon/convert.h"
-#include "kmcl_core/vmbus_wire.h"
+#include "kmcl_core/wire/vmbus_wire.h"
 
 namespace kmcld {
 

@@ -15,8 +15,8 @@
 #include "daemon/grpc_status.h"
 #include "daemon/registry.h"
 #include "daemon/security/authorizer.h"
-#include "grpcpp/support/server_callback.h"
 #include "grpcpp/server_context.h"
+#include "grpcpp/support/server_callback.h"
 
 namespace kmcld {
 

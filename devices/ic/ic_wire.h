@@ -29,7 +29,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "kmcl_core/guid.h"
+#include "kmcl_core/base/guid.h"
 
 namespace kmcl::devices::ic {
 

@@ -1,6 +1,6 @@
 // devices/ic/vsc.h: an integration service's emulated guest side (what
 // Linux's hv_utils does, see guest.h) as a VSC on kmcl_core's C++ channel
-// API (kmcl_core/channel.h): a client channel targeting the service's
+// API (kmcl_core/runtime/channel.h): a client channel targeting the service's
 // interface type, answering each host packet from EvtVmbChannelProcessPacket.
 // It uses the C++ API rather than the KMCL C surface because a guest
 // endpoint is saved with Channel::Save (KMCL's save calls are server-only).
@@ -25,9 +25,9 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "devices/ic/guest.h"
-#include "kmcl_core/channel.h"
-#include "kmcl_core/mutex.h"
-#include "kmcl_core/partition.h"
+#include "kmcl_core/base/mutex.h"
+#include "kmcl_core/bus/partition.h"
+#include "kmcl_core/runtime/channel.h"
 
 namespace kmcl::devices::ic {
 

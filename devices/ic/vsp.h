@@ -43,8 +43,8 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "devices/ic/host_services.h"
-#include "kmcl_core/kmcl_api.h"
-#include "kmcl_core/mutex.h"
+#include "kmcl_core/base/mutex.h"
+#include "kmcl_core/kmcl/kmcl_api.h"
 
 namespace kmcl::devices::ic {
 

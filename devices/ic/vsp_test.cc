@@ -6,11 +6,11 @@
 #include <algorithm>
 #include <vector>
 
-#include "kmcl_core/mutex.h"
 #include "devices/ic/vsc.h"
 #include "devices/ic/vsp.h"
 #include "gtest/gtest.h"
-#include "kmcl_core/partition.h"
+#include "kmcl_core/base/mutex.h"
+#include "kmcl_core/bus/partition.h"
 
 namespace kmcl::devices::ic {
 namespace {

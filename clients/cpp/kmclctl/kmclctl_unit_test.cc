@@ -4,13 +4,13 @@
 
 #include <map>
 
-#include "gtest/gtest.h"
 #include "clients/cpp/kmclctl/commands.h"
 #include "clients/cpp/kmclctl/output.h"
 #include "clients/cpp/kmclctl/struct_access.h"
 #include "clients/cpp/kmclctl/targets.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
+#include "gtest/gtest.h"
 
 namespace kmclctl {
 namespace {

@@ -23,7 +23,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
-#include "kmcl_core/mutex.h"
+#include "kmcl_core/base/mutex.h"
 
 namespace kmcl::client::testing {
 

@@ -1,0 +1,168 @@
+// The bus (Partition) driven synchronously through fake endpoints: no
+// channel threads, so the order in which the bus tells endpoints about an
+// offer, a match, an open and a rescind is checked exactly.
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "kmcl_core/bus/bus_endpoint.h"
+#include "kmcl_core/bus/partition.h"
+
+namespace kmcl {
+namespace {
+
+constexpr char kType[] = "3f1c9e0a-5b7d-4e21-8a6f-0c2d4e6f8a10";
+
+// Records every event; `on_matched` runs inside OnOfferMatched, where the
+// bus still holds its lock (as a real endpoint's thread could run right
+// after it).
+class FakeEndpoint : public BusEndpoint {
+ public:
+  void OnOffered(const OfferHandle& handle) override {
+    relid = handle.relid;
+    events.push_back("offered");
+  }
+  void OnOpenRequested(const OpenChannel& open) override {
+    open_request = open;
+    events.push_back("open-requested");
+  }
+  void OnOpenCancelled() override { events.push_back("open-cancelled"); }
+  void OnReleased() override { events.push_back("released"); }
+  void OnOfferMatched(uint32_t matched_relid, const OfferChannel&) override {
+    relid = matched_relid;
+    events.push_back("matched");
+    if (on_matched) on_matched();
+  }
+  void OnOpenCompleted(NTSTATUS status) override {
+    open_status = status;
+    events.push_back("open-completed");
+  }
+  void OnPeerClosed() override { events.push_back("peer-closed"); }
+  void NotifyIo() override { ++interrupts; }
+
+  uint32_t relid = 0;
+  std::optional<OpenChannel> open_request;
+  std::optional<NTSTATUS> open_status;
+  int interrupts = 0;
+  std::vector<std::string> events;
+  std::function<void()> on_matched;
+};
+
+ServerOffer EchoOffer() {
+  ServerOffer offer;
+  offer.interface_type = *Guid::Parse(kType);
+  offer.interface_instance = Guid::Random();
+  return offer;
+}
+
+std::unique_ptr<Partition> NewPartition() {
+  absl::StatusOr<std::unique_ptr<Partition>> p = Partition::Create(PartitionOptions{});
+  EXPECT_TRUE(p.ok()) << p.status();
+  return *std::move(p);
+}
+
+// The guest's open of a just-matched offer, as Channel does it: donate ring
+// pages through a GPADL, then OPENCHANNEL.
+absl::Status OpenAsGuest(Partition& p, uint32_t relid) {
+  absl::StatusOr<std::vector<uint64_t>> pfns = p.memory().AllocatePages(4);
+  if (!pfns.ok()) return pfns.status();
+  const uint32_t gpadl = p.gpadls().AllocateId();
+  if (absl::Status s = p.CreateGuestGpadl(0, relid, gpadl, {{4 * wire::kPageSize, 0, *pfns}});
+      !s.ok()) {
+    return s;
+  }
+  OpenParams params;
+  params.ring_gpadl_id = gpadl;
+  params.downstream_page_offset = 2;
+  return p.OpenGuest(0, relid, params);
+}
+
+// The regression behind a lost wait_for_offer open: a guest waiting for an
+// offer is matched while the host's Offer() is still running, and its thread
+// may send OPENCHANNEL before Offer() returns to the host. The host endpoint
+// must already know its relid by then, or it answers the open for relid 0
+// and the guest waits forever.
+TEST(BusTest, TheHostKnowsItsRelidBeforeAWaitingGuestIsMatched) {
+  auto p = NewPartition();
+  FakeEndpoint host, guest;
+  std::optional<uint32_t> host_relid_at_match;
+  guest.on_matched = [&] { host_relid_at_match = host.relid; };
+  p->Connect(&guest, 0, *Guid::Parse(kType), std::nullopt);
+  EXPECT_TRUE(guest.events.empty()) << "nothing offered yet";
+
+  absl::StatusOr<OfferHandle> handle = p->Offer(&host, EchoOffer());
+  ASSERT_TRUE(handle.ok()) << handle.status();
+  ASSERT_TRUE(host_relid_at_match.has_value()) << "the waiting guest was not matched";
+  EXPECT_EQ(*host_relid_at_match, handle->relid);
+  EXPECT_EQ(guest.relid, handle->relid);
+  EXPECT_EQ(host.events, (std::vector<std::string>{"offered"}));
+  p->DetachGuest(0, guest.relid, &guest);
+  p->DetachHost(handle->relid, &host);
+}
+
+TEST(BusTest, AnOpenReachesTheHostAndItsAnswerTheGuest) {
+  auto p = NewPartition();
+  FakeEndpoint host, guest;
+  absl::StatusOr<OfferHandle> handle = p->Offer(&host, EchoOffer());
+  ASSERT_TRUE(handle.ok());
+  p->Connect(&guest, 0, *Guid::Parse(kType), std::nullopt);
+  ASSERT_EQ(guest.events, (std::vector<std::string>{"matched"})) << "an existing offer matches at once";
+
+  ASSERT_TRUE(OpenAsGuest(*p, guest.relid).ok());
+  ASSERT_TRUE(host.open_request.has_value());
+  EXPECT_EQ(host.open_request->child_relid, handle->relid);
+  EXPECT_FALSE(guest.open_status.has_value()) << "no answer before the host accepts";
+
+  ASSERT_TRUE(p->AcceptOpen(handle->relid, kStatusSuccess).ok());
+  ASSERT_TRUE(guest.open_status.has_value());
+  EXPECT_EQ(*guest.open_status, kStatusSuccess);
+
+  // Rescind: the guest hears of it; its relid stays held until it lets go.
+  ASSERT_TRUE(p->Revoke(handle->relid).ok());
+  EXPECT_EQ(guest.events.back(), "peer-closed");
+  p->DetachGuest(0, guest.relid, &guest);
+  p->DetachHost(handle->relid, &host);
+}
+
+TEST(BusTest, AnOfferOnlyOneGuestCanHaveGoesToTheNextWaiterWhenReleased) {
+  auto p = NewPartition();
+  FakeEndpoint host, first, second;
+  p->Connect(&first, 0, *Guid::Parse(kType), std::nullopt);
+  p->Connect(&second, 0, *Guid::Parse(kType), std::nullopt);
+  absl::StatusOr<OfferHandle> handle = p->Offer(&host, EchoOffer());
+  ASSERT_TRUE(handle.ok());
+  EXPECT_EQ(first.relid, handle->relid);
+  EXPECT_TRUE(second.events.empty()) << "one offer, one guest";
+
+  p->DetachGuest(0, first.relid, &first);
+  EXPECT_EQ(second.relid, handle->relid) << "the released offer serves the next waiter";
+  p->DetachGuest(0, second.relid, &second);
+  p->DetachHost(handle->relid, &host);
+}
+
+TEST(BusTest, ACancelledWaiterIsNeverMatched) {
+  auto p = NewPartition();
+  FakeEndpoint host, guest;
+  p->Connect(&guest, 0, *Guid::Parse(kType), std::nullopt);
+  p->CancelConnect(&guest);
+  ASSERT_TRUE(p->Offer(&host, EchoOffer()).ok());
+  EXPECT_TRUE(guest.events.empty());
+  p->DetachHost(host.relid, &host);
+}
+
+TEST(BusTest, ARingLinkInterruptsOnlyThePeer) {
+  RingLink link;
+  FakeEndpoint host, guest;
+  link.Attach(&host, /*is_server=*/true);
+  link.Attach(&guest, /*is_server=*/false);
+  link.Signal(&host);
+  EXPECT_EQ(guest.interrupts, 1);
+  EXPECT_EQ(host.interrupts, 0);
+  link.Detach(&guest);
+  link.Signal(&host);
+  EXPECT_EQ(guest.interrupts, 1) << "a detached endpoint hears nothing";
+}
+
+}  // namespace
+}  // namespace kmcl

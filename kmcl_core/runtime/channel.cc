@@ -1,0 +1,453 @@
+// Channel lifecycle: configuration, Enable/Start/Pause/Disable, the control
+// thread and the KMCL state actions. Packets and the I/O thread are in
+// channel_io.cc.
+#include "kmcl_core/runtime/channel.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "kmcl_core/bus/partition.h"
+#include "kmcl_core/wire/vmbus_wire.h"
+
+namespace kmcl {
+
+absl::StatusOr<std::unique_ptr<Channel>> Channel::Allocate(Partition& partition, bool is_server) {
+  return std::unique_ptr<Channel>(new Channel(partition, is_server));
+}
+
+Channel::Channel(Partition& partition, bool is_server)
+    : partition_(&partition), is_server_(is_server), fsm_(is_server) {
+  MutexLock lock(&mu_);
+  offer_.interface_instance = Guid::Random();
+}
+
+Channel::~Channel() {
+  // VmbChannelCleanup on an enabled channel is a driver bug; close it down
+  // rather than leave threads running over freed memory.
+  Disable().IgnoreError();
+  StopThreads();
+  uint32_t relid;
+  uint8_t vtl;
+  {
+    MutexLock lock(&mu_);
+    relid = relid_;
+    vtl = client_vtl_;
+  }
+  if (is_server_) {
+    if (relid != 0) partition_->DetachHost(relid, this);
+  } else {
+    partition_->CancelConnect(this);
+    if (relid != 0) partition_->DetachGuest(vtl, relid, this);
+  }
+  MutexLock lock(&mu_);
+  // Pooled packets were placement-constructed in raw blocks.
+  for (auto& block : packet_memory_) reinterpret_cast<Packet*>(block.get())->~Packet();
+  magic_ = 0;
+}
+
+bool Channel::OnOwnThread() const {
+  const std::thread::id self = std::this_thread::get_id();
+  return self == control_id_.load() || self == io_id_.load();
+}
+
+absl::Status Channel::CheckConfigurable() const {
+  if (!fsm_.configurable()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "channel is ", ConnectionStateName(fsm_.connection()), "; configure it while disabled"));
+  }
+  return absl::OkStatus();
+}
+
+// ---- Configuration -------------------------------------------------------------------
+
+absl::Status Channel::BindPartition(Partition& partition) {
+  MutexLock lock(&mu_);
+  if (absl::Status s = CheckConfigurable(); !s.ok()) return s;
+  if (relid_ != 0) {
+    return absl::FailedPreconditionError("the channel's previous offer has not been released yet");
+  }
+  partition_ = &partition;
+  return absl::OkStatus();
+}
+
+absl::Status Channel::SetCallbacks(ChannelCallbacks callbacks) {
+  MutexLock lock(&mu_);
+  if (absl::Status s = CheckConfigurable(); !s.ok()) return s;
+  if (threads_running_) {
+    return absl::FailedPreconditionError("callbacks cannot change while the channel's threads run");
+  }
+  callbacks_ = std::move(callbacks);
+  return absl::OkStatus();
+}
+
+absl::Status Channel::SetFlags(uint32_t flags) {
+  MutexLock lock(&mu_);
+  if (absl::Status s = CheckConfigurable(); !s.ok()) return s;
+  if ((flags & ~kChannelInitFlagIsPipe) != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("unknown channel flags 0x", absl::Hex(flags)));
+  }
+  flags_ = flags;
+  return absl::OkStatus();
+}
+
+absl::Status Channel::SetFriendlyName(std::string name) {
+  MutexLock lock(&mu_);
+  if (absl::Status s = CheckConfigurable(); !s.ok()) return s;
+  friendly_name_ = std::move(name);
+  return absl::OkStatus();
+}
+
+absl::Status Channel::SetClientContextSize(uint32_t bytes) {
+  MutexLock lock(&mu_);
+  if (absl::Status s = CheckConfigurable(); !s.ok()) return s;
+  if (bytes > (1u << 20)) return absl::InvalidArgumentError("client context above 1 MiB");
+  context_size_ = bytes;
+  return absl::OkStatus();
+}
+
+absl::Status Channel::SetMaximumPacketSize(uint32_t bytes) {
+  MutexLock lock(&mu_);
+  if (absl::Status s = CheckConfigurable(); !s.ok()) return s;
+  if (bytes == 0 || bytes > (1u << 24)) {
+    return absl::InvalidArgumentError(absl::StrCat("maximum packet size ", bytes, " out of range"));
+  }
+  max_packet_size_ = bytes;
+  return absl::OkStatus();
+}
+
+absl::Status Channel::SetMaximumExternalData(uint32_t bytes, uint32_t chain_length) {
+  MutexLock lock(&mu_);
+  if (absl::Status s = CheckConfigurable(); !s.ok()) return s;
+  if (bytes == 0) return absl::InvalidArgumentError("maximum external data of 0 bytes");
+  if (chain_length == 0) return absl::InvalidArgumentError("maximum external chain length of 0");
+  max_external_bytes_ = bytes;
+  max_external_chain_ = chain_length;
+  return absl::OkStatus();
+}
+
+absl::Status Channel::SetRingBufferPageCount(uint32_t incoming, uint32_t outgoing) {
+  MutexLock lock(&mu_);
+  if (absl::Status s = CheckConfigurable(); !s.ok()) return s;
+  if (is_server_) return absl::FailedPreconditionError("ring sizes are set by the client");
+  if (incoming == 0 || outgoing == 0 || incoming > kMaxRingPages || outgoing > kMaxRingPages) {
+    return absl::InvalidArgumentError(absl::StrCat("ring page counts ", incoming, "/", outgoing,
+                                                   " must be 1 to ", kMaxRingPages));
+  }
+  incoming_pages_ = incoming;
+  outgoing_pages_ = outgoing;
+  return absl::OkStatus();
+}
+
+absl::Status Channel::SetTargetPnp(const Guid& type, std::optional<Guid> instance, uint8_t vtl) {
+  MutexLock lock(&mu_);
+  if (absl::Status s = CheckConfigurable(); !s.ok()) return s;
+  if (is_server_) return absl::FailedPreconditionError("VmbClientChannelInitSetTargetPnp on a server");
+  if (vtl > 2) return absl::InvalidArgumentError(absl::StrCat("VTL ", vtl));
+  target_type_ = type;
+  target_instance_ = instance;
+  client_vtl_ = vtl;
+  return absl::OkStatus();
+}
+
+absl::Status Channel::SetServerFlags(uint32_t flags) {
+  MutexLock lock(&mu_);
+  if (absl::Status s = CheckConfigurable(); !s.ok()) return s;
+  if (!is_server_) return absl::FailedPreconditionError("server flags on a client channel");
+  if ((flags & ~kServerFlags) != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("unknown server flags 0x", absl::Hex(flags)));
+  }
+  server_flags_ = flags;
+  return absl::OkStatus();
+}
+
+absl::Status Channel::SetMmioMegabytes(uint16_t megabytes, uint16_t optional_megabytes) {
+  MutexLock lock(&mu_);
+  if (absl::Status s = CheckConfigurable(); !s.ok()) return s;
+  if (!is_server_) return absl::FailedPreconditionError("MMIO is requested by the server");
+  if (megabytes == 0 && optional_megabytes == 0) {
+    return absl::InvalidArgumentError("MMIO megabytes and optional megabytes are both 0");
+  }
+  offer_.mmio_megabytes = megabytes;
+  offer_.mmio_megabytes_optional = optional_megabytes;
+  return absl::OkStatus();
+}
+
+absl::Status Channel::SetTargetInterfaceId(const Guid& type, const Guid& instance) {
+  MutexLock lock(&mu_);
+  if (absl::Status s = CheckConfigurable(); !s.ok()) return s;
+  if (!is_server_) return absl::FailedPreconditionError("target interface id on a client");
+  offer_.interface_type = type;
+  offer_.interface_instance = instance;
+  return absl::OkStatus();
+}
+
+absl::Status Channel::SetTargetVtl(uint8_t vtl) {
+  MutexLock lock(&mu_);
+  if (absl::Status s = CheckConfigurable(); !s.ok()) return s;
+  if (!is_server_) return absl::FailedPreconditionError("target VTL on a client");
+  if (vtl > 2) return absl::InvalidArgumentError(absl::StrCat("VTL ", vtl, " is not 0, 1 or 2"));
+  offer_.target_vtl = vtl;
+  return absl::OkStatus();
+}
+
+absl::Status Channel::SetUserDefined(std::span<const uint8_t> bytes) {
+  MutexLock lock(&mu_);
+  if (absl::Status s = CheckConfigurable(); !s.ok()) return s;
+  if (bytes.size() > wire::kOfferUserDefinedBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("offer data of ", bytes.size(),
+                                                   " bytes; at most 120"));
+  }
+  offer_.user_defined.fill(0);
+  std::copy(bytes.begin(), bytes.end(), offer_.user_defined.begin());
+  return absl::OkStatus();
+}
+
+uint16_t Channel::WireOfferFlags() const {
+  uint16_t wire_flags = 0;
+  if (server_flags_ & kServerFlagEnumerateDeviceInterface) {
+    wire_flags |= wire::kOfferFlagEnumerateDeviceInterface;
+  }
+  if (server_flags_ & kServerFlagOfferAsPipe) wire_flags |= wire::kOfferFlagNamedPipeMode;
+  if (server_flags_ & kServerFlagLoopbackOffer) wire_flags |= wire::kOfferFlagLoopback;
+  if (server_flags_ & kServerFlagForceNewChannel) wire_flags |= wire::kOfferFlagForceNewChannel;
+  if (server_flags_ & kServerFlagTlnpiProviderOffer) wire_flags |= wire::kOfferFlagTlnpiProvider;
+  return wire_flags;
+}
+
+bool Channel::pipe_mode() const {
+  if (flags_ & kChannelInitFlagIsPipe) return true;
+  if (is_server_) return (server_flags_ & kServerFlagOfferAsPipe) != 0;
+  return (matched_offer_.channel_flags & wire::kOfferFlagNamedPipeMode) != 0;
+}
+
+// ---- Threads ---------------------------------------------------------------------------
+
+void Channel::StartThreads() {
+  {
+    MutexLock lock(&mu_);
+    if (threads_running_) return;
+    threads_running_ = true;
+    stopping_ = false;
+  }
+  control_thread_ = std::thread([this] {
+    control_id_ = std::this_thread::get_id();
+    ControlLoop();
+  });
+  io_thread_ = std::thread([this] {
+    io_id_ = std::this_thread::get_id();
+    IoLoop();
+  });
+}
+
+void Channel::StopThreads() {
+  {
+    MutexLock lock(&mu_);
+    if (!threads_running_) return;
+    stopping_ = true;
+  }
+  control_cv_.SignalAll();
+  io_cv_.SignalAll();
+  control_thread_.join();
+  io_thread_.join();
+  control_id_ = std::thread::id();
+  io_id_ = std::thread::id();
+  MutexLock lock(&mu_);
+  threads_running_ = false;
+  commands_.clear();
+}
+
+void Channel::Post(Command command) {
+  commands_.push_back(command);
+  control_cv_.Signal();
+}
+
+// ---- State ----------------------------------------------------------------------------
+
+absl::Status Channel::Enable() {
+  if (OnOwnThread()) {
+    return absl::FailedPreconditionError("VmbChannelEnable from the channel's own callback");
+  }
+  Actions actions;
+  ServerOffer offer;
+  uint8_t vtl;
+  Guid type;
+  std::optional<Guid> instance;
+  {
+    MutexLock lock(&mu_);
+    if (!is_server_ && target_type_.IsNull()) {
+      return absl::FailedPreconditionError(
+          "client channel has no target interface (VmbClientChannelInitSetTargetPnp)");
+    }
+    absl::StatusOr<Actions> a = fsm_.Enable();
+    if (!a.ok()) return a.status();
+    actions = *a;
+    offer_.channel_flags = WireOfferFlags();
+    offer = offer_;
+    vtl = client_vtl_;
+    type = target_type_;
+    instance = target_instance_;
+    incoming_failed_ = false;
+    corruption_.clear();
+  }
+  // A restored endpoint re-attaches to its channel instead of offering or
+  // opening anew.
+  if (absl::StatusOr<bool> reattached = EnableRestored(); !reattached.ok()) {
+    return reattached.status();
+  } else if (*reattached) {
+    return absl::OkStatus();
+  }
+  StartThreads();
+  for (EndpointAction action : actions) {
+    if (action == EndpointAction::kOffer) {
+      // The partition hands this endpoint its relid (OnOffered) before the
+      // guest can see the offer: a guest that opens at once must find it.
+      absl::StatusOr<OfferHandle> handle = partition_->Offer(this, offer);
+      if (!handle.ok()) {
+        MutexLock lock(&mu_);
+        fsm_.Disable();
+        return handle.status();
+      }
+    } else if (action == EndpointAction::kConnect) {
+      partition_->Connect(this, vtl, type, instance);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Channel::RunUserCommand(CommandKind kind) {
+  if (OnOwnThread()) {
+    return absl::FailedPreconditionError(
+        "VmbChannelStart/Pause/Disable must not be called from the channel's callbacks");
+  }
+  MutexLock lock(&mu_);
+  if (!threads_running_) {
+    // Disabled: nothing runs, so answer here.
+    switch (kind) {
+      case CommandKind::kStart: {
+        absl::StatusOr<Actions> a = fsm_.Start();
+        return a.status();
+      }
+      case CommandKind::kPause:
+        fsm_.Pause();
+        return absl::OkStatus();
+      default:
+        return absl::OkStatus();
+    }
+  }
+  const uint64_t ticket = next_ticket_++;
+  Post({kind, ticket});
+  while (done_ticket_ < ticket) done_cv_.Wait(&mu_);
+  return absl::OkStatus();
+}
+
+absl::Status Channel::Start() {
+  {
+    MutexLock lock(&mu_);
+    if (fsm_.connection() == ConnectionState::kDisabled) {
+      return absl::FailedPreconditionError("VmbChannelStart on a disabled channel");
+    }
+  }
+  // Starting a saved channel means it keeps running here (a checkpoint, or
+  // a migration that failed): its transactions are its own again.
+  Thaw();
+  return RunUserCommand(CommandKind::kStart);
+}
+
+absl::Status Channel::Pause() { return RunUserCommand(CommandKind::kPause); }
+
+absl::Status Channel::Disable() {
+  if (absl::Status s = RunUserCommand(CommandKind::kDisable); !s.ok()) return s;
+  StopThreads();
+  return absl::OkStatus();
+}
+
+// ---- Events from the partition (under its lock: only queue work) -----------------------
+
+void Channel::OnOffered(const OfferHandle& handle) {
+  MutexLock lock(&mu_);
+  relid_ = handle.relid;
+  offer_sequence_ = handle.offer_sequence;
+}
+
+void Channel::OnOpenRequested(const OpenChannel& open) {
+  MutexLock lock(&mu_);
+  open_ = open;
+  Post({CommandKind::kPeerOpened});
+}
+
+void Channel::OnOpenCompleted(NTSTATUS status) {
+  MutexLock lock(&mu_);
+  Post({CommandKind::kPeerOpened, 0, status});
+}
+
+void Channel::OnPeerClosed() {
+  MutexLock lock(&mu_);
+  Post({CommandKind::kPeerClosed});
+}
+
+void Channel::OnOpenCancelled() {
+  MutexLock lock(&mu_);
+  Post({CommandKind::kOpenCancelled});
+}
+
+void Channel::OnOfferMatched(uint32_t relid, const OfferChannel& offer) {
+  MutexLock lock(&mu_);
+  relid_ = relid;
+  matched_offer_ = offer;
+  Post({CommandKind::kOfferMatched, 0, 0, relid});
+}
+
+void Channel::OnReleased() {
+  MutexLock lock(&mu_);
+  relid_ = 0;  // the relid belongs to the next offer now
+}
+
+void Channel::OnPnpFailure(NTSTATUS status) {
+  if (callbacks_.pnp_failure) callbacks_.pnp_failure(*this, status);
+}
+
+// ---- Misc -----------------------------------------------------------------------------------
+
+uint32_t Channel::relid() const {
+  MutexLock lock(&mu_);
+  return relid_;
+}
+
+uint8_t Channel::client_vtl() const {
+  MutexLock lock(&mu_);
+  return client_vtl_;
+}
+
+ConnectionState Channel::connection() const {
+  MutexLock lock(&mu_);
+  return fsm_.connection();
+}
+
+Guid Channel::interface_instance() const {
+  MutexLock lock(&mu_);
+  return is_server_ ? offer_.interface_instance : matched_offer_.interface_instance;
+}
+
+absl::StatusOr<std::pair<uint64_t, uint64_t>> Channel::MmioSpace() const {
+  MutexLock lock(&mu_);
+  if (fsm_.connection() != ConnectionState::kOpened &&
+      fsm_.connection() != ConnectionState::kOpening) {
+    return absl::FailedPreconditionError("MMIO space is known only while opened");
+  }
+  if (!mmio_.has_value()) return std::pair<uint64_t, uint64_t>{0, 0};
+  return *mmio_;
+}
+
+absl::StatusOr<uint16_t> Channel::SetInterruptLatency(uint16_t latency_100ns) {
+  MutexLock lock(&mu_);
+  const bool opened = fsm_.connection() == ConnectionState::kOpened ||
+                      fsm_.connection() == ConnectionState::kOpening || in_closed_callback_;
+  if (!opened) {
+    return absl::FailedPreconditionError(
+        "interrupt latency can be set only from Opened through Closed");
+  }
+  return std::exchange(interrupt_latency_, latency_100ns);
+}
+
+}  // namespace kmcl

@@ -1,0 +1,354 @@
+// Channel save and restore (KMCL's VmbChannelSave* / RestoreFromBuffer for
+// the endpoint's part; docs/saved-state.md).
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "kmcl_core/runtime/channel.h"
+#include "kmcl_core/bus/partition.h"
+#include "kmcl_core/ring/ring_buffer.h"
+#include "kmcl_core/saved/saved_blob.h"
+#include "kmcl_core/control/saved_convert.h"
+
+namespace kmcl {
+
+namespace pb = saved::v1;
+
+bool Channel::restored() const {
+  MutexLock lock(&mu_);
+  return restored_;
+}
+
+void Channel::Thaw() {
+  {
+    MutexLock lock(&mu_);
+    frozen_ = false;
+  }
+  FlushSends();
+}
+
+absl::StatusOr<std::string> Channel::Save() {
+  pb::SavedChannel out;
+  std::vector<std::pair<Packet*, bool>> packets;  // packet, sent
+  {
+    MutexLock s(&send_mu_);
+    MutexLock lock(&mu_);
+    if (fsm_.running() || fsm_.connection() == ConnectionState::kOpening) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "channel is ", fsm_.running() ? "running" : "opening", "; pause it before saving"));
+    }
+    frozen_ = true;
+    out.set_is_server(is_server_);
+    out.set_relid(relid_);
+    out.set_offer_sequence(offer_sequence_);
+    out.set_connection(static_cast<uint32_t>(fsm_.connection()));
+    out.set_run(static_cast<uint32_t>(fsm_.run()));
+    saved_convert::OfferTo(offer_, out.mutable_offer());
+    out.set_server_flags(server_flags_);
+    out.set_channel_flags(flags_);
+    out.set_max_packet_size(max_packet_size_);
+    out.set_max_external_bytes(max_external_bytes_);
+    out.set_max_external_chain(max_external_chain_);
+    out.set_transaction_quota(quota_);
+    out.set_interrupt_latency(interrupt_latency_);
+    out.set_client_context_size(context_size_);
+    out.set_incoming_pages(incoming_pages_);
+    out.set_outgoing_pages(outgoing_pages_);
+    out.set_target_type(saved_convert::GuidBytes(target_type_));
+    if (target_instance_.has_value()) {
+      out.set_target_instance(saved_convert::GuidBytes(*target_instance_));
+    }
+    out.set_client_vtl(client_vtl_);
+    out.set_friendly_name(friendly_name_);
+    out.set_client_open_sent(client_open_sent_);
+    if (open_.has_value()) saved_convert::OpenTo(*open_, out.mutable_open());
+    if (!is_server_) {
+      saved_convert::OfferTo(FromOfferMessage(matched_offer_, client_vtl_), out.mutable_offer());
+      out.set_ring_gpadl(ring_gpadl_);
+      out.mutable_ring_pfns()->Add(ring_pfns_.begin(), ring_pfns_.end());
+    }
+    out.set_next_transaction_id(next_transaction_id_);
+    // Outgoing: sent and awaiting completion, then still queued, in order.
+    for (const auto& [tid, p] : outstanding_) {
+      bool queued = false;
+      for (const QueuedSend& q : send_queue_) queued |= q.packet == p;
+      if (!queued) packets.push_back({p, true});
+    }
+    for (const QueuedSend& q : send_queue_) {
+      if (q.packet != nullptr) {
+        packets.push_back({q.packet, false});
+      } else {
+        pb::QueuedCompletion* c = out.add_completions();
+        c->set_transaction_id(q.completion_tid);
+        c->set_payload(std::string(q.completion.begin(), q.completion.end()));
+      }
+    }
+    for (const auto& d : deliveries_) {
+      if (d->completed_ || d->channel_ != this) continue;
+      bool free = false;
+      for (Delivery* f : free_deliveries_) free |= f == d.get();
+      if (free) continue;
+      pb::Delivery* p = out.add_deliveries();
+      p->set_transaction_id(d->transaction_id_);
+      p->set_payload(std::string(d->payload_.begin(), d->payload_.end()));
+      p->set_completion_requested(d->completion_requested_);
+      saved_convert::RangesTo(d->external_, p->mutable_external());
+    }
+  }
+  // The driver's per-packet state, outside the locks (its callback may call
+  // packet getters).
+  for (auto& [packet, sent] : packets) {
+    pb::Packet* p = out.add_packets();
+    p->set_transaction_id(packet->transaction_id_);
+    p->set_payload(std::string(reinterpret_cast<const char*>(packet->storage_), packet->length_));
+    saved_convert::RangesTo(packet->external_, p->mutable_external());
+    p->set_flags(packet->flags_);
+    p->set_sent(sent);
+    if (callbacks_.save_packet) {
+      absl::StatusOr<std::vector<uint8_t>> blob = callbacks_.save_packet(*this, *packet);
+      if (!blob.ok()) {
+        Thaw();
+        return blob.status();
+      }
+      p->set_client_blob(std::string(blob->begin(), blob->end()));
+    }
+  }
+  return SealBlob(pb::SavedBlob::KIND_CHANNEL, out.SerializeAsString());
+}
+
+absl::Status Channel::Restore(const std::string& blob) {
+  absl::StatusOr<std::string> body = OpenBlob(blob, pb::SavedBlob::KIND_CHANNEL);
+  if (!body.ok()) return body.status();
+  pb::SavedChannel in;
+  if (!in.ParseFromString(*body)) return absl::InvalidArgumentError("saved channel is corrupt");
+  if (in.is_server() != is_server_) {
+    return absl::InvalidArgumentError(absl::StrCat("saved channel is a ",
+                                                   in.is_server() ? "server" : "client",
+                                                   " endpoint; this channel is not"));
+  }
+  if (in.connection() > static_cast<uint32_t>(ConnectionState::kClosed) ||
+      in.connection() == static_cast<uint32_t>(ConnectionState::kOpening) ||
+      in.run() > static_cast<uint32_t>(RunState::kActive) || in.max_packet_size() == 0 ||
+      in.max_packet_size() > (1u << 24) || in.incoming_pages() > kMaxRingPages ||
+      in.outgoing_pages() > kMaxRingPages || in.client_vtl() > 2 ||
+      (in.connection() != 0 && in.relid() == 0)) {
+    return absl::InvalidArgumentError("saved channel has a field out of range");
+  }
+  absl::StatusOr<ServerOffer> offer = saved_convert::OfferFrom(in.offer());
+  if (!offer.ok()) return offer.status();
+  std::optional<OpenChannel> open;
+  if (in.has_open()) {
+    absl::StatusOr<OpenChannel> o = saved_convert::OpenFrom(in.relid(), in.open());
+    if (!o.ok()) return o.status();
+    open = *o;
+  }
+  absl::StatusOr<Guid> target = saved_convert::GuidFrom(in.target_type());
+  if (!target.ok()) return target.status();
+  std::optional<Guid> target_instance;
+  if (!in.target_instance().empty()) {
+    absl::StatusOr<Guid> t = saved_convert::GuidFrom(in.target_instance());
+    if (!t.ok()) return t.status();
+    target_instance = *t;
+  }
+  for (const pb::Packet& p : in.packets()) {
+    if (p.payload().size() > in.max_packet_size() + sizeof(wire::PipeHeader) ||
+        (p.flags() & ~kFormatFlags) != 0) {
+      return absl::InvalidArgumentError("saved packet is out of range");
+    }
+  }
+  {
+    MutexLock lock(&mu_);
+    if (!fsm_.configurable() || threads_running_) {
+      return absl::FailedPreconditionError("restore into a disabled channel, before Enable");
+    }
+    restored_ = true;
+    restored_connection_ = static_cast<ConnectionState>(in.connection());
+    restored_run_ = static_cast<RunState>(in.run());
+    relid_ = in.relid();
+    offer_sequence_ = in.offer_sequence();
+    if (is_server_) {
+      offer_ = *offer;
+    } else {
+      matched_offer_ = ToOfferMessage(*offer);
+      matched_offer_.child_relid = in.relid();
+    }
+    server_flags_ = in.server_flags();
+    flags_ = in.channel_flags();
+    max_packet_size_ = in.max_packet_size();
+    max_external_bytes_ = in.max_external_bytes();
+    max_external_chain_ = in.max_external_chain();
+    quota_ = in.transaction_quota();
+    interrupt_latency_ = static_cast<uint16_t>(in.interrupt_latency());
+    context_size_ = in.client_context_size();
+    incoming_pages_ = in.incoming_pages() == 0 ? kDefaultRingPages : in.incoming_pages();
+    outgoing_pages_ = in.outgoing_pages() == 0 ? kDefaultRingPages : in.outgoing_pages();
+    target_type_ = *target;
+    target_instance_ = target_instance;
+    client_vtl_ = static_cast<uint8_t>(in.client_vtl());
+    friendly_name_ = in.friendly_name();
+    client_open_sent_ = in.client_open_sent();
+    open_ = open;
+    next_transaction_id_ = std::max<uint64_t>(in.next_transaction_id(), next_transaction_id_);
+    ring_gpadl_ = in.ring_gpadl();
+    ring_pfns_.assign(in.ring_pfns().begin(), in.ring_pfns().end());
+    for (const pb::Delivery& p : in.deliveries()) {
+      Delivery* d = TakeDelivery();
+      d->payload_.assign(p.payload().begin(), p.payload().end());
+      d->external_ = saved_convert::RangesFrom(p.external());
+      d->transaction_id_ = p.transaction_id();
+      d->completion_requested_ = p.completion_requested();
+      ++delivered_;
+      redeliver_.push_back(d);
+    }
+  }
+  {
+    MutexLock s(&send_mu_);
+    for (const pb::QueuedCompletion& c : in.completions()) {
+      send_queue_.push_back({nullptr, c.transaction_id(),
+                             std::vector<uint8_t>(c.payload().begin(), c.payload().end())});
+    }
+  }
+  // The driver re-creates its packets; without a hook kmcl_core keeps them
+  // with its default routine (they complete, then are freed).
+  for (const pb::Packet& p : in.packets()) {
+    std::string lib = p.SerializeAsString();
+    std::span<const uint8_t> lib_bytes(reinterpret_cast<const uint8_t*>(lib.data()), lib.size());
+    if (callbacks_.restore_packet) {
+      std::span<const uint8_t> saved(reinterpret_cast<const uint8_t*>(p.client_blob().data()),
+                                     p.client_blob().size());
+      if (absl::Status s = callbacks_.restore_packet(*this, lib_bytes, saved); !s.ok()) return s;
+    } else {
+      if (absl::Status s = RestorePacket(*AllocatePacket(), lib_bytes); !s.ok()) return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Channel::RestorePacket(Packet& packet, std::span<const uint8_t> lib) {
+  pb::Packet p;
+  if (!p.ParseFromArray(lib.data(), static_cast<int>(lib.size()))) {
+    return absl::InvalidArgumentError("saved packet state is corrupt");
+  }
+  if (packet.magic_ != Packet::kMagic || packet.channel_ != this || packet.in_flight_) {
+    return absl::InvalidArgumentError("not an idle packet of this channel");
+  }
+  if (p.payload().size() > packet.capacity_ || (p.flags() & ~kFormatFlags) != 0) {
+    return absl::InvalidArgumentError("saved packet does not fit this channel's packets");
+  }
+  if (!packet.routine_) {
+    return absl::FailedPreconditionError("set the packet's completion routine before restoring it");
+  }
+  std::memcpy(packet.storage_, p.payload().data(), p.payload().size());
+  packet.length_ = static_cast<uint32_t>(p.payload().size());
+  packet.flags_ = p.flags();
+  packet.external_ = saved_convert::RangesFrom(p.external());
+  packet.transaction_id_ = p.transaction_id();
+  MutexLock s(&send_mu_);
+  MutexLock lock(&mu_);
+  packet.in_flight_ = true;
+  if (p.flags() & kFormatFlagWaitForCompletion) {
+    if (packet.transaction_id_ == 0 || outstanding_.contains(packet.transaction_id_)) {
+      packet.in_flight_ = false;
+      return absl::InvalidArgumentError("saved transaction id is missing or duplicated");
+    }
+    packet.outstanding_since_ = absl::Now();  // its age before the save is not saved
+    outstanding_[packet.transaction_id_] = &packet;
+    next_transaction_id_ = std::max(next_transaction_id_, packet.transaction_id_ + 1);
+  }
+  // A sent transaction waits for its completion; an unsent packet is queued.
+  if (!p.sent()) send_queue_.push_back({&packet});
+  return absl::OkStatus();
+}
+
+absl::StatusOr<bool> Channel::EnableRestored() {
+  ConnectionState connection;
+  uint32_t old_relid;
+  bool force_new;
+  {
+    MutexLock lock(&mu_);
+    if (!restored_) return false;
+    restored_ = false;
+    connection = restored_connection_;
+    old_relid = relid_;
+    force_new = is_server_ && (server_flags_ & kServerFlagForceNewChannel) != 0;
+    if (connection == ConnectionState::kDisabled || (!is_server_ && connection == ConnectionState::kEnabled)) {
+      relid_ = 0;  // saved before it was offered/opened: enable as new
+      return false;
+    }
+  }
+  if (force_new) {
+    // FORCE_NEW_CHANNEL: abandon the old instance and offer afresh; its
+    // transactions end cancelled.
+    if (old_relid != 0) partition_->Revoke(old_relid).IgnoreError();
+    CancelOutstanding(kStatusCancelled);
+    MutexLock lock(&mu_);
+    relid_ = 0;
+    open_.reset();
+    for (Delivery* d : redeliver_) free_deliveries_.push_back(d);
+    redeliver_.clear();
+    delivered_ = 0;
+    return false;
+  }
+  if (absl::Status s = AttachRestored(); !s.ok()) {
+    MutexLock lock(&mu_);
+    fsm_.Disable();
+    return s;
+  }
+  {
+    MutexLock lock(&mu_);
+    fsm_.Restore(restored_connection_, restored_run_);
+  }
+  StartThreads();
+  MutexLock lock(&mu_);
+  Post({CommandKind::kRestoredOpen});
+  return true;
+}
+
+absl::Status Channel::AttachRestored() {
+  uint32_t relid;
+  uint64_t sequence;
+  uint8_t vtl;
+  ConnectionState connection;
+  std::optional<OpenChannel> open;
+  {
+    MutexLock lock(&mu_);
+    relid = relid_;
+    sequence = offer_sequence_;
+    vtl = client_vtl_;
+    connection = restored_connection_;
+    open = open_;
+  }
+  if (connection == ConnectionState::kDisabled) return absl::OkStatus();
+  absl::Status attached = is_server_ ? partition_->AttachHost(relid, sequence, this)
+                                     : partition_->AttachGuest(vtl, relid, this);
+  if (!attached.ok()) return attached;
+  if (connection == ConnectionState::kOpened) {
+    if (is_server_) {
+      if (!open.has_value()) return absl::InvalidArgumentError("restored open channel has no ring");
+      absl::StatusOr<GpadlLease> lease =
+          partition_->MapGpadl(relid, open->ring_buffer_gpadl, false,
+                               [d = open->downstream_page_offset](uint64_t pages) {
+                                 return DoubleMappedRingPages(pages, d);
+                               });
+      if (!lease.ok()) return lease.status();
+      ring_lease_ = *lease;
+      if (absl::Status s = SetUpRings(lease->pages, open->downstream_page_offset); !s.ok()) return s;
+    } else {
+      uint32_t downstream;
+      {
+        MutexLock lock(&mu_);
+        downstream = 1 + outgoing_pages_;
+      }
+      absl::StatusOr<std::vector<uint32_t>> order =
+          DoubleMappedRingPages(ring_pfns_.size(), downstream);
+      if (!order.ok()) return order.status();
+      absl::StatusOr<GuestView> view = partition_->memory().MapPages(ring_pfns_, *order, true);
+      if (!view.ok()) return view.status();
+      ring_view_ = *std::move(view);
+      if (absl::Status s = SetUpRings(ring_view_->bytes(), downstream); !s.ok()) return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace kmcl

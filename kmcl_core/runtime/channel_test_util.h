@@ -1,0 +1,132 @@
+// kmcl_core/runtime/channel_test_util.h: helpers for tests that run a host endpoint
+// and a guest endpoint against each other in one partition: an ordered,
+// thread-safe event recorder with bounded waits, and a fixture that offers
+// and opens a channel.
+#ifndef KMCLD_KMCL_CORE_RUNTIME_CHANNEL_TEST_UTIL_H_
+#define KMCLD_KMCL_CORE_RUNTIME_CHANNEL_TEST_UTIL_H_
+
+#include <algorithm>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "kmcl_core/bus/partition.h"
+#include "kmcl_core/runtime/channel.h"
+
+namespace kmcl::testing {
+
+inline const Guid kTestType = *Guid::Parse("9d1f7a2e-4b0c-4c51-8a7e-3f5e2d6c1b00");
+inline const Guid kTestInstance = *Guid::Parse("00000000-0000-4000-8000-000000000001");
+
+class Recorder {
+ public:
+  void Add(std::string what) {
+    MutexLock lock(&mu_);
+    events_.push_back(std::move(what));
+    cv_.SignalAll();
+  }
+  std::vector<std::string> Events() {
+    MutexLock lock(&mu_);
+    return events_;
+  }
+  std::vector<std::string> EventsOf(const std::string& prefix) {
+    std::vector<std::string> out;
+    for (const std::string& e : Events()) {
+      if (e.rfind(prefix, 0) == 0) out.push_back(e);
+    }
+    return out;
+  }
+  size_t Count(const std::string& what) {
+    MutexLock lock(&mu_);
+    return std::count(events_.begin(), events_.end(), what);
+  }
+  // Waits until `what` was recorded `times` times (bounded; false on timeout).
+  bool WaitFor(const std::string& what, size_t times = 1,
+               absl::Duration timeout = absl::Seconds(20)) {
+    MutexLock lock(&mu_);
+    const absl::Time deadline = absl::Now() + timeout;
+    while (static_cast<size_t>(std::count(events_.begin(), events_.end(), what)) < times) {
+      if (cv_.WaitWithDeadline(&mu_, deadline)) {
+        return static_cast<size_t>(std::count(events_.begin(), events_.end(), what)) >= times;
+      }
+    }
+    return true;
+  }
+
+ private:
+  Mutex mu_;
+  CondVar cv_;
+  std::vector<std::string> events_;
+};
+
+// Callbacks that record "<who>:opened" etc.
+inline ChannelCallbacks RecordingCallbacks(Recorder& r, const std::string& who) {
+  ChannelCallbacks cb;
+  cb.opened = [&r, who](Channel&) {
+    r.Add(who + ":opened");
+    return kStatusSuccess;
+  };
+  cb.started = [&r, who](Channel&) { r.Add(who + ":started"); };
+  cb.post_started = [&r, who](Channel&) { r.Add(who + ":post_started"); };
+  cb.suspend = [&r, who](Channel&) { r.Add(who + ":suspend"); };
+  cb.closed = [&r, who](Channel&) { r.Add(who + ":closed"); };
+  cb.pnp_failure = [&r, who](Channel&, NTSTATUS) { r.Add(who + ":pnp_failure"); };
+  return cb;
+}
+
+class ChannelPairTest : public ::testing::Test {
+ protected:
+  // State that callbacks capture must outlive TearDown (which disables the
+  // channels and so still runs callbacks): the fixture owns it.
+  template <typename T, typename... Args>
+  T& Keep(Args&&... args) {
+    auto owned = std::make_shared<T>(std::forward<Args>(args)...);
+    T& ref = *owned;
+    kept_.push_back(std::move(owned));
+    return ref;
+  }
+
+  void SetUp() override {
+    PartitionOptions o;
+    o.memory_bytes = 256 << 20;
+    partition_ = *Partition::Create(o);
+  }
+  void TearDown() override {
+    if (guest_) {
+      EXPECT_TRUE(guest_->Disable().ok());
+    }
+    if (host_) {
+      EXPECT_TRUE(host_->Disable().ok());
+    }
+    guest_.reset();
+    host_.reset();
+  }
+
+  void MakeHost(ChannelCallbacks cb, bool start = true) {
+    host_ = *Channel::Allocate(*partition_, true);
+    ASSERT_TRUE(host_->SetTargetInterfaceId(kTestType, kTestInstance).ok());
+    ASSERT_TRUE(host_->SetCallbacks(std::move(cb)).ok());
+    ASSERT_TRUE(host_->Enable().ok());
+    if (start) {
+      ASSERT_TRUE(host_->Start().ok());
+    }
+  }
+  void MakeGuest(ChannelCallbacks cb, uint32_t ring_pages = 16) {
+    guest_ = *Channel::Allocate(*partition_, false);
+    ASSERT_TRUE(guest_->SetTargetPnp(kTestType, std::nullopt).ok());
+    ASSERT_TRUE(guest_->SetRingBufferPageCount(ring_pages, ring_pages).ok());
+    ASSERT_TRUE(guest_->SetCallbacks(std::move(cb)).ok());
+    ASSERT_TRUE(guest_->Enable().ok());
+  }
+
+  std::vector<std::shared_ptr<void>> kept_;  // destroyed after the channels
+  std::unique_ptr<Partition> partition_;
+  std::unique_ptr<Channel> host_;
+  std::unique_ptr<Channel> guest_;
+};
+
+}  // namespace kmcl::testing
+
+#endif  // KMCLD_KMCL_CORE_RUNTIME_CHANNEL_TEST_UTIL_H_

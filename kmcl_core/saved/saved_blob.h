@@ -1,0 +1,27 @@
+// kmcl_core/saved/saved_blob.h: the envelope of every saved-state blob
+// (saved_state.proto, docs/saved-state.md): format version, kind, body and
+// a CRC-32 of the body.
+//
+// Seal() wraps a serialized body; Open() checks a blob from an untrusted
+// source and returns its body: INVALID_ARGUMENT if it is truncated,
+// corrupted or of another kind, FAILED_PRECONDITION if it comes from a
+// newer format version.
+#ifndef KMCLD_KMCL_CORE_SAVED_SAVED_BLOB_H_
+#define KMCLD_KMCL_CORE_SAVED_SAVED_BLOB_H_
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "kmcl_core/saved/saved_state.pb.h"
+
+namespace kmcl {
+
+inline constexpr uint32_t kSavedStateFormatVersion = 1;
+
+std::string SealBlob(saved::v1::SavedBlob::Kind kind, std::string body);
+absl::StatusOr<std::string> OpenBlob(absl::string_view blob, saved::v1::SavedBlob::Kind kind);
+
+}  // namespace kmcl
+
+#endif  // KMCLD_KMCL_CORE_SAVED_SAVED_BLOB_H_
