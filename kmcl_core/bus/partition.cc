@@ -391,7 +391,8 @@ absl::Status Partition::CreateGuestGpadl(uint8_t vtl, uint32_t relid, uint32_t g
 }
 
 absl::Status Partition::TeardownGuestGpadl(uint8_t vtl, uint32_t relid, uint32_t gpadl_id,
-                                           std::optional<absl::Duration> wait) {
+                                           std::optional<absl::Duration> wait,
+                                           const std::function<bool()>& make_progress) {
   MutexLock lock(&mu_);
   if (!clients_.contains(vtl)) return absl::NotFoundError(absl::StrCat("no guest at VTL ", vtl));
   gpadl_torn_down_.erase(gpadl_id);
@@ -399,6 +400,12 @@ absl::Status Partition::TeardownGuestGpadl(uint8_t vtl, uint32_t relid, uint32_t
   PumpLocked();
   const absl::Time deadline = wait.has_value() ? absl::Now() + *wait : absl::InfiniteFuture();
   while (!gpadl_torn_down_.contains(gpadl_id)) {
+    if (make_progress) {
+      mu_.Unlock();
+      const bool ran = make_progress();
+      mu_.Lock();
+      if (ran) continue;
+    }
     if (changed_.WaitWithDeadline(&mu_, deadline) && !gpadl_torn_down_.contains(gpadl_id)) {
       return absl::DeadlineExceededError(
           absl::StrCat("GPADL ", gpadl_id, " is still mapped by the host"));

@@ -18,6 +18,7 @@
 #define KMCLD_KMCL_CORE_BUS_PARTITION_H_
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -142,8 +143,12 @@ class Partition {
                                 std::vector<GpaRange> ranges);
   // GPADL_TEARDOWN; waits for GPADL_TORNDOWN (the host may hold a lease)
   // up to `wait` (nullopt: forever). DEADLINE_EXCEEDED if it did not come.
+  // `make_progress`, if given, is called (without the partition's lock)
+  // before each wait and the wait is skipped while it returns true: an
+  // endpoint on a manual executor runs the host's pending work with it.
   absl::Status TeardownGuestGpadl(uint8_t vtl, uint32_t relid, uint32_t gpadl_id,
-                                  std::optional<absl::Duration> wait);
+                                  std::optional<absl::Duration> wait,
+                                  const std::function<bool()>& make_progress = nullptr);
   absl::Status OpenGuest(uint8_t vtl, uint32_t relid, const OpenParams& params);
   absl::Status CloseGuest(uint8_t vtl, uint32_t relid);
   // Forgets the guest endpoint; releases the relid if it was rescinded.

@@ -13,11 +13,19 @@
 namespace kmcl {
 
 absl::StatusOr<std::unique_ptr<Channel>> Channel::Allocate(Partition& partition, bool is_server) {
-  return std::unique_ptr<Channel>(new Channel(partition, is_server));
+  return Allocate(partition, is_server, ChannelExecutors::Default());
 }
 
-Channel::Channel(Partition& partition, bool is_server)
-    : partition_(&partition), is_server_(is_server), fsm_(is_server) {
+absl::StatusOr<std::unique_ptr<Channel>> Channel::Allocate(Partition& partition, bool is_server,
+                                                           ChannelExecutors executors) {
+  if (executors.dispatch == nullptr || executors.passive == nullptr) {
+    return absl::InvalidArgumentError("a channel needs a dispatch and a passive executor");
+  }
+  return std::unique_ptr<Channel>(new Channel(partition, is_server, executors));
+}
+
+Channel::Channel(Partition& partition, bool is_server, ChannelExecutors executors)
+    : partition_(&partition), is_server_(is_server), fsm_(is_server), executors_(executors) {
   MutexLock lock(&mu_);
   offer_.interface_instance = Guid::Random();
 }
@@ -223,43 +231,74 @@ bool Channel::pipe_mode() const {
 
 // ---- Threads ---------------------------------------------------------------------------
 
+// "Threads" are the channel's two serial tasks on the shared executors.
 void Channel::StartThreads() {
-  {
-    MutexLock lock(&mu_);
-    if (threads_running_) return;
-    threads_running_ = true;
-    stopping_ = false;
-  }
-  control_thread_ = std::thread([this] {
-    control_id_ = std::this_thread::get_id();
-    ControlLoop();
+  MutexLock lock(&mu_);
+  if (threads_running_) return;
+  threads_running_ = true;
+  stopping_ = false;
+  control_task_ = std::make_unique<SerialTask>(executors_.passive, [this] {
+    const std::thread::id outer = control_id_.exchange(std::this_thread::get_id());
+    ControlRun();
+    control_id_ = outer;
   });
-  io_thread_ = std::thread([this] {
-    io_id_ = std::this_thread::get_id();
-    IoLoop();
+  io_task_ = std::make_unique<SerialTask>(executors_.dispatch, [this] {
+    const std::thread::id outer = io_id_.exchange(std::this_thread::get_id());
+    IoRun();
+    io_id_ = outer;
   });
+  if (!commands_.empty()) control_task_->Kick();
+  if (io_work_) io_task_->Kick();
 }
 
 void Channel::StopThreads() {
+  SerialTask* control;
+  SerialTask* io;
   {
     MutexLock lock(&mu_);
     if (!threads_running_) return;
     stopping_ = true;
+    control = control_task_.get();
+    io = io_task_.get();
+    // The control task drains the commands already queued (as a thread
+    // would before it exits); the I/O task sees stopping_ and returns.
+    if (!commands_.empty()) control->Kick();
   }
-  control_cv_.SignalAll();
-  io_cv_.SignalAll();
-  control_thread_.join();
-  io_thread_.join();
-  control_id_ = std::thread::id();
-  io_id_ = std::thread::id();
+  // The tasks live until threads_running_ is cleared below, and only this
+  // function replaces them, so the pointers stay valid without the lock.
+  WaitControlIdle();
+  control->Stop();
+  io->Stop();
+  std::unique_ptr<SerialTask> old_control, old_io;
   MutexLock lock(&mu_);
+  old_control = std::move(control_task_);
+  old_io = std::move(io_task_);
   threads_running_ = false;
   commands_.clear();
 }
 
+void Channel::WaitControlIdle() {
+  MutexLock lock(&mu_);
+  WaitDone([this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return commands_.empty(); });
+}
+
 void Channel::Post(Command command) {
   commands_.push_back(command);
-  control_cv_.Signal();
+  if (control_task_ != nullptr) control_task_->Kick();
+}
+
+void Channel::KickIo() {
+  io_work_ = true;
+  if (io_task_ != nullptr) io_task_->Kick();
+}
+
+void Channel::WaitDone(const std::function<bool()>& done) {
+  while (!done()) {
+    mu_.Unlock();
+    const bool ran = executors_.RunOneHere();
+    mu_.Lock();
+    if (!ran && !done()) done_cv_.Wait(&mu_);
+  }
 }
 
 // ---- State ----------------------------------------------------------------------------
@@ -337,7 +376,7 @@ absl::Status Channel::RunUserCommand(CommandKind kind) {
   }
   const uint64_t ticket = next_ticket_++;
   Post({kind, ticket});
-  while (done_ticket_ < ticket) done_cv_.Wait(&mu_);
+  WaitDone([this, ticket]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return done_ticket_ >= ticket; });
   return absl::OkStatus();
 }
 

@@ -15,11 +15,15 @@
 //   ch->Enable(); ch->Start();
 //
 // Threading contract:
-// - Each enabled channel has a control thread, on which the state callbacks
-//   (Opened, Started, PostStarted, Suspend, Closed, PnpFailure) and packets
-//   deferred to passive level run, and an I/O thread, on which ProcessPacket,
-//   ProcessingComplete and completion routines run ("DISPATCH level": they
-//   must not block). PostStarted may run concurrently with ProcessPacket.
+// - Channels own no threads. Each enabled channel has two serial tasks on
+//   executors shared by all channels (executor.h): its control task, on
+//   the passive pool, runs the state callbacks (Opened, Started,
+//   PostStarted, Suspend, Closed, PnpFailure) and packets deferred to
+//   passive level, one at a time, and may block; its I/O task, on the
+//   dispatch pool, runs ProcessPacket, ProcessingComplete and completion
+//   routines one at a time ("DISPATCH level": they must not block).
+//   PostStarted may run concurrently with ProcessPacket. Allocate with
+//   ChannelExecutors::Manual to run both on a test's thread.
 // - Packet calls (AllocatePacket, Send, Complete, Fail, GetExternalData,
 //   SendSynchronous outside Started) may be made from any thread, callbacks
 //   included.
@@ -53,6 +57,7 @@
 #include "kmcl_core/control/vmbus_server.h"
 #include "kmcl_core/memory/guest_memory.h"
 #include "kmcl_core/ring/ring_buffer.h"
+#include "kmcl_core/runtime/executor.h"
 #include "kmcl_core/wire/gpa_range.h"
 #include "kmcl_core/wire/vmbus_messages.h"
 
@@ -240,6 +245,9 @@ class Channel final : public BusEndpoint {
  public:
   // VmbChannelAllocate: a disabled endpoint with default settings.
   static absl::StatusOr<std::unique_ptr<Channel>> Allocate(Partition& partition, bool is_server);
+  // As above, running on `executors` instead of the process-wide pools.
+  static absl::StatusOr<std::unique_ptr<Channel>> Allocate(Partition& partition, bool is_server,
+                                                           ChannelExecutors executors);
   // VmbChannelCleanup. The channel must be disabled (Disable it first).
   ~Channel();
   Channel(const Channel&) = delete;
@@ -392,13 +400,18 @@ class Channel final : public BusEndpoint {
     void RecordLatency(int64_t ns);
   };
 
-  Channel(Partition& partition, bool is_server);
+  Channel(Partition& partition, bool is_server, ChannelExecutors executors);
+  // Waits on done_cv_ until `done` holds; with a manual executor, runs its
+  // tasks on this thread meanwhile instead.
+  void WaitDone(const std::function<bool()>& done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void KickIo() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void WaitControlIdle();
   absl::Status CheckConfigurable() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool OnOwnThread() const;
   absl::Status RunUserCommand(CommandKind kind);
   void Post(Command command) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void ControlLoop();
-  void IoLoop();
+  void ControlRun();  // the control task's body: runs the queued commands
+  void IoRun();       // the I/O task's body: one pass over the rings
   void Execute(const Actions& actions);
   void RunAction(EndpointAction action);
   void StartThreads();
@@ -441,9 +454,7 @@ class Channel final : public BusEndpoint {
   void* pointer_ = nullptr;
 
   mutable Mutex mu_;
-  CondVar control_cv_;  // control thread wakeups
-  CondVar done_cv_;     // user-call completion, drain progress
-  CondVar io_cv_;       // I/O thread wakeups
+  CondVar done_cv_;  // user-call completion, drain progress
   EndpointStateMachine fsm_ ABSL_GUARDED_BY(mu_);
   ChannelCallbacks callbacks_;  // set while disabled, read by the threads
   // Configuration.
@@ -478,9 +489,11 @@ class Channel final : public BusEndpoint {
   std::deque<Delivery*> redeliver_ ABSL_GUARDED_BY(mu_);  // delivered again after restore
   bool in_started_callback_ ABSL_GUARDED_BY(mu_) = false;
 
-  // Threads and their queues.
-  std::thread control_thread_;
-  std::thread io_thread_;
+  // Tasks and their queues.
+  const ChannelExecutors executors_;
+  std::unique_ptr<SerialTask> control_task_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<SerialTask> io_task_ ABSL_GUARDED_BY(mu_);
+  // The threads running the two tasks' bodies now (none: default id).
   std::atomic<std::thread::id> control_id_{}, io_id_{};
   bool threads_running_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;

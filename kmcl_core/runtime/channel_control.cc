@@ -15,13 +15,15 @@ namespace kmcl {
 
 // ---- The control thread ------------------------------------------------------------------
 
-void Channel::ControlLoop() {
+void Channel::ControlRun() {
   for (;;) {
     Command cmd;
     {
       MutexLock lock(&mu_);
-      while (commands_.empty() && !stopping_) control_cv_.Wait(&mu_);
-      if (commands_.empty()) return;
+      if (commands_.empty()) {
+        done_cv_.SignalAll();  // WaitControlIdle
+        return;
+      }
       cmd = commands_.front();
       commands_.pop_front();
     }
@@ -149,9 +151,8 @@ void Channel::RunAction(EndpointAction action) {
         MutexLock lock(&mu_);
         incoming_on_ = true;
         incoming_failed_ = false;
-        io_work_ = true;
+        KickIo();
       }
-      io_cv_.Signal();
       return;
     }
     case EndpointAction::kCallPostStarted:
@@ -160,7 +161,7 @@ void Channel::RunAction(EndpointAction action) {
     case EndpointAction::kIncomingOff: {
       MutexLock lock(&mu_);
       incoming_on_ = false;
-      while (in_delivery_) done_cv_.Wait(&mu_);  // the batch in progress ends
+      WaitDone([this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !in_delivery_; });
       return;
     }
     case EndpointAction::kCallSuspend:
@@ -168,7 +169,7 @@ void Channel::RunAction(EndpointAction action) {
       return;
     case EndpointAction::kWaitIncomingDrained: {
       MutexLock lock(&mu_);
-      while (delivered_ != 0) done_cv_.Wait(&mu_);
+      WaitDone([this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return delivered_ == 0; });
       return;
     }
     case EndpointAction::kCancelTransactions:
@@ -355,7 +356,10 @@ void Channel::ReleaseRings() {
   // Client: give the ring GPADL back (waits for the host's unmap), free the
   // pages, and let the partition forget this endpoint.
   if (ring_gpadl_ != 0 && relid != 0) {
-    partition_->TeardownGuestGpadl(vtl, relid, ring_gpadl_, std::nullopt).IgnoreError();
+    partition_
+        ->TeardownGuestGpadl(vtl, relid, ring_gpadl_, std::nullopt,
+                             [this] { return executors_.RunOneHere(); })
+        .IgnoreError();
   }
   ring_gpadl_ = 0;
   ring_view_.reset();

@@ -102,10 +102,9 @@ void Channel::RetireDelivery(Delivery& d) {
     // delivery on another thread), in which case Deliver does.
     d.retired_ = true;
     if (!d.in_callback_) free_deliveries_.push_back(&d);
-    io_work_ = true;  // a completion restarts a quota-stalled queue
+    KickIo();  // a completion restarts a quota-stalled queue
     done_cv_.SignalAll();
   }
-  io_cv_.Signal();
 }
 
 absl::Status Channel::DeferToPassive(Delivery& d) {
@@ -151,11 +150,8 @@ void Channel::SetIncomingProcessingAtPassive(bool passive) {
 // ---- The I/O thread ---------------------------------------------------------------------------
 
 void Channel::NotifyIo() {
-  {
-    MutexLock lock(&mu_);
-    io_work_ = true;
-  }
-  io_cv_.Signal();
+  MutexLock lock(&mu_);
+  KickIo();
 }
 
 void Channel::SignalPeer() {
@@ -170,19 +166,17 @@ void Channel::SignalPeer() {
   }
 }
 
-void Channel::IoLoop() {
-  for (;;) {
-    {
-      MutexLock lock(&mu_);
-      while (!io_work_ && !stopping_) io_cv_.Wait(&mu_);
-      if (stopping_) return;
-      io_work_ = false;
-    }
-    RunFinishedSends();
-    DrainIncoming();
-    FlushSends();
-    RunFinishedSends();
+void Channel::IoRun() {
+  {
+    MutexLock lock(&mu_);
+    if (stopping_ || !io_work_) return;
+    io_work_ = false;
   }
+  RunFinishedSends();
+  DrainIncoming();
+  FlushSends();
+  RunFinishedSends();
+  // A kick during this pass set io_work_ again and scheduled another pass.
 }
 
 absl::Status Channel::SetUpRings(std::span<uint8_t> view, uint32_t downstream_offset) {

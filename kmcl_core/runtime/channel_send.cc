@@ -354,6 +354,11 @@ NTSTATUS Channel::SendSynchronous(std::span<const uint8_t> buffer,
       timeout.has_value() && !zero_timeout ? absl::Now() + *timeout : absl::InfiniteFuture();
   MutexLock lock(&state->mu);
   while (!state->done) {
+    // A manual executor makes progress only on this thread.
+    state->mu.Unlock();
+    const bool ran = executors_.RunOneHere();
+    state->mu.Lock();
+    if (ran) continue;
     if (state->cv.WaitWithDeadline(&state->mu, deadline) && !state->done) {
       // Timed out: take the packet back if it has not completed meanwhile.
       bool reclaimed = false;

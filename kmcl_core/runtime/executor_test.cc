@@ -1,0 +1,155 @@
+#include "kmcl_core/runtime/executor.h"
+
+#include <atomic>
+#include <vector>
+
+#include "absl/synchronization/notification.h"
+#include "gtest/gtest.h"
+
+namespace kmcl {
+namespace {
+
+TEST(ManualExecutorTest, RunsNothingUntilDrivenThenEverythingItSubmits) {
+  ManualExecutor ex;
+  std::vector<int> order;
+  ex.Submit([&] {
+    order.push_back(1);
+    ex.Submit([&] { order.push_back(3); });
+  });
+  ex.Submit([&] { order.push_back(2); });
+  EXPECT_TRUE(order.empty());
+  EXPECT_EQ(ex.pending(), 2u);
+  EXPECT_EQ(ex.RunUntilIdle(), 3u);
+  EXPECT_EQ(order, (std::vector<int>{1, 2, 3}));
+  EXPECT_FALSE(ex.RunOneHere());
+}
+
+TEST(SerialTaskTest, KicksWhileIdleOrScheduledCoalesceIntoOneRun) {
+  ManualExecutor ex;
+  int runs = 0;
+  SerialTask task(&ex, [&] { ++runs; });
+  task.Kick();
+  task.Kick();
+  task.Kick();
+  EXPECT_EQ(ex.RunUntilIdle(), 1u);
+  EXPECT_EQ(runs, 1);
+}
+
+TEST(SerialTaskTest, AKickDuringARunRunsItAgainBehindOtherWork) {
+  ManualExecutor ex;
+  std::vector<char> order;
+  SerialTask* a_ptr = nullptr;
+  int a_runs = 0;
+  SerialTask a(&ex, [&] {
+    order.push_back('a');
+    if (++a_runs < 3) a_ptr->Kick();  // a busy channel kicks itself
+  });
+  a_ptr = &a;
+  SerialTask b(&ex, [&] { order.push_back('b'); });
+  a.Kick();
+  b.Kick();
+  ex.RunUntilIdle();
+  // b is not starved by a's re-runs: a's second run queues behind b.
+  EXPECT_EQ(order, (std::vector<char>{'a', 'b', 'a', 'a'}));
+}
+
+TEST(SerialTaskTest, NoRunStartsAfterStop) {
+  ManualExecutor ex;
+  int runs = 0;
+  SerialTask task(&ex, [&] { ++runs; });
+  task.Kick();  // scheduled, not yet run
+  task.Stop();
+  task.Kick();
+  ex.RunUntilIdle();
+  EXPECT_EQ(runs, 0);
+}
+
+TEST(SerialTaskTest, InBodyOnlyOnTheRunningThread) {
+  ManualExecutor ex;
+  bool inside = false;
+  SerialTask* self = nullptr;
+  SerialTask task(&ex, [&] { inside = self->InBody(); });
+  self = &task;
+  EXPECT_FALSE(task.InBody());
+  task.Kick();
+  ex.RunUntilIdle();
+  EXPECT_TRUE(inside);
+  EXPECT_FALSE(task.InBody());
+}
+
+TEST(SerialTaskTest, RunsNeverOverlapOnAPool) {
+  ThreadPool pool({.threads = 4});
+  std::atomic<int> inside{0};
+  std::atomic<bool> overlapped{false};
+  std::atomic<int> runs{0};
+  absl::Notification saw_last;
+  std::atomic<bool> last_kicked{false};
+  SerialTask task(&pool, [&] {
+    if (inside.fetch_add(1) != 0) overlapped = true;
+    runs++;
+    if (last_kicked.load()) {
+      if (!saw_last.HasBeenNotified()) saw_last.Notify();
+    }
+    inside.fetch_sub(1);
+  });
+  std::vector<std::thread> kickers;
+  for (int t = 0; t < 4; ++t) {
+    kickers.emplace_back([&] {
+      for (int i = 0; i < 2000; ++i) task.Kick();
+    });
+  }
+  for (auto& t : kickers) t.join();
+  last_kicked = true;
+  task.Kick();  // a run starts after this kick, and sees last_kicked
+  ASSERT_TRUE(saw_last.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  task.Stop();
+  EXPECT_FALSE(overlapped.load());
+  EXPECT_GE(runs.load(), 1);
+}
+
+TEST(ThreadPoolTest, AStarvedPoolGrowsSoBlockedTasksFinish) {
+  // Two workers both block until a third task runs: a fixed pool of two
+  // would never run it. The growing pool adds a thread and all three end.
+  ThreadPool pool({.threads = 2, .grow_when_starved = true});
+  absl::Notification release;
+  absl::Notification a_done, b_done;
+  pool.Submit([&] {
+    release.WaitForNotification();
+    a_done.Notify();
+  });
+  pool.Submit([&] {
+    release.WaitForNotification();
+    b_done.Notify();
+  });
+  pool.Submit([&] { release.Notify(); });
+  ASSERT_TRUE(a_done.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  ASSERT_TRUE(b_done.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  EXPECT_GT(pool.stats().added_for_starvation, 0);
+  EXPECT_GT(pool.stats().peak_threads, 2);
+}
+
+TEST(ThreadPoolTest, AFixedPoolKeepsItsSize) {
+  ThreadPool pool({.threads = 3});
+  absl::Notification done;
+  std::atomic<int> n{0};
+  for (int i = 0; i < 100; ++i) {
+    pool.Submit([&] {
+      if (++n == 100) done.Notify();
+    });
+  }
+  ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  EXPECT_EQ(pool.stats().threads, 3);
+  EXPECT_EQ(pool.stats().peak_threads, 3);
+}
+
+TEST(ThreadPoolTest, DestructionRunsWhatWasSubmitted) {
+  std::atomic<int> n{0};
+  {
+    ThreadPool pool({.threads = 1});
+    for (int i = 0; i < 50; ++i) pool.Submit([&] { n++; });
+  }
+  EXPECT_EQ(n.load(), 50);
+}
+
+}  // namespace
+}  // namespace kmcl
