@@ -19,7 +19,7 @@
 // acknowledging stream sends and kept completions share the window),
 // whatever the tool does.
 //
-// Threading: thread-safe. Callbacks come from the channel's threads and never
+// Threading: thread-safe. Callbacks come from the channel's tasks (shared executor threads) and never
 // block. Lock order: a stream's own lock before Endpoint::mu_; the endpoint
 // never calls into a stream or the channel while holding mu_. Blocking calls
 // (Shutdown, and the channel's Pause/Disable through channel()) must not run

@@ -1,10 +1,10 @@
 // daemon/stream_pump.h: the threads that start gRPC stream writes on behalf
 // of kmcl_core's threads.
 //
-// A channel's threads must never call into gRPC themselves: gRPC may run
+// A channel's tasks must never call into gRPC themselves: gRPC may run
 // completion callbacks (OnWriteDone, OnReadDone, even of other calls)
 // inline, on the thread that started an operation, before the call returns.
-// On a channel's I/O or control thread, which may hold kmcl_core locks up
+// On a channel's I/O or control task, which may hold kmcl_core locks up
 // its stack, such a callback could re-enter the channel and deadlock (seen
 // as Attach streams and event watchers that stopped under load). So when a
 // KMCL callback has something for a stream, it posts a task here, and these

@@ -27,7 +27,7 @@
 // so a heartbeat or KVP request in flight continues.
 //
 // Threading: thread-safe. Packets are handled in EvtVmbChannelProcessPacket
-// on the channel's I/O thread under a short internal lock (no blocking);
+// on the channel's I/O task under a short internal lock (no blocking);
 // events go to options.on_event after that lock is released, from whichever
 // thread caused them; on_event must not block and must not call back into
 // this VSP's Save() or destructor. Save() and the destructor block and must

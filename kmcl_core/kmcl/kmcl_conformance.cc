@@ -7,7 +7,7 @@ Endpoint* Ep(VMBCHANNEL channel) { return static_cast<Endpoint*>(VmbChannelGetPo
 
 void Note(VMBCHANNEL channel, const char* what) {
   Endpoint* e = Ep(channel);
-  e->callback_thread = std::this_thread::get_id();
+  e->callback_executor = kmcl::Executor::Current();
   e->rec->Add(e->name + ":" + what);
 }
 
@@ -23,7 +23,7 @@ VOID PnpFailure(VMBCHANNEL c, NTSTATUS) { Note(c, "pnp_failure"); }
 
 VOID ProcessPacket(VMBCHANNEL c, VMBPACKETCOMPLETION p, PVOID buf, UINT32 len, UINT32 flags) {
   Endpoint* e = Ep(c);
-  e->packet_thread = std::this_thread::get_id();
+  e->packet_executor = kmcl::Executor::Current();
   e->packets++;
   if (e->on_packet) {
     e->on_packet(c, p, buf, len, flags);

@@ -16,6 +16,7 @@
 #include "kmcl_core/bus/partition.h"
 #include "kmcl_core/kmcl/kmcl_api.h"
 #include "kmcl_core/runtime/channel_test_util.h"
+#include "kmcl_core/runtime/executor.h"
 
 namespace kmcl::conformance {
 
@@ -33,8 +34,10 @@ struct Endpoint {
   // ProcessPacket behaviour; the default completes with the same bytes.
   std::function<void(VMBCHANNEL, VMBPACKETCOMPLETION, PVOID, UINT32, UINT32)> on_packet;
   std::atomic<uint64_t> batches{0}, batch_packets{0}, packets{0};
-  std::atomic<std::thread::id> callback_thread{};
-  std::atomic<std::thread::id> packet_thread{};
+  // Where the last state callback and the last ProcessPacket ran (the
+  // executor standing for the IRQL: see runtime/executor.h).
+  std::atomic<const kmcl::Executor*> callback_executor{};
+  std::atomic<const kmcl::Executor*> packet_executor{};
 };
 
 class KmclTest : public ::testing::Test {

@@ -5,6 +5,7 @@
 
 #include "gmock/gmock.h"
 #include "kmcl_core/kmcl/kmcl_conformance.h"
+#include "kmcl_core/runtime/executor.h"
 
 namespace kmcl::conformance {
 namespace {
@@ -344,25 +345,26 @@ TEST_F(VmbChannelPacketCompleteP, MayHappenLongAfterDeliveryOnAnotherThread) {
   EXPECT_EQ(completions_.results[0].second[0], 6);
 }
 
-TEST_F(VmbChannelPacketDeferToPassive, RedeliversOnTheControlThread) {
+TEST_F(VmbChannelPacketDeferToPassive, RedeliversAtPassiveLevel) {
   VMBCHANNEL s, c;
   OpenPair(&s, &c);
   std::atomic<int> calls{0};
-  std::atomic<std::thread::id> first{}, second{};
+  std::atomic<const kmcl::Executor*> first{}, second{};
   host_->on_packet = [&](VMBCHANNEL, VMBPACKETCOMPLETION pkt, PVOID, UINT32, UINT32) {
     if (calls++ == 0) {
-      first = std::this_thread::get_id();
+      first = kmcl::Executor::Current();
       ::VmbChannelPacketDeferToPassive(pkt);
       return;
     }
-    second = std::this_thread::get_id();
+    second = kmcl::Executor::Current();
     ::VmbChannelPacketComplete(pkt, nullptr, 0);
   };
   ASSERT_EQ(SendBytes(c, {1}, 0), STATUS_SUCCESS);
   ASSERT_TRUE(rec_.WaitFor("host:packet", 2));
   EXPECT_EQ(calls.load(), 2);
-  EXPECT_NE(first.load(), second.load());
-  EXPECT_EQ(second.load(), host_->callback_thread.load()) << "where the state callbacks run";
+  // First at DISPATCH level, then again where the state callbacks run.
+  EXPECT_EQ(first.load(), kmcl::ChannelExecutors::Default().dispatch);
+  EXPECT_EQ(second.load(), kmcl::ChannelExecutors::Default().passive);
 }
 
 TEST_F(VmbChannelPacketFail, StopsTheIncomingQueue) {
@@ -434,13 +436,14 @@ TEST_F(VmbChannelSetTransactionQuota, CapsDeliveredButUncompletedPackets) {
   ASSERT_TRUE(rec_.WaitFor("host:packet", 3));
 }
 
-TEST_F(VmbChannelSetIncomingProcessingAtPassive, DeliversOnTheControlThread) {
+TEST_F(VmbChannelSetIncomingProcessingAtPassive, DeliversAtPassiveLevel) {
   VMBCHANNEL s, c;
   OpenPair(&s, &c);
   kmcl_.VmbChannelSetIncomingProcessingAtPassive(s, TRUE);
   ASSERT_EQ(SendBytes(c, {1}, 0), STATUS_SUCCESS);
   ASSERT_TRUE(rec_.WaitFor("host:packet"));
-  EXPECT_EQ(host_->packet_thread.load(), host_->callback_thread.load());
+  EXPECT_EQ(host_->packet_executor.load(), kmcl::ChannelExecutors::Default().passive);
+  EXPECT_EQ(host_->callback_executor.load(), kmcl::ChannelExecutors::Default().passive);
 }
 
 TEST_F(EvtVmbChannelProcessPacket, SeesPayloadsPaddedToEightBytes) {

@@ -1,5 +1,5 @@
 // Channel lifecycle: configuration, Enable/Start/Pause/Disable, the control
-// thread and the KMCL state actions. Packets and the I/O thread are in
+// thread and the KMCL state actions. Packets and the I/O task are in
 // channel_io.cc.
 #include "kmcl_core/runtime/channel.h"
 
@@ -83,7 +83,7 @@ absl::Status Channel::SetCallbacks(ChannelCallbacks callbacks) {
   MutexLock lock(&mu_);
   if (absl::Status s = CheckConfigurable(); !s.ok()) return s;
   if (threads_running_) {
-    return absl::FailedPreconditionError("callbacks cannot change while the channel's threads run");
+    return absl::FailedPreconditionError("callbacks cannot change while the channel's tasks run");
   }
   callbacks_ = std::move(callbacks);
   return absl::OkStatus();

@@ -353,7 +353,7 @@ class Channel final : public BusEndpoint {
   void* kmcl_context = nullptr;
 
   // ---- BusEndpoint: called by the Partition under its lock; they only
-  // queue work for the channel's threads (see bus_endpoint.h) ----
+  // queue work for the channel's tasks (see bus_endpoint.h) ----
   void OnOffered(const OfferHandle& handle) override;
   void OnOpenRequested(const OpenChannel& open) override;
   void OnOpenCompleted(NTSTATUS status) override;
@@ -505,7 +505,7 @@ class Channel final : public BusEndpoint {
   // Incoming.
   bool incoming_on_ ABSL_GUARDED_BY(mu_) = false;
   bool incoming_failed_ ABSL_GUARDED_BY(mu_) = false;
-  bool in_delivery_ ABSL_GUARDED_BY(mu_) = false;  // the I/O thread is delivering
+  bool in_delivery_ ABSL_GUARDED_BY(mu_) = false;  // the I/O task is delivering
   bool at_passive_ ABSL_GUARDED_BY(mu_) = false;
   uint32_t quota_ ABSL_GUARDED_BY(mu_) = 0;  // 0 = unlimited
   uint32_t delivered_ ABSL_GUARDED_BY(mu_) = 0;
@@ -513,7 +513,7 @@ class Channel final : public BusEndpoint {
   std::vector<Delivery*> free_deliveries_ ABSL_GUARDED_BY(mu_);
   std::string corruption_ ABSL_GUARDED_BY(mu_);
   std::optional<RingMemory> incoming_memory_ ABSL_GUARDED_BY(mu_);  // for Snapshot
-  Mutex reader_mu_;  // held by the I/O thread while it reads the ring
+  Mutex reader_mu_;  // held by the I/O task while it reads the ring
   std::unique_ptr<RingReader> reader_ ABSL_GUARDED_BY(reader_mu_);
   IncomingPacket incoming_packet_ ABSL_GUARDED_BY(reader_mu_);
 
@@ -528,7 +528,7 @@ class Channel final : public BusEndpoint {
   std::vector<std::unique_ptr<uint8_t[]>> packet_memory_ ABSL_GUARDED_BY(mu_);
   std::vector<Packet*> free_packets_ ABSL_GUARDED_BY(mu_);
 
-  // Ring memory and the link to the peer (control thread; read by Snapshot
+  // Ring memory and the link to the peer (control task; read by Snapshot
   // under send_mu_/reader_mu_ through the ring objects).
   std::optional<GpadlLease> ring_lease_;  // server: the guest's ring GPADL
   std::optional<GuestView> ring_view_;    // client: its own ring pages

@@ -1,4 +1,4 @@
-// Channel, part 2: the control thread and the KMCL state actions it runs
+// Channel, part 2: the control task and the KMCL state actions it runs
 // (the callbacks, ring setup and release, the wire side of open and close).
 // Lifecycle and configuration are in channel.cc, packets in channel_send.cc
 // and channel_io.cc, save/restore in channel_save.cc.
@@ -13,7 +13,7 @@
 
 namespace kmcl {
 
-// ---- The control thread ------------------------------------------------------------------
+// ---- The control task ------------------------------------------------------------------
 
 void Channel::ControlRun() {
   for (;;) {

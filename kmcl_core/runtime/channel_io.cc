@@ -1,4 +1,4 @@
-// Channel, part 4: deliveries and the I/O thread: draining the incoming
+// Channel, part 4: deliveries and the I/O task: draining the incoming
 // ring, ProcessPacket and the transaction quota, completing deliveries,
 // external data, the ring interrupts between the two endpoints, snapshots.
 #include <algorithm>
@@ -48,7 +48,7 @@ void Channel::Deliver(Delivery& d) {
   MutexLock lock(&mu_);
   d.in_callback_ = false;
   if (d.deferred_) {
-    // Delivered again on the control thread, at passive level.
+    // Delivered again on the control task, at passive level.
     d.deferred_ = false;
     d.passive_ = true;
     Post({CommandKind::kDeliverPassive, 0, 0, 0, &d});
@@ -66,7 +66,7 @@ void Channel::Complete(Delivery& d, std::span<const uint8_t> completion) {
     if (d.completed_) return;  // completed twice: ignore the second
     d.completed_ = true;
     // Read under the lock: once completed_ is set, a ProcessPacket ending on
-    // the I/O thread may retire the delivery and reuse it for the next one.
+    // the I/O task may retire the delivery and reuse it for the next one.
     transaction_id = d.transaction_id_;
     send_completion = d.completion_requested_ && fsm_.connection() != ConnectionState::kDisabled;
   }
@@ -147,7 +147,7 @@ void Channel::SetIncomingProcessingAtPassive(bool passive) {
   at_passive_ = passive;
 }
 
-// ---- The I/O thread ---------------------------------------------------------------------------
+// ---- The I/O task ---------------------------------------------------------------------------
 
 void Channel::NotifyIo() {
   MutexLock lock(&mu_);

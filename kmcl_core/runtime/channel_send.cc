@@ -1,6 +1,6 @@
 // Channel, part 3: packet objects and the send path: the send queue, ring
 // writes, transactions and their completions, cancellation, synchronous
-// requests. Deliveries and the I/O thread are in channel_io.cc.
+// requests. Deliveries and the I/O task are in channel_io.cc.
 #include <algorithm>
 #include <cstring>
 #include <utility>
@@ -169,7 +169,7 @@ NTSTATUS Channel::SendInternal(Packet& packet, std::span<const uint8_t> buffer,
     {
       MutexLock lock(&mu_);
       // In flight before it becomes visible: its completion may run on the
-      // I/O thread as soon as mu_ is released.
+      // I/O task as soon as mu_ is released.
       packet.in_flight_ = true;
       if (flags & kFormatFlagWaitForCompletion) {
         packet.transaction_id_ = next_transaction_id_++;
@@ -251,7 +251,7 @@ void Channel::FlushSends() {
     stats_.signals_sent++;
     link->Signal(this);
   }
-  if (finished) NotifyIo();  // completion routines run on the I/O thread
+  if (finished) NotifyIo();  // completion routines run on the I/O task
 }
 
 void Channel::RunFinishedSends() {

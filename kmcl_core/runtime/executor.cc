@@ -8,6 +8,21 @@
 
 namespace kmcl {
 
+// ---- Executor ---------------------------------------------------------------------------
+
+namespace {
+thread_local const Executor* current_executor = nullptr;
+}  // namespace
+
+const Executor* Executor::Current() { return current_executor; }
+
+void Executor::RunAsCurrent(std::function<void()>& task) {
+  const Executor* outer = current_executor;
+  current_executor = this;
+  task();
+  current_executor = outer;
+}
+
 // ---- ThreadPool -------------------------------------------------------------------------
 
 namespace {
@@ -80,7 +95,7 @@ void ThreadPool::Worker(bool core) {
     queue_.pop_front();
     --idle_;
     mu_.Unlock();
-    task();
+    RunAsCurrent(task);
     task = nullptr;  // destroy captures outside the lock
     mu_.Lock();
     ++idle_;
@@ -145,7 +160,7 @@ bool ManualExecutor::RunOneHere() {
     task = std::move(queue_.front());
     queue_.pop_front();
   }
-  task();
+  RunAsCurrent(task);
   return true;
 }
 

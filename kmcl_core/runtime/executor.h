@@ -50,6 +50,14 @@ class Executor {
   // A manual executor runs one pending task on the calling thread and
   // returns true; thread pools return false (the caller waits instead).
   virtual bool RunOneHere() { return false; }
+  // The executor whose task the calling thread is running, or nullptr: the
+  // emulation's KeGetCurrentIrql (a task of ChannelExecutors::passive runs
+  // at PASSIVE_LEVEL, one of dispatch at DISPATCH_LEVEL).
+  static const Executor* Current();
+
+ protected:
+  // Runs `task` as this executor's (Current() returns this meanwhile).
+  void RunAsCurrent(std::function<void()>& task);
 };
 
 struct ThreadPoolOptions {
