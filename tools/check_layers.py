@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Reads package names (bazel query --output package) on stdin and prints any
+"""check_layers.py --list: prints kmcl_core's layers, bottom to top.
+check_layers.py LAYER: reads package names (bazel query --output package) on stdin and prints any
 kmcl_core package above LAYER, the argument; exits 1 if there is one.
 
 Used by tests (tools:layers_test) and by docs/kmcl.md's check: a layer may
@@ -18,6 +19,9 @@ def layers(path):
 
 
 def main():
+    if sys.argv[1] == "--list":
+        print("\n".join(layers(LAYERS_BZL)))
+        return 0
     order = layers(sys.argv[2] if len(sys.argv) > 2 else LAYERS_BZL)
     me = order.index(sys.argv[1])
     bad = []
