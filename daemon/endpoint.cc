@@ -189,6 +189,11 @@ std::string Endpoint::StreamState() const {
                       " events=", events_.size());
 }
 
+void Endpoint::KeepUntilFreed(std::shared_ptr<void> held) {
+  kmcl::MutexLock lock(&mu_);
+  kept_.push_back(std::move(held));
+}
+
 uint32_t Endpoint::held_deliveries() const {
   kmcl::MutexLock lock(&mu_);
   return static_cast<uint32_t>(held_.size());

@@ -136,6 +136,10 @@ class Endpoint {
   // Appends an event of this endpoint to the log (and the stream).
   void Event(kmcl::v1::EventKind kind, kmcl::NTSTATUS status, std::string detail = "");
 
+  // Keeps `held` (a charge against its creator's per-identity limits)
+  // until the endpoint is freed.
+  void KeepUntilFreed(std::shared_ptr<void> held);
+
   // Counters for diagnostics.
   uint32_t held_deliveries() const;
   std::string StreamState() const;
@@ -215,6 +219,7 @@ class Endpoint {
   std::map<const kmcl::Packet*, uint64_t> tags_ ABSL_GUARDED_BY(mu_);
 
   std::weak_ptr<Endpoint> self_;
+  std::vector<std::shared_ptr<void>> kept_ ABSL_GUARDED_BY(mu_);  // KeepUntilFreed
 };
 
 }  // namespace kmcld

@@ -313,7 +313,10 @@ int Run() {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int tcp_port = 0;
-  (*security)->AddListeners(builder, &tcp_port);
+  if (absl::Status s = (*security)->AddListeners(builder, &tcp_port); !s.ok()) {
+    kmcld::log::Error(s.message());
+    return 1;
+  }
   services.RegisterAll(builder);
   builder.RegisterService(&device_service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
@@ -327,6 +330,7 @@ int Run() {
     kmcld::log::Error(s.message());
     return 1;
   }
+  (*security)->StartAccepting(server.get());
   server->GetHealthCheckService()->SetServingStatus(true);
   if (!options->tcp_address.empty()) {
     kmcld::log::Info(absl::StrFormat("tcp is %s", (*security)->tcp_mode()));
@@ -346,6 +350,7 @@ int Run() {
         kmcld::metrics::MetricsServer::Start(metrics_listen, [&collector] { return collector.Render(); });
     if (!started.ok()) {
       kmcld::log::Error(started.status().message());
+      (*security)->StopAccepting();
       server->Shutdown();
       services.Shutdown();
       return 1;
@@ -397,6 +402,7 @@ int Run() {
     // Streams end and held deliveries complete, so that calls blocked on a
     // tool (a pause waiting for completions) finish within the grace.
     services.registry().ReleaseAllStreams();
+    (*security)->StopAccepting();
     server->Shutdown(std::chrono::system_clock::now() +
                      std::chrono::milliseconds(absl::GetFlag(FLAGS_shutdown_grace_ms)));
   });

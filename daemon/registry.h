@@ -40,6 +40,7 @@ struct GuestBuffer {
   uint64_t buffer_id = 0;
   uint64_t byte_count = 0;
   std::vector<uint64_t> pfns;
+  std::shared_ptr<void> charge;  // against its allocator's guest_buffer_bytes limit; null: none
 };
 
 class PartitionEntry {

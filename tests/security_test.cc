@@ -13,8 +13,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <cstdlib>
 #include <fstream>
 #include <future>
@@ -47,6 +49,7 @@
 #include "tests/bridge_fixture.h"
 #include "tests/daemon_process.h"
 #include "tests/short_temp_dir.h"
+#include "tests/traffic.h"
 #include "tests/tls_probe.h"
 #include "tools/build_info.h"
 
@@ -110,12 +113,13 @@ class SecurityTest : public ::testing::Test {
 
   // audit.log once it holds `text` (kmcld writes it on its own thread),
   // or as it is after 10 s.
-  std::string AuditWith(const std::string& text) {
+  std::string AuditWith(const std::string& text, const std::string& file = "") {
+    const std::string path = file.empty() ? Cert("audit.log") : file;
     const absl::Time give_up = absl::Now() + absl::Seconds(10);
-    std::string audit = ReadFile(Cert("audit.log"));
+    std::string audit = ReadFile(path);
     while (!absl::StrContains(audit, text) && absl::Now() < give_up) {
       absl::SleepFor(absl::Milliseconds(10));
-      audit = ReadFile(Cert("audit.log"));
+      audit = ReadFile(path);
     }
     return audit;
   }
@@ -638,6 +642,122 @@ TEST_F(SecurityTest, AFloodingIdentityIsLimitedAndTheOthersGoOn) {
   EXPECT_TRUE(absl::StrContains(AuditWith("result=limited:request-rate"), "result=limited:request-rate"));
 }
 
+// a holds 8 packets in flight at most: its guest sends transactions that
+// nobody completes (no host tool attached) until its 9th is refused with
+// RESOURCE_EXHAUSTED naming the limit, while b runs guest-to-host round trips
+// on its own channel and completes all of them.
+TEST_F(SecurityTest, AnIdentityOverItsPacketsInFlightIsLimitedAndTheOthersGoOn) {
+  WriteFile(Cert("policy.textproto"), R"pb(
+    grant { identity: "spiffe://kmcl.test/admin" partition: "*" role: ADMIN }
+    grant { identity: "spiffe://kmcl.test/a" partition: "pa" role: HOST role: GUEST
+            limits { packets_in_flight: 8 } }
+    grant { identity: "spiffe://kmcl.test/b" partition: "*" role: HOST role: GUEST }
+  )pb");
+  ASSERT_TRUE(daemon_.Start(TlsFlags()).ok()) << daemon_.output();
+  ASSERT_TRUE(CreatePartition(Dial("admin"), "pa").ok());
+  auto a = Dial("a");
+  kmcl::v1::ChannelRef ref_a;
+  ASSERT_TRUE(Offer(a, "pa", &ref_a).ok());
+  kmcl::v1::OpenChannelRequest open;
+  open.set_partition_id("pa");
+  open.mutable_interface_type()->set_value(kEchoType);
+  kmcl::v1::ChannelResponse opened;
+  ASSERT_TRUE(kmcl::v1::GuestChannelService::NewStub(a)->OpenChannel(Deadline().get(), open, &opened).ok());
+
+  // b's traffic, through the bridge tests' helpers on b's connection.
+  Kmcld b;
+  b.channel = Dial("b");
+  b.host = kmcl::v1::HostChannelService::NewStub(b.channel);
+  b.guest = kmcl::v1::GuestChannelService::NewStub(b.channel);
+  b.packets = kmcl::v1::PacketService::NewStub(b.channel);
+  absl::StatusOr<TrafficChannel> b_channel = OfferAndOpen(b, "b-traffic");
+  ASSERT_TRUE(b_channel.ok()) << b_channel.status();
+  // In rounds within one attach's send credits (RunTransactions does not
+  // wait for credits to come back).
+  constexpr int kBRounds = 10, kBPerRound = 200, kBPackets = kBRounds * kBPerRound;
+  std::future<std::pair<absl::Status, double>> b_done = std::async(std::launch::async, [&] {
+    const absl::Time start = absl::Now();
+    absl::Status s;
+    for (int round = 0; round < kBRounds && s.ok(); ++round) {
+      s = RunTransactions(b, *b_channel, kBPerRound, std::string(64, 'b'));
+    }
+    return std::make_pair(s, kBPackets / absl::ToDoubleSeconds(absl::Now() - start));
+  });
+
+  auto packets_a = kmcl::v1::PacketService::NewStub(a);
+  AttachStream guest_a(*packets_a, ref_a, kmcl::v1::ENDPOINT_ROLE_GUEST);
+  ASSERT_TRUE(guest_a.ok());
+  int accepted = 0;
+  for (int tag = 1; tag <= 8; ++tag) {
+    ASSERT_TRUE(guest_a.Send({Packet(static_cast<uint64_t>(tag), std::string(64, 'a'))}));
+    ++accepted;
+  }
+  ASSERT_TRUE(guest_a.Send({Packet(9, std::string(64, 'a'))})) << "the write itself goes out";
+  kmcl::v1::AttachResponse response;
+  while (guest_a.Read(&response)) {
+  }
+  grpc::Status refused = guest_a.Close();
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << refused.error_message();
+  EXPECT_TRUE(absl::StrContains(refused.error_message(), "packets_in_flight=8")) << refused.error_message();
+
+  const auto [b_status, b_rate] = b_done.get();
+  EXPECT_TRUE(b_status.ok()) << "b's traffic completes: " << b_status;
+  std::printf("identity a: %d packets in flight accepted, the next one refused (%s); identity b: %d "
+              "round trips at %.0f/s, %s\n",
+              accepted, absl::StatusCodeToString(static_cast<absl::StatusCode>(refused.error_code())).c_str(), kBPackets, b_rate,
+              b_status.ok() ? "all completed" : b_status.ToString().c_str());
+  EXPECT_TRUE(absl::StrContains(AuditWith("limited:packets_in_flight"), "result=limited:packets_in_flight"));
+}
+
+// Channels, guest-buffer bytes and message size per identity: a, limited,
+// is refused (RESOURCE_EXHAUSTED naming the limit) where b, unlimited, is
+// not; what a frees it may take again.
+TEST_F(SecurityTest, ChannelsGuestBuffersAndMessageSizeAreBoundedPerIdentity) {
+  WriteFile(Cert("policy.textproto"), R"pb(
+    grant { identity: "spiffe://kmcl.test/a" partition: "*" role: HOST role: GUEST
+            limits { channels: 1 guest_buffer_bytes: 8192 max_message_bytes: 1024 } }
+    grant { identity: "spiffe://kmcl.test/b" partition: "*" role: HOST role: GUEST }
+  )pb");
+  ASSERT_TRUE(daemon_.Start(TlsFlags()).ok()) << daemon_.output();
+  auto a = Dial("a");
+  auto b = Dial("b");
+  ASSERT_TRUE(Offer(a, "default").ok());
+  grpc::Status s = Offer(a, "default");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
+  EXPECT_TRUE(absl::StrContains(s.error_message(), "channels=1")) << s.error_message();
+  EXPECT_TRUE(Offer(b, "default").ok() && Offer(b, "default").ok()) << "b's channels are not a's";
+
+  auto allocate = [](const std::shared_ptr<grpc::Channel>& ch, uint64_t bytes, kmcl::v1::GuestBuffer* out) {
+    kmcl::v1::AllocateGuestBufferRequest req;
+    req.set_partition_id("default");
+    req.set_byte_count(bytes);
+    return kmcl::v1::GpadlService::NewStub(ch)->AllocateGuestBuffer(Deadline().get(), req, out);
+  };
+  kmcl::v1::GuestBuffer first, refused_buffer, again;
+  ASSERT_TRUE(allocate(a, 8192, &first).ok());
+  s = allocate(a, 1, &refused_buffer);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
+  EXPECT_TRUE(absl::StrContains(s.error_message(), "guest_buffer_bytes=8192")) << s.error_message();
+  kmcl::v1::FreeGuestBufferRequest free_req;
+  free_req.set_partition_id("default");
+  free_req.set_buffer_id(first.buffer_id());
+  kmcl::v1::FreeGuestBufferResponse freed;
+  ASSERT_TRUE(kmcl::v1::GpadlService::NewStub(a)->FreeGuestBuffer(Deadline().get(), free_req, &freed).ok());
+  EXPECT_TRUE(allocate(a, 4096, &again).ok()) << "freed bytes come back";
+  EXPECT_TRUE(allocate(b, 65536, &again).ok()) << "b's buffers are not a's";
+
+  kmcl::v1::WriteGuestMemoryRequest write;
+  write.set_partition_id("default");
+  write.set_gpa(0);
+  write.set_data(std::string(2048, 'x'));
+  kmcl::v1::WriteGuestMemoryResponse written;
+  s = kmcl::v1::GpadlService::NewStub(a)->WriteGuestMemory(Deadline().get(), write, &written);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
+  EXPECT_TRUE(absl::StrContains(s.error_message(), "max_message_bytes=1024")) << s.error_message();
+  s = kmcl::v1::GpadlService::NewStub(b)->WriteGuestMemory(Deadline().get(), write, &written);
+  EXPECT_TRUE(s.ok()) << "b's messages are not bounded by a's limit: " << s.error_message();
+}
+
 // Limits.streams bounds one identity's open WatchEvents/Attach streams;
 // another identity still opens its own.
 TEST_F(SecurityTest, AnIdentityHoldsAtMostItsLimitOfStreams) {
@@ -691,6 +811,51 @@ TEST_F(SecurityTest, TheUnixSocketIsOwnerOnlyAndLocal) {
   EXPECT_EQ(st.st_mode & 0777, 0700u);
   auto local = grpc::CreateChannel("unix:" + daemon_.uds_path(), grpc::InsecureChannelCredentials());
   EXPECT_TRUE(CreatePartition(local, "made-locally").ok()) << "local is admin by default";
+}
+
+// kmcld accepts its Unix socket's connections itself and names each client
+// by its uid (SO_PEERCRED): its own user is "local" (admin without a
+// policy), another user let in by --uds_group is "uid:<n>" and needs a
+// grant. The other user is nobody, through setpriv (needs root).
+TEST_F(SecurityTest, UnixSocketClientsAreNamedByTheirUid) {
+  if (::geteuid() != 0 || ::access("/usr/bin/setpriv", X_OK) != 0) {
+    GTEST_SKIP() << "needs root and setpriv to connect as another user";
+  }
+  ShortTempDir dir;
+  if (::chown(dir.path().c_str(), static_cast<uid_t>(-1), 65534) != 0) {
+    // A user namespace that maps root alone (Bazel's sandbox) has no nobody.
+    GTEST_SKIP() << "cannot give a file to group nogroup here: " << std::strerror(errno);
+  }
+  ASSERT_EQ(::chmod(dir.path().c_str(), 0711), 0);  // nobody may pass through
+  const std::string ctl = dir.Join("kmclctl");
+  WriteFile(ctl, ReadFile(kmcl::client::testing::Runfile("clients/cpp/kmclctl/kmclctl")));
+  ASSERT_EQ(::chmod(ctl.c_str(), 0755), 0);
+  ASSERT_TRUE(daemon_
+                  .Start({"--runtime_dir=" + dir.Join("run"), "--uds_group=nogroup",
+                          "--audit_log=" + dir.Join("audit.log"), "--devices=none"})
+                  .ok())
+      << daemon_.output();
+  struct stat st;
+  ASSERT_EQ(::stat(daemon_.uds_path().c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0660u) << "--uds_group opens the socket to the group";
+  EXPECT_EQ(st.st_gid, 65534u);
+  ASSERT_EQ(::stat(dir.Join("run").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0710u);
+  auto version = [&](bool as_nobody) {
+    std::vector<std::string> argv;
+    if (as_nobody) argv = {"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"};
+    argv.insert(argv.end(), {ctl, "--target", "unix:" + daemon_.uds_path(), "--timeout=10", "version"});
+    return kmcl::client::testing::Run(argv);
+  };
+  kmcl::client::testing::RunResult owner = version(false);
+  EXPECT_EQ(owner.exit_code, 0) << "kmcld's own user is local, admin without a policy: " << owner.err;
+  kmcl::client::testing::RunResult nobody = version(true);
+  EXPECT_EQ(nobody.exit_code, 1) << nobody.out << nobody.err;
+  EXPECT_TRUE(absl::StrContains(nobody.err, "PERMISSION_DENIED")) << nobody.err;
+  EXPECT_TRUE(absl::StrContains(nobody.err, "identity 'uid:65534'")) << nobody.err;
+  const std::string audit = AuditWith("identity=\"uid:65534\"", dir.Join("audit.log"));
+  EXPECT_TRUE(absl::StrContains(audit, "identity=\"uid:65534\" peer=\"unix:pid=")) << audit;
+  std::printf("owner: exit %d; nobody: %s", owner.exit_code, nobody.err.c_str());
 }
 
 TEST(SecurityStartup, InsecureOrIncompleteListenersAreRefusedWithAReason) {

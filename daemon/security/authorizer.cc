@@ -1,5 +1,7 @@
 #include "daemon/security/authorizer.h"
 
+#include <unistd.h>
+
 #include <deque>
 
 #include "absl/container/flat_hash_map.h"
@@ -9,6 +11,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "grpc/grpc_security_constants.h"
+#include "daemon/security/unix_listener.h"
 #include "grpcpp/security/auth_context.h"
 
 namespace kmcld::security {
@@ -60,6 +63,15 @@ bool NamesPartitionById(absl::string_view rpc) {
   return rpc == "GetPartition" || rpc == "CreatePartition" || rpc == "DeletePartition";
 }
 
+uint64_t LimitOf(const Limits& limits, Resource r) {
+  switch (r) {
+    case Resource::kChannels: return limits.channels();
+    case Resource::kGuestBufferBytes: return limits.guest_buffer_bytes();
+    case Resource::kPacketsInFlight: return limits.packets_in_flight();
+  }
+  return 0;
+}
+
 std::string FirstProperty(const grpc::AuthContext& auth, const char* name) {
   for (const grpc::string_ref& value : auth.FindPropertyValues(name)) {
     if (!value.empty()) return std::string(value.data(), value.size());
@@ -80,6 +92,12 @@ Peer PeerOf(const grpc::ServerContextBase& ctx) {
       if (!peer.identity.empty()) return peer;
     }
     peer.identity = "unnamed-certificate";  // verified, but names nobody a policy can grant
+    return peer;
+  }
+  if (std::optional<UnixCredentials> unix = PeerCredentials(peer.address); unix.has_value()) {
+    // kmcld's own Unix socket (unix_listener.h): named by the client's uid.
+    peer.address = absl::StrCat("unix:pid=", unix->pid, ",uid=", unix->uid);
+    peer.identity = unix->uid == ::geteuid() ? std::string(kLocalIdentity) : absl::StrCat("uid:", unix->uid);
     return peer;
   }
   peer.identity = absl::StartsWith(peer.address, "unix:") ? kLocalIdentity : kInsecureLoopbackIdentity;
@@ -134,9 +152,40 @@ absl::Status Authorizer::Check(const grpc::ServerContextBase& ctx, absl::string_
     return absl::PermissionDeniedError(absl::StrCat(rpc, " is not in kmcld's authorization table"));
   }
   std::string partition = PartitionOf(rpc, request);
-  if (partition.empty() && (IsFilteredList(rpc) || IsDaemonWide(rpc))) return CheckList(ctx, rpc);
-  return CheckRole(ctx, rpc, partition, *role);
+  absl::Status s = partition.empty() && (IsFilteredList(rpc) || IsDaemonWide(rpc))
+                       ? CheckList(ctx, rpc)
+                       : CheckRole(ctx, rpc, partition, *role);
+  if (s.ok()) s = CheckMessageSize(PeerOf(ctx), rpc, request.ByteSizeLong());
+  return s;
 }
+
+absl::Status Authorizer::CheckMessageSize(const Peer& peer, absl::string_view rpc, size_t bytes) const {
+  const uint32_t limit = policy_.Get()->LimitsFor(peer.identity).max_message_bytes();
+  if (limit == 0 || bytes <= limit) return absl::OkStatus();
+  audit_.Record(peer, rpc, "*", "limited:max_message_bytes");
+  return absl::ResourceExhaustedError(absl::StrCat("identity '", peer.identity, "' sent a message of ", bytes,
+                                                   " bytes to ", rpc, ", over its limit max_message_bytes=",
+                                                   limit));
+}
+
+absl::StatusOr<std::unique_ptr<Charge>> Authorizer::ChargeFor(const grpc::ServerContextBase& ctx,
+                                                              absl::string_view rpc, Resource r,
+                                                              uint64_t amount) const {
+  const Peer peer = PeerOf(ctx);
+  const uint64_t limit = LimitOf(policy_.Get()->LimitsFor(peer.identity), r);
+  auto charge = budget_.TakeCharge(peer.identity, r, amount, limit);
+  if (!charge.ok()) audit_.Record(peer, rpc, "*", absl::StrCat("limited:", ResourceName(r)));
+  return charge;
+}
+
+absl::Status Authorizer::Take(const Peer& peer, absl::string_view rpc, Resource r, uint64_t amount) const {
+  const uint64_t limit = LimitOf(policy_.Get()->LimitsFor(peer.identity), r);
+  absl::Status s = budget_.Take(peer.identity, r, amount, limit);
+  if (!s.ok()) audit_.Record(peer, rpc, "*", absl::StrCat("limited:", ResourceName(r)));
+  return s;
+}
+
+void Authorizer::Give(const Peer& peer, Resource r, uint64_t amount) const { budget_.Give(peer.identity, r, amount); }
 
 absl::Status Authorizer::CheckRole(const grpc::ServerContextBase& ctx, absl::string_view rpc,
                                    absl::string_view partition, Role role) const {

@@ -3,7 +3,8 @@
 // Every kmcl.v1 (and devices) RPC entry calls Check (through
 // kmcld::Authorize in service_context.h) before it has any effect. Check
 // names the caller (PeerOf: certificate URI SAN, else DNS SAN, else CN;
-// "local" on the Unix socket; "insecure-loopback" on plaintext TCP), finds
+// on the Unix socket "local" for kmcld's own uid, else "uid:<n>"
+// (unix_listener.h); "insecure-loopback" on plaintext TCP), finds
 // the role the RPC needs (RequiredRole: one table for the whole API) and the
 // partition it acts on (the request's partition_id, nested or not, or id for
 // partition RPCs; none means every partition, "*"), asks the current policy,
@@ -25,6 +26,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "daemon/security/audit_log.h"
+#include "daemon/security/identity_budget.h"
 #include "daemon/security/policy.h"
 #include "daemon/security/rate_limiter.h"
 #include "daemon/security/stream_slots.h"
@@ -45,8 +47,9 @@ std::string PartitionOf(absl::string_view rpc, const google::protobuf::Message& 
 
 class Authorizer {
  public:
-  Authorizer(const PolicyHolder& policy, AuditLog& audit, RateLimiter& limiter, StreamSlots& streams)
-      : policy_(policy), audit_(audit), limiter_(limiter), streams_(streams) {}
+  Authorizer(const PolicyHolder& policy, AuditLog& audit, RateLimiter& limiter, StreamSlots& streams,
+             IdentityBudget& budget)
+      : policy_(policy), audit_(audit), limiter_(limiter), streams_(streams), budget_(budget) {}
 
   AuditLog& audit() const { return audit_; }
 
@@ -84,6 +87,21 @@ class Authorizer {
   size_t RevokeStreams() const;
   void FilterVisible(const grpc::ServerContextBase& ctx, google::protobuf::Message& response) const;
 
+  // ---- Limits per identity beyond the rate and streams (policy.proto) ----
+  // `amount` of `r` for the caller, held by the returned Charge until it is
+  // destroyed (an endpoint's channel, a guest buffer); RESOURCE_EXHAUSTED
+  // (audited as limited:<resource>) naming the limit.
+  absl::StatusOr<std::unique_ptr<Charge>> ChargeFor(const grpc::ServerContextBase& ctx, absl::string_view rpc,
+                                                    Resource r, uint64_t amount) const;
+  // The same for a caller identified earlier (a stream's packets in
+  // flight), counted until Give.
+  absl::Status Take(const Peer& peer, absl::string_view rpc, Resource r, uint64_t amount) const;
+  void Give(const Peer& peer, Resource r, uint64_t amount) const;
+  // A message of `bytes` from the caller: RESOURCE_EXHAUSTED (audited as
+  // limited:max_message_bytes) over its Limits.max_message_bytes. Check does
+  // it for every unary request; streams call it per message.
+  absl::Status CheckMessageSize(const Peer& peer, absl::string_view rpc, size_t bytes) const;
+
  private:
   // The caller's request rate, audited when exceeded.
   absl::Status Limit(const Peer& peer, const Policy& policy, absl::string_view rpc,
@@ -93,6 +111,7 @@ class Authorizer {
   AuditLog& audit_;
   RateLimiter& limiter_;
   StreamSlots& streams_;
+  IdentityBudget& budget_;
 };
 
 }  // namespace kmcld::security

@@ -63,6 +63,11 @@ absl::StatusOr<std::shared_ptr<const Policy>> Policy::FromProto(PolicyProto prot
       }
     }
   }
+  for (const RoleLimits& rl : proto.role_limits()) {
+    if (rl.role() == ROLE_UNSPECIFIED) {
+      return absl::InvalidArgumentError("role_limits: needs a role");
+    }
+  }
   return std::shared_ptr<const Policy>(new Policy(std::move(proto)));
 }
 
@@ -132,6 +137,16 @@ bool Policy::Allows(absl::string_view identity, absl::string_view partition, Rol
 const Limits& Policy::LimitsFor(absl::string_view identity) const {
   for (const Grant& g : proto_.grant()) {
     if (g.has_limits() && Matches(g, identity)) return g.limits();
+  }
+  if (proto_.role_limits_size() > 0) {
+    // The identity's highest role anywhere picks its role's limits.
+    for (Role role : {ADMIN, OPERATOR, HOST, GUEST, OBSERVER}) {
+      if (!AllowsAnywhere(identity, role)) continue;
+      for (const RoleLimits& rl : proto_.role_limits()) {
+        if (rl.role() == role) return rl.limits();
+      }
+      break;
+    }
   }
   return proto_.default_limits();
 }

@@ -3,6 +3,8 @@
 #include "daemon/security/policy.h"
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "daemon/security/identity_budget.h"
 #include "daemon/security/rate_limiter.h"
 #include "daemon/security/server_security.h"
 #include "gtest/gtest.h"
@@ -75,6 +77,48 @@ TEST(Policy, LimitsComeFromTheFirstMatchingGrantThatSetsThem) {
   ASSERT_TRUE(p.ok()) << p.status();
   EXPECT_EQ((*p)->LimitsFor("x").requests_per_second(), 7u);
   EXPECT_EQ((*p)->LimitsFor("y").requests_per_second(), 100u);
+}
+
+TEST(Policy, RoleLimitsApplyByTheHighestRoleUnlessAGrantSetsLimits) {
+  auto p = Policy::Parse(R"pb(
+    grant { identity: "watch" partition: "*" role: OBSERVER }
+    grant { identity: "tool" partition: "p1" role: GUEST }
+    grant { identity: "tool" partition: "p2" role: HOST }
+    grant { identity: "special" partition: "*" role: HOST limits { channels: 99 } }
+    role_limits { role: OBSERVER limits { channels: 0 max_message_bytes: 4096 } }
+    role_limits { role: HOST limits { channels: 8 packets_in_flight: 64 } }
+    default_limits { channels: 2 }
+  )pb");
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ((*p)->LimitsFor("watch").max_message_bytes(), 4096u);
+  EXPECT_EQ((*p)->LimitsFor("tool").channels(), 8u) << "host on p2 is its highest role";
+  EXPECT_EQ((*p)->LimitsFor("tool").packets_in_flight(), 64u);
+  EXPECT_EQ((*p)->LimitsFor("special").channels(), 99u) << "a grant's limits win";
+  EXPECT_EQ((*p)->LimitsFor("stranger").channels(), 2u) << "no role: default_limits";
+  EXPECT_FALSE(Policy::Parse("role_limits { limits { channels: 1 } }").ok()) << "a role is needed";
+}
+
+TEST(IdentityBudget, EachResourceIsBoundedPerIdentityAndNamesItsLimit) {
+  IdentityBudget budget;
+  for (Resource r : {Resource::kChannels, Resource::kGuestBufferBytes, Resource::kPacketsInFlight}) {
+    SCOPED_TRACE(std::string(ResourceName(r)));
+    ASSERT_TRUE(budget.Take("a", r, 3, 4).ok());
+    absl::Status over = budget.Take("a", r, 2, 4);
+    EXPECT_EQ(over.code(), absl::StatusCode::kResourceExhausted);
+    EXPECT_TRUE(absl::StrContains(over.message(), absl::StrCat(ResourceName(r), "=4"))) << over;
+    EXPECT_EQ(budget.Held("a", r), 3u) << "a refusal counts nothing";
+    EXPECT_TRUE(budget.Take("b", r, 4, 4).ok()) << "b's budget is not a's";
+    budget.Give("a", r, 2);
+    EXPECT_TRUE(budget.Take("a", r, 2, 4).ok()) << "given back";
+    EXPECT_TRUE(budget.Take("a", r, 1000, 0).ok()) << "0: no limit";
+  }
+  {
+    auto charge = budget.TakeCharge("c", Resource::kGuestBufferBytes, 8192, 8192);
+    ASSERT_TRUE(charge.ok());
+    EXPECT_FALSE(budget.TakeCharge("c", Resource::kGuestBufferBytes, 4096, 8192).ok());
+  }
+  EXPECT_EQ(budget.Held("c", Resource::kGuestBufferBytes), 0u) << "a charge gives back when destroyed";
+  EXPECT_FALSE(budget.Take("d", Resource::kChannels, 5, 4).ok()) << "more than the limit at once";
 }
 
 TEST(RateLimiter, ABucketPerIdentityRefilledOverTime) {

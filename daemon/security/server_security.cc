@@ -145,16 +145,26 @@ ServerSecurity::ServerSecurity(SecurityOptions options, ListenOptions listen, FI
       listen_(std::move(listen)),
       policy_(std::move(policy)),
       audit_(audit_file),
-      authorizer_(policy_, audit_, limiter_, streams_) {}
+      authorizer_(policy_, audit_, limiter_, streams_, budget_) {}
 
 ServerSecurity::~ServerSecurity() = default;
 
-void ServerSecurity::AddListeners(grpc::ServerBuilder& builder, int* tcp_port) {
+absl::Status ServerSecurity::AddListeners(grpc::ServerBuilder& builder, int* tcp_port) {
   if (!listen_.tcp_address.empty()) builder.AddListeningPort(listen_.tcp_address, tcp_credentials_, tcp_port);
-  // The socket's peers are the daemon's own user (or --uds_group): "local".
   if (!listen_.uds_path.empty()) {
-    builder.AddListeningPort("unix:" + listen_.uds_path, grpc::InsecureServerCredentials());
+    auto listener = UnixListener::Listen(listen_.uds_path);
+    if (!listener.ok()) return listener.status();
+    unix_listener_ = *std::move(listener);
   }
+  return absl::OkStatus();
+}
+
+void ServerSecurity::StartAccepting(grpc::Server* server) {
+  if (unix_listener_ != nullptr) unix_listener_->Start(server);
+}
+
+void ServerSecurity::StopAccepting() {
+  if (unix_listener_ != nullptr) unix_listener_->Stop();
 }
 
 absl::Status ServerSecurity::SecureSocket() {

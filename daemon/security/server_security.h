@@ -13,7 +13,9 @@
 //   insecure_plaintext_tcp; any other plaintext listener refuses to start.
 // - A TLS listener needs a policy file; without one only Unix-socket
 //   clients ("local") have access.
-// - The Unix socket is made 0600 (0660 and group `uds_group` if set).
+// - The Unix socket is made 0600 (0660 and group `uds_group` if set); kmcld
+//   accepts its connections itself to learn each client's uid
+//   (unix_listener.h).
 //
 // ServerSecurity::Create checks all of it before anything listens, so a bad
 // path or a malformed file is a clear start-up error. Reload (SIGHUP)
@@ -32,6 +34,7 @@
 #include "daemon/security/authorizer.h"
 #include "daemon/security/cert_stage.h"
 #include "daemon/security/policy.h"
+#include "daemon/security/unix_listener.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_builder.h"
 
@@ -65,10 +68,16 @@ class ServerSecurity {
                                                                 const ListenOptions& listen);
   ~ServerSecurity();
 
-  // Adds the TCP (credentials per the options) and Unix listeners.
-  void AddListeners(grpc::ServerBuilder& builder, int* tcp_port);
+  // Adds the TCP listener (credentials per the options) to `builder`, and
+  // binds the Unix socket, which kmcld serves itself (unix_listener.h) so
+  // that its clients are known by uid.
+  absl::Status AddListeners(grpc::ServerBuilder& builder, int* tcp_port);
   // After BuildAndStart: restricts the socket file. A failure is fatal.
   absl::Status SecureSocket();
+  // After SecureSocket: hands the socket's connections to `server`, until
+  // StopAccepting (before server->Shutdown).
+  void StartAccepting(grpc::Server* server);
+  void StopAccepting();
   // Re-reads the policy file (SIGHUP) and ends the open streams it no
   // longer allows (Authorizer::RevokeStreams). The old policy stays on error.
   absl::Status Reload();
@@ -95,8 +104,10 @@ class ServerSecurity {
   AuditLog audit_;  // owns the audit file
   RateLimiter limiter_;
   StreamSlots streams_;
+  IdentityBudget budget_;
   Authorizer authorizer_;
   std::shared_ptr<grpc::ServerCredentials> tcp_credentials_;
+  std::unique_ptr<UnixListener> unix_listener_;
   bool credentials_is_tls_ = false;
 };
 

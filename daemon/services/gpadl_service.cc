@@ -95,6 +95,8 @@ grpc::ServerUnaryReactor* GpadlService::AllocateGuestBuffer(
                               " is above the guest-buffer limit of ", limit, " bytes per partition")));
   }
   const uint64_t pages = (request->byte_count() + kPage - 1) / kPage;
+  auto charge = ChargeCaller(ctx_, ctx, "AllocateGuestBuffer", security::Resource::kGuestBufferBytes, pages * kPage);
+  if (!charge.ok()) return FinishNow(ctx, charge.status());
   kmcl::MutexLock lock(&(*p)->mu);
   if ((*p)->buffer_bytes + pages * kPage > limit) {
     return FinishNow(ctx, absl::ResourceExhaustedError(absl::StrCat(
@@ -107,6 +109,7 @@ grpc::ServerUnaryReactor* GpadlService::AllocateGuestBuffer(
   buffer.buffer_id = (*p)->next_buffer_id++;
   buffer.byte_count = pages * kPage;
   buffer.pfns = *std::move(pfns);
+  buffer.charge = *std::move(charge);
   (*p)->buffer_bytes += buffer.byte_count;
   response->set_partition_id((*p)->id());
   response->set_buffer_id(buffer.buffer_id);

@@ -77,8 +77,10 @@ grpc::ServerUnaryReactor* GuestChannelService::OpenChannel(
     grpc::CallbackServerContext* ctx, const kmcl::v1::OpenChannelRequest* request,
     kmcl::v1::ChannelResponse* response) {
   if (absl::Status s = Authorize(ctx_, ctx, "OpenChannel", *request); !s.ok()) return FinishNow(ctx, s);
+  auto charge = ChargeCaller(ctx_, ctx, "OpenChannel", security::Resource::kChannels, 1);
+  if (!charge.ok()) return FinishNow(ctx, charge.status());
   const absl::Time deadline = Deadline(ctx, absl::Seconds(30));
-  return FinishBlocking(ctx, ctx_.pool, [this, request, response, deadline]() -> absl::Status {
+  return FinishBlocking(ctx, ctx_.pool, [this, request, response, deadline, charge = *charge]() -> absl::Status {
     auto partition = ctx_.registry.GetPartition(request->partition_id());
     if (!partition.ok()) return partition.status();
     PartitionEntry& p = **partition;
@@ -109,6 +111,7 @@ grpc::ServerUnaryReactor* GuestChannelService::OpenChannel(
                                ctx_.registry.limits().endpoint, ctx_.registry.log(),
                                ctx_.registry.timer());
     if (!ep.ok()) return ep.status();
+    (*ep)->KeepUntilFreed(charge);  // the caller's channels limit, until the endpoint is freed
     kmcl::Channel& ch = (*ep)->channel();
     std::optional<kmcl::Guid> want_instance;
     if (!instance->IsNull()) want_instance = *instance;

@@ -20,7 +20,9 @@ grpc::ServerUnaryReactor* HostChannelService::OfferChannel(
     grpc::CallbackServerContext* ctx, const kmcl::v1::OfferChannelRequest* request,
     kmcl::v1::ChannelResponse* response) {
   if (absl::Status s = Authorize(ctx_, ctx, "OfferChannel", *request); !s.ok()) return FinishNow(ctx, s);
-  return FinishBlocking(ctx, ctx_.pool, [this, request, response]() -> absl::Status {
+  auto charge = ChargeCaller(ctx_, ctx, "OfferChannel", security::Resource::kChannels, 1);
+  if (!charge.ok()) return FinishNow(ctx, charge.status());
+  return FinishBlocking(ctx, ctx_.pool, [this, request, response, charge = *charge]() -> absl::Status {
     auto partition = ctx_.registry.GetPartition(request->partition_id());
     if (!partition.ok()) return partition.status();
     const kmcl::v1::ServerChannelSettings& settings = request->settings();
@@ -29,6 +31,7 @@ grpc::ServerUnaryReactor* HostChannelService::OfferChannel(
                                ctx_.registry.log(), ctx_.registry.timer());
     if (!ep.ok()) return ep.status();
     Endpoint& endpoint = **ep;
+    endpoint.KeepUntilFreed(charge);  // the caller's channels limit, until the endpoint is freed
     if (absl::Status s = ApplyServerSettings(settings, endpoint.channel()); !s.ok()) return s;
     endpoint.SetQuota(settings.transaction_quota());
     if (settings.max_packet_size() != 0) endpoint.set_max_packet_size(settings.max_packet_size());

@@ -1,5 +1,6 @@
 #include "daemon/services/packet_service.h"
 
+#include <algorithm>
 #include <memory>
 #include <optional>
 #include <utility>
@@ -72,11 +73,31 @@ class AttachStream final : public EndpointStream,
       if (endpoint == nullptr) return;
       out_.Clear();
       if (!endpoint->NextMessage(this, &out_)) return;
+      if (out_.kind_case() == kmcl::v1::AttachResponse::kSendCompletions) {
+        GiveInFlightLocked(static_cast<uint64_t>(out_.send_completions().completions_size()));
+      }
       write_in_flight_ = true;
       ++writes_started_;
       reactor = reactor_;
     }
     reactor->StartWrite(&out_);  // OnDone cannot run while a write is in flight
+  }
+
+  // Packets in flight for the identity's limit (Limits.packets_in_flight):
+  // sends this stream made whose completions it has not yet written. Set
+  // before the stream attaches; without an authorizer nothing is counted.
+  void CountInFlightFor(const security::Authorizer* authorizer, security::Peer peer) {
+    kmcl::MutexLock lock(&mu_);
+    authorizer_ = authorizer;
+    peer_ = std::move(peer);
+  }
+  // A batch of `n` sends: RESOURCE_EXHAUSTED over the identity's limit.
+  absl::Status TakeInFlight(uint64_t n) {
+    kmcl::MutexLock lock(&mu_);
+    if (authorizer_ == nullptr || n == 0) return absl::OkStatus();
+    absl::Status s = authorizer_->Take(peer_, "Attach", security::Resource::kPacketsInFlight, n);
+    if (s.ok()) in_flight_ += n;
+    return s;
   }
 
   std::string DebugState() override {
@@ -162,6 +183,7 @@ class AttachStream final : public EndpointStream,
   void Done() {
     kmcl::MutexLock lock(&mu_);
     reactor_ = nullptr;
+    GiveInFlightLocked(in_flight_);  // the endpoint keeps them; the identity no longer waits on them
   }
 
  private:
@@ -175,7 +197,17 @@ class AttachStream final : public EndpointStream,
   uint64_t writes_done_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t reads_ ABSL_GUARDED_BY(mu_) = 0;
   std::optional<grpc::Status> pending_finish_ ABSL_GUARDED_BY(mu_);
+  const security::Authorizer* authorizer_ ABSL_GUARDED_BY(mu_) = nullptr;
+  security::Peer peer_ ABSL_GUARDED_BY(mu_);
+  uint64_t in_flight_ ABSL_GUARDED_BY(mu_) = 0;
   kmcl::v1::AttachResponse out_;  // owned by the one write in flight
+
+  void GiveInFlightLocked(uint64_t n) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    n = std::min(n, in_flight_);  // a re-attached stream gets earlier streams' completions too
+    if (n == 0 || authorizer_ == nullptr) return;
+    in_flight_ -= n;
+    authorizer_->Give(peer_, security::Resource::kPacketsInFlight, n);
+  }
 };
 
 class AttachReactor final : public Reactor {
@@ -190,6 +222,10 @@ class AttachReactor final : public Reactor {
       return;
     }
     counted_ = true;
+    if (services_.authorizer != nullptr) {
+      caller_ = security::PeerOf(*ctx);
+      stream_->CountInFlightFor(services_.authorizer, *caller_);
+    }
     StartRead(&in_);
   }
 
@@ -200,6 +236,18 @@ class AttachReactor final : public Reactor {
       Detach(/*clean=*/!ctx_->IsCancelled());
       stream_->Finish(grpc::Status::OK);
       return;
+    }
+    if (caller_.has_value()) {
+      // The identity's limits: this message's size, and its sends in flight.
+      absl::Status s = services_.authorizer->CheckMessageSize(*caller_, "Attach", in_.ByteSizeLong());
+      if (s.ok() && attached_ && in_.kind_case() == kmcl::v1::AttachRequest::kSends) {
+        s = stream_->TakeInFlight(static_cast<uint64_t>(in_.sends().packets_size()));
+      }
+      if (!s.ok()) {
+        Detach(/*clean=*/false);
+        stream_->Finish(ToGrpc(s));
+        return;
+      }
     }
     if (!attached_) {
       absl::Status s = AttachFirst();
@@ -277,6 +325,7 @@ class AttachReactor final : public Reactor {
   std::shared_ptr<AttachStream> stream_;
   bool counted_ = false;
   std::unique_ptr<security::StreamSlot> slot_;  // the identity's place, until deleted
+  std::optional<security::Peer> caller_;         // with an authorizer: for the identity's limits
   bool attached_ = false;
   kmcl::v1::AttachRequest in_;
 };

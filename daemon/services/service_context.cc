@@ -30,6 +30,16 @@ absl::Status HoldStream(const ServiceContext& services, security::StreamSlot* sl
   return services.authorizer->HoldStream(*slot, rpc, partition, role, std::move(stream));
 }
 
+absl::StatusOr<std::shared_ptr<security::Charge>> ChargeCaller(const ServiceContext& services,
+                                                               const grpc::CallbackServerContext* ctx,
+                                                               absl::string_view rpc, security::Resource r,
+                                                               uint64_t amount) {
+  if (services.authorizer == nullptr) return nullptr;
+  auto charge = services.authorizer->ChargeFor(*ctx, rpc, r, amount);
+  if (!charge.ok()) return charge.status();
+  return std::shared_ptr<security::Charge>(*std::move(charge));
+}
+
 absl::Status AuthorizeRole(const ServiceContext& services, const grpc::CallbackServerContext* ctx,
                            absl::string_view rpc, absl::string_view partition, security::Role role) {
   if (services.authorizer == nullptr) return absl::OkStatus();

@@ -52,6 +52,13 @@ absl::StatusOr<std::unique_ptr<security::StreamSlot>> AcquireStreamSlot(
 absl::Status HoldStream(const ServiceContext& services, security::StreamSlot* slot, absl::string_view rpc,
                         absl::string_view partition, security::Role role,
                         std::weak_ptr<security::RevocableStream> stream);
+// `amount` of `r` charged to the caller (Limits per identity) until the
+// returned charge is destroyed; null without an authorizer;
+// RESOURCE_EXHAUSTED naming the limit.
+absl::StatusOr<std::shared_ptr<security::Charge>> ChargeCaller(const ServiceContext& services,
+                                                               const grpc::CallbackServerContext* ctx,
+                                                               absl::string_view rpc, security::Resource r,
+                                                               uint64_t amount);
 // The same for a call whose role depends on its content (Attach).
 absl::Status AuthorizeRole(const ServiceContext& services, const grpc::CallbackServerContext* ctx,
                            absl::string_view rpc, absl::string_view partition, security::Role role);
