@@ -16,9 +16,10 @@ AuditLog::AuditLog(FILE* out) : out_(out), writer_([this] { Loop(); }) {}
 
 AuditLog::~AuditLog() {
   {
-    absl::MutexLock lock(&mu_);
+    kmcl::MutexLock lock(&mu_);
     stop_ = true;
   }
+  queued_.Signal();
   writer_.join();
   if (out_ != stderr) std::fclose(out_);
 }
@@ -26,19 +27,19 @@ AuditLog::~AuditLog() {
 void AuditLog::Record(const Peer& peer, absl::string_view rpc, absl::string_view object,
                       absl::string_view result) {
   Line line{absl::Now(), peer, std::string(rpc), std::string(object), std::string(result)};
-  absl::MutexLock lock(&mu_);
+  kmcl::MutexLock lock(&mu_);
   Queue(std::move(line));
 }
 
 void AuditLog::Begin(const void* call, const Peer& peer, absl::string_view rpc, absl::string_view object) {
   Open open{absl::Now(), peer, std::string(rpc), std::string(object)};
-  absl::MutexLock lock(&mu_);
+  kmcl::MutexLock lock(&mu_);
   open_[call] = std::move(open);
 }
 
 void AuditLog::End(const void* call, int code) {
   const absl::Time now = absl::Now();
-  absl::MutexLock lock(&mu_);
+  kmcl::MutexLock lock(&mu_);
   auto it = open_.find(call);
   if (it == open_.end()) return;
   Open open = std::move(it->second);
@@ -55,14 +56,7 @@ void AuditLog::Queue(Line line) {
     return;
   }
   queue_.push_back(std::move(line));
-  ++queued_total_;
-}
-
-void AuditLog::Flush() {
-  absl::MutexLock lock(&mu_);
-  const uint64_t target = queued_total_;
-  auto written = [this, target]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return written_total_ >= target; };
-  mu_.Await(absl::Condition(&written));
+  queued_.Signal();
 }
 
 void AuditLog::Loop() {
@@ -70,9 +64,8 @@ void AuditLog::Loop() {
     Line line;
     uint64_t dropped = 0;
     {
-      absl::MutexLock lock(&mu_);
-      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stop_ || !queue_.empty(); };
-      mu_.Await(absl::Condition(&ready));
+      kmcl::MutexLock lock(&mu_);
+      while (!stop_ && queue_.empty()) queued_.Wait(&mu_);
       if (queue_.empty()) return;  // stopping, and everything is written
       line = std::move(queue_.front());
       queue_.pop_front();
@@ -83,8 +76,6 @@ void AuditLog::Loop() {
                  absl::StrCat("dropped=", dropped, " (the audit file stalled; these lines are lost)")});
     }
     Write(line);
-    absl::MutexLock lock(&mu_);
-    ++written_total_;
   }
 }
 

@@ -30,7 +30,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/string_view.h"
-#include "absl/synchronization/mutex.h"
+#include "kmcl_core/base/mutex.h"
 #include "absl/time/time.h"
 #include "grpcpp/support/server_interceptor.h"
 
@@ -59,9 +59,6 @@ class AuditLog {
   // The call ended with `code` (its gRPC status code). No-op unless Begun.
   void End(const void* call, int code);
 
-  // Blocks until every line queued before the call is written (tests).
-  void Flush();
-
  private:
   struct Line {
     absl::Time time;
@@ -78,11 +75,10 @@ class AuditLog {
   void Write(const Line& line);
 
   FILE* const out_;  // written by the writer thread only
-  absl::Mutex mu_;
+  kmcl::Mutex mu_;
+  kmcl::CondVar queued_;  // signalled when queue_ grows or stop_ is set
   std::deque<Line> queue_ ABSL_GUARDED_BY(mu_);
   uint64_t dropped_ ABSL_GUARDED_BY(mu_) = 0;
-  uint64_t queued_total_ ABSL_GUARDED_BY(mu_) = 0;
-  uint64_t written_total_ ABSL_GUARDED_BY(mu_) = 0;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   absl::flat_hash_map<const void*, Open> open_ ABSL_GUARDED_BY(mu_);
   std::thread writer_;

@@ -19,7 +19,7 @@ absl::string_view ResourceName(Resource r) {
 Charge::~Charge() { budget_.Give(identity_, resource_, amount_); }
 
 absl::Status IdentityBudget::Take(const std::string& identity, Resource r, uint64_t amount, uint64_t limit) {
-  absl::MutexLock lock(&mu_);
+  kmcl::MutexLock lock(&mu_);
   uint64_t& held = held_[Key{identity, r}];
   if (limit != 0 && (amount > limit || held > limit - amount)) {
     const uint64_t had = held;
@@ -34,7 +34,7 @@ absl::Status IdentityBudget::Take(const std::string& identity, Resource r, uint6
 }
 
 void IdentityBudget::Give(const std::string& identity, Resource r, uint64_t amount) {
-  absl::MutexLock lock(&mu_);
+  kmcl::MutexLock lock(&mu_);
   auto it = held_.find(Key{identity, r});
   if (it == held_.end()) return;
   it->second -= std::min(it->second, amount);
@@ -48,7 +48,7 @@ absl::StatusOr<std::unique_ptr<Charge>> IdentityBudget::TakeCharge(const std::st
 }
 
 uint64_t IdentityBudget::Held(const std::string& identity, Resource r) const {
-  absl::MutexLock lock(&mu_);
+  kmcl::MutexLock lock(&mu_);
   auto it = held_.find(Key{identity, r});
   return it == held_.end() ? 0 : it->second;
 }

@@ -25,7 +25,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "absl/synchronization/mutex.h"
+#include "kmcl_core/base/mutex.h"
 
 namespace kmcld::security {
 
@@ -66,7 +66,7 @@ class IdentityBudget {
 
  private:
   using Key = std::pair<std::string, Resource>;
-  mutable absl::Mutex mu_;
+  mutable kmcl::Mutex mu_;
   absl::flat_hash_map<Key, uint64_t> held_ ABSL_GUARDED_BY(mu_);
 };
 

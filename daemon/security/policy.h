@@ -17,7 +17,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "absl/synchronization/mutex.h"
+#include "kmcl_core/base/mutex.h"
 #include "daemon/security/policy.pb.h"
 
 namespace kmcld::security {
@@ -59,16 +59,16 @@ class PolicyHolder {
  public:
   explicit PolicyHolder(std::shared_ptr<const Policy> policy) : policy_(std::move(policy)) {}
   std::shared_ptr<const Policy> Get() const {
-    absl::MutexLock lock(&mu_);
+    kmcl::MutexLock lock(&mu_);
     return policy_;
   }
   void Set(std::shared_ptr<const Policy> policy) {
-    absl::MutexLock lock(&mu_);
+    kmcl::MutexLock lock(&mu_);
     policy_ = std::move(policy);
   }
 
  private:
-  mutable absl::Mutex mu_;
+  mutable kmcl::Mutex mu_;
   std::shared_ptr<const Policy> policy_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -10,7 +10,7 @@ absl::Status RateLimiter::Take(const std::string& identity, const Limits& limits
   if (limits.requests_per_second() == 0) return absl::OkStatus();
   const double rate = limits.requests_per_second();
   const double burst = limits.burst() == 0 ? rate : limits.burst();
-  absl::MutexLock lock(&mu_);
+  kmcl::MutexLock lock(&mu_);
   auto [it, added] = buckets_.try_emplace(identity);
   Bucket& b = it->second;
   if (added) {

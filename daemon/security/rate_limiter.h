@@ -12,7 +12,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
-#include "absl/synchronization/mutex.h"
+#include "kmcl_core/base/mutex.h"
 #include "absl/time/time.h"
 #include "daemon/security/policy.pb.h"
 
@@ -29,7 +29,7 @@ class RateLimiter {
     double tokens = 0;
     absl::Time refilled;
   };
-  absl::Mutex mu_;
+  kmcl::Mutex mu_;
   absl::flat_hash_map<std::string, Bucket> buckets_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -10,7 +10,7 @@ StreamSlot::~StreamSlot() { slots_.Release(this); }
 
 void StreamSlot::Require(std::string rpc, std::string partition, Role role,
                          std::weak_ptr<RevocableStream> stream) {
-  absl::MutexLock lock(&slots_.mu_);
+  kmcl::MutexLock lock(&slots_.mu_);
   rpc_ = std::move(rpc);
   partition_ = std::move(partition);
   role_ = role;
@@ -20,7 +20,7 @@ void StreamSlot::Require(std::string rpc, std::string partition, Role role,
 absl::StatusOr<std::unique_ptr<StreamSlot>> StreamSlots::Acquire(const Peer& peer, uint32_t limit) {
   const std::string& identity = peer.identity;
   auto slot = std::unique_ptr<StreamSlot>(new StreamSlot(*this, peer));
-  absl::MutexLock lock(&mu_);
+  kmcl::MutexLock lock(&mu_);
   uint32_t& open = open_[identity];
   if (limit != 0 && open >= limit) {
     if (open == 0) open_.erase(identity);
@@ -34,7 +34,7 @@ absl::StatusOr<std::unique_ptr<StreamSlot>> StreamSlots::Acquire(const Peer& pee
 }
 
 void StreamSlots::Release(StreamSlot* slot) {
-  absl::MutexLock lock(&mu_);
+  kmcl::MutexLock lock(&mu_);
   if (!slot->counted_) return;
   live_.erase(slot);
   auto it = open_.find(slot->peer_.identity);
@@ -44,7 +44,7 @@ void StreamSlots::Release(StreamSlot* slot) {
 std::vector<StreamSlots::Revocation> StreamSlots::Revoked(
     const std::function<bool(const std::string&, const std::string&, Role)>& still_allowed) {
   std::vector<Revocation> out;
-  absl::MutexLock lock(&mu_);
+  kmcl::MutexLock lock(&mu_);
   for (StreamSlot* slot : live_) {
     if (slot->role_ == ROLE_UNSPECIFIED) continue;
     if (still_allowed(slot->peer_.identity, slot->partition_, slot->role_)) continue;

@@ -22,7 +22,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include "kmcl_core/base/mutex.h"
 #include "daemon/security/audit_log.h"
 #include "daemon/security/policy.pb.h"
 
@@ -87,7 +87,7 @@ class StreamSlots {
   friend class StreamSlot;
   void Release(StreamSlot* slot);
 
-  absl::Mutex mu_;
+  kmcl::Mutex mu_;
   absl::flat_hash_map<std::string, uint32_t> open_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_set<StreamSlot*> live_ ABSL_GUARDED_BY(mu_);
 };

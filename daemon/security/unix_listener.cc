@@ -16,7 +16,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
+#include "kmcl_core/base/mutex.h"
 #include "daemon/log.h"
 #include "grpcpp/server_posix.h"
 
@@ -26,18 +26,18 @@ namespace {
 class CredentialsTable {
  public:
   void Set(int fd, UnixCredentials c) {
-    absl::MutexLock lock(&mu_);
+    kmcl::MutexLock lock(&mu_);
     by_fd_[fd] = c;
   }
   std::optional<UnixCredentials> Get(int fd) {
-    absl::MutexLock lock(&mu_);
+    kmcl::MutexLock lock(&mu_);
     auto it = by_fd_.find(fd);
     if (it == by_fd_.end()) return std::nullopt;
     return it->second;
   }
 
  private:
-  absl::Mutex mu_;
+  kmcl::Mutex mu_;
   absl::flat_hash_map<int, UnixCredentials> by_fd_ ABSL_GUARDED_BY(mu_);
 };
 
