@@ -3,7 +3,7 @@
 check_layers.py LAYER: reads package names (bazel query --output package) on stdin and prints any
 kmcl_core package above LAYER, the argument; exits 1 if there is one.
 
-Used by tests (tools:layers_test) and by docs/kmcl.md's check: a layer may
+Used by tools/run_tests.sh (the 'layers' check) and docs/kmcl.md: a layer may
 depend only on the layers below it (kmcl_core/layers.bzl).
 """
 import re

@@ -2,6 +2,8 @@
 // SerialTask. See executor.h.
 #include "kmcl_core/runtime/executor.h"
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <mutex>
 #include <utility>
@@ -72,6 +74,7 @@ void ThreadPool::Submit(std::function<void()> task) {
 }
 
 void ThreadPool::Worker(bool core) {
+  ::pthread_setname_np(::pthread_self(), options_.name.substr(0, 15).c_str());
   mu_.Lock();
   for (;;) {
     while (queue_.empty() && !shutdown_) {
@@ -240,7 +243,7 @@ thread_local const void* current_task = nullptr;
 }  // namespace
 
 SerialTask::SerialTask(Executor* executor, std::function<void()> body)
-    : executor_(executor), state_(std::make_shared<State>(executor, std::move(body))) {}
+    : state_(std::make_shared<State>(executor, std::move(body))) {}
 
 SerialTask::~SerialTask() { Stop(); }
 
@@ -256,7 +259,7 @@ void SerialTask::Kick() {
     state_->scheduled = true;
   }
   std::shared_ptr<State> state = state_;
-  executor_->Submit([state] { Run(state); });
+  state->executor->Submit([state] { Run(state); });
 }
 
 void SerialTask::Run(const std::shared_ptr<State>& state) {

@@ -8,7 +8,7 @@
 //   io.Kick();   // DrainRing runs soon, never concurrently with itself
 //   io.Stop();   // no run after this returns
 //
-// Two pools, for KMCL's two levels (kmcl_api.md section "IRQL"):
+// Two pools, for KMCL's two levels (docs/kmcl.md, "Threading contract"):
 // - dispatch: a fixed pool, one thread per core. Tasks must not block
 //   (ProcessPacket, ProcessingComplete, completion routines).
 // - passive: state callbacks and packets deferred to passive level. They may
@@ -61,6 +61,7 @@ class Executor {
 };
 
 struct ThreadPoolOptions {
+  // The threads' name (as ps and gdb show it; at most 15 characters).
   std::string name = "kmcl";
   // Threads started at once and kept for the pool's life (0: one per core).
   int threads = 0;
@@ -169,7 +170,6 @@ class SerialTask {
  private:
   struct State;
   static void Run(const std::shared_ptr<State>& state);
-  Executor* const executor_;
   std::shared_ptr<State> state_;
 };
 
