@@ -1,5 +1,5 @@
 // kmcl_core/base/ntstatus.h: NTSTATUS, the status type of the KMCL compatibility
-// surface, with the values KMCL documents (kmcl_api.md 3.7), and the one
+// surface, with the values KMCL documents (Windows' ntstatus.h), and the one
 // mapping between it and absl::Status.
 //
 // Inside kmcl_core errors are absl::Status; the KMCL surface converts with

@@ -18,7 +18,7 @@
 
 typedef int32_t NTSTATUS;
 
-/* kmcl_api.md 3.7; values as in Windows' ntstatus.h. */
+/* Values as in Windows' ntstatus.h. */
 #define STATUS_SUCCESS ((NTSTATUS)0x00000000L)
 #define STATUS_TIMEOUT ((NTSTATUS)0x00000102L)
 #define STATUS_PENDING ((NTSTATUS)0x00000103L)

@@ -1,5 +1,5 @@
 // kmcl_core/control/endpoint_state.h: KMCL's channel state machine for one endpoint
-// (kmcl_api.md section 12), pure: no I/O, no threads, no callbacks called.
+// (docs/kmcl.md, "A channel's life"), pure: no I/O, no threads, no callbacks called.
 //
 // Two independent dimensions: connection (Disabled -> Enabled -> Opened ⇄
 // Closed on a server / Disabled on a client) and run (Paused ⇄ Active). The

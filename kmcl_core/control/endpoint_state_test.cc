@@ -1,5 +1,6 @@
-// The KMCL state machine, synchronously: every transition of kmcl_api.md
-// 12.1 (server) and 12.2 (client) and the callback order it implies.
+// The KMCL state machine, synchronously: every transition of a server and
+// a client endpoint (docs/kmcl.md, "A channel's life") and the callback order
+// it implies.
 #include "kmcl_core/control/endpoint_state.h"
 
 #include <string>

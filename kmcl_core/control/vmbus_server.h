@@ -12,7 +12,7 @@
 // messages to send to the guest, and requests to the host endpoint (open
 // requested, close requested, open cancelled, channel released).
 //
-// Channel states follow OpenVMM's server (kmcl_api.md 10.8): a revoked
+// Channel states follow OpenVMM's server (vm/devices/vmbus/vmbus_server/src/channels.rs): a revoked
 // channel keeps its relid until the guest sends RELID_RELEASED, so a re-offer
 // gets a different relid and offer_sequence distinguishes incarnations; GPADL
 // creation is accepted on revoked-but-unreleased channels (openvmm #3959);

@@ -446,7 +446,7 @@ NTSTATUS VmbServerChannelInitSetVmbusHandle(VMBCHANNEL Channel, HANDLE VmbusHand
   return ToKmcl(c->channel->BindPartition(*p), STATUS_INVALID_PARAMETER_1, STATUS_INVALID_PARAMETER_2);
 }
 
-// ---- Save and restore (kmcl_api.md section 9, docs/saved-state.md) ----------------
+// ---- Save and restore (VmbChannelSave*, VmbChannelRestoreFromBuffer, docs/saved-state.md) ----
 // The stream SaveContinue hands out, and RestoreFromBuffer takes back in
 // chunks of any size, is an 8-byte little-endian length followed by the
 // channel's saved-state blob.

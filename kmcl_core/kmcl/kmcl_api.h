@@ -113,11 +113,11 @@ typedef struct _INTERFACE {
   PINTERFACE_DEREFERENCE InterfaceDereference;
 } INTERFACE, *PINTERFACE;
 
-/* ---- NTSTATUS values (kmcl_api.md 3.7) ------------------------------------------ */
+/* ---- NTSTATUS values (Windows' ntstatus.h) ------------------------------------------ */
 /* NTSTATUS, STATUS_* and NT_SUCCESS come from kmcl_core/base/ntstatus_values.h, the one
  * list the C++ core uses too. */
 
-/* ---- Flags (kmcl_api.md 3.1-3.6) --------------------------------------------------- */
+/* ---- Flags (vmbuskernelmodeclientlibapi.h) --------------------------------------------------- */
 #define VMBUS_CHANNEL_FORMAT_FLAG_WAIT_FOR_COMPLETION 0x1
 #define VMBUS_CHANNEL_FORMAT_FLAG_FORCE_MDL_LENGTH 0x2
 #define VMBUS_CHANNEL_FORMAT_FLAG_PAGED_BUFFER 0x4
@@ -144,7 +144,7 @@ typedef struct VMBCHANNEL__* VMBCHANNEL;
 typedef struct VMBPACKET__* VMBPACKET;
 typedef struct VMBPACKETCOMPLETION__* VMBPACKETCOMPLETION;
 
-/* ---- Callbacks (kmcl_api.md section 5) ------------------------------------------------ */
+/* ---- Callbacks (EVT_VMB_CHANNEL_*) ------------------------------------------------ */
 typedef NTSTATUS EVT_VMB_CHANNEL_OPENED(VMBCHANNEL Channel);
 typedef EVT_VMB_CHANNEL_OPENED* PFN_VMB_CHANNEL_OPENED;
 typedef VOID EVT_VMB_CHANNEL_CLOSED(VMBCHANNEL Channel);
@@ -309,7 +309,7 @@ KMCL_FUNCTIONS(KMCL_DECLARE)
 KMCL_SERVER_ONLY_FUNCTIONS(KMCL_DECLARE)
 #undef KMCL_DECLARE
 
-/* ---- Function tables (kmcl_api.md section 2) --------------------------------------------- */
+/* ---- Function tables (KMCL_CLIENT_INTERFACE_V1) --------------------------------------------- */
 /* The WDK declares these with unnamed members (an unnamed INTERFACE, and the
  * server table as an unnamed client table followed by unnamed server-only
  * methods), a Microsoft extension that GCC's C++ lacks. Expanding the members

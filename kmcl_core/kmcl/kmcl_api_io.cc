@@ -209,7 +209,8 @@ NTSTATUS VmbPacketSendWithExternalPfns(VMBPACKET PacketObject, PVOID Buffer, UIN
   if (ExternalDataPfns == nullptr || PfnLength == 0 || PfnLength > (1u << 20) / 8) {
     return STATUS_INVALID_PARAMETER_4;
   }
-  // Whole pages (kmcl_api.md 7.4: byte offsets within pages are not expressed).
+  // Whole pages (VmbPacketSendWithExternalPfns takes page frame numbers:
+  // byte offsets within pages are not expressed).
   std::vector<GpaRange> external = {
       {PfnLength * kmcl::wire::kPageSize, 0,
        std::vector<uint64_t>(ExternalDataPfns, ExternalDataPfns + PfnLength)}};

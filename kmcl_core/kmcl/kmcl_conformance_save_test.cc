@@ -1,6 +1,7 @@
-// KMCL conformance: save and restore (kmcl_api.md section 9) through the
-// function tables: chunked SaveContinue, chunked RestoreFromBuffer, the
-// per-packet callbacks with two-phase sizing, VmbPacketRestore.
+// KMCL conformance: save and restore (VmbChannelSaveBegin, SaveContinue,
+// SaveEnd, VmbChannelRestoreFromBuffer) through the function tables:
+// chunked SaveContinue, chunked RestoreFromBuffer, the per-packet callbacks
+// with two-phase sizing, VmbPacketRestore.
 #include <cstring>
 #include <thread>
 

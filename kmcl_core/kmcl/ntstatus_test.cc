@@ -58,7 +58,7 @@ TEST(NtStatusList, ValuesAreDistinctAndTheCxxNamesAreTheSameValues) {
     EXPECT_TRUE(seen.insert(e.value).second) << e.c_name << " repeats a value";
     EXPECT_EQ(e.cxx_value, e.value) << e.c_name;
   }
-  // The documented values (kmcl_api.md 3.7) of a few, as the C surface sees them.
+  // The documented values (as in Windows' ntstatus.h) of a few, as the C surface sees them.
   EXPECT_EQ(static_cast<uint32_t>(STATUS_PENDING), 0x00000103u);
   EXPECT_EQ(static_cast<uint32_t>(STATUS_BUFFER_OVERFLOW), 0x80000005u);
   EXPECT_EQ(static_cast<uint32_t>(STATUS_INVALID_PARAMETER_1), 0xC00000EFu);

@@ -1,5 +1,6 @@
 // kmcl_core/ring/ring_buffer.h: one direction of a VMBus channel, the ring buffer
-// in its real wire format (kmcl_api.md 10.1-10.4, docs/wire-format.md).
+// in its real wire format (Linux include/linux/hyperv.h and
+// drivers/hv/ring_buffer.c; docs/wire-format.md).
 //
 // A ring is a 4 KiB control page plus a data area whose size is a multiple of
 // 4 KiB. RingMemory names that memory wherever it lives (a GPADL view of
@@ -77,7 +78,7 @@ class RingMemory {
   uint32_t data_size_ = 0;
 };
 
-// The two rings of a channel inside its ring GPADL (kmcl_api.md 10.2): pages
+// The two rings of a channel inside its ring GPADL (docs/wire-format.md): pages
 // [0, downstream_page_offset) are the guest-to-host ring, the rest the
 // host-to-guest ring, each starting with its control page.
 //

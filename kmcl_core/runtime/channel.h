@@ -67,7 +67,7 @@ class Channel;
 class Partition;
 struct RingLink;
 
-// KMCL flag values (kmcl_api.md section 3).
+// KMCL flag values (vmbuskernelmodeclientlibapi.h).
 inline constexpr uint32_t kFormatFlagWaitForCompletion = 0x1;
 inline constexpr uint32_t kFormatFlagForceMdlLength = 0x2;
 inline constexpr uint32_t kFormatFlagPagedBuffer = 0x4;

@@ -51,7 +51,7 @@ void Channel::ControlRun() {
       case CommandKind::kPeerOpened: {
         if (!is_server_ && !NtSuccess(cmd.status)) {
           // The host refused the open: a PnP failure of the connection; the
-          // endpoint stays enabled (kmcl_api.md C6).
+          // endpoint stays enabled (EVT_VMB_CHANNEL_PNP_FAILURE; docs/kmcl.md).
           AbandonClientOpen();
           OnPnpFailure(cmd.status);
           break;

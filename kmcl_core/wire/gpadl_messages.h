@@ -3,8 +3,9 @@
 // A GPADL's range list (for each range a {byte_count, byte_offset} word and
 // its PFNs) is a sequence of 8-byte words. The guest sends the first 27 words
 // in GPADL_HEADER and the rest in GPADL_BODY messages of up to 28 words, each
-// message at most 240 bytes (kmcl_api.md 10.7); the host answers
-// GPADL_CREATED only after the last body.
+// message at most 240 bytes (MAX_SIZE_CHANNEL_MESSAGE in Linux
+// drivers/hv/hyperv_vmbus.h); the host answers GPADL_CREATED only after the
+// last body.
 //
 // EncodeGpadlMessages is the guest side. GpadlAssembler is the host side: it
 // treats every message as hostile (sizes, counts, ids, offsets, PFNs against

@@ -1,4 +1,5 @@
-// kmcl_core/wire/pipe_framing.h: pipe-mode framing (kmcl_api.md 10.5).
+// kmcl_core/wire/pipe_framing.h: pipe-mode framing (struct vmpipe_proto_header,
+// as in Linux net/vmw_vsock/hyperv_transport.c).
 //
 // A channel in pipe mode (VMBUS_CHANNEL_INIT_FLAG_IS_PIPE, or offered with
 // OFFER_AS_PIPE) prefixes every in-band payload with an 8-byte PipeHeader:

@@ -118,7 +118,7 @@ inline constexpr uint64_t PagesSpanned(uint32_t byte_offset, uint32_t byte_count
 
 inline constexpr uint32_t RoundUp8(uint32_t n) { return (n + 7u) & ~7u; }
 
-// ---- Pipe mode (kmcl_api.md 10.5) ------------------------------------------
+// ---- Pipe mode (vmpipe_proto_header, Linux hyperv_transport.c) ----------------
 
 // In pipe mode every in-band payload starts with this header.
 struct PipeHeader {
@@ -242,7 +242,7 @@ static_assert(offsetof(OfferChannelMessage, connection_id) == 192);
 
 inline constexpr uint32_t kOfferUserDefinedBytes = 120;
 
-// Wire channel flags of OFFERCHANNEL (kmcl_api.md 10.6).
+// Wire channel flags of OFFERCHANNEL (VMBUS_CHANNEL_* in Linux include/linux/hyperv.h).
 inline constexpr uint16_t kOfferFlagEnumerateDeviceInterface = 0x0001;
 inline constexpr uint16_t kOfferFlagNamedPipeMode = 0x0010;
 inline constexpr uint16_t kOfferFlagLoopback = 0x0100;
