@@ -105,12 +105,12 @@ bool MakePairs(Pairs& p, int n, kmcl::ChannelCallbacks host_cb, kmcl::ChannelCal
   p.partition = *std::move(partition);
   for (int i = 0; i < n; ++i) {
     const kmcl::Guid instance = kmcl::Guid::Random();
-    auto h = *kmcl::Channel::Allocate(*p.partition, true);
+    auto h = *kmcl::Channel::Allocate(*p.partition, kmcl::EndpointRole::kHost);
     if (!h->SetTargetInterfaceId(kType, instance).ok() || !h->SetCallbacks(host_cb).ok() ||
         !h->Enable().ok() || !h->Start().ok()) {
       return false;
     }
-    auto g = *kmcl::Channel::Allocate(*p.partition, false);
+    auto g = *kmcl::Channel::Allocate(*p.partition, kmcl::EndpointRole::kGuest);
     if (!g->SetTargetPnp(kType, instance).ok() ||
         !g->SetRingBufferPageCount(kRingPages, kRingPages).ok() || !g->SetCallbacks(guest_cb).ok() ||
         !g->Enable().ok()) {

@@ -56,11 +56,11 @@ double RunOnce(int n) {
   std::vector<std::unique_ptr<kmcl::Channel>> hosts, guests;
   for (int i = 0; i < n; ++i) {
     const kmcl::Guid instance = kmcl::Guid::Random();
-    auto h = *kmcl::Channel::Allocate(*partition, true);
+    auto h = *kmcl::Channel::Allocate(*partition, kmcl::EndpointRole::kHost);
     if (!h->SetTargetInterfaceId(kType, instance).ok() || !h->Enable().ok() || !h->Start().ok()) {
       return -1;
     }
-    auto g = *kmcl::Channel::Allocate(*partition, false);
+    auto g = *kmcl::Channel::Allocate(*partition, kmcl::EndpointRole::kGuest);
     // Rings of 2 data pages each way.
     if (!g->SetTargetPnp(kType, instance).ok() || !g->SetRingBufferPageCount(2, 2).ok() ||
         !g->Enable().ok()) {
@@ -109,8 +109,8 @@ double RunOnce(int n) {
   auto restored = *kmcl::Partition::Restore(partition_blob);
   std::vector<std::unique_ptr<kmcl::Channel>> hosts2, guests2;
   for (int i = 0; i < n; ++i) {
-    auto h = *kmcl::Channel::Allocate(*restored, true);
-    auto g = *kmcl::Channel::Allocate(*restored, false);
+    auto h = *kmcl::Channel::Allocate(*restored, kmcl::EndpointRole::kHost);
+    auto g = *kmcl::Channel::Allocate(*restored, kmcl::EndpointRole::kGuest);
     if (!h->Restore(host_blobs[i]).ok() || !g->Restore(guest_blobs[i]).ok() || !h->Enable().ok() ||
         !g->Enable().ok()) {
       return -1;

@@ -29,7 +29,9 @@ absl::StatusOr<std::shared_ptr<Endpoint>> Endpoint::Create(kmcl::Partition& part
   std::shared_ptr<Endpoint> ep(new Endpoint(std::move(partition_id), role, limits, log, timer));
   ep->self_ = ep;
   ep->partition_ = &partition;
-  auto channel = kmcl::Channel::Allocate(partition, role == kmcl::v1::ENDPOINT_ROLE_HOST);
+  auto channel = kmcl::Channel::Allocate(partition, role == kmcl::v1::ENDPOINT_ROLE_HOST
+                                                        ? kmcl::EndpointRole::kHost
+                                                        : kmcl::EndpointRole::kGuest);
   if (!channel.ok()) return channel.status();
   ep->channel_ = *std::move(channel);
   ep->InstallCallbacks();

@@ -50,8 +50,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     case 2: {
       std::string blob = kmcl::SealBlob(kmcl::saved::v1::SavedBlob::KIND_CHANNEL, bytes);
-      for (bool server : {true, false}) {
-        auto ch = kmcl::Channel::Allocate(Host(), server);
+      for (kmcl::EndpointRole role : {kmcl::EndpointRole::kHost, kmcl::EndpointRole::kGuest}) {
+        auto ch = kmcl::Channel::Allocate(Host(), role);
         absl::Status s = (*ch)->Restore(blob);
         if (s.ok() && !(*ch)->restored()) std::abort();
       }

@@ -12,7 +12,8 @@ absl::StatusOr<std::unique_ptr<IcVsc>> IcVsc::Create(Partition& partition, IcSer
                                                      GuestOptions options, const std::string* saved,
                                                      std::function<absl::Time()> clock) {
   std::unique_ptr<IcVsc> vsc(new IcVsc(service, std::move(options), std::move(clock)));
-  absl::StatusOr<std::unique_ptr<Channel>> channel = Channel::Allocate(partition, /*is_server=*/false);
+  absl::StatusOr<std::unique_ptr<Channel>> channel =
+      Channel::Allocate(partition, EndpointRole::kGuest);
   if (!channel.ok()) return channel.status();
   vsc->channel_ = *std::move(channel);
   Channel& ch = *vsc->channel_;

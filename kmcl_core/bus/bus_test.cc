@@ -154,8 +154,8 @@ TEST(BusTest, ACancelledWaiterIsNeverMatched) {
 TEST(BusTest, ARingLinkInterruptsOnlyThePeer) {
   RingLink link;
   FakeEndpoint host, guest;
-  link.Attach(&host, /*is_server=*/true);
-  link.Attach(&guest, /*is_server=*/false);
+  link.Attach(&host, EndpointRole::kHost);
+  link.Attach(&guest, EndpointRole::kGuest);
   link.Signal(&host);
   EXPECT_EQ(guest.interrupts, 1);
   EXPECT_EQ(host.interrupts, 0);

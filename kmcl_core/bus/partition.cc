@@ -33,9 +33,9 @@ void RingLink::Signal(const BusEndpoint* from) {
   if (peer != nullptr && peer != from) peer->NotifyIo();
 }
 
-void RingLink::Attach(BusEndpoint* endpoint, bool is_server) {
+void RingLink::Attach(BusEndpoint* endpoint, EndpointRole role) {
   MutexLock lock(&mu);
-  (is_server ? host : guest) = endpoint;
+  (IsHost(role) ? host : guest) = endpoint;
 }
 
 void RingLink::Detach(const BusEndpoint* endpoint) {

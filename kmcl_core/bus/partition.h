@@ -33,6 +33,7 @@
 #include "absl/time/time.h"
 #include "kmcl_core/base/mutex.h"
 #include "kmcl_core/bus/bus_endpoint.h"
+#include "kmcl_core/control/endpoint_role.h"
 #include "kmcl_core/control/vmbus_client.h"
 #include "kmcl_core/control/vmbus_server.h"
 #include "kmcl_core/memory/gpadl_table.h"
@@ -58,7 +59,7 @@ struct RingLink {
   BusEndpoint* guest ABSL_GUARDED_BY(mu) = nullptr;
   // Interrupts the endpoint opposite `from`, if attached.
   void Signal(const BusEndpoint* from);
-  void Attach(BusEndpoint* endpoint, bool is_server);
+  void Attach(BusEndpoint* endpoint, EndpointRole role);
   void Detach(const BusEndpoint* endpoint);
 };
 

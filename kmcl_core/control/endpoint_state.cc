@@ -52,7 +52,7 @@ void EndpointStateMachine::CloseOpened(Actions& out) {
   if (running()) LeaveRunning(out);
   // A client tells the host before its Closed callback: drivers delete their
   // GPADLs there, which waits for the host to unmap, which it does on close.
-  if (!is_server_) out.push_back(EndpointAction::kDisconnect);
+  if (!host()) out.push_back(EndpointAction::kDisconnect);
   out.push_back(EndpointAction::kCancelTransactions);
   out.push_back(EndpointAction::kCallClosed);
   out.push_back(EndpointAction::kReleaseRings);
@@ -65,9 +65,9 @@ absl::StatusOr<Actions> EndpointStateMachine::Enable() {
   }
   connection_ = ConnectionState::kEnabled;
   // Servers come up paused; clients active unless an auto-pause was armed.
-  run_ = is_server_ || auto_pause_ ? RunState::kPaused : RunState::kActive;
+  run_ = host() || auto_pause_ ? RunState::kPaused : RunState::kActive;
   auto_pause_ = false;
-  return Actions{is_server_ ? EndpointAction::kOffer : EndpointAction::kConnect};
+  return Actions{host() ? EndpointAction::kOffer : EndpointAction::kConnect};
 }
 
 absl::StatusOr<Actions> EndpointStateMachine::Start() {
@@ -97,10 +97,10 @@ Actions EndpointStateMachine::Disable() {
   Actions out;
   if (connection_ == ConnectionState::kDisabled) return out;
   // A server withdraws the offer first, so the guest starts closing at once.
-  if (is_server_) out.push_back(EndpointAction::kRescind);
+  if (host()) out.push_back(EndpointAction::kRescind);
   if (connection_ == ConnectionState::kOpened) {
     CloseOpened(out);
-  } else if (!is_server_) {
+  } else if (!host()) {
     // Stop waiting for an offer, or abandon an open in flight.
     out.push_back(EndpointAction::kDisconnect);
     out.push_back(EndpointAction::kReleaseRings);
@@ -112,7 +112,7 @@ Actions EndpointStateMachine::Disable() {
 
 absl::StatusOr<Actions> EndpointStateMachine::PeerOpened() {
   const bool can_open = connection_ == ConnectionState::kEnabled ||
-                        (is_server_ && connection_ == ConnectionState::kClosed);
+                        (host() && connection_ == ConnectionState::kClosed);
   if (!can_open) {
     return absl::FailedPreconditionError(
         absl::StrCat("open while ", ConnectionStateName(connection_)));
@@ -127,7 +127,7 @@ Actions EndpointStateMachine::OpenedResult(bool success) {
   if (!success) {
     // Roll back to where no traffic flows: the server refuses the open and
     // its offer stays out; the client closes and gives the channel back.
-    if (is_server_) {
+    if (host()) {
       out.push_back(EndpointAction::kRejectOpen);
       out.push_back(EndpointAction::kReleaseRings);
       connection_ = ConnectionState::kEnabled;
@@ -148,7 +148,7 @@ Actions EndpointStateMachine::OpenCancelled() {
   Actions out;
   if (connection_ == ConnectionState::kOpening) {
     out.push_back(EndpointAction::kReleaseRings);
-    connection_ = is_server_ ? ConnectionState::kEnabled : ConnectionState::kDisabled;
+    connection_ = host() ? ConnectionState::kEnabled : ConnectionState::kDisabled;
   }
   return out;
 }
@@ -159,10 +159,10 @@ Actions EndpointStateMachine::PeerClosed() {
   if (connection_ == ConnectionState::kOpened) {
     CloseOpened(out);
   } else {
-    if (!is_server_) out.push_back(EndpointAction::kDisconnect);
+    if (!host()) out.push_back(EndpointAction::kDisconnect);
     out.push_back(EndpointAction::kReleaseRings);
   }
-  if (is_server_) {
+  if (host()) {
     connection_ = ConnectionState::kClosed;
   } else {
     connection_ = ConnectionState::kDisabled;

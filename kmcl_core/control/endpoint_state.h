@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "kmcl_core/control/endpoint_role.h"
 
 namespace kmcl {
 
@@ -59,9 +60,9 @@ using Actions = std::vector<EndpointAction>;
 
 class EndpointStateMachine {
  public:
-  explicit EndpointStateMachine(bool is_server) : is_server_(is_server) {}
+  explicit EndpointStateMachine(EndpointRole role) : role_(role) {}
 
-  bool is_server() const { return is_server_; }
+  EndpointRole role() const { return role_; }
   ConnectionState connection() const { return connection_; }
   RunState run() const { return run_; }
   bool running() const {
@@ -102,7 +103,9 @@ class EndpointStateMachine {
   void LeaveRunning(Actions& out) const;
   void CloseOpened(Actions& out);
 
-  const bool is_server_;
+  bool host() const { return role_ == EndpointRole::kHost; }
+
+  const EndpointRole role_;
   ConnectionState connection_ = ConnectionState::kDisabled;
   RunState run_ = RunState::kPaused;
   bool auto_pause_ = false;

@@ -20,7 +20,7 @@ std::string Names(const Actions& actions) {
 }
 
 TEST(ServerEndpoint, EnableOffersAndStaysPausedUntilStart) {  // S1, S4, S5
-  EndpointStateMachine s(/*is_server=*/true);
+  EndpointStateMachine s(EndpointRole::kHost);
   EXPECT_TRUE(s.configurable());
   EXPECT_EQ(Names(*s.Enable()), "offer");
   EXPECT_EQ(s.connection(), ConnectionState::kEnabled);
@@ -32,7 +32,7 @@ TEST(ServerEndpoint, EnableOffersAndStaysPausedUntilStart) {  // S1, S4, S5
 }
 
 TEST(ServerEndpoint, GuestOpenThenRunsInDocumentedOrder) {  // S6, S7
-  EndpointStateMachine s(true);
+  EndpointStateMachine s(EndpointRole::kHost);
   ASSERT_TRUE(s.Enable().ok());
   ASSERT_TRUE(s.Start().ok());
   EXPECT_EQ(Names(*s.PeerOpened()), "Opened");
@@ -42,7 +42,7 @@ TEST(ServerEndpoint, GuestOpenThenRunsInDocumentedOrder) {  // S6, S7
 }
 
 TEST(ServerEndpoint, StartAfterOpenRunsThen) {  // S5 on an opened channel
-  EndpointStateMachine s(true);
+  EndpointStateMachine s(EndpointRole::kHost);
   ASSERT_TRUE(s.Enable().ok());
   ASSERT_TRUE(s.PeerOpened().ok());
   EXPECT_EQ(Names(s.OpenedResult(true)), "") << "paused: opened but not running";
@@ -50,7 +50,7 @@ TEST(ServerEndpoint, StartAfterOpenRunsThen) {  // S5 on an opened channel
 }
 
 TEST(ServerEndpoint, FailedOpenedCallbackKeepsTheOfferOut) {
-  EndpointStateMachine s(true);
+  EndpointStateMachine s(EndpointRole::kHost);
   ASSERT_TRUE(s.Enable().ok());
   ASSERT_TRUE(s.PeerOpened().ok());
   EXPECT_EQ(Names(s.OpenedResult(false)), "reject-open release-rings");
@@ -59,7 +59,7 @@ TEST(ServerEndpoint, FailedOpenedCallbackKeepsTheOfferOut) {
 }
 
 TEST(ServerEndpoint, PauseSuspendsAndWaitsForDeliveredPackets) {  // S8
-  EndpointStateMachine s(true);
+  EndpointStateMachine s(EndpointRole::kHost);
   ASSERT_TRUE(s.Enable().ok());
   ASSERT_TRUE(s.Start().ok());
   ASSERT_TRUE(s.PeerOpened().ok());
@@ -71,7 +71,7 @@ TEST(ServerEndpoint, PauseSuspendsAndWaitsForDeliveredPackets) {  // S8
 }
 
 TEST(ServerEndpoint, GuestCloseSuspendsThenClosesAndKeepsTheOffer) {  // S9, S10
-  EndpointStateMachine s(true);
+  EndpointStateMachine s(EndpointRole::kHost);
   ASSERT_TRUE(s.Enable().ok());
   ASSERT_TRUE(s.Start().ok());
   ASSERT_TRUE(s.PeerOpened().ok());
@@ -85,7 +85,7 @@ TEST(ServerEndpoint, GuestCloseSuspendsThenClosesAndKeepsTheOffer) {  // S9, S10
 }
 
 TEST(ServerEndpoint, DisableRescindsAfterSuspendAndClosed) {  // S11
-  EndpointStateMachine s(true);
+  EndpointStateMachine s(EndpointRole::kHost);
   ASSERT_TRUE(s.Enable().ok());
   ASSERT_TRUE(s.Start().ok());
   ASSERT_TRUE(s.PeerOpened().ok());
@@ -99,19 +99,19 @@ TEST(ServerEndpoint, DisableRescindsAfterSuspendAndClosed) {  // S11
 }
 
 TEST(ServerEndpoint, DisableOfAnUnopenedOfferOnlyRescinds) {
-  EndpointStateMachine s(true);
+  EndpointStateMachine s(EndpointRole::kHost);
   ASSERT_TRUE(s.Enable().ok());
   EXPECT_EQ(Names(s.Disable()), "rescind");
 }
 
 TEST(ServerEndpoint, StartWhileDisabledIsRefused) {
-  EndpointStateMachine s(true);
+  EndpointStateMachine s(EndpointRole::kHost);
   EXPECT_EQ(s.Start().status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(s.PeerOpened().status().code(), absl::StatusCode::kFailedPrecondition);
 }
 
 TEST(ClientEndpoint, EnableConnectsAndIsActive) {  // C3, C4, C5
-  EndpointStateMachine c(/*is_server=*/false);
+  EndpointStateMachine c(EndpointRole::kGuest);
   EXPECT_EQ(Names(*c.Enable()), "connect");
   EXPECT_EQ(c.run(), RunState::kActive) << "client Enable implies active";
   EXPECT_EQ(Names(*c.PeerOpened()), "Opened");
@@ -119,7 +119,7 @@ TEST(ClientEndpoint, EnableConnectsAndIsActive) {  // C3, C4, C5
 }
 
 TEST(ClientEndpoint, AutoPauseArmedWhileDisabled) {  // S3 / C-auto-pause
-  EndpointStateMachine c(false);
+  EndpointStateMachine c(EndpointRole::kGuest);
   EXPECT_EQ(Names(c.Pause()), "");
   EXPECT_TRUE(c.auto_pause());
   ASSERT_TRUE(c.Enable().ok());
@@ -130,7 +130,7 @@ TEST(ClientEndpoint, AutoPauseArmedWhileDisabled) {  // S3 / C-auto-pause
 }
 
 TEST(ClientEndpoint, RescindEndsDisabled) {  // C9
-  EndpointStateMachine c(false);
+  EndpointStateMachine c(EndpointRole::kGuest);
   ASSERT_TRUE(c.Enable().ok());
   ASSERT_TRUE(c.PeerOpened().ok());
   c.OpenedResult(true);
@@ -142,7 +142,7 @@ TEST(ClientEndpoint, RescindEndsDisabled) {  // C9
 }
 
 TEST(ClientEndpoint, DisableClosesAndDisconnects) {
-  EndpointStateMachine c(false);
+  EndpointStateMachine c(EndpointRole::kGuest);
   ASSERT_TRUE(c.Enable().ok());
   ASSERT_TRUE(c.PeerOpened().ok());
   c.OpenedResult(true);
@@ -152,13 +152,13 @@ TEST(ClientEndpoint, DisableClosesAndDisconnects) {
 }
 
 TEST(ClientEndpoint, DisableWhileWaitingForAnOfferStopsWaiting) {
-  EndpointStateMachine c(false);
+  EndpointStateMachine c(EndpointRole::kGuest);
   ASSERT_TRUE(c.Enable().ok());
   EXPECT_EQ(Names(c.Disable()), "disconnect release-rings");
 }
 
 TEST(ClientEndpoint, FailedOpenedCallbackGivesTheChannelBack) {
-  EndpointStateMachine c(false);
+  EndpointStateMachine c(EndpointRole::kGuest);
   ASSERT_TRUE(c.Enable().ok());
   ASSERT_TRUE(c.PeerOpened().ok());
   EXPECT_EQ(Names(c.OpenedResult(false)), "disconnect release-rings");
@@ -166,7 +166,7 @@ TEST(ClientEndpoint, FailedOpenedCallbackGivesTheChannelBack) {
 }
 
 TEST(Endpoint, OpenCancelledBeforeTheCallbackRan) {
-  EndpointStateMachine s(true);
+  EndpointStateMachine s(EndpointRole::kHost);
   ASSERT_TRUE(s.Enable().ok());
   ASSERT_TRUE(s.PeerOpened().ok());
   EXPECT_EQ(Names(s.OpenCancelled()), "release-rings");

@@ -173,7 +173,7 @@ NTSTATUS VmbChannelAllocate(PDEVICE_OBJECT ParentDeviceObject, BOOLEAN IsServer,
   if (device == nullptr) return STATUS_INVALID_PARAMETER_1;
   kmcl::Partition* partition = kmcl::Partition::FromVmbusHandle(device->vmbus_handle);
   if (partition == nullptr) return STATUS_DEVICE_REMOVED;
-  auto channel = kmcl::Channel::Allocate(*partition, IsServer != 0);
+  auto channel = kmcl::Channel::Allocate(*partition, kmcl::RoleFromIsServer(IsServer != 0));
   if (!channel.ok()) return STATUS_INSUFFICIENT_RESOURCES;
   auto* c = new CompatChannel();
   c->channel = *std::move(channel);
@@ -296,7 +296,7 @@ NTSTATUS VmbChannelInitSetStateChangeCallbacks(VMBCHANNEL Channel,
 NTSTATUS VmbClientChannelInitSetRingBufferPageCount(VMBCHANNEL Channel, UINT32 IncomingPageCount,
                                                     UINT32 OutgoingPageCount) {
   CompatChannel* c = FromHandle(Channel);
-  if (c == nullptr || c->channel->is_server() || !kmcl::compat::Configurable(*c)) {
+  if (c == nullptr || kmcl::IsHost(c->channel->role()) || !kmcl::compat::Configurable(*c)) {
     return STATUS_INVALID_PARAMETER_1;
   }
   if (IncomingPageCount == 0 || IncomingPageCount > kmcl::kMaxRingPages) return STATUS_INVALID_PARAMETER_2;
@@ -309,7 +309,7 @@ NTSTATUS VmbClientChannelInitSetTargetPnp(VMBCHANNEL Channel, LPCGUID InterfaceT
                                           LPCGUID InterfaceInstance,
                                           PFN_VMB_CHANNEL_PNP_FAILURE PnpFailureCallback) {
   CompatChannel* c = FromHandle(Channel);
-  if (c == nullptr || c->channel->is_server() || !kmcl::compat::Configurable(*c)) {
+  if (c == nullptr || kmcl::IsHost(c->channel->role()) || !kmcl::compat::Configurable(*c)) {
     return STATUS_INVALID_PARAMETER_1;
   }
   if (InterfaceType == nullptr) return STATUS_INVALID_PARAMETER_2;
@@ -374,7 +374,7 @@ VOID VmbChannelSetIncomingProcessingAtPassive(VMBCHANNEL Channel, BOOLEAN Requir
 
 NTSTATUS VmbServerChannelInitSetFlags(VMBCHANNEL Channel, UINT32 Flags) {
   CompatChannel* c = FromHandle(Channel);
-  if (c == nullptr || !c->channel->is_server() || !kmcl::compat::Configurable(*c)) {
+  if (c == nullptr || !kmcl::IsHost(c->channel->role()) || !kmcl::compat::Configurable(*c)) {
     return STATUS_INVALID_PARAMETER_1;
   }
   return ToKmcl(c->channel->SetServerFlags(Flags), STATUS_INVALID_PARAMETER_1, STATUS_INVALID_PARAMETER_2);
@@ -383,7 +383,7 @@ NTSTATUS VmbServerChannelInitSetFlags(VMBCHANNEL Channel, UINT32 Flags) {
 NTSTATUS VmbServerChannelInitSetMmioMegabytes(VMBCHANNEL Channel, UINT16 MmioMegabytes,
                                               UINT16 MmioMegabytesOptional) {
   CompatChannel* c = FromHandle(Channel);
-  if (c == nullptr || !c->channel->is_server() || !kmcl::compat::Configurable(*c)) {
+  if (c == nullptr || !kmcl::IsHost(c->channel->role()) || !kmcl::compat::Configurable(*c)) {
     return STATUS_INVALID_PARAMETER_1;
   }
   if (MmioMegabytes == 0 && MmioMegabytesOptional == 0) return STATUS_INVALID_PARAMETER;
@@ -395,7 +395,7 @@ NTSTATUS VmbServerChannelInitSetSaveRestorePacketCallbacks(VMBCHANNEL Channel,
                                                            PFN_VMB_CHANNEL_SAVE_PACKET SavePacketCallback,
                                                            PFN_VMB_CHANNEL_RESTORE_PACKET RestorePacketCallback) {
   CompatChannel* c = FromHandle(Channel);
-  if (c == nullptr || !c->channel->is_server() ||
+  if (c == nullptr || !kmcl::IsHost(c->channel->role()) ||
       c->channel->connection() != kmcl::ConnectionState::kDisabled) {
     return STATUS_INVALID_PARAMETER_1;
   }
@@ -408,7 +408,7 @@ NTSTATUS VmbServerChannelInitSetSaveRestorePacketCallbacks(VMBCHANNEL Channel,
 NTSTATUS VmbServerChannelInitSetTargetInterfaceId(VMBCHANNEL Channel, GUID InterfaceType,
                                                   GUID InterfaceInstance) {
   CompatChannel* c = FromHandle(Channel);
-  if (c == nullptr || !c->channel->is_server() || !kmcl::compat::Configurable(*c)) {
+  if (c == nullptr || !kmcl::IsHost(c->channel->role()) || !kmcl::compat::Configurable(*c)) {
     return STATUS_INVALID_PARAMETER_1;
   }
   return ToKmcl(c->channel->SetTargetInterfaceId(kmcl::compat::ToGuid(InterfaceType),
@@ -418,7 +418,7 @@ NTSTATUS VmbServerChannelInitSetTargetInterfaceId(VMBCHANNEL Channel, GUID Inter
 
 NTSTATUS VmbServerChannelInitSetTargetVtl(VMBCHANNEL Channel, UINT8 TargetVtl) {
   CompatChannel* c = FromHandle(Channel);
-  if (c == nullptr || !c->channel->is_server() || !kmcl::compat::Configurable(*c)) {
+  if (c == nullptr || !kmcl::IsHost(c->channel->role()) || !kmcl::compat::Configurable(*c)) {
     return STATUS_INVALID_PARAMETER_1;
   }
   if (TargetVtl > 2) return STATUS_INVALID_PARAMETER_2;
@@ -436,7 +436,7 @@ NTSTATUS VmbConvertVmbusHandleToKernelHandle(HANDLE VmbusHandle, PHANDLE KernelH
 
 NTSTATUS VmbServerChannelInitSetVmbusHandle(VMBCHANNEL Channel, HANDLE VmbusHandle) {
   CompatChannel* c = FromHandle(Channel);
-  if (c == nullptr || !c->channel->is_server() || !kmcl::compat::Configurable(*c)) {
+  if (c == nullptr || !kmcl::IsHost(c->channel->role()) || !kmcl::compat::Configurable(*c)) {
     return STATUS_INVALID_PARAMETER_1;
   }
   const uint64_t kernel = reinterpret_cast<uint64_t>(VmbusHandle);
@@ -461,7 +461,7 @@ static NTSTATUS SaveStatus(const absl::Status& s) {
 
 NTSTATUS VmbChannelSaveBegin(VMBCHANNEL Channel) {
   CompatChannel* c = FromHandle(Channel);
-  if (c == nullptr || !c->channel->is_server()) return STATUS_INVALID_PARAMETER_1;
+  if (c == nullptr || !kmcl::IsHost(c->channel->role())) return STATUS_INVALID_PARAMETER_1;
   absl::StatusOr<std::string> blob = c->channel->Save();
   if (!blob.ok()) return SaveStatus(blob.status());
   kmcl::MutexLock lock(&c->mu);
@@ -509,7 +509,7 @@ VOID VmbChannelSaveEnd(VMBCHANNEL Channel) {
 
 NTSTATUS VmbChannelRestoreFromBuffer(VMBCHANNEL Channel, PVOID Buffer, ULONG BufferSize) {
   CompatChannel* c = FromHandle(Channel);
-  if (c == nullptr || !c->channel->is_server() || !kmcl::compat::Configurable(*c)) {
+  if (c == nullptr || !kmcl::IsHost(c->channel->role()) || !kmcl::compat::Configurable(*c)) {
     return STATUS_INVALID_PARAMETER_1;
   }
   if (Buffer == nullptr && BufferSize != 0) return STATUS_INVALID_PARAMETER_2;

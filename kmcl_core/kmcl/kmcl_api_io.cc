@@ -305,7 +305,7 @@ static NTSTATUS CreateGpadl(CompatChannel* c, UINT32 Flags, std::vector<GpaRange
                             PUINT32 GpadlHandle) {
   kmcl::Channel& ch = *c->channel;
   const uint32_t relid = ch.relid();
-  if (ch.is_server() || relid == 0 ||
+  if (kmcl::IsHost(ch.role()) || relid == 0 ||
       (ch.connection() != kmcl::ConnectionState::kOpened &&
        ch.connection() != kmcl::ConnectionState::kOpening)) {
     return STATUS_INVALID_DEVICE_STATE;  // from EvtChannelOpened until Closed returns
@@ -372,7 +372,7 @@ VOID VmbChannelDeleteGpadl(VMBCHANNEL Channel, UINT32 GpadlHandle) {
 
 NTSTATUS VmbChannelMapGpadl(VMBCHANNEL Channel, UINT32 Flags, UINT32 GpadlHandle, PMDL* Mdl) {
   CompatChannel* c = FromHandle(Channel);
-  if (c == nullptr || !c->channel->is_server()) return STATUS_INVALID_PARAMETER_1;
+  if (c == nullptr || !kmcl::IsHost(c->channel->role())) return STATUS_INVALID_PARAMETER_1;
   if ((Flags & ~VMBUS_CHANNEL_GPADL_FLAGS) != 0) return STATUS_INVALID_PARAMETER_2;
   if (Mdl == nullptr) return STATUS_INVALID_PARAMETER_4;
   const bool read_only = (Flags & VMBUS_CHANNEL_GPADL_FLAG_READ_ONLY) != 0;

@@ -122,7 +122,7 @@ TEST_F(EvtVmbChannelSavePacket, TwoPhaseSizingCarriesTheDriversStateAcrossAResto
   ASSERT_EQ(kmcl_.VmbChannelEnable(s), STATUS_SUCCESS);
   kmcl_.VmbChannelStart(s);
   // The guest, through the C++ API: KMCL's save is server-only.
-  auto guest = *Channel::Allocate(*partition_, false);
+  auto guest = *Channel::Allocate(*partition_, EndpointRole::kGuest);
   ASSERT_TRUE(guest->SetTargetPnp(Guid{kType.Data1, kType.Data2, kType.Data3,
                                        {kType.Data4[0], kType.Data4[1], kType.Data4[2], kType.Data4[3],
                                         kType.Data4[4], kType.Data4[5], kType.Data4[6], kType.Data4[7]}},
@@ -168,7 +168,7 @@ TEST_F(EvtVmbChannelSavePacket, TwoPhaseSizingCarriesTheDriversStateAcrossAResto
   EXPECT_EQ(SaveFlow::restore_calls.load(), 1);
   ASSERT_EQ(kmcl_.VmbChannelEnable(s2), STATUS_SUCCESS);
   kmcl_.VmbChannelStart(s2);
-  auto guest2 = *Channel::Allocate(*restored, false);
+  auto guest2 = *Channel::Allocate(*restored, EndpointRole::kGuest);
   ASSERT_TRUE(guest2->SetCallbacks(gcb).ok());
   ASSERT_TRUE(guest2->Restore(*guest_blob).ok());
   ASSERT_TRUE(guest2->Enable().ok());

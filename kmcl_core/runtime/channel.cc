@@ -12,20 +12,21 @@
 
 namespace kmcl {
 
-absl::StatusOr<std::unique_ptr<Channel>> Channel::Allocate(Partition& partition, bool is_server) {
-  return Allocate(partition, is_server, ChannelExecutors::Default());
+absl::StatusOr<std::unique_ptr<Channel>> Channel::Allocate(Partition& partition,
+                                                           EndpointRole role) {
+  return Allocate(partition, role, ChannelExecutors::Default());
 }
 
-absl::StatusOr<std::unique_ptr<Channel>> Channel::Allocate(Partition& partition, bool is_server,
+absl::StatusOr<std::unique_ptr<Channel>> Channel::Allocate(Partition& partition, EndpointRole role,
                                                            ChannelExecutors executors) {
   if (executors.dispatch == nullptr || executors.passive == nullptr) {
     return absl::InvalidArgumentError("a channel needs a dispatch and a passive executor");
   }
-  return std::unique_ptr<Channel>(new Channel(partition, is_server, executors));
+  return std::unique_ptr<Channel>(new Channel(partition, role, executors));
 }
 
-Channel::Channel(Partition& partition, bool is_server, ChannelExecutors executors)
-    : partition_(&partition), is_server_(is_server), fsm_(is_server), executors_(executors) {
+Channel::Channel(Partition& partition, EndpointRole role, ChannelExecutors executors)
+    : partition_(&partition), role_(role), fsm_(role), executors_(executors) {
   MutexLock lock(&mu_);
   offer_.interface_instance = Guid::Random();
 }
@@ -42,7 +43,7 @@ Channel::~Channel() {
     relid = relid_;
     vtl = client_vtl_;
   }
-  if (is_server_) {
+  if (IsHost(role_)) {
     if (relid != 0) partition_->DetachHost(relid, this);
   } else {
     partition_->CancelConnect(this);
@@ -137,7 +138,7 @@ absl::Status Channel::SetMaximumExternalData(uint32_t bytes, uint32_t chain_leng
 absl::Status Channel::SetRingBufferPageCount(uint32_t incoming, uint32_t outgoing) {
   MutexLock lock(&mu_);
   if (absl::Status s = CheckConfigurable(); !s.ok()) return s;
-  if (is_server_) return absl::FailedPreconditionError("ring sizes are set by the client");
+  if (IsHost(role_)) return absl::FailedPreconditionError("ring sizes are set by the client");
   if (incoming == 0 || outgoing == 0 || incoming > kMaxRingPages || outgoing > kMaxRingPages) {
     return absl::InvalidArgumentError(absl::StrCat("ring page counts ", incoming, "/", outgoing,
                                                    " must be 1 to ", kMaxRingPages));
@@ -150,7 +151,9 @@ absl::Status Channel::SetRingBufferPageCount(uint32_t incoming, uint32_t outgoin
 absl::Status Channel::SetTargetPnp(const Guid& type, std::optional<Guid> instance, uint8_t vtl) {
   MutexLock lock(&mu_);
   if (absl::Status s = CheckConfigurable(); !s.ok()) return s;
-  if (is_server_) return absl::FailedPreconditionError("VmbClientChannelInitSetTargetPnp on a server");
+  if (IsHost(role_)) {
+    return absl::FailedPreconditionError("VmbClientChannelInitSetTargetPnp on a server");
+  }
   if (vtl > 2) return absl::InvalidArgumentError(absl::StrCat("VTL ", vtl));
   target_type_ = type;
   target_instance_ = instance;
@@ -161,7 +164,7 @@ absl::Status Channel::SetTargetPnp(const Guid& type, std::optional<Guid> instanc
 absl::Status Channel::SetServerFlags(uint32_t flags) {
   MutexLock lock(&mu_);
   if (absl::Status s = CheckConfigurable(); !s.ok()) return s;
-  if (!is_server_) return absl::FailedPreconditionError("server flags on a client channel");
+  if (!IsHost(role_)) return absl::FailedPreconditionError("server flags on a client channel");
   if ((flags & ~kServerFlags) != 0) {
     return absl::InvalidArgumentError(absl::StrCat("unknown server flags 0x", absl::Hex(flags)));
   }
@@ -172,7 +175,7 @@ absl::Status Channel::SetServerFlags(uint32_t flags) {
 absl::Status Channel::SetMmioMegabytes(uint16_t megabytes, uint16_t optional_megabytes) {
   MutexLock lock(&mu_);
   if (absl::Status s = CheckConfigurable(); !s.ok()) return s;
-  if (!is_server_) return absl::FailedPreconditionError("MMIO is requested by the server");
+  if (!IsHost(role_)) return absl::FailedPreconditionError("MMIO is requested by the server");
   if (megabytes == 0 && optional_megabytes == 0) {
     return absl::InvalidArgumentError("MMIO megabytes and optional megabytes are both 0");
   }
@@ -184,7 +187,7 @@ absl::Status Channel::SetMmioMegabytes(uint16_t megabytes, uint16_t optional_meg
 absl::Status Channel::SetTargetInterfaceId(const Guid& type, const Guid& instance) {
   MutexLock lock(&mu_);
   if (absl::Status s = CheckConfigurable(); !s.ok()) return s;
-  if (!is_server_) return absl::FailedPreconditionError("target interface id on a client");
+  if (!IsHost(role_)) return absl::FailedPreconditionError("target interface id on a client");
   offer_.interface_type = type;
   offer_.interface_instance = instance;
   return absl::OkStatus();
@@ -193,7 +196,7 @@ absl::Status Channel::SetTargetInterfaceId(const Guid& type, const Guid& instanc
 absl::Status Channel::SetTargetVtl(uint8_t vtl) {
   MutexLock lock(&mu_);
   if (absl::Status s = CheckConfigurable(); !s.ok()) return s;
-  if (!is_server_) return absl::FailedPreconditionError("target VTL on a client");
+  if (!IsHost(role_)) return absl::FailedPreconditionError("target VTL on a client");
   if (vtl > 2) return absl::InvalidArgumentError(absl::StrCat("VTL ", vtl, " is not 0, 1 or 2"));
   offer_.target_vtl = vtl;
   return absl::OkStatus();
@@ -225,7 +228,7 @@ uint16_t Channel::WireOfferFlags() const {
 
 bool Channel::pipe_mode() const {
   if (flags_ & kChannelInitFlagIsPipe) return true;
-  if (is_server_) return (server_flags_ & kServerFlagOfferAsPipe) != 0;
+  if (IsHost(role_)) return (server_flags_ & kServerFlagOfferAsPipe) != 0;
   return (matched_offer_.channel_flags & wire::kOfferFlagNamedPipeMode) != 0;
 }
 
@@ -314,7 +317,7 @@ absl::Status Channel::Enable() {
   std::optional<Guid> instance;
   {
     MutexLock lock(&mu_);
-    if (!is_server_ && target_type_.IsNull()) {
+    if (!IsHost(role_) && target_type_.IsNull()) {
       return absl::FailedPreconditionError(
           "client channel has no target interface (VmbClientChannelInitSetTargetPnp)");
     }
@@ -465,7 +468,7 @@ ConnectionState Channel::connection() const {
 
 Guid Channel::interface_instance() const {
   MutexLock lock(&mu_);
-  return is_server_ ? offer_.interface_instance : matched_offer_.interface_instance;
+  return IsHost(role_) ? offer_.interface_instance : matched_offer_.interface_instance;
 }
 
 absl::StatusOr<std::pair<uint64_t, uint64_t>> Channel::MmioSpace() const {

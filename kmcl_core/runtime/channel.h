@@ -2,14 +2,14 @@
 // (VMBPACKET) and its deliveries (VMBPACKETCOMPLETION): the idiomatic C++
 // form of the KMCL API. kmcl_api.h wraps it in KMCL's C names.
 //
-// Lifecycle, as in KMCL: Channel::Allocate(partition, is_server) gives a
+// Lifecycle, as in KMCL: Channel::Allocate(partition, role) gives a
 // disabled endpoint; configure it with the Set* calls and callbacks; Enable
 // offers it (server) or opens a matching offer, now or when one arrives
 // (client); Start/Pause move the run state; Disable closes (client) or
 // rescinds (server) and blocks until Suspend and Closed have run; destroying
 // the Channel is VmbChannelCleanup and is legal only when disabled.
 //
-//   auto ch = *Channel::Allocate(partition, /*is_server=*/true);
+//   auto ch = *Channel::Allocate(partition, EndpointRole::kHost);
 //   ch->SetTargetInterface(type, instance);
 //   ch->SetCallbacks({.process_packet = ...});
 //   ch->Enable(); ch->Start();
@@ -53,6 +53,7 @@
 #include "kmcl_core/base/mutex.h"
 #include "kmcl_core/base/ntstatus.h"
 #include "kmcl_core/bus/bus_endpoint.h"
+#include "kmcl_core/control/endpoint_role.h"
 #include "kmcl_core/control/endpoint_state.h"
 #include "kmcl_core/control/vmbus_server.h"
 #include "kmcl_core/memory/guest_memory.h"
@@ -222,7 +223,7 @@ struct OutstandingTransaction {
   absl::Duration age;          // since it was sent (or restored)
 };
 struct ChannelSnapshot {
-  bool is_server = false;
+  EndpointRole role = EndpointRole::kGuest;
   ConnectionState connection = ConnectionState::kDisabled;
   RunState run = RunState::kPaused;
   uint32_t relid = 0;
@@ -244,9 +245,9 @@ struct ChannelSnapshot {
 class Channel final : public BusEndpoint {
  public:
   // VmbChannelAllocate: a disabled endpoint with default settings.
-  static absl::StatusOr<std::unique_ptr<Channel>> Allocate(Partition& partition, bool is_server);
+  static absl::StatusOr<std::unique_ptr<Channel>> Allocate(Partition& partition, EndpointRole role);
   // As above, running on `executors` instead of the process-wide pools.
-  static absl::StatusOr<std::unique_ptr<Channel>> Allocate(Partition& partition, bool is_server,
+  static absl::StatusOr<std::unique_ptr<Channel>> Allocate(Partition& partition, EndpointRole role,
                                                            ChannelExecutors executors);
   // VmbChannelCleanup. The channel must be disabled (Disable it first).
   ~Channel();
@@ -257,7 +258,7 @@ class Channel final : public BusEndpoint {
   // Moves a disabled channel to another partition (the KMCL server binding
   // of VmbServerChannelInitSetVmbusHandle).
   absl::Status BindPartition(Partition& partition);
-  bool is_server() const { return is_server_; }
+  EndpointRole role() const { return role_; }
   static constexpr uint32_t kMagic = 0x4C484356;  // "VCHL"
   uint32_t magic() const { return magic_; }
 
@@ -400,7 +401,7 @@ class Channel final : public BusEndpoint {
     void RecordLatency(int64_t ns);
   };
 
-  Channel(Partition& partition, bool is_server, ChannelExecutors executors);
+  Channel(Partition& partition, EndpointRole role, ChannelExecutors executors);
   // Waits on done_cv_ until `done` holds; with a manual executor, runs its
   // tasks on this thread meanwhile instead.
   void WaitDone(const std::function<bool()>& done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -450,7 +451,7 @@ class Channel final : public BusEndpoint {
 
   uint32_t magic_ = kMagic;
   Partition* partition_;  // changes only while disabled (BindPartition)
-  const bool is_server_;
+  const EndpointRole role_;
   void* pointer_ = nullptr;
 
   mutable Mutex mu_;

@@ -49,7 +49,7 @@ void Channel::ControlRun() {
         OpenMatchedOffer(cmd.relid);
         break;
       case CommandKind::kPeerOpened: {
-        if (!is_server_ && !NtSuccess(cmd.status)) {
+        if (!IsHost(role_) && !NtSuccess(cmd.status)) {
           // The host refused the open: a PnP failure of the connection; the
           // endpoint stays enabled (EVT_VMB_CHANNEL_PNP_FAILURE; docs/kmcl.md).
           AbandonClientOpen();
@@ -65,7 +65,7 @@ void Channel::ControlRun() {
         }
         if (!ok) {
           // Opened after a Disable raced with it: take it back down.
-          if (is_server_) {
+          if (IsHost(role_)) {
             uint32_t relid;
             {
               MutexLock lock(&mu_);
@@ -274,7 +274,7 @@ void Channel::CallOpened() {
     open = open_;
   }
   NTSTATUS status = kStatusSuccess;
-  if (is_server_) {
+  if (IsHost(role_)) {
     // Map the guest's ring GPADL, each ring's data pages twice, and build
     // the rings before the callback.
     absl::StatusOr<GpadlLease> lease =
@@ -296,7 +296,7 @@ void Channel::CallOpened() {
   {
     MutexLock lock(&mu_);
     const uint32_t megabytes =
-        is_server_ ? uint32_t{offer_.mmio_megabytes} + offer_.mmio_megabytes_optional
+        IsHost(role_) ? uint32_t{offer_.mmio_megabytes} + offer_.mmio_megabytes_optional
                    : uint32_t{matched_offer_.mmio_megabytes} + matched_offer_.mmio_megabytes_optional;
     mmio_bytes = uint64_t{megabytes} << 20;
   }
@@ -316,7 +316,7 @@ void Channel::CallOpened() {
     open_status_ = NtSuccess(status) ? kStatusSuccess : status;
     next = fsm_.OpenedResult(NtSuccess(status));
   }
-  if (is_server_ && NtSuccess(status)) {
+  if (IsHost(role_) && NtSuccess(status)) {
     partition_->AcceptOpen(relid, kStatusSuccess).IgnoreError();
   }
   // Sends queued before the open can go now.
@@ -345,7 +345,7 @@ void Channel::ReleaseRings() {
     mmio_.reset();
     open_.reset();
   }
-  if (is_server_) {
+  if (IsHost(role_)) {
     if (ring_lease_.has_value()) {
       partition_->UnmapGpadl(ring_lease_->lease_id).IgnoreError();
       ring_lease_.reset();

@@ -182,8 +182,8 @@ void Channel::IoRun() {
 absl::Status Channel::SetUpRings(std::span<uint8_t> view, uint32_t downstream_offset) {
   absl::StatusOr<RingPair> pair = RingPair::FromDoubleMappedView(view, downstream_offset);
   if (!pair.ok()) return pair.status();
-  const RingMemory outgoing = is_server_ ? pair->host_to_guest : pair->guest_to_host;
-  const RingMemory incoming = is_server_ ? pair->guest_to_host : pair->host_to_guest;
+  const RingMemory outgoing = IsHost(role_) ? pair->host_to_guest : pair->guest_to_host;
+  const RingMemory incoming = IsHost(role_) ? pair->guest_to_host : pair->host_to_guest;
   uint32_t relid;
   {
     MutexLock lock(&mu_);
@@ -191,7 +191,7 @@ absl::Status Channel::SetUpRings(std::span<uint8_t> view, uint32_t downstream_of
     incoming_memory_ = incoming;
   }
   std::shared_ptr<RingLink> link = partition_->LinkFor(relid);
-  if (link != nullptr) link->Attach(this, is_server_);
+  if (link != nullptr) link->Attach(this, role_);
   {
     MutexLock r(&reader_mu_);
     reader_ = std::make_unique<RingReader>(incoming);
@@ -329,7 +329,7 @@ ChannelSnapshot Channel::Snapshot() const {
   std::optional<RingMemory> incoming;
   {
     MutexLock lock(&mu_);
-    s.is_server = is_server_;
+    s.role = role_;
     s.connection = fsm_.connection();
     s.run = fsm_.run();
     s.relid = relid_;

@@ -33,8 +33,8 @@ class ManualChannelTest : public ::testing::Test {
     PartitionOptions o;
     o.memory_bytes = 64 << 20;
     partition_ = *Partition::Create(o);
-    host_ = *Channel::Allocate(*partition_, true, ChannelExecutors::Manual(&ex_));
-    guest_ = *Channel::Allocate(*partition_, false, ChannelExecutors::Manual(&ex_));
+    host_ = *Channel::Allocate(*partition_, EndpointRole::kHost, ChannelExecutors::Manual(&ex_));
+    guest_ = *Channel::Allocate(*partition_, EndpointRole::kGuest, ChannelExecutors::Manual(&ex_));
   }
   void TearDown() override {
     EXPECT_TRUE(guest_->Disable().ok());

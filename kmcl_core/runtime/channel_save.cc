@@ -38,7 +38,7 @@ absl::StatusOr<std::string> Channel::Save() {
           "channel is ", fsm_.running() ? "running" : "opening", "; pause it before saving"));
     }
     frozen_ = true;
-    out.set_is_server(is_server_);
+    out.set_is_server(IsHost(role_));
     out.set_relid(relid_);
     out.set_offer_sequence(offer_sequence_);
     out.set_connection(static_cast<uint32_t>(fsm_.connection()));
@@ -62,7 +62,7 @@ absl::StatusOr<std::string> Channel::Save() {
     out.set_friendly_name(friendly_name_);
     out.set_client_open_sent(client_open_sent_);
     if (open_.has_value()) saved_convert::OpenTo(*open_, out.mutable_open());
-    if (!is_server_) {
+    if (!IsHost(role_)) {
       saved_convert::OfferTo(FromOfferMessage(matched_offer_, client_vtl_), out.mutable_offer());
       out.set_ring_gpadl(ring_gpadl_);
       out.mutable_ring_pfns()->Add(ring_pfns_.begin(), ring_pfns_.end());
@@ -121,10 +121,10 @@ absl::Status Channel::Restore(const std::string& blob) {
   if (!body.ok()) return body.status();
   pb::SavedChannel in;
   if (!in.ParseFromString(*body)) return absl::InvalidArgumentError("saved channel is corrupt");
-  if (in.is_server() != is_server_) {
-    return absl::InvalidArgumentError(absl::StrCat("saved channel is a ",
-                                                   in.is_server() ? "server" : "client",
-                                                   " endpoint; this channel is not"));
+  if (RoleFromIsServer(in.is_server()) != role_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("saved channel is a ", EndpointRoleName(RoleFromIsServer(in.is_server())),
+                     " endpoint; this channel is not"));
   }
   if (in.connection() > static_cast<uint32_t>(ConnectionState::kClosed) ||
       in.connection() == static_cast<uint32_t>(ConnectionState::kOpening) ||
@@ -166,7 +166,7 @@ absl::Status Channel::Restore(const std::string& blob) {
     restored_run_ = static_cast<RunState>(in.run());
     relid_ = in.relid();
     offer_sequence_ = in.offer_sequence();
-    if (is_server_) {
+    if (IsHost(role_)) {
       offer_ = *offer;
     } else {
       matched_offer_ = ToOfferMessage(*offer);
@@ -270,8 +270,9 @@ absl::StatusOr<bool> Channel::EnableRestored() {
     restored_ = false;
     connection = restored_connection_;
     old_relid = relid_;
-    force_new = is_server_ && (server_flags_ & kServerFlagForceNewChannel) != 0;
-    if (connection == ConnectionState::kDisabled || (!is_server_ && connection == ConnectionState::kEnabled)) {
+    force_new = IsHost(role_) && (server_flags_ & kServerFlagForceNewChannel) != 0;
+    if (connection == ConnectionState::kDisabled ||
+        (!IsHost(role_) && connection == ConnectionState::kEnabled)) {
       relid_ = 0;  // saved before it was offered/opened: enable as new
       return false;
     }
@@ -319,11 +320,11 @@ absl::Status Channel::AttachRestored() {
     open = open_;
   }
   if (connection == ConnectionState::kDisabled) return absl::OkStatus();
-  absl::Status attached = is_server_ ? partition_->AttachHost(relid, sequence, this)
+  absl::Status attached = IsHost(role_) ? partition_->AttachHost(relid, sequence, this)
                                      : partition_->AttachGuest(vtl, relid, this);
   if (!attached.ok()) return attached;
   if (connection == ConnectionState::kOpened) {
-    if (is_server_) {
+    if (IsHost(role_)) {
       if (!open.has_value()) return absl::InvalidArgumentError("restored open channel has no ring");
       absl::StatusOr<GpadlLease> lease =
           partition_->MapGpadl(relid, open->ring_buffer_gpadl, false,

@@ -102,7 +102,7 @@ absl::Status Channel::ValidateSend(Packet& packet, std::span<const uint8_t> buff
                                                    max_packet_size_));
   }
   if (!external.empty()) {
-    if (is_server_) {
+    if (IsHost(role_)) {
       return absl::InvalidArgumentError("external data originates in the guest; a server cannot send it");
     }
     if (pipe_mode()) return absl::InvalidArgumentError("pipe channels carry no external data");
@@ -317,7 +317,7 @@ NTSTATUS Channel::SendSynchronous(std::span<const uint8_t> buffer,
       return kStatusInvalidDeviceState;
     }
   }
-  if (is_server_ && (!zero_timeout || wait)) {
+  if (IsHost(role_) && (!zero_timeout || wait)) {
     return kStatusInvalidParameter;  // the root may only send without waiting
   }
   struct SyncState {

@@ -36,13 +36,13 @@ class ChannelTest : public ::testing::Test {
   }
 
   std::unique_ptr<Channel> Host(ChannelCallbacks cb) {
-    auto ch = *Channel::Allocate(*partition_, true);
+    auto ch = *Channel::Allocate(*partition_, EndpointRole::kHost);
     EXPECT_TRUE(ch->SetTargetInterfaceId(kType, kInstance).ok());
     EXPECT_TRUE(ch->SetCallbacks(std::move(cb)).ok());
     return ch;
   }
   std::unique_ptr<Channel> Guest(ChannelCallbacks cb) {
-    auto ch = *Channel::Allocate(*partition_, false);
+    auto ch = *Channel::Allocate(*partition_, EndpointRole::kGuest);
     EXPECT_TRUE(ch->SetTargetPnp(kType, std::nullopt).ok());
     EXPECT_TRUE(ch->SetCallbacks(std::move(cb)).ok());
     return ch;

@@ -105,7 +105,7 @@ class ChannelPairTest : public ::testing::Test {
   }
 
   void MakeHost(ChannelCallbacks cb, bool start = true) {
-    host_ = *Channel::Allocate(*partition_, true);
+    host_ = *Channel::Allocate(*partition_, EndpointRole::kHost);
     ASSERT_TRUE(host_->SetTargetInterfaceId(kTestType, kTestInstance).ok());
     ASSERT_TRUE(host_->SetCallbacks(std::move(cb)).ok());
     ASSERT_TRUE(host_->Enable().ok());
@@ -114,7 +114,7 @@ class ChannelPairTest : public ::testing::Test {
     }
   }
   void MakeGuest(ChannelCallbacks cb, uint32_t ring_pages = 16) {
-    guest_ = *Channel::Allocate(*partition_, false);
+    guest_ = *Channel::Allocate(*partition_, EndpointRole::kGuest);
     ASSERT_TRUE(guest_->SetTargetPnp(kTestType, std::nullopt).ok());
     ASSERT_TRUE(guest_->SetRingBufferPageCount(ring_pages, ring_pages).ok());
     ASSERT_TRUE(guest_->SetCallbacks(std::move(cb)).ok());

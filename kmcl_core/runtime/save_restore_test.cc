@@ -109,12 +109,12 @@ class SaveRestore : public ::testing::Test {
     PartitionOptions o;
     o.memory_bytes = 64 << 20;
     world_.partition = *Partition::Create(o);
-    world_.host = *Channel::Allocate(*world_.partition, true);
+    world_.host = *Channel::Allocate(*world_.partition, EndpointRole::kHost);
     ASSERT_TRUE(world_.host->SetTargetInterfaceId(kTestType, kTestInstance).ok());
     ASSERT_TRUE(world_.host->SetCallbacks(host_driver_.Callbacks(rec_)).ok());
     ASSERT_TRUE(world_.host->Enable().ok());
     ASSERT_TRUE(world_.host->Start().ok());
-    world_.guest = *Channel::Allocate(*world_.partition, false);
+    world_.guest = *Channel::Allocate(*world_.partition, EndpointRole::kGuest);
     ASSERT_TRUE(world_.guest->SetTargetPnp(kTestType, std::nullopt).ok());
     ASSERT_TRUE(world_.guest->SetCallbacks(guest_driver_.Callbacks(rec_)).ok());
     ASSERT_TRUE(world_.guest->Enable().ok());
@@ -152,10 +152,10 @@ class SaveRestore : public ::testing::Test {
     absl::StatusOr<std::unique_ptr<Partition>> p = Partition::Restore(*partition_blob);
     ASSERT_TRUE(p.ok()) << p.status();
     world_.partition = *std::move(p);
-    world_.host = *Channel::Allocate(*world_.partition, true);
+    world_.host = *Channel::Allocate(*world_.partition, EndpointRole::kHost);
     ASSERT_TRUE(world_.host->SetCallbacks(host_driver_.Callbacks(rec_)).ok());
     ASSERT_TRUE(world_.host->Restore(*host_blob).ok());
-    world_.guest = *Channel::Allocate(*world_.partition, false);
+    world_.guest = *Channel::Allocate(*world_.partition, EndpointRole::kGuest);
     ASSERT_TRUE(world_.guest->SetCallbacks(guest_driver_.Callbacks(rec_)).ok());
     ASSERT_TRUE(world_.guest->Restore(*guest_blob).ok());
     ASSERT_TRUE(world_.host->Enable().ok());
@@ -225,7 +225,7 @@ TEST_F(SaveRestore, EveryTruncationAndBitFlipFailsCleanly) {
   // Every truncation of the channel blob; a strided sample of the larger
   // partition blob plus its last 64 lengths.
   for (size_t n = 0; n < channel_blob.size(); ++n) {
-    auto ch = *Channel::Allocate(*world_.partition, true);
+    auto ch = *Channel::Allocate(*world_.partition, EndpointRole::kHost);
     absl::Status s = ch->Restore(channel_blob.substr(0, n));
     ASSERT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << "truncated to " << n;
     EXPECT_FALSE(ch->restored());
@@ -240,7 +240,8 @@ TEST_F(SaveRestore, EveryTruncationAndBitFlipFailsCleanly) {
   for (int i = 0; i < 2000; ++i) {
     std::string flipped = i % 2 ? channel_blob : partition_blob;
     flipped[rng() % flipped.size()] ^= static_cast<char>(1u << (rng() % 8));
-    absl::Status s = i % 2 ? (*Channel::Allocate(*world_.partition, true))->Restore(flipped)
+    absl::Status s = i % 2 ? (*Channel::Allocate(*world_.partition, EndpointRole::kHost))
+                                 ->Restore(flipped)
                            : Partition::Restore(flipped).status();
     ASSERT_FALSE(s.ok()) << "flip " << i;
     ASSERT_TRUE(s.code() == absl::StatusCode::kInvalidArgument ||
@@ -257,20 +258,20 @@ TEST_F(SaveRestore, RejectsNewerVersionsWrongKindAndWrongRole) {
   saved::v1::SavedBlob newer;
   ASSERT_TRUE(newer.ParseFromString(last_host_blob_));
   newer.set_format_version(kSavedStateFormatVersion + 1);
-  auto ch = *Channel::Allocate(*world_.partition, true);
+  auto ch = *Channel::Allocate(*world_.partition, EndpointRole::kHost);
   absl::Status s = ch->Restore(newer.SerializeAsString());
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_NE(s.message().find("format version 2"), std::string::npos) << s;
   EXPECT_EQ(Partition::Restore(last_host_blob_).status().code(), absl::StatusCode::kInvalidArgument)
       << "a channel blob is not a partition";
-  auto client = *Channel::Allocate(*world_.partition, false);
+  auto client = *Channel::Allocate(*world_.partition, EndpointRole::kGuest);
   EXPECT_EQ(client->Restore(last_host_blob_).code(), absl::StatusCode::kInvalidArgument)
       << "a server's blob does not restore a client";
   // A blob for a channel this partition does not have: Enable refuses.
   PartitionOptions o;
   o.memory_bytes = 16 << 20;
   auto empty = *Partition::Create(o);
-  auto stranger = *Channel::Allocate(*empty, true);
+  auto stranger = *Channel::Allocate(*empty, EndpointRole::kHost);
   ASSERT_TRUE(stranger->Restore(last_host_blob_).ok());
   EXPECT_EQ(stranger->Enable().code(), absl::StatusCode::kFailedPrecondition);
 }
@@ -280,12 +281,12 @@ TEST(SaveRestoreForceNewChannel, AbandonsTheOldInstanceAndOffersAfresh) {
   o.memory_bytes = 64 << 20;
   auto partition = *Partition::Create(o);
   Recorder r;
-  auto host = *Channel::Allocate(*partition, true);
+  auto host = *Channel::Allocate(*partition, EndpointRole::kHost);
   ASSERT_TRUE(host->SetTargetInterfaceId(kTestType, kTestInstance).ok());
   ASSERT_TRUE(host->SetServerFlags(kServerFlagForceNewChannel).ok());
   ASSERT_TRUE(host->SetCallbacks(RecordingCallbacks(r, "host")).ok());
   ASSERT_TRUE(host->Enable().ok());
-  auto guest = *Channel::Allocate(*partition, false);
+  auto guest = *Channel::Allocate(*partition, EndpointRole::kGuest);
   ASSERT_TRUE(guest->SetTargetPnp(kTestType, std::nullopt).ok());
   ASSERT_TRUE(guest->SetCallbacks(RecordingCallbacks(r, "guest")).ok());
   ASSERT_TRUE(guest->Enable().ok());
@@ -306,7 +307,7 @@ TEST(SaveRestoreForceNewChannel, AbandonsTheOldInstanceAndOffersAfresh) {
 
   auto restored = *Partition::Restore(partition_blob);
   std::atomic<int> cancelled{0};
-  auto host2 = *Channel::Allocate(*restored, true);
+  auto host2 = *Channel::Allocate(*restored, EndpointRole::kHost);
   ChannelCallbacks cb = RecordingCallbacks(r, "host2");
   cb.restore_packet = [&cancelled](Channel& ch, std::span<const uint8_t> lib,
                                    std::span<const uint8_t>) {
@@ -324,7 +325,7 @@ TEST(SaveRestoreForceNewChannel, AbandonsTheOldInstanceAndOffersAfresh) {
   EXPECT_NE(host2->relid(), 0u);
   EXPECT_NE(host2->relid(), old_relid) << "the old relid is still held until the guest releases it";
   ASSERT_TRUE(host2->Start().ok());
-  auto guest2 = *Channel::Allocate(*restored, false);
+  auto guest2 = *Channel::Allocate(*restored, EndpointRole::kGuest);
   ASSERT_TRUE(guest2->SetTargetPnp(kTestType, std::nullopt).ok());
   ASSERT_TRUE(guest2->SetCallbacks(RecordingCallbacks(r, "guest2")).ok());
   ASSERT_TRUE(guest2->Enable().ok());
