@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "kmcl_core/base/status_macros.h"
 #include "kmcl_core/bus/partition.h"
 #include "kmcl_core/wire/vmbus_wire.h"
 
@@ -26,9 +27,9 @@ absl::StatusOr<std::unique_ptr<Channel>> Channel::Allocate(Partition& partition,
 }
 
 Channel::Channel(Partition& partition, EndpointRole role, ChannelExecutors executors)
-    : partition_(&partition), role_(role), fsm_(role), executors_(executors) {
+    : partition_(&partition), role_(role), fsm_(role), config_(role), executors_(executors) {
   MutexLock lock(&mu_);
-  offer_.interface_instance = Guid::Random();
+  config_.offer.interface_instance = Guid::Random();
 }
 
 Channel::~Channel() {
@@ -41,7 +42,7 @@ Channel::~Channel() {
   {
     MutexLock lock(&mu_);
     relid = relid_;
-    vtl = client_vtl_;
+    vtl = config_.client_vtl;
   }
   if (IsHost(role_)) {
     if (relid != 0) partition_->DetachHost(relid, this);
@@ -61,10 +62,25 @@ bool Channel::OnOwnThread() const {
 }
 
 absl::Status Channel::CheckConfigurable() const {
-  if (!fsm_.configurable()) {
+  if (!fsm_.configurable() || threads_running_) {
     return absl::FailedPreconditionError(absl::StrCat(
         "channel is ", ConnectionStateName(fsm_.connection()), "; configure it while disabled"));
   }
+  return absl::OkStatus();
+}
+
+absl::Status Channel::Configure(std::optional<EndpointRole> only,
+                                absl::FunctionRef<void(ChannelConfig&)> edit) {
+  MutexLock lock(&mu_);
+  RETURN_IF_ERROR(CheckConfigurable());
+  if (only.has_value() && *only != role_) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "a ", EndpointRoleName(*only), "-only setting on a ", EndpointRoleName(role_), " channel"));
+  }
+  ChannelConfig next = config_;
+  edit(next);
+  RETURN_IF_ERROR(next.Validate());
+  config_ = std::move(next);
   return absl::OkStatus();
 }
 
@@ -72,7 +88,7 @@ absl::Status Channel::CheckConfigurable() const {
 
 absl::Status Channel::BindPartition(Partition& partition) {
   MutexLock lock(&mu_);
-  if (absl::Status s = CheckConfigurable(); !s.ok()) return s;
+  RETURN_IF_ERROR(CheckConfigurable());
   if (relid_ != 0) {
     return absl::FailedPreconditionError("the channel's previous offer has not been released yet");
   }
@@ -82,155 +98,84 @@ absl::Status Channel::BindPartition(Partition& partition) {
 
 absl::Status Channel::SetCallbacks(ChannelCallbacks callbacks) {
   MutexLock lock(&mu_);
-  if (absl::Status s = CheckConfigurable(); !s.ok()) return s;
-  if (threads_running_) {
-    return absl::FailedPreconditionError("callbacks cannot change while the channel's tasks run");
-  }
+  RETURN_IF_ERROR(CheckConfigurable());
   callbacks_ = std::move(callbacks);
   return absl::OkStatus();
 }
 
 absl::Status Channel::SetFlags(uint32_t flags) {
-  MutexLock lock(&mu_);
-  if (absl::Status s = CheckConfigurable(); !s.ok()) return s;
-  if ((flags & ~kChannelInitFlagIsPipe) != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("unknown channel flags 0x", absl::Hex(flags)));
-  }
-  flags_ = flags;
-  return absl::OkStatus();
+  return Configure(std::nullopt, [&](ChannelConfig& c) { c.flags = flags; });
 }
 
 absl::Status Channel::SetFriendlyName(std::string name) {
-  MutexLock lock(&mu_);
-  if (absl::Status s = CheckConfigurable(); !s.ok()) return s;
-  friendly_name_ = std::move(name);
-  return absl::OkStatus();
+  return Configure(std::nullopt, [&](ChannelConfig& c) { c.friendly_name = std::move(name); });
 }
 
 absl::Status Channel::SetClientContextSize(uint32_t bytes) {
-  MutexLock lock(&mu_);
-  if (absl::Status s = CheckConfigurable(); !s.ok()) return s;
-  if (bytes > (1u << 20)) return absl::InvalidArgumentError("client context above 1 MiB");
-  context_size_ = bytes;
-  return absl::OkStatus();
+  return Configure(std::nullopt, [&](ChannelConfig& c) { c.client_context_size = bytes; });
 }
 
 absl::Status Channel::SetMaximumPacketSize(uint32_t bytes) {
-  MutexLock lock(&mu_);
-  if (absl::Status s = CheckConfigurable(); !s.ok()) return s;
-  if (bytes == 0 || bytes > (1u << 24)) {
-    return absl::InvalidArgumentError(absl::StrCat("maximum packet size ", bytes, " out of range"));
-  }
-  max_packet_size_ = bytes;
-  return absl::OkStatus();
+  return Configure(std::nullopt, [&](ChannelConfig& c) { c.max_packet_size = bytes; });
 }
 
 absl::Status Channel::SetMaximumExternalData(uint32_t bytes, uint32_t chain_length) {
-  MutexLock lock(&mu_);
-  if (absl::Status s = CheckConfigurable(); !s.ok()) return s;
-  if (bytes == 0) return absl::InvalidArgumentError("maximum external data of 0 bytes");
-  if (chain_length == 0) return absl::InvalidArgumentError("maximum external chain length of 0");
-  max_external_bytes_ = bytes;
-  max_external_chain_ = chain_length;
-  return absl::OkStatus();
+  return Configure(std::nullopt, [&](ChannelConfig& c) {
+    c.max_external_bytes = bytes;
+    c.max_external_chain = chain_length;
+  });
 }
 
 absl::Status Channel::SetRingBufferPageCount(uint32_t incoming, uint32_t outgoing) {
-  MutexLock lock(&mu_);
-  if (absl::Status s = CheckConfigurable(); !s.ok()) return s;
-  if (IsHost(role_)) return absl::FailedPreconditionError("ring sizes are set by the client");
-  if (incoming == 0 || outgoing == 0 || incoming > kMaxRingPages || outgoing > kMaxRingPages) {
-    return absl::InvalidArgumentError(absl::StrCat("ring page counts ", incoming, "/", outgoing,
-                                                   " must be 1 to ", kMaxRingPages));
-  }
-  incoming_pages_ = incoming;
-  outgoing_pages_ = outgoing;
-  return absl::OkStatus();
+  return Configure(EndpointRole::kGuest, [&](ChannelConfig& c) {
+    c.incoming_pages = incoming;
+    c.outgoing_pages = outgoing;
+  });
 }
 
 absl::Status Channel::SetTargetPnp(const Guid& type, std::optional<Guid> instance, uint8_t vtl) {
-  MutexLock lock(&mu_);
-  if (absl::Status s = CheckConfigurable(); !s.ok()) return s;
-  if (IsHost(role_)) {
-    return absl::FailedPreconditionError("VmbClientChannelInitSetTargetPnp on a server");
-  }
-  if (vtl > 2) return absl::InvalidArgumentError(absl::StrCat("VTL ", vtl));
-  target_type_ = type;
-  target_instance_ = instance;
-  client_vtl_ = vtl;
-  return absl::OkStatus();
+  return Configure(EndpointRole::kGuest, [&](ChannelConfig& c) {
+    c.target_type = type;
+    c.target_instance = instance;
+    c.client_vtl = vtl;
+  });
 }
 
 absl::Status Channel::SetServerFlags(uint32_t flags) {
-  MutexLock lock(&mu_);
-  if (absl::Status s = CheckConfigurable(); !s.ok()) return s;
-  if (!IsHost(role_)) return absl::FailedPreconditionError("server flags on a client channel");
-  if ((flags & ~kServerFlags) != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("unknown server flags 0x", absl::Hex(flags)));
-  }
-  server_flags_ = flags;
-  return absl::OkStatus();
+  return Configure(EndpointRole::kHost, [&](ChannelConfig& c) { c.server_flags = flags; });
 }
 
 absl::Status Channel::SetMmioMegabytes(uint16_t megabytes, uint16_t optional_megabytes) {
-  MutexLock lock(&mu_);
-  if (absl::Status s = CheckConfigurable(); !s.ok()) return s;
-  if (!IsHost(role_)) return absl::FailedPreconditionError("MMIO is requested by the server");
-  if (megabytes == 0 && optional_megabytes == 0) {
-    return absl::InvalidArgumentError("MMIO megabytes and optional megabytes are both 0");
-  }
-  offer_.mmio_megabytes = megabytes;
-  offer_.mmio_megabytes_optional = optional_megabytes;
-  return absl::OkStatus();
+  return Configure(EndpointRole::kHost, [&](ChannelConfig& c) {
+    c.offer.mmio_megabytes = megabytes;
+    c.offer.mmio_megabytes_optional = optional_megabytes;
+  });
 }
 
 absl::Status Channel::SetTargetInterfaceId(const Guid& type, const Guid& instance) {
-  MutexLock lock(&mu_);
-  if (absl::Status s = CheckConfigurable(); !s.ok()) return s;
-  if (!IsHost(role_)) return absl::FailedPreconditionError("target interface id on a client");
-  offer_.interface_type = type;
-  offer_.interface_instance = instance;
-  return absl::OkStatus();
+  return Configure(EndpointRole::kHost, [&](ChannelConfig& c) {
+    c.offer.interface_type = type;
+    c.offer.interface_instance = instance;
+  });
 }
 
 absl::Status Channel::SetTargetVtl(uint8_t vtl) {
-  MutexLock lock(&mu_);
-  if (absl::Status s = CheckConfigurable(); !s.ok()) return s;
-  if (!IsHost(role_)) return absl::FailedPreconditionError("target VTL on a client");
-  if (vtl > 2) return absl::InvalidArgumentError(absl::StrCat("VTL ", vtl, " is not 0, 1 or 2"));
-  offer_.target_vtl = vtl;
-  return absl::OkStatus();
+  return Configure(EndpointRole::kHost, [&](ChannelConfig& c) { c.offer.target_vtl = vtl; });
 }
 
 absl::Status Channel::SetUserDefined(std::span<const uint8_t> bytes) {
-  MutexLock lock(&mu_);
-  if (absl::Status s = CheckConfigurable(); !s.ok()) return s;
   if (bytes.size() > wire::kOfferUserDefinedBytes) {
+    // Not a configuration value: the offer's field has room for 120 bytes.
     return absl::InvalidArgumentError(absl::StrCat("offer data of ", bytes.size(),
                                                    " bytes; at most 120"));
   }
-  offer_.user_defined.fill(0);
-  std::copy(bytes.begin(), bytes.end(), offer_.user_defined.begin());
-  return absl::OkStatus();
+  return Configure(std::nullopt, [&](ChannelConfig& c) {
+    c.offer.user_defined.fill(0);
+    std::copy(bytes.begin(), bytes.end(), c.offer.user_defined.begin());
+  });
 }
 
-uint16_t Channel::WireOfferFlags() const {
-  uint16_t wire_flags = 0;
-  if (server_flags_ & kServerFlagEnumerateDeviceInterface) {
-    wire_flags |= wire::kOfferFlagEnumerateDeviceInterface;
-  }
-  if (server_flags_ & kServerFlagOfferAsPipe) wire_flags |= wire::kOfferFlagNamedPipeMode;
-  if (server_flags_ & kServerFlagLoopbackOffer) wire_flags |= wire::kOfferFlagLoopback;
-  if (server_flags_ & kServerFlagForceNewChannel) wire_flags |= wire::kOfferFlagForceNewChannel;
-  if (server_flags_ & kServerFlagTlnpiProviderOffer) wire_flags |= wire::kOfferFlagTlnpiProvider;
-  return wire_flags;
-}
-
-bool Channel::pipe_mode() const {
-  if (flags_ & kChannelInitFlagIsPipe) return true;
-  if (IsHost(role_)) return (server_flags_ & kServerFlagOfferAsPipe) != 0;
-  return (matched_offer_.channel_flags & wire::kOfferFlagNamedPipeMode) != 0;
-}
+bool Channel::pipe_mode() const { return config_.PipeMode(matched_offer_.channel_flags); }
 
 // ---- Threads ---------------------------------------------------------------------------
 
@@ -317,18 +262,15 @@ absl::Status Channel::Enable() {
   std::optional<Guid> instance;
   {
     MutexLock lock(&mu_);
-    if (!IsHost(role_) && target_type_.IsNull()) {
-      return absl::FailedPreconditionError(
-          "client channel has no target interface (VmbClientChannelInitSetTargetPnp)");
-    }
+    RETURN_IF_ERROR(config_.Validate(ChannelConfig::Check::kEnable));
     absl::StatusOr<Actions> a = fsm_.Enable();
     if (!a.ok()) return a.status();
     actions = *a;
-    offer_.channel_flags = WireOfferFlags();
-    offer = offer_;
-    vtl = client_vtl_;
-    type = target_type_;
-    instance = target_instance_;
+    config_.offer.channel_flags = config_.WireOfferFlags();
+    offer = config_.offer;
+    vtl = config_.client_vtl;
+    type = config_.target_type;
+    instance = config_.target_instance;
     incoming_failed_ = false;
     corruption_.clear();
   }
@@ -458,7 +400,7 @@ uint32_t Channel::relid() const {
 
 uint8_t Channel::client_vtl() const {
   MutexLock lock(&mu_);
-  return client_vtl_;
+  return config_.client_vtl;
 }
 
 ConnectionState Channel::connection() const {
@@ -468,7 +410,7 @@ ConnectionState Channel::connection() const {
 
 Guid Channel::interface_instance() const {
   MutexLock lock(&mu_);
-  return IsHost(role_) ? offer_.interface_instance : matched_offer_.interface_instance;
+  return IsHost(role_) ? config_.offer.interface_instance : matched_offer_.interface_instance;
 }
 
 absl::StatusOr<std::pair<uint64_t, uint64_t>> Channel::MmioSpace() const {

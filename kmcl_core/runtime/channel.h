@@ -47,6 +47,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "kmcl_core/base/guid.h"
@@ -58,6 +59,7 @@
 #include "kmcl_core/control/vmbus_server.h"
 #include "kmcl_core/memory/guest_memory.h"
 #include "kmcl_core/ring/ring_buffer.h"
+#include "kmcl_core/runtime/channel_config.h"
 #include "kmcl_core/runtime/executor.h"
 #include "kmcl_core/wire/gpa_range.h"
 #include "kmcl_core/wire/vmbus_messages.h"
@@ -68,23 +70,13 @@ class Channel;
 class Partition;
 struct RingLink;
 
-// KMCL flag values (vmbuskernelmodeclientlibapi.h).
+// KMCL flag values (vmbuskernelmodeclientlibapi.h); the Init flags and
+// limits are in channel_config.h.
 inline constexpr uint32_t kFormatFlagWaitForCompletion = 0x1;
 inline constexpr uint32_t kFormatFlagForceMdlLength = 0x2;
 inline constexpr uint32_t kFormatFlagPagedBuffer = 0x4;
 inline constexpr uint32_t kFormatFlags = 0x7;
-inline constexpr uint32_t kChannelInitFlagIsPipe = 0x1;
-inline constexpr uint32_t kServerFlagLoopbackOffer = 0x1;
-inline constexpr uint32_t kServerFlagEnumerateDeviceInterface = 0x2;
-inline constexpr uint32_t kServerFlagOfferAsPipe = 0x4;
-inline constexpr uint32_t kServerFlagForceNewChannel = 0x8;
-inline constexpr uint32_t kServerFlagTlnpiProviderOffer = 0x10;
-inline constexpr uint32_t kServerFlags = 0x1F;
 inline constexpr uint32_t kProcessPacketFlagExternalData = 0x1;
-
-inline constexpr uint32_t kDefaultMaxPacketSize = 4096;
-inline constexpr uint32_t kDefaultRingPages = 16;
-inline constexpr uint32_t kMaxRingPages = 8192;  // 32 MiB per ring
 
 // An outgoing packet object (VMBPACKET). Allocated by the channel, or built
 // in caller memory of at least Channel::SizeofPacket() bytes.
@@ -263,17 +255,22 @@ class Channel final : public BusEndpoint {
   uint32_t magic() const { return magic_; }
 
   // ---- Configuration (only while disabled: else FAILED_PRECONDITION) -----
+  // Each setter edits the ChannelConfig (channel_config.h) and keeps the
+  // edit only if ChannelConfig::Validate accepts it (else INVALID_ARGUMENT);
+  // Enable validates the whole configuration once more.
   absl::Status SetCallbacks(ChannelCallbacks callbacks);
   absl::Status SetFlags(uint32_t flags);  // INVALID_ARGUMENT for unknown bits
   absl::Status SetFriendlyName(std::string name);
   absl::Status SetClientContextSize(uint32_t bytes);
   absl::Status SetMaximumPacketSize(uint32_t bytes);
+  // Both 0: no limit (the default); otherwise both must be non-zero.
   absl::Status SetMaximumExternalData(uint32_t bytes, uint32_t chain_length);
   // Client only.
   absl::Status SetRingBufferPageCount(uint32_t incoming, uint32_t outgoing);
   absl::Status SetTargetPnp(const Guid& type, std::optional<Guid> instance, uint8_t vtl = 0);
   // Server only.
   absl::Status SetServerFlags(uint32_t flags);
+  // Both 0: no MMIO (the default).
   absl::Status SetMmioMegabytes(uint16_t megabytes, uint16_t optional_megabytes);
   absl::Status SetTargetInterfaceId(const Guid& type, const Guid& instance);
   absl::Status SetTargetVtl(uint8_t vtl);
@@ -407,7 +404,12 @@ class Channel final : public BusEndpoint {
   void WaitDone(const std::function<bool()>& done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void KickIo() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void WaitControlIdle();
+  // The one state check of every setter: disabled and its tasks stopped.
   absl::Status CheckConfigurable() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A setter: checks the state (and, with `only`, the role), applies `edit`
+  // to a copy of the configuration and keeps it if it validates.
+  absl::Status Configure(std::optional<EndpointRole> only,
+                         absl::FunctionRef<void(ChannelConfig&)> edit);
   bool OnOwnThread() const;
   absl::Status RunUserCommand(CommandKind kind);
   void Post(Command command) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -417,7 +419,6 @@ class Channel final : public BusEndpoint {
   void RunAction(EndpointAction action);
   void StartThreads();
   void StopThreads();
-  uint16_t WireOfferFlags() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool pipe_mode() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Control-thread steps.
@@ -458,20 +459,8 @@ class Channel final : public BusEndpoint {
   CondVar done_cv_;  // user-call completion, drain progress
   EndpointStateMachine fsm_ ABSL_GUARDED_BY(mu_);
   ChannelCallbacks callbacks_;  // set while disabled, read by the threads
-  // Configuration.
-  uint32_t flags_ ABSL_GUARDED_BY(mu_) = 0;
-  std::string friendly_name_ ABSL_GUARDED_BY(mu_);
-  uint32_t context_size_ ABSL_GUARDED_BY(mu_) = 0;
-  uint32_t max_packet_size_ ABSL_GUARDED_BY(mu_) = kDefaultMaxPacketSize;
-  uint32_t max_external_bytes_ ABSL_GUARDED_BY(mu_) = 0;
-  uint32_t max_external_chain_ ABSL_GUARDED_BY(mu_) = 0;
-  uint32_t incoming_pages_ ABSL_GUARDED_BY(mu_) = kDefaultRingPages;
-  uint32_t outgoing_pages_ ABSL_GUARDED_BY(mu_) = kDefaultRingPages;
-  Guid target_type_ ABSL_GUARDED_BY(mu_);
-  std::optional<Guid> target_instance_ ABSL_GUARDED_BY(mu_);
-  uint8_t client_vtl_ ABSL_GUARDED_BY(mu_) = 0;
-  uint32_t server_flags_ ABSL_GUARDED_BY(mu_) = 0;
-  ServerOffer offer_ ABSL_GUARDED_BY(mu_);
+  // What the Init setters configure; changes only while disabled.
+  ChannelConfig config_ ABSL_GUARDED_BY(mu_);
   // Identity once offered (server) or matched (client).
   uint32_t relid_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t offer_sequence_ ABSL_GUARDED_BY(mu_) = 0;

@@ -221,9 +221,9 @@ void Channel::OpenMatchedOffer(uint32_t relid) {
   {
     MutexLock lock(&mu_);
     if (fsm_.connection() != ConnectionState::kEnabled || relid_ != relid) return;
-    in_pages = incoming_pages_;
-    out_pages = outgoing_pages_;
-    vtl = client_vtl_;
+    in_pages = config_.incoming_pages;
+    out_pages = config_.outgoing_pages;
+    vtl = config_.client_vtl;
   }
   // The guest donates both rings: [control + outgoing][control + incoming].
   const uint32_t downstream = 1 + out_pages;
@@ -296,7 +296,8 @@ void Channel::CallOpened() {
   {
     MutexLock lock(&mu_);
     const uint32_t megabytes =
-        IsHost(role_) ? uint32_t{offer_.mmio_megabytes} + offer_.mmio_megabytes_optional
+        IsHost(role_)
+            ? uint32_t{config_.offer.mmio_megabytes} + config_.offer.mmio_megabytes_optional
                    : uint32_t{matched_offer_.mmio_megabytes} + matched_offer_.mmio_megabytes_optional;
     mmio_bytes = uint64_t{megabytes} << 20;
   }
@@ -341,7 +342,7 @@ void Channel::ReleaseRings() {
   {
     MutexLock lock(&mu_);
     relid = relid_;
-    vtl = client_vtl_;
+    vtl = config_.client_vtl;
     mmio_.reset();
     open_.reset();
   }
@@ -379,7 +380,7 @@ void Channel::Disconnect() {
   {
     MutexLock lock(&mu_);
     relid = relid_;
-    vtl = client_vtl_;
+    vtl = config_.client_vtl;
     open_sent = client_open_sent_;
     client_open_sent_ = false;
   }

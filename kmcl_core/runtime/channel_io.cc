@@ -30,7 +30,7 @@ Delivery* Channel::TakeDelivery() {
   free_deliveries_.pop_back();
   d->channel_ = this;
   d->in_callback_ = d->deferred_ = d->completed_ = d->retired_ = d->passive_ = false;
-  d->context_.assign(context_size_, 0);
+  d->context_.assign(config_.client_context_size, 0);
   return d;
 }
 
@@ -343,7 +343,7 @@ ChannelSnapshot Channel::Snapshot() const {
     s.transaction_quota = quota_;
     s.interrupt_latency = interrupt_latency_;
     s.corruption = corruption_;
-    s.friendly_name = friendly_name_;
+    s.friendly_name = config_.friendly_name;
     incoming = incoming_memory_;
   }
   {

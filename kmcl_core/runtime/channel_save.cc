@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "kmcl_core/base/status_macros.h"
 #include "kmcl_core/runtime/channel.h"
 #include "kmcl_core/bus/partition.h"
 #include "kmcl_core/ring/ring_buffer.h"
@@ -43,27 +44,27 @@ absl::StatusOr<std::string> Channel::Save() {
     out.set_offer_sequence(offer_sequence_);
     out.set_connection(static_cast<uint32_t>(fsm_.connection()));
     out.set_run(static_cast<uint32_t>(fsm_.run()));
-    saved_convert::OfferTo(offer_, out.mutable_offer());
-    out.set_server_flags(server_flags_);
-    out.set_channel_flags(flags_);
-    out.set_max_packet_size(max_packet_size_);
-    out.set_max_external_bytes(max_external_bytes_);
-    out.set_max_external_chain(max_external_chain_);
+    saved_convert::OfferTo(config_.offer, out.mutable_offer());
+    out.set_server_flags(config_.server_flags);
+    out.set_channel_flags(config_.flags);
+    out.set_max_packet_size(config_.max_packet_size);
+    out.set_max_external_bytes(config_.max_external_bytes);
+    out.set_max_external_chain(config_.max_external_chain);
     out.set_transaction_quota(quota_);
     out.set_interrupt_latency(interrupt_latency_);
-    out.set_client_context_size(context_size_);
-    out.set_incoming_pages(incoming_pages_);
-    out.set_outgoing_pages(outgoing_pages_);
-    out.set_target_type(saved_convert::GuidBytes(target_type_));
-    if (target_instance_.has_value()) {
-      out.set_target_instance(saved_convert::GuidBytes(*target_instance_));
+    out.set_client_context_size(config_.client_context_size);
+    out.set_incoming_pages(config_.incoming_pages);
+    out.set_outgoing_pages(config_.outgoing_pages);
+    out.set_target_type(saved_convert::GuidBytes(config_.target_type));
+    if (config_.target_instance.has_value()) {
+      out.set_target_instance(saved_convert::GuidBytes(*config_.target_instance));
     }
-    out.set_client_vtl(client_vtl_);
-    out.set_friendly_name(friendly_name_);
+    out.set_client_vtl(config_.client_vtl);
+    out.set_friendly_name(config_.friendly_name);
     out.set_client_open_sent(client_open_sent_);
     if (open_.has_value()) saved_convert::OpenTo(*open_, out.mutable_open());
     if (!IsHost(role_)) {
-      saved_convert::OfferTo(FromOfferMessage(matched_offer_, client_vtl_), out.mutable_offer());
+      saved_convert::OfferTo(FromOfferMessage(matched_offer_, config_.client_vtl), out.mutable_offer());
       out.set_ring_gpadl(ring_gpadl_);
       out.mutable_ring_pfns()->Add(ring_pfns_.begin(), ring_pfns_.end());
     }
@@ -128,10 +129,10 @@ absl::Status Channel::Restore(const std::string& blob) {
   }
   if (in.connection() > static_cast<uint32_t>(ConnectionState::kClosed) ||
       in.connection() == static_cast<uint32_t>(ConnectionState::kOpening) ||
-      in.run() > static_cast<uint32_t>(RunState::kActive) || in.max_packet_size() == 0 ||
-      in.max_packet_size() > (1u << 24) || in.incoming_pages() > kMaxRingPages ||
-      in.outgoing_pages() > kMaxRingPages || in.client_vtl() > 2 ||
+      in.run() > static_cast<uint32_t>(RunState::kActive) || in.client_vtl() > 2 ||
       (in.connection() != 0 && in.relid() == 0)) {
+    // (The configuration's own ranges are ChannelConfig::Validate's, below;
+    // the VTL is checked here before it is narrowed to a byte.)
     return absl::InvalidArgumentError("saved channel has a field out of range");
   }
   absl::StatusOr<ServerOffer> offer = saved_convert::OfferFrom(in.offer());
@@ -161,31 +162,35 @@ absl::Status Channel::Restore(const std::string& blob) {
     if (!fsm_.configurable() || threads_running_) {
       return absl::FailedPreconditionError("restore into a disabled channel, before Enable");
     }
+    ChannelConfig config = config_;
+    if (IsHost(role_)) config.offer = *offer;
+    config.server_flags = in.server_flags();
+    config.flags = in.channel_flags();
+    config.max_packet_size = in.max_packet_size();
+    config.max_external_bytes = in.max_external_bytes();
+    config.max_external_chain = in.max_external_chain();
+    config.client_context_size = in.client_context_size();
+    config.incoming_pages = in.incoming_pages() == 0 ? kDefaultRingPages : in.incoming_pages();
+    config.outgoing_pages = in.outgoing_pages() == 0 ? kDefaultRingPages : in.outgoing_pages();
+    config.target_type = *target;
+    config.target_instance = target_instance;
+    config.client_vtl = static_cast<uint8_t>(in.client_vtl());
+    config.friendly_name = in.friendly_name();
+    // The same validator as the setters': a blob cannot configure what they
+    // would refuse.
+    RETURN_IF_ERROR(config.Validate());
+    config_ = std::move(config);
     restored_ = true;
     restored_connection_ = static_cast<ConnectionState>(in.connection());
     restored_run_ = static_cast<RunState>(in.run());
     relid_ = in.relid();
     offer_sequence_ = in.offer_sequence();
-    if (IsHost(role_)) {
-      offer_ = *offer;
-    } else {
+    if (!IsHost(role_)) {
       matched_offer_ = ToOfferMessage(*offer);
       matched_offer_.child_relid = in.relid();
     }
-    server_flags_ = in.server_flags();
-    flags_ = in.channel_flags();
-    max_packet_size_ = in.max_packet_size();
-    max_external_bytes_ = in.max_external_bytes();
-    max_external_chain_ = in.max_external_chain();
     quota_ = in.transaction_quota();
     interrupt_latency_ = static_cast<uint16_t>(in.interrupt_latency());
-    context_size_ = in.client_context_size();
-    incoming_pages_ = in.incoming_pages() == 0 ? kDefaultRingPages : in.incoming_pages();
-    outgoing_pages_ = in.outgoing_pages() == 0 ? kDefaultRingPages : in.outgoing_pages();
-    target_type_ = *target;
-    target_instance_ = target_instance;
-    client_vtl_ = static_cast<uint8_t>(in.client_vtl());
-    friendly_name_ = in.friendly_name();
     client_open_sent_ = in.client_open_sent();
     open_ = open;
     next_transaction_id_ = std::max<uint64_t>(in.next_transaction_id(), next_transaction_id_);
@@ -270,7 +275,7 @@ absl::StatusOr<bool> Channel::EnableRestored() {
     restored_ = false;
     connection = restored_connection_;
     old_relid = relid_;
-    force_new = IsHost(role_) && (server_flags_ & kServerFlagForceNewChannel) != 0;
+    force_new = IsHost(role_) && (config_.server_flags & kServerFlagForceNewChannel) != 0;
     if (connection == ConnectionState::kDisabled ||
         (!IsHost(role_) && connection == ConnectionState::kEnabled)) {
       relid_ = 0;  // saved before it was offered/opened: enable as new
@@ -315,7 +320,7 @@ absl::Status Channel::AttachRestored() {
     MutexLock lock(&mu_);
     relid = relid_;
     sequence = offer_sequence_;
-    vtl = client_vtl_;
+    vtl = config_.client_vtl;
     connection = restored_connection_;
     open = open_;
   }
@@ -338,7 +343,7 @@ absl::Status Channel::AttachRestored() {
       uint32_t downstream;
       {
         MutexLock lock(&mu_);
-        downstream = 1 + outgoing_pages_;
+        downstream = 1 + config_.outgoing_pages;
       }
       absl::StatusOr<std::vector<uint32_t>> order =
           DoubleMappedRingPages(ring_pfns_.size(), downstream);

@@ -22,13 +22,13 @@ constexpr uint32_t kPipeHeaderBytes = sizeof(wire::PipeHeader);
 
 uint32_t Channel::SizeofPacket() const {
   MutexLock lock(&mu_);
-  return static_cast<uint32_t>(kPacketHeaderBytes) + max_packet_size_ + kPipeHeaderBytes;
+  return static_cast<uint32_t>(kPacketHeaderBytes) + config_.max_packet_size + kPipeHeaderBytes;
 }
 
 Packet* Channel::AllocatePacket() {
   MutexLock lock(&mu_);
   Packet* p;
-  const uint32_t capacity = max_packet_size_ + kPipeHeaderBytes;
+  const uint32_t capacity = config_.max_packet_size + kPipeHeaderBytes;
   if (!free_packets_.empty() && free_packets_.back()->capacity_ >= capacity) {
     p = free_packets_.back();
     free_packets_.pop_back();
@@ -96,10 +96,10 @@ absl::Status Channel::ValidateSend(Packet& packet, std::span<const uint8_t> buff
   if (fsm_.connection() == ConnectionState::kDisabled) {
     return absl::FailedPreconditionError("sending on a disabled channel");
   }
-  if (buffer.size() > max_packet_size_) {
+  if (buffer.size() > config_.max_packet_size) {
     return absl::InvalidArgumentError(absl::StrCat("packet of ", buffer.size(),
                                                    " bytes exceeds the maximum packet size ",
-                                                   max_packet_size_));
+                                                   config_.max_packet_size));
   }
   if (!external.empty()) {
     if (IsHost(role_)) {
@@ -109,10 +109,10 @@ absl::Status Channel::ValidateSend(Packet& packet, std::span<const uint8_t> buff
     if (absl::Status s = ValidateGpaRanges(external, partition_->memory().page_count()); !s.ok()) {
       return s;
     }
-    if (max_external_bytes_ != 0 && TotalBytes(external) > max_external_bytes_) {
+    if (config_.max_external_bytes != 0 && TotalBytes(external) > config_.max_external_bytes) {
       return absl::InvalidArgumentError(absl::StrCat("external data of ", TotalBytes(external),
                                                      " bytes exceeds the maximum ",
-                                                     max_external_bytes_));
+                                                     config_.max_external_bytes));
     }
   }
   if (pipe_mode() && (flags & kFormatFlagWaitForCompletion)) {

@@ -51,6 +51,35 @@ class ChannelTest : public ::testing::Test {
   std::unique_ptr<Partition> partition_;
 };
 
+// Every setter goes through one gate: state, then role, then the
+// configuration's validator; a refused edit leaves the configuration as it
+// was.
+TEST_F(ChannelTest, SettersShareOneStateCheckAndOneValidator) {
+  auto guest = *Channel::Allocate(*partition_, EndpointRole::kGuest);
+  ASSERT_TRUE(guest->SetMaximumPacketSize(512).ok());
+  const uint32_t sizeof_packet = guest->SizeofPacket();
+  EXPECT_EQ(guest->SetMaximumPacketSize(0).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(guest->SizeofPacket(), sizeof_packet) << "the refused size was not kept";
+  EXPECT_EQ(guest->SetMaximumExternalData(4096, 0).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(guest->SetServerFlags(0).code(), absl::StatusCode::kFailedPrecondition)
+      << "a host-only setting";
+  EXPECT_EQ(guest->Enable().code(), absl::StatusCode::kFailedPrecondition)
+      << "Enable validates: no target interface";
+  ASSERT_TRUE(guest->SetTargetPnp(kType, std::nullopt).ok());
+
+  auto host = Host({});
+  EXPECT_EQ(host->SetRingBufferPageCount(4, 4).code(), absl::StatusCode::kFailedPrecondition)
+      << "a guest-only setting";
+  ASSERT_TRUE(host->Enable().ok());
+  // Enabled: every setter is refused by the same state check.
+  EXPECT_EQ(host->SetMaximumPacketSize(512).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(host->SetFriendlyName("late").code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(host->SetServerFlags(0).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(host->SetCallbacks({}).code(), absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(host->Disable().ok());
+  EXPECT_TRUE(host->SetMaximumPacketSize(512).ok()) << "configurable again once disabled";
+}
+
 TEST_F(ChannelTest, OpenRunsCallbacksInKmclOrderOnBothSides) {
   Recorder r;
   auto host = Host(Recording(r, "host"));
