@@ -3,23 +3,34 @@
 // layout (docs/devices.md), not from devices/ic's encoders: it opens the
 // offer with GuestChannelService, attaches a PacketService stream, answers
 // NEGOTIATE and each heartbeat, and the host VSP sees a live guest. A
-// malformed answer is counted and the heartbeat keeps going.
+// malformed answer is counted, logged at warning level naming the
+// partition, channel and interface (a JSON line), and the heartbeat keeps
+// going.
 //
 // Client and server share this process (in-process gRPC), which TSan cannot
 // follow through Debian's uninstrumented libgrpc, so it is skipped there;
 // vsp_test covers the same channel without gRPC under TSan.
+#include <algorithm>
+#include <condition_variable>
 #include <cstring>
+#include <functional>
 #include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
 
 #include "daemon/config.h"
 #include "daemon/device_api.h"
 #include "daemon/device_service.h"
 #include "daemon/kmcl_services.h"
+#include "daemon/log.h"
 #include "grpcpp/server.h"
 #include "grpcpp/server_builder.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 #include "proto/channel.grpc.pb.h"
 #include "proto/packet.grpc.pb.h"
+#include "spdlog/sinks/base_sink.h"
 
 namespace kmcld {
 namespace {
@@ -29,6 +40,44 @@ namespace ic = kmcl::devices::ic;
 uint16_t U16(const std::string& b, size_t at) {
   return static_cast<uint16_t>(static_cast<uint8_t>(b[at]) | static_cast<uint8_t>(b[at + 1]) << 8);
 }
+// Keeps each log line, formatted on the logging thread (kmcld's formatter
+// reads the record's fields there).
+class CaptureSink : public spdlog::sinks::base_sink<std::mutex> {
+ public:
+  // The first line `pred` accepts, waiting up to `timeout` for it; "" if none.
+  std::string WaitFor(const std::function<bool(const std::string&)>& pred, std::chrono::seconds timeout) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    std::string found;
+    added_.wait_for(lock, timeout, [&] {
+      for (const std::string& l : lines_) {
+        if (pred(l)) {
+          found = l;
+          return true;
+        }
+      }
+      return false;
+    });
+    return found;
+  }
+  std::vector<std::string> Lines() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return lines_;
+  }
+
+ protected:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    spdlog::memory_buf_t buf;
+    formatter_->format(msg, buf);
+    lines_.emplace_back(buf.data(), buf.size());
+    added_.notify_all();
+  }
+  void flush_() override {}
+
+ private:
+  std::vector<std::string> lines_;
+  std::condition_variable added_;
+};
+
 void PutU16(std::string& b, size_t at, uint16_t v) {
   b[at] = static_cast<char>(v);
   b[at + 1] = static_cast<char>(v >> 8);
@@ -62,6 +111,11 @@ TEST(DeviceNetworkGuest, ARawBytesGuestOverKmclV1KeepsTheHeartbeatAlive) {
 #if defined(__SANITIZE_THREAD__)
   GTEST_SKIP() << "in-process gRPC under TSan (see the file comment)";
 #endif
+  auto sink = std::make_shared<CaptureSink>();
+  log::Init(log::Format::kJson, log::Level::kInfo, sink);
+  struct RestoreLog {
+    ~RestoreLog() { log::Init(log::Format::kText, log::Level::kInfo); }
+  } restore_log;
   KmclServices services(DefaultConfig());
   kmcl::PartitionOptions po;
   po.memory_bytes = 64 << 20;
@@ -111,6 +165,7 @@ TEST(DeviceNetworkGuest, ARawBytesGuestOverKmclV1KeepsTheHeartbeatAlive) {
     return seq;
   };
   uint64_t tag = 0;
+  constexpr int kGarbage = PartitionDevices::kPeerWarningsPerMinute + 2;
   bool sent_garbage = false;
   kmcl::v1::AttachResponse r;
   while (sequence() < 5 && stream->Read(&r)) {
@@ -123,7 +178,12 @@ TEST(DeviceNetworkGuest, ARawBytesGuestOverKmclV1KeepsTheHeartbeatAlive) {
       completions.mutable_completions()->add_completions()->set_delivery_id(p.delivery_id());
     }
     if (!sent_garbage && sequence() >= 2) {
-      sends.mutable_sends()->add_packets()->set_payload(std::string(10, '\x7f'));  // shorter than a header
+      // Shorter than a header, two more than the log admits in a minute.
+      // The channel handles its packets one at a time, so once the counter
+      // shows the last one, every packet before it was logged or refused.
+      for (int i = 0; i < kGarbage; ++i) {
+        sends.mutable_sends()->add_packets()->set_payload(std::string(10, '\x7f'));
+      }
       sent_garbage = true;
     }
     credits.mutable_delivery_credits()->set_credits(r.received().packets_size());
@@ -132,8 +192,9 @@ TEST(DeviceNetworkGuest, ARawBytesGuestOverKmclV1KeepsTheHeartbeatAlive) {
     ASSERT_TRUE(stream->Write(credits));
   }
   EXPECT_GE(sequence(), 5u) << "the raw-bytes guest kept the heartbeat going";
-  EXPECT_TRUE(vsp->WaitUntil([](ic::IcHostService& s) { return s.core().counters().short_packets == 1; },
-                             absl::Seconds(20)));
+  EXPECT_TRUE(vsp->WaitUntil(
+      [](ic::IcHostService& s) { return s.core().counters().short_packets == static_cast<uint64_t>(kGarbage); },
+      absl::Seconds(20)));
 
   DeviceApi api(services.registry());
   kmcl::v1::ListDevicesRequest lr;
@@ -143,7 +204,31 @@ TEST(DeviceNetworkGuest, ARawBytesGuestOverKmclV1KeepsTheHeartbeatAlive) {
   EXPECT_TRUE(list.devices(0).negotiated());
   EXPECT_EQ(list.devices(0).message_version(), "3.0");
   EXPECT_FALSE(list.devices(0).emulated_guest());
-  EXPECT_EQ(list.devices(0).counters().short_packets(), 1u);
+  EXPECT_EQ(list.devices(0).counters().short_packets(), static_cast<uint64_t>(kGarbage));
+
+  // The warning names the offender and what was wrong, as one JSON object.
+  const std::string line = sink->WaitFor(
+      [](const std::string& l) { return l.find("malformed packet from the guest") != std::string::npos; },
+      std::chrono::seconds(20));
+  ASSERT_FALSE(line.empty()) << "no warning for the malformed packet";
+  const nlohmann::json j = nlohmann::json::parse(line);  // throws if not JSON
+  EXPECT_EQ(j["level"], "warning");
+  EXPECT_EQ(j["msg"], "malformed packet from the guest");
+  EXPECT_EQ(j["partition"], "default");
+  EXPECT_EQ(j["channel"], std::to_string(opened.channel().offer().channel().channel_id()));
+  EXPECT_EQ(j["role"], "host");
+  EXPECT_EQ(j["interface"], "heartbeat");
+  EXPECT_EQ(j["interface_type"], "57164f39-9115-4e78-ab55-382f3bd5422d");
+  // The ring carries in-band payloads in 8-byte units: the 10 bytes arrive as 16.
+  EXPECT_EQ(j["problem"], "IC packet of 16 bytes is shorter than its 28-byte header");
+  EXPECT_EQ(j["dropped_before"], "0");
+  // The rest were counted but not logged: the log admits at most
+  // kPeerWarningsPerMinute a minute per partition.
+  const std::vector<std::string> lines = sink->Lines();
+  const auto warnings = std::count_if(lines.begin(), lines.end(), [](const std::string& l) {
+    return l.find("malformed packet from the guest") != std::string::npos;
+  });
+  EXPECT_EQ(warnings, PartitionDevices::kPeerWarningsPerMinute);
   kmcl::v1::GetHeartbeatRequest hr;
   hr.set_partition_id("default");
   kmcl::v1::HeartbeatState hb;

@@ -81,6 +81,7 @@ absl::StatusOr<std::unique_ptr<PartitionDevices>> PartitionDevices::Create(kmcl:
     vo.host = d->options_.host;
     PartitionDevices* self = d.get();
     vo.on_event = [self, s](const IcEvent& e) { self->Record(s, e); };
+    vo.on_dropped = [self, s](const std::string& what) { self->WarnDropped(s, what); };
     auto vsp = IcVsp::Create(s, partition.vmbus_handle(), std::move(vo), from == nullptr ? nullptr : &from->host);
     if (!vsp.ok()) {
       return absl::Status(vsp.status().code(),
@@ -165,6 +166,22 @@ void PartitionDevices::Record(IcService service, const IcEvent& event) {
     }
   }
   options_.log->Append(std::move(logged));  // outside mu_: Append wakes watchers
+}
+
+void PartitionDevices::WarnDropped(IcService service, const std::string& what) {
+  uint64_t dropped_before = 0;
+  if (!peer_log_.Admit(&dropped_before)) return;
+  uint32_t relid = 0;  // 0: before the offer is known (the guest cannot send then)
+  {
+    kmcl::MutexLock lock(&mu_);
+    if (auto it = channels_.find(service); it != channels_.end()) relid = it->second.channel_id();
+  }
+  log::Channel(log::Level::kWarning, "malformed packet from the guest", partition_id_, relid,
+               {{"role", "host"},
+                {"interface", ServiceInfo(service).name},
+                {"interface_type", ServiceInfo(service).interface_type.ToString()},
+                {"problem", what},
+                {"dropped_before", dropped_before}});
 }
 
 IcVsp* PartitionDevices::vsp(IcService service) const {

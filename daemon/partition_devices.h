@@ -16,6 +16,13 @@
 // appended to kmcld's event log as EVENT_KIND_DEVICE_* naming the device's
 // channel.
 //
+// Errors from the guest: each malformed packet a device drops is counted
+// (IcVsp::stats) and logged at warning level naming the partition, the
+// channel (relid), the interface and what was wrong ("malformed packet
+// from the guest"), at most kPeerWarningsPerMinute lines a minute per
+// partition; the next line admitted says how many were left out
+// (dropped_before). docs/operations.md states the policy.
+//
 // Threading: thread-safe. Each PartitionDevices has one poll thread; its
 // destructor stops it and closes the guests before rescinding the offers,
 // and must run before its partition is destroyed.
@@ -33,6 +40,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "daemon/event_log.h"
+#include "daemon/log.h"
 #include "devices/ic/vsc.h"
 #include "devices/ic/vsp.h"
 #include "kmcl_core/base/mutex.h"
@@ -79,6 +87,8 @@ struct SavedDevices {
 class PartitionDevices {
  public:
   static constexpr size_t kMaxEvents = 256;
+  // The most warning lines a partition's guest can cause in a minute.
+  static constexpr int kPeerWarningsPerMinute = 10;
 
   // With `saved` (from Save(), on the partition restored from the blob
   // saved right after it), restores each device instead of offering afresh;
@@ -109,6 +119,9 @@ class PartitionDevices {
   explicit PartitionDevices(std::string partition_id, DeviceOptions options);
   void PollLoop();
   void Record(kmcl::devices::ic::IcService service, const kmcl::devices::ic::IcEvent& event);
+  // A malformed packet from the guest on `service`'s channel: a warning,
+  // rate-limited by peer_log_.
+  void WarnDropped(kmcl::devices::ic::IcService service, const std::string& what);
   // Each VSP's channel as the event log names it (after the offers exist).
   void FindChannels(kmcl::Partition& partition);
 
@@ -122,6 +135,7 @@ class PartitionDevices {
   bool saved_ ABSL_GUARDED_BY(mu_) = false;  // between Save and Resume: no ticks
   std::deque<DeviceEventRecord> events_ ABSL_GUARDED_BY(mu_);
   std::map<kmcl::devices::ic::IcService, kmcl::v1::ChannelRef> channels_ ABSL_GUARDED_BY(mu_);
+  log::Limiter peer_log_{kPeerWarningsPerMinute};
   std::thread poller_;
 };
 

@@ -98,24 +98,34 @@ void IcHostCore::OnPacket(std::span<const uint8_t> packet, absl::Time now, IcOut
   absl::StatusOr<IcMessage> m = ParseIcMessage(packet);
   if (!m.ok()) {
     ++counters_.short_packets;
+    out.dropped.push_back(std::string(m.status().message()));
     return;
   }
   const IcHeader& h = m->header;
   if ((h.flags & kFlagResponse) == 0) {
     ++counters_.not_response;
+    out.dropped.push_back(absl::StrCat("icflags 0x", absl::Hex(h.flags, absl::kZeroPad2),
+                                       " without RESPONSE (icmsgtype ", h.type, ")"));
     return;
   }
   if (h.size > m->body.size()) {
     ++counters_.bad_size;
+    out.dropped.push_back(absl::StrCat("icmsgsize ", h.size, " larger than the ", m->body.size(),
+                                       " body bytes that came"));
     return;
   }
   if (h.type != kMsgNegotiate && h.type != service_.message_type) {
     ++counters_.wrong_type;
+    out.dropped.push_back(absl::StrCat("icmsgtype ", h.type, " is neither NEGOTIATE (0) nor ", service_.name,
+                                       " (", service_.message_type, ")"));
     return;
   }
   if (h.type == kMsgNegotiate) {
     if (!negotiate_ || negotiate_->transaction_id != h.transaction_id) {
       ++counters_.unexpected;
+      out.dropped.push_back(absl::StrCat("NEGOTIATE answer with transaction id ", h.transaction_id, ", ",
+                                         negotiate_ ? absl::StrCat("expected ", negotiate_->transaction_id)
+                                                    : std::string("none outstanding")));
       return;
     }
     ++counters_.responses;
@@ -126,6 +136,11 @@ void IcHostCore::OnPacket(std::span<const uint8_t> packet, absl::Time now, IcOut
   if (pending_.empty() || !pending_.front().sent || pending_.front().type != h.type ||
       pending_.front().transaction_id != h.transaction_id) {
     ++counters_.unexpected;
+    out.dropped.push_back(
+        absl::StrCat("answer with transaction id ", h.transaction_id, ", ",
+                     pending_.empty() || !pending_.front().sent
+                         ? std::string("no request outstanding")
+                         : absl::StrCat("expected ", pending_.front().transaction_id)));
     return;
   }
   ++counters_.responses;
@@ -149,7 +164,10 @@ void IcHostCore::OnNegotiateAnswer(const IcMessage& m, IcOutput& out) {
                                        ", message ", chosen->message.ToString())});
     return;
   }
-  if (!absl::IsFailedPrecondition(chosen.status())) ++counters_.bad_body;
+  if (!absl::IsFailedPrecondition(chosen.status())) {
+    ++counters_.bad_body;
+    out.dropped.push_back(absl::StrCat("NEGOTIATE answer: ", chosen.status().message()));
+  }
   state_ = State::kFailed;
   failure_ = absl::StrCat(service_.name, " negotiation failed: ", chosen.status().message());
   out.events.push_back({IcEventKind::kNegotiationFailed, failure_});

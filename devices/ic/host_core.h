@@ -15,8 +15,9 @@
 //   Close()        -> everything pending finishes UNAVAILABLE
 //
 // Malformed guest packets never stop the channel: each is dropped and
-// counted by kind (IcHostCounters); the services count bodies they cannot
-// decode through NoteMalformedBody().
+// counted by kind (IcHostCounters), and what was wrong with it is one line
+// of IcOutput::dropped for the owner's log; the services report bodies
+// they cannot decode through NoteMalformedBody().
 //
 // Threading: not thread-safe; the KMCL glue (vsp.h) serialises calls.
 #ifndef KMCLD_DEVICES_IC_HOST_CORE_H_
@@ -68,6 +69,10 @@ struct IcOutput {
   std::vector<Bytes> send;               // packets for the channel
   std::vector<IcCompletion> completed;   // finished requests (services consume these)
   std::vector<IcEvent> events;           // for the owner (logs, the daemon's event stream)
+  // One line per guest packet counted as malformed (IcHostCounters), saying
+  // what was wrong with it ("icmsgsize 64 larger than the 8 body bytes"):
+  // for the owner's log. Numbers only, no bytes of the guest's.
+  std::vector<std::string> dropped;
 };
 
 struct IcHostCounters {
@@ -113,8 +118,12 @@ class IcHostCore {
   void OnPacket(std::span<const uint8_t> packet, absl::Time now, IcOutput& out);
   // Request timeouts.
   void Tick(absl::Time now, IcOutput& out);
-  // A service found the body of an answer unusable.
-  void NoteMalformedBody() { ++counters_.bad_body; }
+  // A service found the body of an answer unusable: counted (bad_body) and
+  // `what` added to out.dropped.
+  void NoteMalformedBody(std::string what, IcOutput& out) {
+    ++counters_.bad_body;
+    out.dropped.push_back(std::move(what));
+  }
 
   // The protocol state (negotiation, transaction ids, queued and
   // outstanding requests) as bytes; Restore puts it back, treating

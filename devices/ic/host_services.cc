@@ -132,7 +132,13 @@ void HeartbeatHost::OnCompletion(IcCompletion& c, absl::Time now, IcOutput& out)
   if (!c.result.ok() || c.type != kMsgHeartbeat) return;  // timeouts and closes are counted by the core
   absl::StatusOr<uint64_t> sequence = DecodeHeartbeatBody(c.result->body);
   if (c.result->status != kHvSOk || !sequence.ok() || *sequence != last_sequence_ + 1) {
-    core_.NoteMalformedBody();
+    core_.NoteMalformedBody(
+        c.result->status != kHvSOk
+            ? absl::StrCat("heartbeat answer with status 0x", absl::Hex(c.result->status, absl::kZeroPad8))
+        : !sequence.ok() ? absl::StrCat("heartbeat answer: ", sequence.status().message())
+                         : absl::StrCat("heartbeat answer with sequence ", *sequence, ", expected ",
+                                        last_sequence_ + 1),
+        out);
     return;
   }
   last_sequence_ = *sequence;
@@ -206,7 +212,11 @@ void ShutdownHost::OnCompletion(IcCompletion& c, absl::Time now, IcOutput& out) 
   }
   // The guest echoes the request; only its status matters, but a body too
   // short to have been the request is still malformed.
-  if (c.result->body.size() < kShutdownBodySize) core_.NoteMalformedBody();
+  if (c.result->body.size() < kShutdownBodySize) {
+    core_.NoteMalformedBody(absl::StrCat("shutdown answer body of ", c.result->body.size(),
+                                         " bytes, shorter than the request's ", kShutdownBodySize),
+                            out);
+  }
   results_.Put(c.op, ShutdownResult{c.result->status});
   out.events.push_back({IcEventKind::kShutdownAnswered,
                         c.result->status == kHvSOk
@@ -245,7 +255,9 @@ void TimeSyncHost::OnCompletion(IcCompletion& c, absl::Time now, IcOutput& out) 
     return;
   }
   const IcVersion version = core_.negotiated().value_or(NegotiatedVersions{}).message;
-  if (!DecodeTimeSyncBody(c.result->body, version).ok()) core_.NoteMalformedBody();
+  if (absl::Status s = DecodeTimeSyncBody(c.result->body, version).status(); !s.ok()) {
+    core_.NoteMalformedBody(absl::StrCat("time sync answer: ", s.message()), out);
+  }
   ++answered_;
   results_.Put(c.op, TimeSyncResult{sent, now, c.result->status});
 }
@@ -309,10 +321,10 @@ void KvpHost::OnCompletion(IcCompletion& c, absl::Time now, IcOutput& out) {
         body.ok() ? KvpValueText(body->value_type, body->value) : absl::StatusOr<std::string>(body.status());
     absl::StatusOr<std::string> key = body.ok() ? DecodeKvpString(body->key) : body.status();
     if (!value.ok() || !key.ok() || body->operation != operation) {
-      core_.NoteMalformedBody();
       std::string why = !value.ok() ? std::string(value.status().message())
                         : !key.ok() ? std::string(key.status().message())
                                     : absl::StrCat("operation ", body->operation, " answers ", operation);
+      core_.NoteMalformedBody(absl::StrCat("KVP answer: ", why), out);
       results_.Put(c.op, absl::DataLossError(absl::StrCat("KVP answer is malformed: ", why)));
       return;
     }

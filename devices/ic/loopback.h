@@ -12,6 +12,7 @@
 #include <deque>
 #include <functional>
 #include <optional>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -56,6 +57,7 @@ class Loopback {
   IcGuest guest;
   absl::Time now = absl::FromUnixSeconds(1700000000);
   std::vector<IcEvent> events;
+  std::vector<std::string> dropped;  // the host's IcOutput::dropped lines
   std::vector<Bytes> to_guest;   // every packet the host sent
   std::vector<Bytes> to_host;    // every answer the guest sent
   // Test hooks: return nullopt to drop the packet, or a rewritten one.
@@ -78,6 +80,7 @@ class Loopback {
     auto take = [&](IcOutput& out) {
       for (Bytes& b : out.send) queue.push_back(std::move(b));
       for (IcEvent& e : out.events) events.push_back(std::move(e));
+      for (std::string& d : out.dropped) dropped.push_back(std::move(d));
       out = IcOutput{};
     };
     take(first);

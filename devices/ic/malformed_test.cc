@@ -4,6 +4,7 @@
 // status where the protocol has an answer, else dropped and counted).
 #include <random>
 
+#include "absl/strings/match.h"
 #include "devices/ic/loopback.h"
 #include "gtest/gtest.h"
 
@@ -38,6 +39,9 @@ class HostSide : public ::testing::Test {
   }
   // After the test's bad packet: the real answer still works.
   void ExpectStillWorking() {
+    // Every packet counted as malformed has its line for the log.
+    EXPECT_EQ(l.dropped.size(), c().malformed());
+    EXPECT_GT(l.dropped.size(), 0u);
     l.hold = false;
     l.Release();
     EXPECT_EQ(l.host.Status(l.now).last_sequence, 2u);
@@ -53,6 +57,8 @@ TEST_F(HostSide, ShortPacket) {
   l.InjectToHost(Bytes(27, 0));
   l.InjectToHost(Bytes());
   EXPECT_EQ(c().short_packets, 2u);
+  ASSERT_EQ(l.dropped.size(), 2u);
+  EXPECT_EQ(l.dropped[0], "IC packet of 27 bytes is shorter than its 28-byte header");
   ExpectStillWorking();
 }
 
@@ -82,6 +88,8 @@ TEST_F(HostSide, SizeFieldLargerThanThePacket) {
 TEST_F(HostSide, BodyTooShortForItsType) {
   l.InjectToHost(EncodeIcMessage(Answer(kMsgHeartbeat, tid), Bytes(4, 0)));
   EXPECT_EQ(c().bad_body, 1u);
+  ASSERT_EQ(l.dropped.size(), 1u);
+  EXPECT_TRUE(absl::StartsWith(l.dropped[0], "heartbeat answer: ")) << l.dropped[0];
   EXPECT_EQ(l.host.Status(l.now).last_sequence, 1u);
   // The request was consumed by the bad answer: the next tick sends another.
   l.hold = false;
@@ -93,6 +101,7 @@ TEST_F(HostSide, BodyTooShortForItsType) {
 TEST_F(HostSide, WrongSequenceIsNotProofOfLife) {
   l.InjectToHost(EncodeIcMessage(Answer(kMsgHeartbeat, tid), EncodeHeartbeatBody(7)));
   EXPECT_EQ(c().bad_body, 1u);
+  EXPECT_EQ(l.dropped, std::vector<std::string>{"heartbeat answer with sequence 7, expected 2"});
   EXPECT_EQ(l.host.Status(l.now).last_sequence, 1u);
   EXPECT_EQ(l.host.Status(l.now).answers, 1u);
 }

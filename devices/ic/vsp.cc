@@ -127,9 +127,13 @@ void IcVsp::SendLocked(std::vector<Bytes>& packets) {
   }
 }
 
-void IcVsp::Emit(const std::vector<IcEvent>& events) {
-  if (!options_.on_event) return;
-  for (const IcEvent& e : events) options_.on_event(e);
+void IcVsp::Emit(const IcOutput& out) {
+  if (options_.on_event) {
+    for (const IcEvent& e : out.events) options_.on_event(e);
+  }
+  if (options_.on_dropped) {
+    for (const std::string& what : out.dropped) options_.on_dropped(what);
+  }
 }
 
 void IcVsp::Run(const std::function<void(IcHostService&, absl::Time, IcOutput&)>& fn) {
@@ -140,7 +144,7 @@ void IcVsp::Run(const std::function<void(IcHostService&, absl::Time, IcOutput&)>
     SendLocked(out.send);
   }
   // Events first, so a waiter woken by this change has seen them.
-  Emit(out.events);
+  Emit(out);
   MutexLock lock(&mu_);
   changed_.SignalAll();
 }

@@ -26,11 +26,15 @@
 // EvtVmbChannelRestorePacket + VmbPacketRestore) before VmbChannelEnable,
 // so a heartbeat or KVP request in flight continues.
 //
+// Malformed guest packets: dropped and counted (stats().protocol); what was
+// wrong with each goes to options.on_dropped (for a rate-limited log).
+//
 // Threading: thread-safe. Packets are handled in EvtVmbChannelProcessPacket
 // on the channel's I/O task under a short internal lock (no blocking);
-// events go to options.on_event after that lock is released, from whichever
-// thread caused them; on_event must not block and must not call back into
-// this VSP's Save() or destructor. Save() and the destructor block and must
+// events go to options.on_event and dropped-packet lines to
+// options.on_dropped after that lock is released, from whichever thread
+// caused them; neither may block or call back into this VSP's Save() or
+// destructor. Save() and the destructor block and must
 // not be called from KMCL callbacks.
 #ifndef KMCLD_DEVICES_IC_VSP_H_
 #define KMCLD_DEVICES_IC_VSP_H_
@@ -54,6 +58,9 @@ struct VspOptions {
   Guid instance;
   std::function<absl::Time()> clock = [] { return absl::Now(); };
   std::function<void(const IcEvent&)> on_event;
+  // Each guest packet dropped as malformed: what was wrong with it
+  // (IcOutput::dropped).
+  std::function<void(const std::string&)> on_dropped;
 };
 
 struct VspStats {
@@ -105,7 +112,7 @@ class IcVsp {
   IcVsp(IcService service, VspOptions options);
   absl::Status Init(uint64_t vmbus_handle, const std::string* saved);
   void SendLocked(std::vector<Bytes>& packets) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void Emit(const std::vector<IcEvent>& events);
+  void Emit(const IcOutput& out);
   static IcVsp* From(VMBCHANNEL channel);
   static EVT_VMB_CHANNEL_PROCESS_PACKET ProcessPacket;
   static EVT_VMB_CHANNEL_POST_STARTED PostStarted;
