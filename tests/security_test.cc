@@ -513,6 +513,50 @@ TEST_F(SecurityTest, AnObserverReadsButEveryMutatingRpcIsDenied) {
     }
   }
   EXPECT_GE(mutating, 25);
+
+  // The streams the loop above skips. The observer watches events...
+  auto admin = Dial("admin");
+  kmcl::v1::ChannelRef ref;
+  ASSERT_TRUE(Offer(admin, "default", &ref).ok());
+  {
+    auto ctx = Deadline();
+    kmcl::v1::WatchEventsRequest req;
+    req.set_partition_id("default");
+    auto events = kmcl::v1::EventService::NewStub(watcher)->WatchEvents(ctx.get(), req);
+    kmcl::v1::Event e;
+    EXPECT_TRUE(events->Read(&e)) << "an observer reads the event log";
+    ctx->TryCancel();
+  }
+  // ...but may attach neither as host nor as guest...
+  auto packets = kmcl::v1::PacketService::NewStub(watcher);
+  for (kmcl::v1::EndpointRole role : {kmcl::v1::ENDPOINT_ROLE_HOST, kmcl::v1::ENDPOINT_ROLE_GUEST}) {
+    AttachStream attach(*packets, ref, role);
+    EXPECT_FALSE(attach.ok());
+    grpc::Status st = attach.Close();
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED) << role << ": " << st.error_message();
+    EXPECT_TRUE(absl::StrContains(st.error_message(), role == kmcl::v1::ENDPOINT_ROLE_HOST ? "host" : "guest"))
+        << st.error_message();
+  }
+  // ...nor restore a channel or a partition (client streams).
+  auto save_restore = kmcl::v1::SaveRestoreService::NewStub(watcher);
+  for (bool partition : {false, true}) {
+    auto ctx = Deadline();
+    kmcl::v1::RestoreChannelResponse channel_response;
+    kmcl::v1::Partition partition_response;
+    auto upload = partition ? save_restore->RestorePartition(ctx.get(), &partition_response)
+                            : save_restore->RestoreChannel(ctx.get(), &channel_response);
+    kmcl::v1::RestoreChunk chunk;
+    chunk.mutable_target()->set_partition_id(partition ? "restored" : "default");
+    upload->Write(chunk);  // may fail once the server has refused
+    upload->WritesDone();
+    grpc::Status st = upload->Finish();
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED)
+        << (partition ? "RestorePartition: " : "RestoreChannel: ") << st.error_message();
+    EXPECT_TRUE(absl::StrContains(st.error_message(), "operator")) << st.error_message();
+  }
+  kmcl::v1::ListPartitionsResponse listed;
+  ASSERT_TRUE(kmcl::v1::PartitionService::NewStub(admin)->ListPartitions(Deadline().get(), {}, &listed).ok());
+  EXPECT_EQ(listed.partitions_size(), 1) << "no restore took effect";
 }
 
 TEST_F(SecurityTest, SighupSwapsThePolicyForNewCallsAndKeepsClients) {
