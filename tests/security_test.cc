@@ -846,6 +846,17 @@ TEST_F(SecurityTest, TheConfigFileCanSecureTheListenerInsteadOfFlags) {
   EXPECT_EQ(GetPartition(Dial("stranger"), "default").error_code(), grpc::StatusCode::PERMISSION_DENIED);
 }
 
+// Valid certificates are not enough: without a policy only Unix-socket
+// clients would have access, so a TLS listener without one does not start.
+TEST_F(SecurityTest, ATlsListenerWithoutAPolicyIsRefused) {
+  std::vector<std::string> flags;
+  for (const std::string& f : TlsFlags()) {
+    if (!absl::StartsWith(f, "--policy=")) flags.push_back(f);
+  }
+  EXPECT_FALSE(daemon_.Start(flags).ok()) << daemon_.output();
+  EXPECT_TRUE(absl::StrContains(daemon_.output(), "needs --policy")) << daemon_.output();
+}
+
 TEST_F(SecurityTest, TheUnixSocketIsOwnerOnlyAndLocal) {
   StartTls();
   struct stat st;
