@@ -27,7 +27,19 @@ absl::StatusOr<std::unique_ptr<Channel>> Channel::Allocate(Partition& partition,
 }
 
 Channel::Channel(Partition& partition, EndpointRole role, ChannelExecutors executors)
-    : partition_(&partition), role_(role), fsm_(role), config_(role), executors_(executors) {
+    : partition_(&partition),
+      role_(role),
+      send_(this, {.gate =
+                       [this] {
+                         MutexLock lock(&mu_);
+                         return SendPath::Gate{
+                             .open = fsm_.connection() != ConnectionState::kDisabled,
+                             .pipe = pipe_mode()};
+                       },
+                   .finished = [this] { NotifyIo(); }}),
+      fsm_(role),
+      config_(role),
+      executors_(executors) {
   MutexLock lock(&mu_);
   config_.offer.interface_instance = Guid::Random();
 }

@@ -61,6 +61,7 @@
 #include "kmcl_core/ring/ring_buffer.h"
 #include "kmcl_core/runtime/channel_config.h"
 #include "kmcl_core/runtime/executor.h"
+#include "kmcl_core/runtime/send_path.h"
 #include "kmcl_core/wire/gpa_range.h"
 #include "kmcl_core/wire/vmbus_messages.h"
 
@@ -103,6 +104,8 @@ class Packet {
 
  private:
   friend class Channel;
+  friend class SendPath;
+  friend struct PacketTestAccess;  // send_path_test.cc
   Packet(Channel* channel, uint8_t* storage, uint32_t capacity, bool caller_memory)
       : channel_(channel), storage_(storage), capacity_(capacity), caller_memory_(caller_memory) {}
 
@@ -207,12 +210,6 @@ struct ChannelStats {
   uint64_t completions_sent = 0, completions_received = 0, signals_sent = 0;
   uint64_t sends_queued = 0, ring_full_events = 0, quota_stalls = 0, corrupt_packets = 0;
   LatencyHistogram completion_latency;
-};
-// A transaction waiting for the peer's completion.
-struct OutstandingTransaction {
-  uint64_t transaction_id = 0;
-  uint32_t payload_bytes = 0;  // in-band bytes as sent
-  absl::Duration age;          // since it was sent (or restored)
 };
 struct ChannelSnapshot {
   EndpointRole role = EndpointRole::kGuest;
@@ -383,15 +380,10 @@ class Channel final : public BusEndpoint {
     uint32_t relid = 0;
     Delivery* delivery = nullptr;
   };
-  struct QueuedSend {
-    Packet* packet = nullptr;     // a send, or
-    uint64_t completion_tid = 0;  // a completion packet for a delivery
-    std::vector<uint8_t> completion;
-  };
   struct AtomicStats {
-    std::atomic<uint64_t> packets_sent{0}, bytes_sent{0}, packets_received{0},
-        bytes_received{0}, completions_sent{0}, completions_received{0}, signals_sent{0},
-        sends_queued{0}, ring_full_events{0}, quota_stalls{0}, corrupt_packets{0};
+    // The send path counts its own (SendPath::Counters).
+    std::atomic<uint64_t> packets_received{0}, bytes_received{0}, completions_received{0},
+        quota_stalls{0}, corrupt_packets{0};
     // Relaxed: diagnostics only.
     std::array<std::atomic<uint64_t>, kCompletionLatencyBoundsNs.size() + 1> latency_buckets{};
     std::atomic<uint64_t> latency_sum_ns{0};
@@ -435,18 +427,9 @@ class Channel final : public BusEndpoint {
   // `view`: the ring GPADL mapped in DoubleMappedRingPages order.
   absl::Status SetUpRings(std::span<uint8_t> view, uint32_t downstream_offset);
   void DrainIncoming();
-  void FlushSends();
-  void RunFinishedSends();
-  void CancelOutstanding(NTSTATUS status);
-  void CompleteSend(Packet& packet, NTSTATUS status, std::span<const uint8_t> completion);
   void Deliver(Delivery& delivery);
   void RetireDelivery(Delivery& delivery);
-  void SignalPeer();
   Delivery* TakeDelivery() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Send with an option to refuse instead of queueing (SendSynchronous with
-  // a zero timeout).
-  NTSTATUS SendInternal(Packet& packet, std::span<const uint8_t> buffer,
-                        std::span<const GpaRange> external, uint32_t flags, bool must_fit_now);
   absl::Status ValidateSend(Packet& packet, std::span<const uint8_t> buffer,
                             std::span<const GpaRange> external, uint32_t flags);
 
@@ -455,7 +438,10 @@ class Channel final : public BusEndpoint {
   const EndpointRole role_;
   void* pointer_ = nullptr;
 
-  mutable Mutex mu_;
+  // The outgoing side (send_path.h): its lock comes before mu_ (its gate
+  // asks the state machine), so nothing calls into send_ under mu_.
+  SendPath send_;
+  mutable Mutex mu_ ABSL_ACQUIRED_AFTER(send_.mu_);
   CondVar done_cv_;  // user-call completion, drain progress
   EndpointStateMachine fsm_ ABSL_GUARDED_BY(mu_);
   ChannelCallbacks callbacks_;  // set while disabled, read by the threads
@@ -471,8 +457,7 @@ class Channel final : public BusEndpoint {
   std::optional<std::pair<uint64_t, uint64_t>> mmio_ ABSL_GUARDED_BY(mu_);
   uint16_t interrupt_latency_ ABSL_GUARDED_BY(mu_) = 0;
   bool in_closed_callback_ ABSL_GUARDED_BY(mu_) = false;
-  // Save/restore.
-  bool frozen_ ABSL_GUARDED_BY(mu_) = false;  // Save() stops sends reaching the ring
+  // Save/restore (Save freezes send_ until Thaw).
   bool restored_ ABSL_GUARDED_BY(mu_) = false;
   ConnectionState restored_connection_ ABSL_GUARDED_BY(mu_) = ConnectionState::kDisabled;
   RunState restored_run_ ABSL_GUARDED_BY(mu_) = RunState::kPaused;
@@ -503,28 +488,21 @@ class Channel final : public BusEndpoint {
   std::vector<Delivery*> free_deliveries_ ABSL_GUARDED_BY(mu_);
   std::string corruption_ ABSL_GUARDED_BY(mu_);
   std::optional<RingMemory> incoming_memory_ ABSL_GUARDED_BY(mu_);  // for Snapshot
-  Mutex reader_mu_;  // held by the I/O task while it reads the ring
+  // Held by the I/O task while it reads the ring and delivers, so before
+  // the send path's lock (a ProcessPacket completes and sends) and mu_.
+  Mutex reader_mu_ ABSL_ACQUIRED_BEFORE(send_.mu_, mu_);
   std::unique_ptr<RingReader> reader_ ABSL_GUARDED_BY(reader_mu_);
   IncomingPacket incoming_packet_ ABSL_GUARDED_BY(reader_mu_);
 
-  // Outgoing. Lock order: send_mu_ before mu_; never mu_ then send_mu_.
-  mutable Mutex send_mu_;
-  std::unique_ptr<RingWriter> writer_ ABSL_GUARDED_BY(send_mu_);
-  std::deque<QueuedSend> send_queue_ ABSL_GUARDED_BY(send_mu_);
-  std::vector<std::pair<Packet*, NTSTATUS>> finished_sends_ ABSL_GUARDED_BY(send_mu_);
-  std::vector<uint8_t> frame_ ABSL_GUARDED_BY(send_mu_);  // pipe framing scratch
-  absl::flat_hash_map<uint64_t, Packet*> outstanding_ ABSL_GUARDED_BY(mu_);
-  uint64_t next_transaction_id_ ABSL_GUARDED_BY(mu_) = 1;
+  // Packet objects.
   std::vector<std::unique_ptr<uint8_t[]>> packet_memory_ ABSL_GUARDED_BY(mu_);
   std::vector<Packet*> free_packets_ ABSL_GUARDED_BY(mu_);
 
-  // Ring memory and the link to the peer (control task; read by Snapshot
-  // under send_mu_/reader_mu_ through the ring objects).
+  // Ring memory (control task; the send path holds the link to the peer).
   std::optional<GpadlLease> ring_lease_;  // server: the guest's ring GPADL
   std::optional<GuestView> ring_view_;    // client: its own ring pages
   std::vector<uint64_t> ring_pfns_;       // client
   uint32_t ring_gpadl_ = 0;               // client
-  std::shared_ptr<RingLink> link_;        // set/cleared under send_mu_
   AtomicStats stats_;
 };
 

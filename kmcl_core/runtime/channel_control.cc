@@ -111,7 +111,7 @@ void Channel::ControlRun() {
         Execute(actions);
         actions.clear();
         NotifyIo();
-        SignalPeer();
+        send_.SignalPeer();
         break;
       }
     }
@@ -173,7 +173,7 @@ void Channel::RunAction(EndpointAction action) {
       return;
     }
     case EndpointAction::kCancelTransactions:
-      CancelOutstanding(kStatusCancelled);
+      send_.CancelAll(kStatusCancelled);
       return;
     case EndpointAction::kCallClosed: {
       {
@@ -321,7 +321,7 @@ void Channel::CallOpened() {
     partition_->AcceptOpen(relid, kStatusSuccess).IgnoreError();
   }
   // Sends queued before the open can go now.
-  FlushSends();
+  send_.Flush();
   Execute(next);
 }
 
@@ -330,13 +330,7 @@ void Channel::ReleaseRings() {
     MutexLock r(&reader_mu_);
     reader_.reset();
   }
-  std::shared_ptr<RingLink> link;
-  {
-    MutexLock s(&send_mu_);
-    writer_.reset();
-    link = std::move(link_);
-  }
-  if (link) link->Detach(this);
+  if (std::shared_ptr<RingLink> link = send_.Detach()) link->Detach(this);
   uint32_t relid;
   uint8_t vtl;
   {

@@ -71,12 +71,8 @@ void Channel::Complete(Delivery& d, std::span<const uint8_t> completion) {
     send_completion = d.completion_requested_ && fsm_.connection() != ConnectionState::kDisabled;
   }
   if (send_completion) {
-    {
-      MutexLock s(&send_mu_);
-      send_queue_.push_back({nullptr, transaction_id,
-                             std::vector<uint8_t>(completion.begin(), completion.end())});
-    }
-    FlushSends();
+    send_.QueueCompletion(transaction_id, completion);
+    send_.Flush();
   }
   RetireDelivery(d);
 }
@@ -154,28 +150,16 @@ void Channel::NotifyIo() {
   KickIo();
 }
 
-void Channel::SignalPeer() {
-  std::shared_ptr<RingLink> link;
-  {
-    MutexLock s(&send_mu_);
-    link = link_;
-  }
-  if (link != nullptr) {
-    stats_.signals_sent++;
-    link->Signal(this);
-  }
-}
-
 void Channel::IoRun() {
   {
     MutexLock lock(&mu_);
     if (stopping_ || !io_work_) return;
     io_work_ = false;
   }
-  RunFinishedSends();
+  send_.RunFinished();
   DrainIncoming();
-  FlushSends();
-  RunFinishedSends();
+  send_.Flush();
+  send_.RunFinished();
   // A kick during this pass set io_work_ again and scheduled another pass.
 }
 
@@ -196,11 +180,7 @@ absl::Status Channel::SetUpRings(std::span<uint8_t> view, uint32_t downstream_of
     MutexLock r(&reader_mu_);
     reader_ = std::make_unique<RingReader>(incoming);
   }
-  {
-    MutexLock s(&send_mu_);
-    writer_ = std::make_unique<RingWriter>(outgoing);
-    link_ = link;
-  }
+  send_.Attach(outgoing, link);
   NotifyIo();
   return absl::OkStatus();
 }
@@ -263,21 +243,12 @@ void Channel::DrainIncoming() {
       since_commit = 0;
     }
     if (in.type == wire::PacketType::kCompletion) {
-      Packet* packet = nullptr;
       absl::Time sent;
-      {
-        MutexLock lock(&mu_);
-        auto it = outstanding_.find(in.transaction_id);
-        if (it != outstanding_.end()) {
-          packet = it->second;
-          sent = packet->outstanding_since_;
-          outstanding_.erase(it);
-        }
-      }
+      Packet* packet = send_.TakeOutstanding(in.transaction_id, &sent);
       stats_.completions_received++;
       if (packet != nullptr) {
         stats_.RecordLatency(absl::ToInt64Nanoseconds(absl::Now() - sent));
-        CompleteSend(*packet, kStatusSuccess, in.payload);
+        SendPath::Complete(*packet, kStatusSuccess, in.payload);
       }
       continue;  // a completion for nothing outstanding is dropped
     }
@@ -319,7 +290,7 @@ void Channel::DrainIncoming() {
     in_delivery_ = false;
     done_cv_.SignalAll();
   }
-  if (signal) SignalPeer();
+  if (signal) send_.SignalPeer();
 }
 
 // ---- Diagnostics ---------------------------------------------------------------------------------
@@ -327,6 +298,11 @@ void Channel::DrainIncoming() {
 ChannelSnapshot Channel::Snapshot() const {
   ChannelSnapshot s;
   std::optional<RingMemory> incoming;
+  SendPath::Snapshot sent = send_.TakeSnapshot();  // before mu_ (lock order)
+  s.queued_sends = sent.queued;
+  s.outgoing = sent.ring;
+  s.outstanding_transactions = sent.outstanding_count;
+  s.outstanding = std::move(sent.outstanding);
   {
     MutexLock lock(&mu_);
     s.role = role_;
@@ -334,11 +310,6 @@ ChannelSnapshot Channel::Snapshot() const {
     s.run = fsm_.run();
     s.relid = relid_;
     s.offer_sequence = offer_sequence_;
-    s.outstanding_transactions = static_cast<uint32_t>(outstanding_.size());
-    const absl::Time now = absl::Now();
-    for (const auto& [id, packet] : outstanding_) {
-      s.outstanding.push_back({id, packet->length_, now - packet->outstanding_since_});
-    }
     s.delivered_uncompleted = delivered_;
     s.transaction_quota = quota_;
     s.interrupt_latency = interrupt_latency_;
@@ -346,21 +317,17 @@ ChannelSnapshot Channel::Snapshot() const {
     s.friendly_name = config_.friendly_name;
     incoming = incoming_memory_;
   }
-  {
-    MutexLock send(&send_mu_);
-    s.queued_sends = static_cast<uint32_t>(send_queue_.size());
-    if (writer_ != nullptr) s.outgoing = SnapshotRing(writer_->memory());
-  }
   if (incoming.has_value() && s.outgoing.has_value()) s.incoming = SnapshotRing(*incoming);
-  s.stats.packets_sent = stats_.packets_sent;
-  s.stats.bytes_sent = stats_.bytes_sent;
+  const SendPath::Counters& sc = send_.counters();
+  s.stats.packets_sent = sc.packets_sent;
+  s.stats.bytes_sent = sc.bytes_sent;
   s.stats.packets_received = stats_.packets_received;
   s.stats.bytes_received = stats_.bytes_received;
-  s.stats.completions_sent = stats_.completions_sent;
+  s.stats.completions_sent = sc.completions_sent;
   s.stats.completions_received = stats_.completions_received;
-  s.stats.signals_sent = stats_.signals_sent;
-  s.stats.sends_queued = stats_.sends_queued;
-  s.stats.ring_full_events = stats_.ring_full_events;
+  s.stats.signals_sent = sc.signals_sent;
+  s.stats.sends_queued = sc.sends_queued;
+  s.stats.ring_full_events = sc.ring_full_events;
   s.stats.quota_stalls = stats_.quota_stalls;
   s.stats.corrupt_packets = stats_.corrupt_packets;
   std::sort(s.outstanding.begin(), s.outstanding.end(),

@@ -20,25 +20,29 @@ bool Channel::restored() const {
   return restored_;
 }
 
-void Channel::Thaw() {
-  {
-    MutexLock lock(&mu_);
-    frozen_ = false;
-  }
-  FlushSends();
-}
+void Channel::Thaw() { send_.Thaw(); }
 
 absl::StatusOr<std::string> Channel::Save() {
   pb::SavedChannel out;
-  std::vector<std::pair<Packet*, bool>> packets;  // packet, sent
   {
-    MutexLock s(&send_mu_);
     MutexLock lock(&mu_);
     if (fsm_.running() || fsm_.connection() == ConnectionState::kOpening) {
       return absl::FailedPreconditionError(absl::StrCat(
           "channel is ", fsm_.running() ? "running" : "opening", "; pause it before saving"));
     }
-    frozen_ = true;
+  }
+  // From here the ring saved with the partition matches the saved queue.
+  send_.Freeze();
+  SendPath::Saved sends = send_.Save();
+  const std::vector<std::pair<Packet*, bool>>& packets = sends.packets;  // packet, sent
+  for (const auto& [tid, payload] : sends.completions) {
+    pb::QueuedCompletion* c = out.add_completions();
+    c->set_transaction_id(tid);
+    c->set_payload(std::string(payload.begin(), payload.end()));
+  }
+  out.set_next_transaction_id(sends.next_transaction_id);
+  {
+    MutexLock lock(&mu_);
     out.set_is_server(IsHost(role_));
     out.set_relid(relid_);
     out.set_offer_sequence(offer_sequence_);
@@ -67,22 +71,6 @@ absl::StatusOr<std::string> Channel::Save() {
       saved_convert::OfferTo(FromOfferMessage(matched_offer_, config_.client_vtl), out.mutable_offer());
       out.set_ring_gpadl(ring_gpadl_);
       out.mutable_ring_pfns()->Add(ring_pfns_.begin(), ring_pfns_.end());
-    }
-    out.set_next_transaction_id(next_transaction_id_);
-    // Outgoing: sent and awaiting completion, then still queued, in order.
-    for (const auto& [tid, p] : outstanding_) {
-      bool queued = false;
-      for (const QueuedSend& q : send_queue_) queued |= q.packet == p;
-      if (!queued) packets.push_back({p, true});
-    }
-    for (const QueuedSend& q : send_queue_) {
-      if (q.packet != nullptr) {
-        packets.push_back({q.packet, false});
-      } else {
-        pb::QueuedCompletion* c = out.add_completions();
-        c->set_transaction_id(q.completion_tid);
-        c->set_payload(std::string(q.completion.begin(), q.completion.end()));
-      }
     }
     for (const auto& d : deliveries_) {
       if (d->completed_ || d->channel_ != this) continue;
@@ -193,7 +181,6 @@ absl::Status Channel::Restore(const std::string& blob) {
     interrupt_latency_ = static_cast<uint16_t>(in.interrupt_latency());
     client_open_sent_ = in.client_open_sent();
     open_ = open;
-    next_transaction_id_ = std::max<uint64_t>(in.next_transaction_id(), next_transaction_id_);
     ring_gpadl_ = in.ring_gpadl();
     ring_pfns_.assign(in.ring_pfns().begin(), in.ring_pfns().end());
     for (const pb::Delivery& p : in.deliveries()) {
@@ -206,12 +193,12 @@ absl::Status Channel::Restore(const std::string& blob) {
       redeliver_.push_back(d);
     }
   }
-  {
-    MutexLock s(&send_mu_);
-    for (const pb::QueuedCompletion& c : in.completions()) {
-      send_queue_.push_back({nullptr, c.transaction_id(),
-                             std::vector<uint8_t>(c.payload().begin(), c.payload().end())});
-    }
+  send_.RestoreNextTransactionId(in.next_transaction_id());
+  for (const pb::QueuedCompletion& c : in.completions()) {
+    send_.QueueCompletion(c.transaction_id(),
+                          std::span<const uint8_t>(
+                              reinterpret_cast<const uint8_t*>(c.payload().data()),
+                              c.payload().size()));
   }
   // The driver re-creates its packets; without a hook kmcl_core keeps them
   // with its default routine (they complete, then are freed).
@@ -248,21 +235,7 @@ absl::Status Channel::RestorePacket(Packet& packet, std::span<const uint8_t> lib
   packet.flags_ = p.flags();
   packet.external_ = saved_convert::RangesFrom(p.external());
   packet.transaction_id_ = p.transaction_id();
-  MutexLock s(&send_mu_);
-  MutexLock lock(&mu_);
-  packet.in_flight_ = true;
-  if (p.flags() & kFormatFlagWaitForCompletion) {
-    if (packet.transaction_id_ == 0 || outstanding_.contains(packet.transaction_id_)) {
-      packet.in_flight_ = false;
-      return absl::InvalidArgumentError("saved transaction id is missing or duplicated");
-    }
-    packet.outstanding_since_ = absl::Now();  // its age before the save is not saved
-    outstanding_[packet.transaction_id_] = &packet;
-    next_transaction_id_ = std::max(next_transaction_id_, packet.transaction_id_ + 1);
-  }
-  // A sent transaction waits for its completion; an unsent packet is queued.
-  if (!p.sent()) send_queue_.push_back({&packet});
-  return absl::OkStatus();
+  return send_.Restore(packet, p.sent());
 }
 
 absl::StatusOr<bool> Channel::EnableRestored() {
@@ -286,7 +259,7 @@ absl::StatusOr<bool> Channel::EnableRestored() {
     // FORCE_NEW_CHANNEL: abandon the old instance and offer afresh; its
     // transactions end cancelled.
     if (old_relid != 0) partition_->Revoke(old_relid).IgnoreError();
-    CancelOutstanding(kStatusCancelled);
+    send_.CancelAll(kStatusCancelled);
     MutexLock lock(&mu_);
     relid_ = 0;
     open_.reset();
