@@ -141,6 +141,35 @@ TEST(BusTest, AnOfferOnlyOneGuestCanHaveGoesToTheNextWaiterWhenReleased) {
   p->DetachHost(handle->relid, &host);
 }
 
+TEST(BusTest, AGuestGetsTheLowestFreeRelidOfItsInterfaceAndInstance) {
+  auto p = NewPartition();
+  // Offers of two types, instances in an order unlike their relids'.
+  FakeEndpoint hosts[4];
+  std::vector<ServerOffer> offers;
+  for (int i = 0; i < 4; ++i) {
+    ServerOffer o = EchoOffer();
+    if (i == 1) o.interface_type = Guid::Random();  // another interface
+    offers.push_back(o);
+    ASSERT_TRUE(p->Offer(&hosts[i], o).ok());
+  }
+  // By instance: exactly that offer, whatever its relid.
+  FakeEndpoint by_instance, any1, any2, none;
+  p->Connect(&by_instance, 0, *Guid::Parse(kType), offers[3].interface_instance);
+  EXPECT_EQ(by_instance.relid, hosts[3].relid);
+  // Any instance: the lowest relid of the type that is free.
+  p->Connect(&any1, 0, *Guid::Parse(kType), std::nullopt);
+  EXPECT_EQ(any1.relid, hosts[0].relid);
+  p->Connect(&any2, 0, *Guid::Parse(kType), std::nullopt);
+  EXPECT_EQ(any2.relid, hosts[2].relid) << "relid 2 is another interface, 1 and 4 are taken";
+  p->Connect(&none, 0, *Guid::Parse(kType), std::nullopt);
+  EXPECT_TRUE(none.events.empty()) << "every offer of the type is taken";
+  // A released one goes to the waiter.
+  p->DetachGuest(0, any1.relid, &any1);
+  EXPECT_EQ(none.relid, hosts[0].relid);
+  for (FakeEndpoint* g : {&by_instance, &any2, &none}) p->DetachGuest(0, g->relid, g);
+  for (FakeEndpoint& h : hosts) p->DetachHost(h.relid, &h);
+}
+
 TEST(BusTest, ACancelledWaiterIsNeverMatched) {
   auto p = NewPartition();
   FakeEndpoint host, guest;

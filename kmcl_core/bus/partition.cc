@@ -356,14 +356,13 @@ void Partition::MatchWaitersLocked(uint8_t vtl) {
       ++w;
       continue;
     }
+    // The lowest relid among the free offers of the waiter's interface.
     std::optional<OfferChannel> match;
-    for (const ClientChannelInfo& c : it->second.Channels()) {
-      if (c.rescinded || guests_.contains({vtl, c.offer.child_relid})) continue;
-      if (c.offer.interface_type != w->type) continue;
-      if (w->instance.has_value() && c.offer.interface_instance != *w->instance) continue;
-      match = c.offer;
-      break;
-    }
+    it->second.ForEachOfferOf(w->type, w->instance, [&](const ClientChannelInfo& c) {
+      mu_.AssertHeld();
+      if (c.rescinded || guests_.contains({vtl, c.offer.child_relid})) return;
+      if (!match.has_value() || c.offer.child_relid < match->child_relid) match = c.offer;
+    });
     if (!match.has_value()) {
       ++w;
       continue;

@@ -2,6 +2,7 @@
 // (VmbusClient); docs/saved-state.md.
 #include <algorithm>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "kmcl_core/control/offer.h"
 #include "kmcl_core/control/saved_convert.h"
@@ -32,6 +33,7 @@ void VmbusClient::Save(saved::v1::Client& out) const {
 absl::Status VmbusClient::Restore(const saved::v1::Client& in) {
   if (in.vtl() != vtl_) return absl::InvalidArgumentError("saved client is for another VTL");
   absl::btree_map<uint32_t, ClientChannelInfo> channels;
+  absl::flat_hash_set<uint32_t> gpadl_ids;
   for (const auto& p : in.channels()) {
     if (p.relid() == 0 || channels.contains(p.relid()) ||
         p.state() > static_cast<uint32_t>(ClientChannelState::kOpen)) {
@@ -53,6 +55,10 @@ absl::Status VmbusClient::Restore(const saved::v1::Client& in) {
       if (st > static_cast<uint32_t>(ClientGpadlState::kTearingDown)) {
         return absl::InvalidArgumentError("saved guest GPADL state out of range");
       }
+      if (!gpadl_ids.insert(id).second) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("saved guest GPADL id ", id, " belongs to two channels"));
+      }
       c.gpadls[id] = static_cast<ClientGpadlState>(st);
     }
     channels.emplace(p.relid(), std::move(c));
@@ -62,6 +68,7 @@ absl::Status VmbusClient::Restore(const saved::v1::Client& in) {
   unloading_ = in.unloading();
   next_open_id_ = std::max<uint32_t>(in.next_open_id(), 1);
   channels_ = std::move(channels);
+  Reindex();
   return absl::OkStatus();
 }
 

@@ -386,5 +386,45 @@ TEST(ControlPlane, ASavedClientKeepsEveryOfferField) {
   EXPECT_EQ(c->offer, sent);
 }
 
+TEST(ControlPlane, ARestoredClientFindsItsOffersAndGpadlsAndRejectsAGpadlInTwoChannels) {
+  Loopback lb;
+  lb.Connect();
+  ServerOffer offer;
+  offer.interface_type = Guid::Random();
+  offer.interface_instance = Guid::Random();
+  absl::StatusOr<OfferHandle> a = lb.server().Offer(offer);
+  offer.interface_instance = Guid::Random();
+  absl::StatusOr<OfferHandle> b = lb.server().Offer(offer);
+  ASSERT_TRUE(a.ok() && b.ok());
+  lb.Pump();
+  const GpaRange range{wire::kPageSize, 0, {40}};
+  ASSERT_TRUE(lb.client(0).CreateGpadl(a->relid, 0x77, std::span(&range, 1)).ok());
+  lb.Pump();
+
+  saved::v1::Client saved;
+  lb.client(0).Save(saved);
+  VmbusClient restored(0, wire::kVersionCopper);
+  ASSERT_TRUE(restored.Restore(saved).ok());
+  EXPECT_TRUE(restored.CheckInvariants().ok()) << restored.CheckInvariants();
+  std::vector<uint32_t> found;
+  restored.ForEachOfferOf(offer.interface_type, std::nullopt,
+                          [&](const ClientChannelInfo& c) { found.push_back(c.offer.child_relid); });
+  EXPECT_EQ(found.size(), 2u);
+  found.clear();
+  restored.ForEachOfferOf(offer.interface_type, offer.interface_instance,
+                          [&](const ClientChannelInfo& c) { found.push_back(c.offer.child_relid); });
+  EXPECT_EQ(found, std::vector<uint32_t>{b->relid});
+  // The restored GPADL id is known: a second create of it is refused.
+  EXPECT_EQ(restored.CreateGpadl(b->relid, 0x77, std::span(&range, 1)).code(),
+            absl::StatusCode::kAlreadyExists);
+
+  // A blob naming one GPADL id on two channels is refused whole.
+  for (auto& c : *saved.mutable_channels()) (*c.mutable_gpadls())[0x77] = 2;
+  VmbusClient hostile(0, wire::kVersionCopper);
+  absl::Status s = hostile.Restore(saved);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("two channels"), std::string::npos) << s;
+}
+
 }  // namespace
 }  // namespace kmcl

@@ -71,7 +71,7 @@ void VmbusClient::FinishRelease(uint32_t relid) {
     if (state != ClientGpadlState::kCreated) return;  // an answer is still owed
   }
   // The host tears down the GPADLs left on the channel.
-  channels_.erase(relid);
+  ForgetChannel(relid);
   Send(RelIdReleased{relid});
 }
 
@@ -104,15 +104,13 @@ absl::Status VmbusClient::CreateGpadl(uint32_t relid, uint32_t gpadl_id,
   absl::StatusOr<ClientChannelInfo*> usable = Usable(relid);
   if (!usable.ok()) return usable.status();
   ClientChannelInfo* c = *usable;
-  for (const auto& [id, other] : channels_) {
-    if (other.gpadls.contains(gpadl_id)) {
-      return absl::AlreadyExistsError(absl::StrCat("GPADL id ", gpadl_id, " is in use"));
-    }
+  if (gpadl_channel_.contains(gpadl_id)) {
+    return absl::AlreadyExistsError(absl::StrCat("GPADL id ", gpadl_id, " is in use"));
   }
   absl::StatusOr<std::vector<ChannelMessage>> messages =
       EncodeGpadlMessages(relid, gpadl_id, ranges);
   if (!messages.ok()) return messages.status();
-  c->gpadls[gpadl_id] = ClientGpadlState::kCreating;
+  AddGpadl(*c, gpadl_id, ClientGpadlState::kCreating);
   for (ChannelMessage& m : *messages) {
     absl::StatusOr<VmbusMessage> parsed = ParseChannelMessage(m);
     Send(*std::move(parsed));
@@ -238,7 +236,7 @@ void VmbusClient::HandleHostMessage(std::span<const uint8_t> bytes) {
                                  ", which is zero or in use"));
               return;
             }
-            channels_[m.child_relid].offer = m;
+            AddChannel(m);
             Emit(OfferArrived{m});
           },
           [&](const AllOffersDelivered&) { Emit(OffersComplete{}); },
@@ -281,16 +279,18 @@ void VmbusClient::HandleHostMessage(std::span<const uint8_t> bytes) {
             if (NtSuccess(status)) {
               g->second = ClientGpadlState::kCreated;
             } else {
-              c->gpadls.erase(g);
+              EraseGpadl(*c, m.gpadl);
             }
             Emit(GpadlCreateCompleted{m.child_relid, m.gpadl, status});
             FinishRelease(m.child_relid);
           },
           [&](const GpadlTorndown& m) {
-            for (auto& [relid, c] : channels_) {
-              auto g = c.gpadls.find(m.gpadl);
-              if (g != c.gpadls.end() && g->second == ClientGpadlState::kTearingDown) {
-                c.gpadls.erase(g);
+            auto owner = gpadl_channel_.find(m.gpadl);
+            if (owner != gpadl_channel_.end()) {
+              const uint32_t relid = owner->second;
+              ClientChannelInfo* c = Find(relid);
+              if (c != nullptr && c->gpadls.at(m.gpadl) == ClientGpadlState::kTearingDown) {
+                EraseGpadl(*c, m.gpadl);
                 Emit(GpadlTeardownCompleted{relid, m.gpadl});
                 FinishRelease(relid);
                 return;
@@ -306,6 +306,7 @@ void VmbusClient::HandleHostMessage(std::span<const uint8_t> bytes) {
             // Every request still open ends here: the host forgot them.
             unloading_ = false;
             channels_.clear();
+            Reindex();
             version_.reset();
             Emit(Unloaded{});
           },
@@ -318,6 +319,49 @@ std::optional<ClientChannelInfo> VmbusClient::Channel(uint32_t relid) const {
   auto it = channels_.find(relid);
   if (it == channels_.end()) return std::nullopt;
   return it->second;
+}
+
+void VmbusClient::ForEachOfferOf(const Guid& type, const std::optional<Guid>& instance,
+                                 absl::FunctionRef<void(const ClientChannelInfo&)> visit) const {
+  auto it = by_interface_.lower_bound({type, instance.value_or(Guid{}), 0});
+  for (; it != by_interface_.end(); ++it) {
+    const auto& [t, i, relid] = *it;
+    if (t != type || (instance.has_value() && i != *instance)) break;
+    visit(channels_.at(relid));
+  }
+}
+
+void VmbusClient::AddChannel(const OfferChannel& offer) {
+  channels_[offer.child_relid].offer = offer;
+  by_interface_.insert({offer.interface_type, offer.interface_instance, offer.child_relid});
+}
+
+void VmbusClient::ForgetChannel(uint32_t relid) {
+  auto it = channels_.find(relid);
+  if (it == channels_.end()) return;
+  const OfferChannel& o = it->second.offer;
+  by_interface_.erase({o.interface_type, o.interface_instance, relid});
+  for (const auto& [id, state] : it->second.gpadls) gpadl_channel_.erase(id);
+  channels_.erase(it);
+}
+
+void VmbusClient::AddGpadl(ClientChannelInfo& c, uint32_t gpadl_id, ClientGpadlState state) {
+  c.gpadls[gpadl_id] = state;
+  gpadl_channel_[gpadl_id] = c.offer.child_relid;
+}
+
+void VmbusClient::EraseGpadl(ClientChannelInfo& c, uint32_t gpadl_id) {
+  c.gpadls.erase(gpadl_id);
+  gpadl_channel_.erase(gpadl_id);
+}
+
+void VmbusClient::Reindex() {
+  by_interface_.clear();
+  gpadl_channel_.clear();
+  for (const auto& [relid, c] : channels_) {
+    by_interface_.insert({c.offer.interface_type, c.offer.interface_instance, relid});
+    for (const auto& [id, state] : c.gpadls) gpadl_channel_[id] = relid;
+  }
 }
 
 std::vector<ClientChannelInfo> VmbusClient::Channels() const {
@@ -335,6 +379,22 @@ absl::Status VmbusClient::CheckInvariants() const {
         return absl::InternalError(absl::StrCat("channel ", relid, " held back without cause"));
       }
     }
+  }
+  size_t gpadls = 0;
+  for (const auto& [relid, c] : channels_) {
+    if (!by_interface_.contains({c.offer.interface_type, c.offer.interface_instance, relid})) {
+      return absl::InternalError(absl::StrCat("channel ", relid, " missing from the offer index"));
+    }
+    for (const auto& [id, state] : c.gpadls) {
+      auto owner = gpadl_channel_.find(id);
+      if (owner == gpadl_channel_.end() || owner->second != relid) {
+        return absl::InternalError(absl::StrCat("GPADL ", id, " missing from the GPADL index"));
+      }
+    }
+    gpadls += c.gpadls.size();
+  }
+  if (by_interface_.size() != channels_.size() || gpadl_channel_.size() != gpadls) {
+    return absl::InternalError("the offer or GPADL index holds forgotten entries");
   }
   if (unloading_ && connecting_) return absl::InternalError("connecting while unloading");
   return absl::OkStatus();

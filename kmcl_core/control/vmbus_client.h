@@ -29,11 +29,16 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <tuple>
 #include <variant>
 #include <vector>
 
 #include "absl/container/btree_map.h"
+#include "absl/container/btree_set.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
+#include "kmcl_core/base/guid.h"
 #include "kmcl_core/base/ntstatus.h"
 #include "kmcl_core/wire/gpa_range.h"
 #include "kmcl_core/wire/vmbus_messages.h"
@@ -137,6 +142,12 @@ class VmbusClient {
 
   std::optional<ClientChannelInfo> Channel(uint32_t relid) const;
   std::vector<ClientChannelInfo> Channels() const;
+  // Calls `visit` for every channel offered with interface `type` (and
+  // `instance`, if given), by instance then relid, without copying: O(log n
+  // + matches), so a partition with 10,000 offers matches a new guest
+  // endpoint without scanning them all.
+  void ForEachOfferOf(const Guid& type, const std::optional<Guid>& instance,
+                      absl::FunctionRef<void(const ClientChannelInfo&)> visit) const;
 
   // The rules of docs/control-plane.md as checks (tests and the fuzzer).
   absl::Status CheckInvariants() const;
@@ -156,6 +167,14 @@ class VmbusClient {
   void SendContact();
   // Sends RELID_RELEASED for `relid` if its release waits for nothing more.
   void FinishRelease(uint32_t relid);
+  // The only ways channels_ and its GPADL maps change, so the indexes below
+  // follow them: a new offer; a GPADL added or removed; a channel forgotten.
+  void AddChannel(const OfferChannel& offer);
+  void ForgetChannel(uint32_t relid);
+  void AddGpadl(ClientChannelInfo& c, uint32_t gpadl_id, ClientGpadlState state);
+  void EraseGpadl(ClientChannelInfo& c, uint32_t gpadl_id);
+  // Rebuilds the indexes from channels_ (Restore, UNLOAD_RESPONSE).
+  void Reindex();
 
   const uint8_t vtl_;
   size_t version_index_ = 0;  // into wire::kSupportedVersions
@@ -165,6 +184,10 @@ class VmbusClient {
   std::optional<uint32_t> version_;
   uint32_t next_open_id_ = 1;
   absl::btree_map<uint32_t, ClientChannelInfo> channels_;
+  // Indexes over channels_ (CheckInvariants verifies them): every offer by
+  // (interface type, interface instance, relid), and every GPADL id's channel.
+  absl::btree_set<std::tuple<Guid, Guid, uint32_t>> by_interface_;
+  absl::flat_hash_map<uint32_t, uint32_t> gpadl_channel_;
   std::vector<ClientEffect> effects_;
 };
 

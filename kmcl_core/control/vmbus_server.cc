@@ -83,10 +83,17 @@ absl::StatusOr<OfferHandle> VmbusServer::Offer(const ServerOffer& offer) {
     return absl::InvalidArgumentError(
         absl::StrCat("no VMBus client at VTL ", offer.target_vtl, " in this partition"));
   }
+  // The lowest free relid. channels_ is ordered: when its last relid equals
+  // its size there is no hole, and the next one is free (O(1) for the
+  // common case of offers without rescinds in between).
   uint32_t relid = 1;
-  for (const auto& [id, c] : channels_) {
-    if (id != relid) break;
-    ++relid;
+  if (!channels_.empty() && channels_.rbegin()->first == channels_.size()) {
+    relid = static_cast<uint32_t>(channels_.size()) + 1;
+  } else {
+    for (const auto& [id, c] : channels_) {
+      if (id != relid) break;
+      ++relid;
+    }
   }
   if (relid == 0) return absl::ResourceExhaustedError("no free channel ids");
   ServerChannelInfo c;
