@@ -9,6 +9,7 @@
 #include <cstring>
 #include <utility>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "kmcl_core/base/status_macros.h"
 
@@ -25,18 +26,53 @@ absl::Status Errno(absl::string_view what) {
 
 // ---- GuestView ----------------------------------------------------------------
 
-GuestView::~GuestView() {
-  if (data_ != nullptr) ::munmap(data_, size_);
-}
+namespace guest_memory_internal {
+
+struct ViewCache {
+  struct Key {
+    std::vector<uint64_t> pfns;
+    bool writable = false;
+    friend bool operator==(const Key&, const Key&) = default;
+    template <typename H>
+    friend H AbslHashValue(H h, const Key& k) {
+      return H::combine(std::move(h), k.pfns, k.writable);
+    }
+  };
+  Mutex mu;
+  absl::flat_hash_map<Key, std::weak_ptr<const GuestView::Mapping>> live ABSL_GUARDED_BY(mu);
+};
+
+}  // namespace guest_memory_internal
+
+using guest_memory_internal::ViewCache;
+
+struct GuestView::Mapping {
+  Mapping(uint8_t* data, size_t size, std::shared_ptr<ViewCache> cache,
+          ViewCache::Key key)
+      : data(data), size(size), cache(std::move(cache)), key(std::move(key)) {}
+  ~Mapping() {
+    ::munmap(data, size);
+    MutexLock lock(&cache->mu);
+    // A MapPages that found this mapping expired may have put a new one
+    // under the same key: only an expired entry is this one's.
+    auto it = cache->live.find(key);
+    if (it != cache->live.end() && it->second.expired()) cache->live.erase(it);
+  }
+  uint8_t* const data;
+  const size_t size;
+  const std::shared_ptr<ViewCache> cache;
+  const ViewCache::Key key;
+};
 
 GuestView::GuestView(GuestView&& other) noexcept
-    : data_(std::exchange(other.data_, nullptr)),
+    : mapping_(std::move(other.mapping_)),
+      data_(std::exchange(other.data_, nullptr)),
       size_(std::exchange(other.size_, 0)),
       writable_(other.writable_) {}
 
 GuestView& GuestView::operator=(GuestView&& other) noexcept {
   if (this != &other) {
-    if (data_ != nullptr) ::munmap(data_, size_);
+    mapping_ = std::move(other.mapping_);
     data_ = std::exchange(other.data_, nullptr);
     size_ = std::exchange(other.size_, 0);
     writable_ = other.writable_;
@@ -71,7 +107,7 @@ absl::StatusOr<std::unique_ptr<GuestMemory>> GuestMemory::Create(uint64_t size_b
 }
 
 GuestMemory::GuestMemory(int fd, uint8_t* base, uint64_t size)
-    : fd_(fd), base_(base), size_(size) {
+    : fd_(fd), base_(base), size_(size), views_(std::make_shared<ViewCache>()) {
   MutexLock lock(&mu_);
   free_extents_[0] = page_count();
   free_pages_ = page_count();
@@ -125,6 +161,14 @@ absl::StatusOr<GuestView> GuestMemory::MapPages(std::span<const uint64_t> pfns,
         "page list has ", runs, " discontiguous runs; at most ", kMaxViewRuns, " can be mapped"));
   }
   const size_t bytes = pfns.size() * kPage;
+  ViewCache::Key key{std::vector<uint64_t>(pfns.begin(), pfns.end()), writable};
+  MutexLock lock(&views_->mu);
+  if (auto it = views_->live.find(key); it != views_->live.end()) {
+    if (std::shared_ptr<const GuestView::Mapping> m = it->second.lock()) {
+      uint8_t* data = m->data;
+      return GuestView(std::move(m), data, bytes, writable);
+    }
+  }
   void* reserve = ::mmap(nullptr, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
                          -1, 0);
   if (reserve == MAP_FAILED) return Errno("reserve guest view");
@@ -143,7 +187,9 @@ absl::StatusOr<GuestView> GuestMemory::MapPages(std::span<const uint64_t> pfns,
     }
     i += run;
   }
-  return GuestView(base, bytes, writable);
+  auto mapping = std::make_shared<const GuestView::Mapping>(base, bytes, views_, key);
+  views_->live[std::move(key)] = mapping;
+  return GuestView(mapping, base, bytes, writable);
 }
 
 absl::StatusOr<GuestView> GuestMemory::MapPages(std::span<const uint64_t> pfns,

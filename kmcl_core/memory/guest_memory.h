@@ -36,10 +36,13 @@ inline constexpr uint64_t kDefaultGuestMemoryBytes = uint64_t{4} << 30;  // 4 Gi
 inline constexpr uint64_t kMaxGuestMemoryBytes = uint64_t{64} << 30;
 
 // A contiguous host mapping of guest pages. Move-only; unmaps on destruction.
+namespace guest_memory_internal {
+struct ViewCache;
+}  // namespace guest_memory_internal
+
 class GuestView {
  public:
   GuestView() = default;
-  ~GuestView();
   GuestView(GuestView&& other) noexcept;
   GuestView& operator=(GuestView&& other) noexcept;
   GuestView(const GuestView&) = delete;
@@ -52,8 +55,12 @@ class GuestView {
 
  private:
   friend class GuestMemory;
-  GuestView(uint8_t* data, size_t size, bool writable)
-      : data_(data), size_(size), writable_(writable) {}
+  friend struct guest_memory_internal::ViewCache;
+  // One host range mapped by MapPages, unmapped when its last view goes.
+  struct Mapping;
+  GuestView(std::shared_ptr<const Mapping> mapping, uint8_t* data, size_t size, bool writable)
+      : mapping_(std::move(mapping)), data_(data), size_(size), writable_(writable) {}
+  std::shared_ptr<const Mapping> mapping_;
   uint8_t* data_ = nullptr;
   size_t size_ = 0;
   bool writable_ = false;
@@ -92,7 +99,12 @@ class GuestMemory {
   // than once (a double-mapped ring repeats its data pages). RESOURCE_EXHAUSTED
   // if the list is too fragmented to map (more than kMaxViewRuns runs of
   // consecutive pages). Each run is one kernel mapping (VMA), and a process
-  // has a limited number of those (vm.max_map_count).
+  // has a limited number of those (vm.max_map_count, 65,530 by default), so
+  // views of the same page list with the same access share one mapping:
+  // while a view is alive, mapping the same list again returns the same
+  // host range (both endpoints of a channel map its ring GPADL, and in
+  // kmcld both are in this process). The range is unmapped with its last
+  // view; the views may be destroyed on any thread.
   absl::StatusOr<GuestView> MapPages(std::span<const uint64_t> pfns, bool writable) const;
   // The same for pfns[order[0]], pfns[order[1]], ...: a view of a page list
   // in another order (RingPair's layout of a ring GPADL, from
@@ -129,6 +141,9 @@ class GuestMemory {
   const int fd_;
   uint8_t* const base_;  // the whole memory, mapped read-write
   const uint64_t size_;
+  // Live views by (page list, access), shared with their mappings so that a
+  // view may outlive the GuestMemory.
+  std::shared_ptr<guest_memory_internal::ViewCache> views_;
 
   mutable Mutex mu_;
   // Free extents: first PFN -> page count, non-adjacent (coalesced).

@@ -1,6 +1,9 @@
 #include "kmcl_core/memory/guest_memory.h"
 
 #include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <string>
 #include <numeric>
 #include <set>
 
@@ -11,6 +14,20 @@ namespace kmcl {
 namespace {
 
 using ::testing::HasSubstr;
+
+// Whether `p` lies in one of the process's mappings (/proc/self/maps).
+bool IsMapped(const void* p) {
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  const auto at = reinterpret_cast<uintptr_t>(p);
+  while (std::getline(maps, line)) {
+    uintptr_t start = 0, end = 0;
+    if (std::sscanf(line.c_str(), "%lx-%lx", &start, &end) == 2 && at >= start && at < end) {
+      return true;
+    }
+  }
+  return false;
+}
 
 TEST(GuestMemory, FourGibibytesAreCheapUntilTouched) {
   auto mem = GuestMemory::Create(kDefaultGuestMemoryBytes);
@@ -85,6 +102,51 @@ TEST(GuestMemory, MapPagesInAnOrderMayRepeatPages) {
   EXPECT_EQ(view->data()[2 * 4096 + 4095], 0x77);
   std::vector<uint32_t> bad = {0, 3};
   EXPECT_EQ(mem->MapPages(pfns, bad, true).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(GuestMemory, EqualViewsShareOneMappingUntilTheLastGoes) {
+  auto mem = *GuestMemory::Create(64 * 4096);
+  std::vector<uint64_t> pfns = {7, 8, 3};
+  std::vector<uint32_t> order = {0, 1, 2, 1, 2};
+  auto first = mem->MapPages(pfns, order, /*writable=*/true);
+  auto second = mem->MapPages(pfns, order, /*writable=*/true);
+  ASSERT_TRUE(first.ok() && second.ok());
+  EXPECT_EQ(first->data(), second->data());  // one mapping, not two
+  // Another access, order or page list is another mapping.
+  auto read_only = mem->MapPages(pfns, order, /*writable=*/false);
+  auto in_order = mem->MapPages(pfns, /*writable=*/true);
+  ASSERT_TRUE(read_only.ok() && in_order.ok());
+  EXPECT_NE(read_only->data(), first->data());
+  EXPECT_NE(in_order->data(), first->data());
+  EXPECT_FALSE(read_only->writable());
+
+  uint8_t* shared = first->data();
+  first = GuestView();  // the second view keeps the range mapped
+  ASSERT_TRUE(IsMapped(shared));
+  second->data()[4096] = 0x42;
+  std::vector<uint8_t> byte(1);
+  ASSERT_TRUE(mem->Read(8 * 4096, byte).ok());
+  EXPECT_EQ(byte[0], 0x42);
+  // A moved view carries its share.
+  GuestView moved = *std::move(second);
+  EXPECT_EQ(moved.data(), shared);
+  EXPECT_EQ(second->data(), nullptr);
+  moved = GuestView();
+  EXPECT_FALSE(IsMapped(shared));  // unmapped with its last view
+  // Mapping the list again makes a fresh mapping that works.
+  auto again = mem->MapPages(pfns, order, /*writable=*/true);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->data()[4096], 0x42);
+}
+
+TEST(GuestMemory, AViewMayOutliveItsMemory) {
+  auto mem = *GuestMemory::Create(8 * 4096);
+  std::vector<uint64_t> pfns = {1, 2};
+  auto view = mem->MapPages(pfns, /*writable=*/true);
+  ASSERT_TRUE(view.ok());
+  mem.reset();
+  view->data()[4096] = 1;  // the pages stay mapped until the view goes
+  EXPECT_EQ(view->data()[4096], 1);
 }
 
 TEST(GuestMemory, ReadOnlyViewFaultsOnWrite) {
