@@ -1,6 +1,8 @@
 // The bus (Partition) driven synchronously through fake endpoints: no
 // channel threads, so the order in which the bus tells endpoints about an
 // offer, a match, an open and a rescind is checked exactly.
+#include <chrono>
+#include <future>
 #include <optional>
 #include <string>
 #include <vector>
@@ -121,6 +123,43 @@ TEST(BusTest, AnOpenReachesTheHostAndItsAnswerTheGuest) {
   // Rescind: the guest hears of it; its relid stays held until it lets go.
   ASSERT_TRUE(p->Revoke(handle->relid).ok());
   EXPECT_EQ(guest.events.back(), "peer-closed");
+  p->DetachGuest(0, guest.relid, &guest);
+  p->DetachHost(handle->relid, &host);
+}
+
+TEST(BusTest, AGpadlTornDownWhileItsWaiterMakesProgressIsNotMissed) {
+  auto p = NewPartition();
+  FakeEndpoint host, guest;
+  absl::StatusOr<OfferHandle> handle = p->Offer(&host, EchoOffer());
+  ASSERT_TRUE(handle.ok());
+  p->Connect(&guest, 0, *Guid::Parse(kType), std::nullopt);
+  ASSERT_TRUE(OpenAsGuest(*p, guest.relid).ok());
+  ASSERT_TRUE(host.open_request.has_value());
+  const uint32_t gpadl = host.open_request->ring_buffer_gpadl;
+  absl::StatusOr<GpadlLease> lease = p->MapGpadl(handle->relid, gpadl, /*read_only=*/false);
+  ASSERT_TRUE(lease.ok()) << lease.status();
+  ASSERT_TRUE(p->AcceptOpen(handle->relid, kStatusSuccess).ok());
+
+  // The host unmaps (and so finishes the teardown) while the guest runs
+  // its progress hook outside the partition's lock, as a channel on a
+  // manual executor does; the hook itself ran no task of its own.
+  auto teardown = std::async(std::launch::async, [&] {
+    bool unmapped = false;
+    return p->TeardownGuestGpadl(0, guest.relid, gpadl, std::nullopt, [&] {
+      if (!unmapped) p->UnmapGpadl(lease->lease_id).IgnoreError();
+      unmapped = true;
+      return false;
+    });
+  });
+  if (teardown.wait_for(std::chrono::seconds(30)) != std::future_status::ready) {
+    ADD_FAILURE() << "GPADL_TORNDOWN came while the waiter was outside the lock and was lost";
+    // Any GPADL answer wakes the partition's waiters: free the stuck one.
+    absl::StatusOr<std::vector<uint64_t>> pfns = p->memory().AllocatePages(1);
+    ASSERT_TRUE(pfns.ok());
+    p->CreateGuestGpadl(0, guest.relid, p->gpadls().AllocateId(), {{wire::kPageSize, 0, *pfns}})
+        .IgnoreError();
+  }
+  EXPECT_TRUE(teardown.get().ok());
   p->DetachGuest(0, guest.relid, &guest);
   p->DetachHost(handle->relid, &host);
 }

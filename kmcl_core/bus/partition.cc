@@ -403,7 +403,9 @@ absl::Status Partition::TeardownGuestGpadl(uint8_t vtl, uint32_t relid, uint32_t
       mu_.Unlock();
       const bool ran = make_progress();
       mu_.Lock();
-      if (ran) continue;
+      // The answer may have come while the lock was free: its signal went
+      // to nobody, so look again before waiting for the next one.
+      if (ran || gpadl_torn_down_.contains(gpadl_id)) continue;
     }
     if (changed_.WaitWithDeadline(&mu_, deadline) && !gpadl_torn_down_.contains(gpadl_id)) {
       return absl::DeadlineExceededError(
