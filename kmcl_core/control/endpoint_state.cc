@@ -32,6 +32,8 @@ const char* EndpointActionName(EndpointAction action) {
     case EndpointAction::kRejectOpen: return "reject-open";
     case EndpointAction::kRescind: return "rescind";
     case EndpointAction::kDisconnect: return "disconnect";
+    case EndpointAction::kCallOpenedAgain: return "Opened-again";
+    case EndpointAction::kSignalBoth: return "signal-both";
   }
   return "?";
 }
@@ -56,6 +58,17 @@ void EndpointStateMachine::CloseOpened(Actions& out) {
   out.push_back(EndpointAction::kCancelTransactions);
   out.push_back(EndpointAction::kCallClosed);
   out.push_back(EndpointAction::kReleaseRings);
+}
+
+Actions EndpointStateMachine::Restore(ConnectionState connection, RunState run) {
+  connection_ = connection;
+  run_ = run;
+  Actions out;
+  if (connection_ != ConnectionState::kOpened) return out;
+  out.push_back(EndpointAction::kCallOpenedAgain);
+  if (running()) EnterRunning(out);
+  out.push_back(EndpointAction::kSignalBoth);
+  return out;
 }
 
 absl::StatusOr<Actions> EndpointStateMachine::Enable() {

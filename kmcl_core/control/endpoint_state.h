@@ -12,6 +12,8 @@
 //   closing:           (leave running), [client: CLOSECHANNEL], cancel
 //                      outstanding transactions, Closed, release the rings
 //   server Disable:    rescind first, then close as above
+//   restored, opened:  Opened again, (entering running if it was), signal
+//                      both directions once
 // Servers start paused (VmbChannelStart runs them); clients start active
 // unless VmbChannelPause armed an auto-pause while disabled.
 //
@@ -53,6 +55,9 @@ enum class EndpointAction {
   kRejectOpen,          // the Opened callback failed: answer the peer
   kRescind,             // server Disable: withdraw the offer
   kDisconnect,          // client: CLOSECHANNEL if open / stop waiting; release if rescinded
+  kCallOpenedAgain,     // restored: EvtVmbChannelOpened again (the driver rebuilds its
+                        // mappings; the rings are already up, its result is no verdict)
+  kSignalBoth,          // restored: interrupt both directions once, in case one was lost
 };
 const char* EndpointActionName(EndpointAction action);
 
@@ -92,11 +97,11 @@ class EndpointStateMachine {
   // The open was cancelled before the Opened callback ran (rescind during open).
   Actions OpenCancelled();
 
-  // Restores a saved state (Channel::Restore) into a disabled machine.
-  void Restore(ConnectionState connection, RunState run) {
-    connection_ = connection;
-    run_ = run;
-  }
+  // Restores a saved state (Channel::Restore, re-attached by Enable) into
+  // a disabled machine. Returns what the driver hears as the endpoint comes
+  // back: nothing unless it was opened; then Opened again, the running
+  // entry if it was running, and a signal both ways.
+  Actions Restore(ConnectionState connection, RunState run);
 
  private:
   void EnterRunning(Actions& out) const;

@@ -174,5 +174,27 @@ TEST(Endpoint, OpenCancelledBeforeTheCallbackRan) {
   EXPECT_EQ(Names(s.OpenedResult(true)), "") << "a late verdict changes nothing";
 }
 
+TEST(RestoredEndpoint, HearsOpenedAgainThenRunsIfItWasRunning) {
+  EndpointStateMachine host(EndpointRole::kHost);
+  EXPECT_EQ(Names(host.Restore(ConnectionState::kOpened, RunState::kActive)),
+            "Opened-again Started incoming-on PostStarted signal-both");
+  EXPECT_TRUE(host.running());
+  EXPECT_EQ(Names(host.Pause()), "incoming-off Suspend wait-drained");
+
+  EndpointStateMachine guest(EndpointRole::kGuest);
+  EXPECT_EQ(Names(guest.Restore(ConnectionState::kOpened, RunState::kPaused)),
+            "Opened-again signal-both");
+  EXPECT_FALSE(guest.running());
+  EXPECT_EQ(Names(*guest.Start()), "Started incoming-on PostStarted");
+}
+
+TEST(RestoredEndpoint, NotOpenedHearsNothing) {
+  for (ConnectionState c : {ConnectionState::kEnabled, ConnectionState::kClosed}) {
+    EndpointStateMachine host(EndpointRole::kHost);
+    EXPECT_EQ(Names(host.Restore(c, RunState::kActive)), "") << ConnectionStateName(c);
+    EXPECT_EQ(host.connection(), c);
+  }
+}
+
 }  // namespace
 }  // namespace kmcl

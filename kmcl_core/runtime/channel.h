@@ -461,6 +461,7 @@ class Channel final : public BusEndpoint {
   bool restored_ ABSL_GUARDED_BY(mu_) = false;
   ConnectionState restored_connection_ ABSL_GUARDED_BY(mu_) = ConnectionState::kDisabled;
   RunState restored_run_ ABSL_GUARDED_BY(mu_) = RunState::kPaused;
+  Actions restore_actions_ ABSL_GUARDED_BY(mu_);  // for the kRestoredOpen command
   std::deque<Delivery*> redeliver_ ABSL_GUARDED_BY(mu_);  // delivered again after restore
   bool in_started_callback_ ABSL_GUARDED_BY(mu_) = false;
 

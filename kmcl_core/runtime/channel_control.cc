@@ -92,26 +92,10 @@ void Channel::ControlRun() {
         Deliver(*cmd.delivery);
         break;
       case CommandKind::kRestoredOpen: {
-        // Back from a restore: the driver hears Opened again (to rebuild
-        // its mappings), then Started/PostStarted if it was running; both
-        // directions are signalled once, in case an interrupt was lost.
-        bool opened;
-        {
-          MutexLock lock(&mu_);
-          opened = fsm_.connection() == ConnectionState::kOpened;
-        }
-        if (opened && callbacks_.opened) callbacks_.opened(*this);
-        {
-          MutexLock lock(&mu_);
-          if (fsm_.running()) {
-            actions = {EndpointAction::kCallStarted, EndpointAction::kIncomingOn,
-                       EndpointAction::kCallPostStarted};
-          }
-        }
-        Execute(actions);
-        actions.clear();
-        NotifyIo();
-        send_.SignalPeer();
+        // Back from a restore: what the driver hears is the state
+        // machine's (EndpointStateMachine::Restore).
+        MutexLock lock(&mu_);
+        actions = std::exchange(restore_actions_, {});
         break;
       }
     }
@@ -211,6 +195,13 @@ void Channel::RunAction(EndpointAction action) {
     }
     case EndpointAction::kDisconnect:
       Disconnect();
+      return;
+    case EndpointAction::kCallOpenedAgain:
+      if (callbacks_.opened) callbacks_.opened(*this);
+      return;
+    case EndpointAction::kSignalBoth:
+      NotifyIo();
+      send_.SignalPeer();
       return;
   }
 }

@@ -275,7 +275,7 @@ absl::StatusOr<bool> Channel::EnableRestored() {
   }
   {
     MutexLock lock(&mu_);
-    fsm_.Restore(restored_connection_, restored_run_);
+    restore_actions_ = fsm_.Restore(restored_connection_, restored_run_);
   }
   StartThreads();
   MutexLock lock(&mu_);
