@@ -49,6 +49,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "kmcl_core/base/guid.h"
 #include "kmcl_core/base/mutex.h"
@@ -176,6 +177,13 @@ struct ChannelCallbacks {
   std::function<absl::Status(Channel&, std::span<const uint8_t> lib,
                              std::span<const uint8_t> saved)>
       restore_packet;
+  // The peer broke the protocol (kmcld's extension; KMCL has no such
+  // callback): a corrupt incoming ring, a malformed pipe frame, or a bad
+  // read_index in the outgoing ring. `what` says what was wrong. Called
+  // once per detection (ChannelStats::corrupt_packets counts the same
+  // events), on the channel's I/O task, with none of the channel's locks
+  // held. Must not block.
+  std::function<void(Channel&, absl::string_view what)> peer_error;
 };
 
 // What GetExternalData maps: the guest pages of a GPA-direct packet.
@@ -427,6 +435,9 @@ class Channel final : public BusEndpoint {
   // `view`: the ring GPADL mapped in DoubleMappedRingPages order.
   absl::Status SetUpRings(std::span<uint8_t> view, uint32_t downstream_offset);
   void DrainIncoming();
+  // Runs callbacks_.peer_error for what DrainIncoming and the send path
+  // found since the last call (on the I/O task, no lock held).
+  void ReportPeerErrors();
   void Deliver(Delivery& delivery);
   void RetireDelivery(Delivery& delivery);
   Delivery* TakeDelivery() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -494,6 +505,7 @@ class Channel final : public BusEndpoint {
   Mutex reader_mu_ ABSL_ACQUIRED_BEFORE(send_.mu_, mu_);
   std::unique_ptr<RingReader> reader_ ABSL_GUARDED_BY(reader_mu_);
   IncomingPacket incoming_packet_ ABSL_GUARDED_BY(reader_mu_);
+  std::vector<std::string> peer_errors_ ABSL_GUARDED_BY(reader_mu_);  // not yet reported
 
   // Packet objects.
   std::vector<std::unique_ptr<uint8_t[]>> packet_memory_ ABSL_GUARDED_BY(mu_);

@@ -160,7 +160,25 @@ void Channel::IoRun() {
   DrainIncoming();
   send_.Flush();
   send_.RunFinished();
+  ReportPeerErrors();
   // A kick during this pass set io_work_ again and scheduled another pass.
+}
+
+void Channel::ReportPeerErrors() {
+  std::vector<std::string> errors;
+  {
+    MutexLock r(&reader_mu_);
+    errors.swap(peer_errors_);
+  }
+  if (std::optional<std::string> sent = send_.TakePeerError(); sent.has_value()) {
+    {
+      MutexLock lock(&mu_);
+      if (corruption_.empty()) corruption_ = *sent;
+    }
+    errors.push_back(*std::move(sent));
+  }
+  if (!callbacks_.peer_error) return;
+  for (const std::string& what : errors) callbacks_.peer_error(*this, what);
 }
 
 absl::Status Channel::SetUpRings(std::span<uint8_t> view, uint32_t downstream_offset) {
@@ -232,6 +250,7 @@ void Channel::DrainIncoming() {
     }
     if (st == RingStatus::kCorrupt) {
       stats_.corrupt_packets++;
+      peer_errors_.push_back(absl::StrCat("incoming ring: ", reader_->corruption().message()));
       MutexLock lock(&mu_);
       corruption_ = std::string(reader_->corruption().message());
       incoming_failed_ = true;
@@ -257,6 +276,7 @@ void Channel::DrainIncoming() {
       absl::StatusOr<PipeFrame> frame = ParsePipePacket(in.payload);
       if (!frame.ok()) {
         stats_.corrupt_packets++;
+        peer_errors_.push_back(absl::StrCat("pipe frame: ", frame.status().message()));
         continue;  // a malformed pipe frame is dropped, the channel goes on
       }
       data = frame->data;
@@ -329,7 +349,7 @@ ChannelSnapshot Channel::Snapshot() const {
   s.stats.sends_queued = sc.sends_queued;
   s.stats.ring_full_events = sc.ring_full_events;
   s.stats.quota_stalls = stats_.quota_stalls;
-  s.stats.corrupt_packets = stats_.corrupt_packets;
+  s.stats.corrupt_packets = stats_.corrupt_packets + sc.corrupt_rings;
   std::sort(s.outstanding.begin(), s.outstanding.end(),
             [](const OutstandingTransaction& a, const OutstandingTransaction& b) {
               return a.age > b.age || (a.age == b.age && a.transaction_id < b.transaction_id);

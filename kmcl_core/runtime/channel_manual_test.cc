@@ -2,14 +2,19 @@
 // the test's thread when the test drives the executor, so the whole life of
 // a channel (offer, open, start, packets, completions, close) is checked
 // step by step and in one exact order, with no threads to wait for.
+#include <atomic>
 #include <string>
 #include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 
 #include "gtest/gtest.h"
 #include "kmcl_core/bus/partition.h"
 #include "kmcl_core/runtime/channel.h"
 #include "kmcl_core/runtime/channel_test_util.h"
 #include "kmcl_core/runtime/executor.h"
+#include "kmcl_core/wire/vmbus_wire.h"
 
 namespace kmcl {
 namespace {
@@ -45,6 +50,7 @@ class ManualChannelTest : public ::testing::Test {
   // Host echoes every packet back as its completion; both record callbacks.
   void Open() {
     ChannelCallbacks host_cb = RecordingCallbacks(rec_, "host");
+    host_cb.peer_error = host_cb_.peer_error;
     host_cb.process_packet = [this](Channel& ch, Delivery& d, std::span<const uint8_t> buf,
                                      uint32_t) {
       rec_.Add("host:packet " + Text(buf));
@@ -64,8 +70,37 @@ class ManualChannelTest : public ::testing::Test {
     ex_.RunUntilIdle();
   }
 
+  // The control page of one of the channel's rings, through the guest's
+  // own pages (what a hostile guest can write): the guest-to-host ring's
+  // (the guest's outgoing) or the host-to-guest ring's.
+  wire::RingControl* GuestRingControl(bool guest_to_host) {
+    const ChannelSnapshot g = guest_->Snapshot();
+    std::vector<GpadlInfo> gpadls = partition_->gpadls().ListForChannel(g.relid);
+    EXPECT_EQ(gpadls.size(), 1u);
+    EXPECT_TRUE(g.outgoing.has_value());
+    if (gpadls.size() != 1 || !g.outgoing.has_value()) return nullptr;
+    const std::vector<uint64_t>& pfns = gpadls[0].ranges.at(0).pfns;
+    // [control + outgoing data][control + incoming data], as the guest lays them out.
+    const size_t at = guest_to_host ? 0 : 1 + g.outgoing->data_size / wire::kPageSize;
+    absl::StatusOr<GuestView> view = partition_->memory().MapPages({&pfns.at(at), 1}, true);
+    EXPECT_TRUE(view.ok()) << view.status();
+    if (!view.ok()) return nullptr;
+    views_.push_back(*std::move(view));
+    return reinterpret_cast<wire::RingControl*>(views_.back().data());
+  }
+  // The host records each peer error with the corrupt counter at that time.
+  void RecordHostPeerErrors() {
+    ChannelCallbacks cb = host_cb_;
+    cb.peer_error = [this](Channel& ch, absl::string_view what) {
+      rec_.Add(absl::StrCat("host:peer_error ", ch.Snapshot().stats.corrupt_packets, " ", what));
+    };
+    host_cb_ = cb;
+  }
+
   ManualExecutor ex_;
   Recorder rec_;
+  ChannelCallbacks host_cb_;
+  std::vector<GuestView> views_;
   std::unique_ptr<Partition> partition_;
   std::unique_ptr<Channel> host_;
   std::unique_ptr<Channel> guest_;
@@ -124,6 +159,68 @@ TEST_F(ManualChannelTest, ClosingRunsSuspendAndClosedOnBothSides) {
   const std::vector<std::string> tail(events.begin() + 6, events.end());
   EXPECT_EQ(tail, (std::vector<std::string>{"guest:suspend", "guest:closed", "host:suspend",
                                             "host:closed"}));
+}
+
+// A guest that forges its ring's write_index: the host's reader finds it
+// out of range, counts it, stops reading and says so once, on its I/O task.
+TEST_F(ManualChannelTest, AWriteIndexForgedByTheGuestIsReportedOnceAndCounted) {
+  RecordHostPeerErrors();
+  Open();
+  wire::RingControl* to_host = GuestRingControl(/*guest_to_host=*/true);
+  ASSERT_NE(to_host, nullptr);
+  Packet* p = guest_->AllocatePacket();
+  const std::string msg = "ping";
+  ASSERT_TRUE(guest_->Send(*p, {reinterpret_cast<const uint8_t*>(msg.data()), msg.size()}, {}, 0).ok());
+  // Written and the host signalled, but not read yet: now break the index.
+  std::atomic_ref<uint32_t>(to_host->write_index).store(0xfffffff8u);
+  ex_.RunUntilIdle();
+  const std::vector<std::string> errors = rec_.EventsOf("host:peer_error");
+  ASSERT_EQ(errors.size(), 1u) << "one detection, one callback";
+  EXPECT_EQ(errors[0].rfind("host:peer_error 1 incoming ring: ", 0), 0u) << errors[0];
+  EXPECT_NE(errors[0].find("write_index"), std::string::npos) << errors[0];
+  EXPECT_EQ(rec_.Count("host:packet ping"), 0u);
+  // More signals from the guest find the incoming side stopped: no more.
+  Packet* q = guest_->AllocatePacket();
+  ASSERT_TRUE(guest_->Send(*q, {reinterpret_cast<const uint8_t*>(msg.data()), msg.size()}, {}, 0).ok());
+  ex_.RunUntilIdle();
+  EXPECT_EQ(rec_.EventsOf("host:peer_error").size(), 1u);
+  const ChannelSnapshot s = host_->Snapshot();
+  EXPECT_EQ(s.stats.corrupt_packets, 1u);
+  EXPECT_FALSE(s.corruption.empty());
+  EXPECT_TRUE(rec_.EventsOf("guest:peer_error").empty());
+}
+
+// A guest that forges the read_index of the host's outgoing ring: the
+// host's send path finds it when the ring looks full and it reads the index
+// again, counts it once (however many sends follow), and the I/O task
+// reports it once.
+TEST_F(ManualChannelTest, AReadIndexForgedByTheGuestIsReportedOnceAndCountedBySendingSide) {
+  RecordHostPeerErrors();
+  Open();
+  wire::RingControl* to_guest = GuestRingControl(/*guest_to_host=*/false);
+  ASSERT_NE(to_guest, nullptr);
+  std::atomic_ref<uint32_t>(to_guest->read_index).store(0xfffffff8u);
+  // More than the ring holds (the guest reads nothing meanwhile): the
+  // writer runs out of the space it knew of and reads the forged index.
+  const std::vector<uint8_t> msg(1024, 0x5a);
+  const uint32_t ring_bytes = host_->Snapshot().outgoing->data_size;
+  const uint32_t sends = ring_bytes / msg.size() + 4;
+  for (uint32_t i = 0; i < sends; ++i) {
+    Packet* p = host_->AllocatePacket();
+    ASSERT_TRUE(host_->Send(*p, msg, {}, 0).ok());
+  }
+  // Found on this thread (Send flushes), reported only on the I/O task.
+  EXPECT_TRUE(rec_.EventsOf("host:peer_error").empty());
+  ex_.RunUntilIdle();
+  const std::vector<std::string> errors = rec_.EventsOf("host:peer_error");
+  ASSERT_EQ(errors.size(), 1u) << "one detection, one callback";
+  EXPECT_EQ(errors[0].rfind("host:peer_error 1 outgoing ring: ", 0), 0u) << errors[0];
+  EXPECT_NE(errors[0].find("read_index"), std::string::npos) << errors[0];
+  const ChannelSnapshot s = host_->Snapshot();
+  EXPECT_EQ(s.stats.corrupt_packets, 1u);
+  EXPECT_LT(s.stats.packets_sent, sends);
+  EXPECT_GT(s.queued_sends, 0u) << "the rest wait for the channel to close";
+  EXPECT_FALSE(s.corruption.empty());
 }
 
 }  // namespace

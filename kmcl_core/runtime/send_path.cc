@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "kmcl_core/bus/partition.h"
 #include "kmcl_core/runtime/channel.h"
@@ -23,6 +24,7 @@ SendPath::SendPath(const BusEndpoint* self, Hooks hooks) : self_(self), hooks_(s
 void SendPath::Attach(RingMemory outgoing, std::shared_ptr<RingLink> link) {
   MutexLock lock(&mu_);
   writer_ = std::make_unique<RingWriter>(outgoing);
+  corrupt_ = false;  // a new ring: its first corruption is reported again
   link_ = std::move(link);
 }
 
@@ -130,7 +132,15 @@ void SendPath::Flush() {
         counters_.ring_full_events++;
         break;
       }
-      if (st == RingStatus::kCorrupt) break;  // the peer broke the ring; sends wait for close
+      if (st == RingStatus::kCorrupt) {  // the peer broke the ring; sends wait for close
+        if (!corrupt_) {
+          corrupt_ = true;
+          counters_.corrupt_rings++;
+          peer_error_ = absl::StrCat("outgoing ring: ", writer_->corruption().message());
+          finished = true;  // the I/O task reports it (TakePeerError)
+        }
+        break;
+      }
       if (q.packet != nullptr) {
         counters_.packets_sent++;
         counters_.bytes_sent += op.payload.size();
@@ -161,6 +171,11 @@ void SendPath::RunFinished() {
     done.swap(finished_);
   }
   for (auto& [packet, status] : done) Complete(*packet, status, {});
+}
+
+std::optional<std::string> SendPath::TakePeerError() {
+  MutexLock lock(&mu_);
+  return std::exchange(peer_error_, std::nullopt);
 }
 
 Packet* SendPath::TakeOutstanding(uint64_t transaction_id, absl::Time* sent) {

@@ -28,6 +28,7 @@
 #include <memory>
 #include <optional>
 #include <span>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -63,13 +64,16 @@ class SendPath {
     // Asked by Queue with this path's lock held (see the threading note).
     std::function<Gate()> gate;
     // Sends have finished without a peer completion (written, or too big
-    // for the ring): call RunFinished soon. Called without the lock.
+    // for the ring), or the peer broke the ring: call RunFinished and
+    // TakePeerError soon. Called without the lock.
     std::function<void()> finished;
   };
   // Relaxed counters, for diagnostics.
   struct Counters {
     std::atomic<uint64_t> packets_sent{0}, bytes_sent{0}, completions_sent{0}, signals_sent{0},
         sends_queued{0}, ring_full_events{0};
+    // The peer's read_index was invalid (at most 1: the writer stays poisoned).
+    std::atomic<uint64_t> corrupt_rings{0};
   };
   struct Snapshot {
     uint32_t queued = 0;
@@ -113,6 +117,10 @@ class SendPath {
   void Flush();
   // Runs the completion routines of sends that finished in Flush.
   void RunFinished();
+  // What was wrong with the outgoing ring, once: Flush found the peer's
+  // read_index invalid (counted in counters().corrupt_rings); sends wait
+  // for the channel to close. nullopt otherwise and after the first call.
+  std::optional<std::string> TakePeerError();
   // The peer completed `transaction_id`: the packet (no longer outstanding)
   // and when it was sent, or nullptr for an unknown id.
   Packet* TakeOutstanding(uint64_t transaction_id, absl::Time* sent);
@@ -160,6 +168,8 @@ class SendPath {
   absl::flat_hash_map<uint64_t, Packet*> outstanding_ ABSL_GUARDED_BY(mu_);
   uint64_t next_transaction_id_ ABSL_GUARDED_BY(mu_) = 1;
   bool frozen_ ABSL_GUARDED_BY(mu_) = false;
+  bool corrupt_ ABSL_GUARDED_BY(mu_) = false;  // the writer found the ring corrupt
+  std::optional<std::string> peer_error_ ABSL_GUARDED_BY(mu_);  // until TakePeerError
   Counters counters_;
 
   friend class Channel;  // names mu_ in its lock-order annotation
