@@ -49,6 +49,7 @@
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server.h"
 #include "grpcpp/server_builder.h"
+#include "kmcl_core/base/mutex.h"
 #include "kmcl_core/bus/partition.h"
 
 ABSL_FLAG(std::string, listen, "",
@@ -425,5 +426,6 @@ int main(int argc, char** argv) {
       "kmcld: serves emulated VMBus channels (KMCL) over gRPC.\n"
       "Usage: kmcld [--listen=HOST:PORT] [--uds=PATH|none] [--runtime_dir=DIR]");
   absl::ParseCommandLine(argc, argv);
+  kmcl::DisableAbslDeadlockDetectionInReleaseBuilds();
   return Run();
 }

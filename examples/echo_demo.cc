@@ -8,6 +8,7 @@
 #include "absl/flags/parse.h"
 #include "absl/time/clock.h"
 #include "examples/echo_vsp.h"
+#include "kmcl_core/base/mutex.h"
 #include "kmcl_core/bus/partition.h"
 
 ABSL_FLAG(uint64_t, packets, 100000, "packets to echo");
@@ -16,6 +17,7 @@ ABSL_FLAG(uint32_t, window, 64, "packets in flight");
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
+  kmcl::DisableAbslDeadlockDetectionInReleaseBuilds();
   kmcl::PartitionOptions options;
   options.memory_bytes = 256 << 20;
   auto partition = kmcl::Partition::Create(options);
