@@ -65,7 +65,7 @@ absl::StatusOr<std::shared_ptr<Endpoint>> RestoreEndpoint(Registry& registry,
     return absl::InvalidArgumentError("a saved endpoint has no role");
   }
   auto ep = Endpoint::Create(p->partition(), p->id(), saved.role(), registry.limits().endpoint,
-                             registry.log(), registry.timer());
+                             registry.log(), registry.timer(), p->peer_log);
   if (!ep.ok()) return ep.status();
   if (saved.max_packet_size() != 0) (*ep)->set_max_packet_size(saved.max_packet_size());
   if (absl::Status s = (*ep)->channel().Restore(saved.channel_blob()); !s.ok()) return s;

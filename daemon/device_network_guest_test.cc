@@ -10,7 +10,11 @@
 // Client and server share this process (in-process gRPC), which TSan cannot
 // follow through Debian's uninstrumented libgrpc, so it is skipped there;
 // vsp_test covers the same channel without gRPC under TSan.
+//
+// A guest endpoint that corrupts its outgoing ring is named in a warning
+// (a JSON line) too; that test has no gRPC and runs under TSan.
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <cstring>
 #include <functional>
@@ -24,9 +28,11 @@
 #include "daemon/device_service.h"
 #include "daemon/kmcl_services.h"
 #include "daemon/log.h"
+#include "daemon/registry.h"
 #include "grpcpp/server.h"
 #include "grpcpp/server_builder.h"
 #include "gtest/gtest.h"
+#include "kmcl_core/wire/vmbus_wire.h"
 #include "nlohmann/json.hpp"
 #include "proto/channel.grpc.pb.h"
 #include "proto/packet.grpc.pb.h"
@@ -78,6 +84,13 @@ class CaptureSink : public spdlog::sinks::base_sink<std::mutex> {
   std::condition_variable added_;
 };
 
+// kmcld's log as JSON lines into a CaptureSink, while it lives.
+struct JsonLogCapture {
+  JsonLogCapture() { log::Init(log::Format::kJson, log::Level::kInfo, sink); }
+  ~JsonLogCapture() { log::Init(log::Format::kText, log::Level::kInfo); }
+  std::shared_ptr<CaptureSink> sink = std::make_shared<CaptureSink>();
+};
+
 void PutU16(std::string& b, size_t at, uint16_t v) {
   b[at] = static_cast<char>(v);
   b[at + 1] = static_cast<char>(v >> 8);
@@ -111,11 +124,8 @@ TEST(DeviceNetworkGuest, ARawBytesGuestOverKmclV1KeepsTheHeartbeatAlive) {
 #if defined(__SANITIZE_THREAD__)
   GTEST_SKIP() << "in-process gRPC under TSan (see the file comment)";
 #endif
-  auto sink = std::make_shared<CaptureSink>();
-  log::Init(log::Format::kJson, log::Level::kInfo, sink);
-  struct RestoreLog {
-    ~RestoreLog() { log::Init(log::Format::kText, log::Level::kInfo); }
-  } restore_log;
+  JsonLogCapture capture;
+  const std::shared_ptr<CaptureSink>& sink = capture.sink;
   KmclServices services(DefaultConfig());
   kmcl::PartitionOptions po;
   po.memory_bytes = 64 << 20;
@@ -254,6 +264,78 @@ TEST(DeviceNetworkGuest, ARawBytesGuestOverKmclV1KeepsTheHeartbeatAlive) {
   server->Wait();
   device_service.Drain();
   devices.reset();
+  services.Shutdown();
+}
+
+// A guest endpoint that breaks its own outgoing ring (a hostile guest
+// writes its ring's write_index): the host endpoint's channel finds it, and
+// kmcld logs one warning naming the partition, channel, role, interface and
+// what was wrong, as a JSON line. No gRPC, so this one runs under TSan too.
+TEST(DeviceNetworkGuest, AGuestThatCorruptsItsOutgoingRingIsNamedInAWarning) {
+  JsonLogCapture capture;
+  const std::shared_ptr<CaptureSink>& sink = capture.sink;
+  KmclServices services(DefaultConfig());
+  Registry& registry = services.registry();
+  kmcl::PartitionOptions po;
+  po.memory_bytes = 64 << 20;
+  auto entry = registry.AddPartition(*kmcl::Partition::Create(po));
+  ASSERT_TRUE(entry.ok()) << entry.status();
+  kmcl::Partition& partition = (*entry)->partition();
+  auto make = [&](Endpoint::Role role) {
+    return *Endpoint::Create(partition, (*entry)->id(), role, registry.limits().endpoint, registry.log(),
+                             registry.timer(), (*entry)->peer_log);
+  };
+  std::shared_ptr<Endpoint> host = make(kmcl::v1::ENDPOINT_ROLE_HOST);
+  std::shared_ptr<Endpoint> guest = make(kmcl::v1::ENDPOINT_ROLE_GUEST);
+  const kmcl::Guid type = *kmcl::Guid::Parse("11111111-2222-3333-4444-555555555555");
+  ASSERT_TRUE(host->channel().SetTargetInterfaceId(type, kmcl::Guid::Random()).ok());
+  ASSERT_TRUE(host->channel().Enable().ok());
+  ASSERT_TRUE(host->channel().Start().ok());
+  ASSERT_TRUE(guest->channel().SetTargetPnp(type, std::nullopt, 0).ok());
+  ASSERT_TRUE(guest->channel().Enable().ok());
+  ASSERT_TRUE(guest->WaitOpened(absl::Now() + absl::Seconds(20)).ok());
+
+  // The guest-to-host ring's control page, through the guest's own pages
+  // (the ring GPADL starts with it). The guest sends nothing more, so
+  // nothing rewrites the forged index.
+  const uint32_t relid = guest->relid();
+  std::vector<kmcl::GpadlInfo> gpadls = partition.gpadls().ListForChannel(relid);
+  ASSERT_EQ(gpadls.size(), 1u);
+  absl::StatusOr<kmcl::GuestView> view = partition.memory().MapPages({&gpadls[0].ranges.at(0).pfns.at(0), 1}, true);
+  ASSERT_TRUE(view.ok()) << view.status();
+  auto* control = reinterpret_cast<kmcl::wire::RingControl*>(view->data());
+  std::atomic_ref<uint32_t>(control->write_index).store(0xfffffff8u);
+  // The host's I/O task reads its incoming ring on its next pass: a send
+  // from the host that needs no completion ends on that task and runs it.
+  kmcl::Packet* packet = host->channel().AllocatePacket();
+  const std::vector<uint8_t> payload(8, 1);
+  ASSERT_TRUE(host->channel().Send(*packet, payload, {}, 0).ok());
+
+  const std::string line = sink->WaitFor(
+      [](const std::string& l) { return l.find("ring corrupt") != std::string::npos; }, std::chrono::seconds(20));
+  ASSERT_FALSE(line.empty()) << "no warning for the corrupt ring";
+  const nlohmann::json j = nlohmann::json::parse(line);  // throws if not JSON
+  EXPECT_EQ(j["level"], "warning");
+  EXPECT_EQ(j["msg"], "ring corrupt");
+  EXPECT_EQ(j["partition"], (*entry)->id());
+  EXPECT_EQ(j["channel"], std::to_string(relid));
+  EXPECT_EQ(j["role"], "host");
+  EXPECT_EQ(j["detail"],
+            "incoming ring: ring corrupt: write_index 4294967288 is not an 8-byte aligned offset below " +
+                std::to_string(host->channel().Snapshot().incoming->data_size) +
+                "; interface_type 11111111-2222-3333-4444-555555555555");
+  EXPECT_EQ(host->channel().Snapshot().stats.corrupt_packets, 1u);
+
+  for (std::shared_ptr<Endpoint>* ep : {&host, &guest}) {  // the host first, as endpoint_test does
+    (*ep)->EndStreamAndRelease();
+    (*ep)->channel().Disable().IgnoreError();
+    ep->reset();
+  }
+  const std::vector<std::string> lines = sink->Lines();
+  EXPECT_EQ(std::count_if(lines.begin(), lines.end(),
+                          [](const std::string& l) { return l.find("ring corrupt") != std::string::npos; }),
+            1)
+      << "one detection, one line";
   services.Shutdown();
 }
 

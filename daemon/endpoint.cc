@@ -25,9 +25,12 @@ Endpoint::Endpoint(std::string partition_id, Role role, EndpointLimits limits, E
 absl::StatusOr<std::shared_ptr<Endpoint>> Endpoint::Create(kmcl::Partition& partition,
                                                            std::string partition_id, Role role,
                                                            EndpointLimits limits, EventLog& log,
-                                                           Timer& timer) {
+                                                           Timer& timer,
+                                                           std::shared_ptr<log::Limiter> peer_log) {
   std::shared_ptr<Endpoint> ep(new Endpoint(std::move(partition_id), role, limits, log, timer));
   ep->self_ = ep;
+  ep->peer_log_ =
+      peer_log != nullptr ? std::move(peer_log) : std::make_shared<log::Limiter>(kPeerEventsPerMinute);
   ep->partition_ = &partition;
   auto channel = kmcl::Channel::Allocate(partition, role == kmcl::v1::ENDPOINT_ROLE_HOST
                                                         ? kmcl::EndpointRole::kHost
@@ -92,6 +95,7 @@ void Endpoint::InstallCallbacks() {
   };
   cb.process_packet = [this](kmcl::Channel&, kmcl::Delivery& d, std::span<const uint8_t>,
                              uint32_t) { OnDelivery(d); };
+  cb.peer_error = [this](kmcl::Channel&, absl::string_view what) { OnPeerError(what); };
   cb.save_packet = [this](kmcl::Channel&, kmcl::Packet& p) { return SavePacket(p); };
   cb.restore_packet = [this](kmcl::Channel&, std::span<const uint8_t> lib,
                              std::span<const uint8_t> saved) { return RestorePacket(lib, saved); };
@@ -236,6 +240,19 @@ void Endpoint::Event(EventKind kind, kmcl::NTSTATUS status, std::string detail) 
     SetNtStatus(status, out.mutable_status());
   }
   WakeStream();
+}
+
+void Endpoint::OnPeerError(absl::string_view what) {
+  uint64_t dropped_before = 0;
+  if (!peer_log_->Admit(&dropped_before)) return;  // still counted by the channel
+  const uint32_t id = relid();
+  std::string interface_type = "unknown";
+  for (const kmcl::ServerChannelInfo& c : partition_->ServerChannels()) {
+    if (c.relid == id) interface_type = c.offer.interface_type.ToString();
+  }
+  std::string detail = absl::StrCat(what, "; interface_type ", interface_type);
+  if (dropped_before != 0) absl::StrAppend(&detail, "; ", dropped_before, " earlier not logged");
+  Event(kmcl::v1::EVENT_KIND_RING_CORRUPT, kmcl::kStatusSuccess, std::move(detail));
 }
 
 void Endpoint::OnDelivery(kmcl::Delivery& delivery) {

@@ -36,8 +36,10 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "daemon/event_log.h"
+#include "daemon/log.h"
 #include "daemon/timer.h"
 #include "kmcl_core/base/mutex.h"
 #include "kmcl_core/bus/partition.h"
@@ -70,11 +72,23 @@ class Endpoint {
   using Role = kmcl::v1::EndpointRole;
 
   // Allocates the channel (disabled) with the adapter's callbacks installed.
-  // `partition_id` names the partition in events.
+  // `partition_id` names the partition in events. `peer_log` limits the
+  // events a peer's errors cause (shared by the partition's endpoints:
+  // PartitionEntry::peer_log); null: a limiter of this endpoint's own.
+  //
+  // Errors from the peer (a corrupt ring, a malformed pipe frame: the
+  // channel's peer_error callback) become EVENT_KIND_RING_CORRUPT events
+  // whose detail says what was wrong and the channel's interface type; the
+  // event log writes them at warning level. At most
+  // kPeerEventsPerMinute a minute per limiter; the next admitted one says
+  // how many were left out. The channel counts every one
+  // (ChannelStats::corrupt_packets).
+  static constexpr int kPeerEventsPerMinute = 10;
   static absl::StatusOr<std::shared_ptr<Endpoint>> Create(kmcl::Partition& partition,
                                                           std::string partition_id, Role role,
                                                           EndpointLimits limits, EventLog& log,
-                                                          Timer& timer);
+                                                          Timer& timer,
+                                                          std::shared_ptr<log::Limiter> peer_log = nullptr);
   ~Endpoint();  // destroys the channel (it must be disabled)
   Endpoint(const Endpoint&) = delete;
   Endpoint& operator=(const Endpoint&) = delete;
@@ -148,6 +162,8 @@ class Endpoint {
   Endpoint(std::string partition_id, Role role, EndpointLimits limits, EventLog& log,
            Timer& timer);
   void InstallCallbacks();
+  // The channel's peer_error: an EVENT_KIND_RING_CORRUPT event, rate-limited.
+  void OnPeerError(absl::string_view what);
   absl::StatusOr<std::vector<uint8_t>> SavePacket(kmcl::Packet& packet);
   absl::Status RestorePacket(std::span<const uint8_t> lib, std::span<const uint8_t> saved);
   void SetSendRoutine(kmcl::Packet& packet, uint64_t tag, uint64_t epoch);
@@ -172,6 +188,7 @@ class Endpoint {
   const EndpointLimits limits_;
   EventLog& log_;
   Timer& timer_;
+  std::shared_ptr<log::Limiter> peer_log_;
   kmcl::Partition* partition_ = nullptr;
   std::unique_ptr<kmcl::Channel> channel_;
 

@@ -21,6 +21,7 @@
 #include "absl/status/statusor.h"
 #include "daemon/endpoint.h"
 #include "daemon/event_log.h"
+#include "daemon/log.h"
 #include "daemon/partition_devices.h"
 #include "daemon/timer.h"
 #include "kmcl_core/base/mutex.h"
@@ -61,6 +62,10 @@ class PartitionEntry {
   uint64_t next_buffer_id ABSL_GUARDED_BY(mu) = 1;
   uint64_t buffer_bytes ABSL_GUARDED_BY(mu) = 0;
   bool deleted ABSL_GUARDED_BY(mu) = false;
+  // Limits the events its guest's protocol errors cause, for all of the
+  // partition's endpoints together (Endpoint::Create).
+  const std::shared_ptr<log::Limiter> peer_log =
+      std::make_shared<log::Limiter>(Endpoint::kPeerEventsPerMinute);
   // Something in-process (the --demo traffic) uses the partition directly:
   // DeletePartition refuses until unpinned.
   void Pin() {

@@ -109,7 +109,7 @@ grpc::ServerUnaryReactor* GuestChannelService::OpenChannel(
     }
     auto ep = Endpoint::Create(p.partition(), p.id(), kmcl::v1::ENDPOINT_ROLE_GUEST,
                                ctx_.registry.limits().endpoint, ctx_.registry.log(),
-                               ctx_.registry.timer());
+                               ctx_.registry.timer(), p.peer_log);
     if (!ep.ok()) return ep.status();
     (*ep)->KeepUntilFreed(charge);  // the caller's channels limit, until the endpoint is freed
     kmcl::Channel& ch = (*ep)->channel();

@@ -28,7 +28,7 @@ grpc::ServerUnaryReactor* HostChannelService::OfferChannel(
     const kmcl::v1::ServerChannelSettings& settings = request->settings();
     auto ep = Endpoint::Create((*partition)->partition(), (*partition)->id(),
                                kmcl::v1::ENDPOINT_ROLE_HOST, ctx_.registry.limits().endpoint,
-                               ctx_.registry.log(), ctx_.registry.timer());
+                               ctx_.registry.log(), ctx_.registry.timer(), (*partition)->peer_log);
     if (!ep.ok()) return ep.status();
     Endpoint& endpoint = **ep;
     endpoint.KeepUntilFreed(charge);  // the caller's channels limit, until the endpoint is freed
