@@ -34,7 +34,7 @@ struct BuiltinSnapshots {
 
 BuiltinSnapshots SnapshotBuiltins(PartitionEntry& p, std::optional<uint32_t> relid) {
   const absl::flat_hash_set<const kmcl::BusEndpoint*> tools = ToolEndpoints(p);
-  std::vector<std::pair<const kmcl::BusEndpoint*, bool>> seen;
+  std::vector<std::pair<const kmcl::BusEndpoint*, kmcl::EndpointRole>> seen;
   std::vector<kmcl::ChannelSnapshot> snapshots;
   // Under the partition's lock, which keeps each endpoint alive; a snapshot
   // takes only the endpoint's own locks, as the partition allows.
@@ -42,7 +42,7 @@ BuiltinSnapshots SnapshotBuiltins(PartitionEntry& p, std::optional<uint32_t> rel
     if ((relid.has_value() && e.relid != *relid) || tools.contains(e.endpoint)) return;
     const auto* channel = dynamic_cast<const kmcl::Channel*>(e.endpoint);
     if (channel == nullptr) return;
-    seen.emplace_back(e.endpoint, e.is_host);
+    seen.emplace_back(e.endpoint, e.role);
     snapshots.push_back(channel->Snapshot());
   });
   // A tool's endpoint attached in between is the tool's, not a built-in.
@@ -50,7 +50,7 @@ BuiltinSnapshots SnapshotBuiltins(PartitionEntry& p, std::optional<uint32_t> rel
   BuiltinSnapshots out;
   for (size_t i = 0; i < seen.size(); ++i) {
     if (tools_now.contains(seen[i].first)) continue;
-    (seen[i].second ? out.hosts : out.guests).push_back(std::move(snapshots[i]));
+    (kmcl::IsHost(seen[i].second) ? out.hosts : out.guests).push_back(std::move(snapshots[i]));
   }
   return out;
 }

@@ -119,8 +119,8 @@ PartitionCounters Partition::counters() const {
 
 void Partition::ForEachEndpoint(absl::FunctionRef<void(const AttachedEndpoint&)> visit) const {
   MutexLock lock(&mu_);
-  for (const auto& [relid, host] : hosts_) visit({relid, true, 0, host});
-  for (const auto& [key, guest] : guests_) visit({key.second, false, key.first, guest});
+  for (const auto& [relid, host] : hosts_) visit({relid, EndpointRole::kHost, 0, host});
+  for (const auto& [key, guest] : guests_) visit({key.second, EndpointRole::kGuest, key.first, guest});
 }
 
 absl::StatusOr<std::pair<uint64_t, uint64_t>> Partition::MmioFor(uint32_t relid,

@@ -66,7 +66,7 @@ struct RingLink {
 // An endpoint attached to the partition (ForEachEndpoint).
 struct AttachedEndpoint {
   uint32_t relid = 0;
-  bool is_host = false;
+  EndpointRole role = EndpointRole::kHost;
   uint8_t vtl = 0;  // guests: the client's VTL
   const BusEndpoint* endpoint = nullptr;
 };
