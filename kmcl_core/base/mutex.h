@@ -35,7 +35,7 @@ namespace kmcl {
 // Debian's Abseil is built with its debug deadlock detector on: every
 // absl::Mutex acquisition is checked against a process-wide lock-order graph
 // under one global lock, which the threads of a busy channel then contend
-// for (the C echo demo runs about 1.7x faster without it; docs/performance.md,
+// for (the C echo demo runs 1.9-2.1x as fast without it; docs/performance.md,
 // "Channels on the shared executor"). Programs call this once at start: in
 // release builds (NDEBUG) it turns the detector off, since the clang
 // thread-safety build and TSan check lock order; debug and test builds keep it.
