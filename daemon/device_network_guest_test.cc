@@ -28,6 +28,7 @@
 #include "daemon/device_service.h"
 #include "daemon/kmcl_services.h"
 #include "daemon/log.h"
+#include "daemon/log_capture.h"
 #include "daemon/registry.h"
 #include "grpcpp/server.h"
 #include "grpcpp/server_builder.h"
@@ -36,7 +37,6 @@
 #include "nlohmann/json.hpp"
 #include "proto/channel.grpc.pb.h"
 #include "proto/packet.grpc.pb.h"
-#include "spdlog/sinks/base_sink.h"
 
 namespace kmcld {
 namespace {
@@ -46,51 +46,6 @@ namespace ic = kmcl::devices::ic;
 uint16_t U16(const std::string& b, size_t at) {
   return static_cast<uint16_t>(static_cast<uint8_t>(b[at]) | static_cast<uint8_t>(b[at + 1]) << 8);
 }
-// Keeps each log line, formatted on the logging thread (kmcld's formatter
-// reads the record's fields there).
-class CaptureSink : public spdlog::sinks::base_sink<std::mutex> {
- public:
-  // The first line `pred` accepts, waiting up to `timeout` for it; "" if none.
-  std::string WaitFor(const std::function<bool(const std::string&)>& pred, std::chrono::seconds timeout) {
-    std::unique_lock<std::mutex> lock(mutex_);
-    std::string found;
-    added_.wait_for(lock, timeout, [&] {
-      for (const std::string& l : lines_) {
-        if (pred(l)) {
-          found = l;
-          return true;
-        }
-      }
-      return false;
-    });
-    return found;
-  }
-  std::vector<std::string> Lines() {
-    std::lock_guard<std::mutex> lock(mutex_);
-    return lines_;
-  }
-
- protected:
-  void sink_it_(const spdlog::details::log_msg& msg) override {
-    spdlog::memory_buf_t buf;
-    formatter_->format(msg, buf);
-    lines_.emplace_back(buf.data(), buf.size());
-    added_.notify_all();
-  }
-  void flush_() override {}
-
- private:
-  std::vector<std::string> lines_;
-  std::condition_variable added_;
-};
-
-// kmcld's log as JSON lines into a CaptureSink, while it lives.
-struct JsonLogCapture {
-  JsonLogCapture() { log::Init(log::Format::kJson, log::Level::kInfo, sink); }
-  ~JsonLogCapture() { log::Init(log::Format::kText, log::Level::kInfo); }
-  std::shared_ptr<CaptureSink> sink = std::make_shared<CaptureSink>();
-};
-
 void PutU16(std::string& b, size_t at, uint16_t v) {
   b[at] = static_cast<char>(v);
   b[at + 1] = static_cast<char>(v >> 8);

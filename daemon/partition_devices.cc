@@ -56,7 +56,10 @@ std::vector<std::string> DeviceNames(const std::vector<IcService>& services) {
 }
 
 PartitionDevices::PartitionDevices(std::string partition_id, DeviceOptions options)
-    : partition_id_(std::move(partition_id)), options_(std::move(options)) {}
+    : partition_id_(std::move(partition_id)),
+      options_(std::move(options)),
+      peer_log_(options_.peer_log != nullptr ? options_.peer_log
+                                             : std::make_shared<log::Limiter>(kPeerWarningsPerMinute)) {}
 
 absl::StatusOr<std::unique_ptr<PartitionDevices>> PartitionDevices::Create(kmcl::Partition& partition,
                                                                            DeviceOptions options,
@@ -82,6 +85,7 @@ absl::StatusOr<std::unique_ptr<PartitionDevices>> PartitionDevices::Create(kmcl:
     PartitionDevices* self = d.get();
     vo.on_event = [self, s](const IcEvent& e) { self->Record(s, e); };
     vo.on_dropped = [self, s](const std::string& what) { self->WarnDropped(s, what); };
+    vo.on_peer_error = [self, s](const std::string& what) { self->ReportCorruptRing(s, what); };
     auto vsp = IcVsp::Create(s, partition.vmbus_handle(), std::move(vo), from == nullptr ? nullptr : &from->host);
     if (!vsp.ok()) {
       return absl::Status(vsp.status().code(),
@@ -168,15 +172,40 @@ void PartitionDevices::Record(IcService service, const IcEvent& event) {
   options_.log->Append(std::move(logged));  // outside mu_: Append wakes watchers
 }
 
+kmcl::v1::ChannelRef PartitionDevices::ChannelOf(IcService service) const {
+  kmcl::MutexLock lock(&mu_);
+  auto it = channels_.find(service);
+  return it == channels_.end() ? kmcl::v1::ChannelRef() : it->second;
+}
+
+void PartitionDevices::ReportCorruptRing(IcService service, const std::string& what) {
+  uint64_t dropped_before = 0;
+  if (!peer_log_->Admit(&dropped_before)) return;  // still counted by the channel
+  // The same detail as a tool's channel gives (Endpoint::OnPeerError), and
+  // the device it is.
+  std::string detail = absl::StrCat(what, "; interface_type ", ServiceInfo(service).interface_type.ToString(),
+                                    "; device ", ServiceInfo(service).name);
+  if (dropped_before != 0) absl::StrAppend(&detail, "; ", dropped_before, " earlier not logged");
+  const kmcl::v1::ChannelRef channel = ChannelOf(service);
+  if (options_.log == nullptr) {
+    log::Channel(log::Level::kWarning, "ring corrupt", partition_id_, channel.channel_id(),
+                 {{"role", "host"}, {"detail", detail}});
+    return;
+  }
+  kmcl::v1::Event event;
+  event.set_kind(kmcl::v1::EVENT_KIND_RING_CORRUPT);
+  event.set_partition_id(partition_id_);
+  *event.mutable_channel() = channel;
+  event.set_role(kmcl::v1::ENDPOINT_ROLE_HOST);
+  event.set_detail(std::move(detail));
+  options_.log->Append(std::move(event));
+}
+
 void PartitionDevices::WarnDropped(IcService service, const std::string& what) {
   uint64_t dropped_before = 0;
-  if (!peer_log_.Admit(&dropped_before)) return;
-  uint32_t relid = 0;  // 0: before the offer is known (the guest cannot send then)
-  {
-    kmcl::MutexLock lock(&mu_);
-    if (auto it = channels_.find(service); it != channels_.end()) relid = it->second.channel_id();
-  }
-  log::Channel(log::Level::kWarning, "malformed packet from the guest", partition_id_, relid,
+  if (!peer_log_->Admit(&dropped_before)) return;
+  log::Channel(log::Level::kWarning, "malformed packet from the guest", partition_id_,
+               ChannelOf(service).channel_id(),
                {{"role", "host"},
                 {"interface", ServiceInfo(service).name},
                 {"interface_type", ServiceInfo(service).interface_type.ToString()},

@@ -19,9 +19,15 @@
 // Errors from the guest: each malformed packet a device drops is counted
 // (IcVsp::stats) and logged at warning level naming the partition, the
 // channel (relid), the interface and what was wrong ("malformed packet
-// from the guest"), at most kPeerWarningsPerMinute lines a minute per
-// partition; the next line admitted says how many were left out
-// (dropped_before). docs/operations.md states the policy.
+// from the guest"). A guest that breaks a device's ring itself (a corrupt
+// ring, a bad read_index) is counted by the channel and reported as an
+// EVENT_KIND_RING_CORRUPT event naming the channel (which kmcld logs at
+// warning level as "ring corrupt"), or as that warning line directly when
+// there is no event log. Both kinds share one budget per partition,
+// options.peer_log (Registry passes the one the partition's endpoints
+// use): at most kPeerWarningsPerMinute a minute together; the next one
+// admitted says how many were left out (dropped_before, "N earlier not
+// logged"). docs/operations.md states the policy.
 //
 // Threading: thread-safe. Each PartitionDevices has one poll thread; its
 // destructor stops it and closes the guests before rescinding the offers,
@@ -64,6 +70,10 @@ struct DeviceOptions {
   kmcl::devices::ic::HostOptions host;   // timeouts, heartbeat interval
   absl::Duration poll_interval = absl::Milliseconds(100);
   EventLog* log = nullptr;               // also log the devices' events here
+  // The budget of warnings and events the guest's protocol errors may
+  // cause, shared with the partition's endpoints (PartitionEntry::peer_log);
+  // null: a budget of its own, kPeerWarningsPerMinute a minute.
+  std::shared_ptr<log::Limiter> peer_log;
 };
 
 struct DeviceEventRecord {
@@ -122,6 +132,12 @@ class PartitionDevices {
   // A malformed packet from the guest on `service`'s channel: a warning,
   // rate-limited by peer_log_.
   void WarnDropped(kmcl::devices::ic::IcService service, const std::string& what);
+  // The guest broke `service`'s ring: an EVENT_KIND_RING_CORRUPT event (or
+  // a warning without an event log), rate-limited by peer_log_.
+  void ReportCorruptRing(kmcl::devices::ic::IcService service, const std::string& what);
+  // The channel as the event log names it; a zero channel_id before the
+  // offer is known (the guest cannot send then).
+  kmcl::v1::ChannelRef ChannelOf(kmcl::devices::ic::IcService service) const;
   // Each VSP's channel as the event log names it (after the offers exist).
   void FindChannels(kmcl::Partition& partition);
 
@@ -135,7 +151,7 @@ class PartitionDevices {
   bool saved_ ABSL_GUARDED_BY(mu_) = false;  // between Save and Resume: no ticks
   std::deque<DeviceEventRecord> events_ ABSL_GUARDED_BY(mu_);
   std::map<kmcl::devices::ic::IcService, kmcl::v1::ChannelRef> channels_ ABSL_GUARDED_BY(mu_);
-  log::Limiter peer_log_{kPeerWarningsPerMinute};
+  const std::shared_ptr<log::Limiter> peer_log_;
   std::thread poller_;
 };
 

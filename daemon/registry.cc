@@ -145,6 +145,7 @@ absl::Status Registry::AttachDevices(const std::shared_ptr<PartitionEntry>& part
     return absl::AlreadyExistsError(absl::StrCat("partition '", partition->id(), "' has devices already"));
   }
   options.log = &log_;
+  options.peer_log = partition->peer_log;  // one budget with its endpoints
   auto created = PartitionDevices::Create(partition->partition(), std::move(options), saved);
   if (!created.ok()) return created.status();
   std::shared_ptr<PartitionDevices> devices = *std::move(created);

@@ -62,8 +62,9 @@ class PartitionEntry {
   uint64_t next_buffer_id ABSL_GUARDED_BY(mu) = 1;
   uint64_t buffer_bytes ABSL_GUARDED_BY(mu) = 0;
   bool deleted ABSL_GUARDED_BY(mu) = false;
-  // Limits the events its guest's protocol errors cause, for all of the
-  // partition's endpoints together (Endpoint::Create).
+  // Limits the events and warnings its guest's protocol errors cause, for
+  // all of the partition's endpoints (Endpoint::Create) and built-in
+  // devices (DeviceOptions::peer_log) together.
   const std::shared_ptr<log::Limiter> peer_log =
       std::make_shared<log::Limiter>(Endpoint::kPeerEventsPerMinute);
   // Something in-process (the --demo traffic) uses the partition directly:

@@ -85,6 +85,7 @@ absl::Status IcVsp::Init(uint64_t vmbus_handle, const std::string* saved) {
   if (NT_SUCCESS(st)) st = kmcl_.VmbChannelInitSetStateChangeCallbacks(channel_, &callbacks);
   if (NT_SUCCESS(st)) st = kmcl_.VmbChannelInitSetProcessPacketCallbacks(channel_, ProcessPacket, nullptr);
   if (NT_SUCCESS(st)) st = kmcl_.VmbServerChannelInitSetSaveRestorePacketCallbacks(channel_, SavePacket, RestorePacket);
+  if (NT_SUCCESS(st)) st = KmclChannelInitSetPeerErrorCallback(channel_, PeerError);  // kmcld's extension
   if (absl::Status s = Check(st, "KMCL channel initialisation"); !s.ok()) return s;
   if (saved != nullptr) {
     StateReader r(*saved);
@@ -162,6 +163,15 @@ bool IcVsp::WaitUntil(const std::function<bool(IcHostService&)>& pred, absl::Dur
   return true;
 }
 
+bool IcVsp::WaitForStats(const std::function<bool(const VspStats&)>& pred, absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  MutexLock lock(&mu_);
+  while (!pred(stats_)) {
+    if (changed_.WaitWithDeadline(&mu_, deadline)) return pred(stats_);
+  }
+  return true;
+}
+
 VspStats IcVsp::stats() const {
   MutexLock lock(&mu_);
   VspStats s = stats_;
@@ -179,6 +189,14 @@ void IcVsp::ProcessPacket(VMBCHANNEL channel, VMBPACKETCOMPLETION packet, PVOID 
     s.OnPacket(bytes, now, out);
   });
   self->kmcl_.VmbChannelPacketComplete(packet, nullptr, 0);
+}
+
+void IcVsp::PeerError(VMBCHANNEL channel, const char* problem) {
+  IcVsp* self = From(channel);
+  if (self->options_.on_peer_error) self->options_.on_peer_error(problem);
+  MutexLock lock(&self->mu_);  // counted once reported: see VspStats::peer_errors
+  ++self->stats_.peer_errors;
+  self->changed_.SignalAll();
 }
 
 void IcVsp::PostStarted(VMBCHANNEL channel) {

@@ -28,13 +28,16 @@
 //
 // Malformed guest packets: dropped and counted (stats().protocol); what was
 // wrong with each goes to options.on_dropped (for a rate-limited log).
+// A guest that breaks the ring itself (a corrupt incoming ring, a bad
+// read_index on the outgoing one; KmclChannelInitSetPeerErrorCallback):
+// counted (stats().peer_errors) and said to options.on_peer_error.
 //
 // Threading: thread-safe. Packets are handled in EvtVmbChannelProcessPacket
 // on the channel's I/O task under a short internal lock (no blocking);
 // events go to options.on_event and dropped-packet lines to
 // options.on_dropped after that lock is released, from whichever thread
-// caused them; neither may block or call back into this VSP's Save() or
-// destructor. Save() and the destructor block and must
+// caused them; options.on_peer_error runs on the I/O task. None of them
+// may block or call back into this VSP's Save() or destructor. Save() and the destructor block and must
 // not be called from KMCL callbacks.
 #ifndef KMCLD_DEVICES_IC_VSP_H_
 #define KMCLD_DEVICES_IC_VSP_H_
@@ -61,12 +64,17 @@ struct VspOptions {
   // Each guest packet dropped as malformed: what was wrong with it
   // (IcOutput::dropped).
   std::function<void(const std::string&)> on_dropped;
+  // Each time the guest breaks the ring protocol: what was wrong
+  // ("incoming ring: ring corrupt: ...").
+  std::function<void(const std::string&)> on_peer_error;
 };
 
 struct VspStats {
   IcHostCounters protocol;
   uint64_t packets_received = 0;
   uint64_t packets_sent = 0;
+  // The guest broke the ring protocol: counted after on_peer_error returned.
+  uint64_t peer_errors = 0;
   uint64_t send_failures = 0;  // VmbPacketSend refused (NTSTATUS logged in last_send_error)
   NTSTATUS last_send_error = STATUS_SUCCESS;
 };
@@ -93,6 +101,9 @@ class IcVsp {
   // Waits until `pred` holds (checked under the lock after each change);
   // false if `timeout` passed first.
   bool WaitUntil(const std::function<bool(IcHostService&)>& pred, absl::Duration timeout);
+  // The same for the counters other than stats().protocol (packets,
+  // peer_errors): waits until `pred` holds, false if `timeout` passed.
+  bool WaitForStats(const std::function<bool(const VspStats&)>& pred, absl::Duration timeout);
   VspStats stats() const;
 
   // The offer's interface instance (VmbChannelGetInterfaceInstance): with
@@ -119,6 +130,7 @@ class IcVsp {
   static EVT_VMB_CHANNEL_CLOSED Closed;
   static EVT_VMB_CHANNEL_SAVE_PACKET SavePacket;
   static EVT_VMB_CHANNEL_RESTORE_PACKET RestorePacket;
+  static EVT_KMCL_CHANNEL_PEER_ERROR PeerError;
 
   const IcService service_;
   VspOptions options_;

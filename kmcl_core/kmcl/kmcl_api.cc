@@ -137,6 +137,12 @@ absl::Status InstallCallbacks(CompatChannel& c) {
                             : absl::InvalidArgumentError("EvtVmbChannelRestorePacket failed");
     };
   }
+  if (c.peer_error) {
+    cb.peer_error = [f = c.peer_error, self](Channel&, absl::string_view what) {
+      const std::string problem(what);  // NUL-terminated for C
+      f(ToHandle(self), problem.c_str());
+    };
+  }
   return c.channel->SetCallbacks(std::move(cb));
 }
 
@@ -164,6 +170,16 @@ PDEVICE_OBJECT KmclGetVmbusDevice(UINT64 VmbusHandle, UINT8 Vtl) {
   }
   kmcl::compat::Devices().push_back(std::make_unique<Device>(Device{Device::kMagic, VmbusHandle, Vtl}));
   return reinterpret_cast<PDEVICE_OBJECT>(kmcl::compat::Devices().back().get());
+}
+
+NTSTATUS KmclChannelInitSetPeerErrorCallback(VMBCHANNEL Channel, PFN_KMCL_CHANNEL_PEER_ERROR Callback) {
+  CompatChannel* c = FromHandle(Channel);
+  if (c == nullptr || !kmcl::compat::Configurable(*c)) return STATUS_INVALID_PARAMETER_1;
+  PFN_KMCL_CHANNEL_PEER_ERROR saved = c->peer_error;
+  c->peer_error = Callback;
+  absl::Status s = kmcl::compat::InstallCallbacks(*c);
+  if (!s.ok()) c->peer_error = saved;
+  return ToKmcl(s, STATUS_INVALID_PARAMETER_1, STATUS_INVALID_PARAMETER_2);
 }
 
 NTSTATUS VmbChannelAllocate(PDEVICE_OBJECT ParentDeviceObject, BOOLEAN IsServer, VMBCHANNEL* Channel) {

@@ -367,6 +367,19 @@ VOID KmclFreeGuestMemory(PDEVICE_OBJECT Device, PVOID Buffer, UINT32 ByteCount);
  * free with KmclFreeMdl. */
 PMDL KmclBuildGuestMdl(PDEVICE_OBJECT Device, PVOID Buffer, UINT32 ByteCount);
 VOID KmclFreeMdl(PMDL Mdl);
+/* The peer broke the VMBus protocol on Channel: a corrupt incoming ring, a
+ * malformed pipe frame, or a read_index in the outgoing ring that is not an
+ * aligned offset inside it. Problem is a NUL-terminated description, valid
+ * only during the call. Called once per detection (the channel counts the
+ * same events), on the channel's I/O task with none of its locks held; it
+ * must not block. KMCL has no such callback: Windows' VMBus handles a
+ * corrupt ring itself. kmcld uses it to name the offender in its log. */
+typedef VOID EVT_KMCL_CHANNEL_PEER_ERROR(VMBCHANNEL Channel, const char* Problem);
+typedef EVT_KMCL_CHANNEL_PEER_ERROR* PFN_KMCL_CHANNEL_PEER_ERROR;
+/* Sets (or, with NULL, clears) Channel's peer-error callback. Like the
+ * VmbChannelInitSet* calls, only while the channel is disabled:
+ * STATUS_INVALID_PARAMETER_1 for a bad handle or an enabled channel. */
+NTSTATUS KmclChannelInitSetPeerErrorCallback(VMBCHANNEL Channel, PFN_KMCL_CHANNEL_PEER_ERROR Callback);
 
 #ifdef __cplusplus
 }  /* extern "C" */

@@ -37,6 +37,7 @@ struct CompatChannel {
   PFN_VMB_CHANNEL_PNP_FAILURE pnp_failure = nullptr;
   PFN_VMB_CHANNEL_SAVE_PACKET save_packet = nullptr;
   PFN_VMB_CHANNEL_RESTORE_PACKET restore_packet = nullptr;
+  PFN_KMCL_CHANNEL_PEER_ERROR peer_error = nullptr;  // kmcld's extension
 
   Mutex mu;
   // Server: mapped GPADLs by handle; client: GPADLs created by the driver.
