@@ -16,10 +16,9 @@
 namespace kmcld::testing {
 
 DaemonProcess::~DaemonProcess() {
-  if (pid_ > 0) {
-    ::kill(pid_, SIGKILL);
-    ::waitpid(pid_, nullptr, 0);
-  }
+  // Stopped as an operator would, so that kmcld removes what it made (its
+  // socket, its TLS staging folder); killed only if it does not exit.
+  if (pid_ > 0) Stop(SIGTERM, absl::Seconds(20)).IgnoreError();
   if (stderr_fd_ >= 0) ::close(stderr_fd_);
 }
 

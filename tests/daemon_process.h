@@ -24,7 +24,7 @@ namespace kmcld::testing {
 class DaemonProcess {
  public:
   DaemonProcess() = default;
-  ~DaemonProcess();  // SIGKILLs a child that is still running
+  ~DaemonProcess();  // Stop(SIGTERM) for a child still running; SIGKILL after 20 s
   DaemonProcess(const DaemonProcess&) = delete;
   DaemonProcess& operator=(const DaemonProcess&) = delete;
 

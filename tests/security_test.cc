@@ -18,6 +18,7 @@
 #include <cstdio>
 #include <cstring>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <future>
 #include <memory>
@@ -840,10 +841,26 @@ TEST_F(SecurityTest, TheConfigFileCanSecureTheListenerInsteadOfFlags) {
             absl::StrCat("listen: \"127.0.0.1:0\"\nuds: \"none\"\nsecurity {\n  tls_cert: \"", Cert("server.pem"),
                          "\"\n  tls_key: \"", Cert("server.key"), "\"\n  tls_ca: \"", Cert("ca.pem"),
                          "\"\n  policy: \"", Cert("policy.textproto"), "\"\n}\n"));
-  ASSERT_TRUE(daemon_.Start({"--config=" + Cert("kmcld.conf"), "--devices=none"}).ok()) << daemon_.output();
+  ASSERT_TRUE(daemon_.Start({"--config=" + Cert("kmcld.conf"), "--runtime_dir=" + Cert("run"), "--devices=none"}).ok())
+      << daemon_.output();
   EXPECT_TRUE(absl::StrContains(daemon_.output(), "kmcld: tcp is mutual TLS")) << daemon_.output();
   EXPECT_TRUE(GetPartition(Dial("admin"), "default").ok());
   EXPECT_EQ(GetPartition(Dial("stranger"), "default").error_code(), grpc::StatusCode::PERMISSION_DENIED);
+
+  // The certificates gRPC reads are staged in a private folder of the
+  // runtime folder, which kmcld removes when it stops.
+  auto staged = [&] {
+    std::vector<std::string> out;
+    for (const auto& e : std::filesystem::directory_iterator(Cert("run"))) {
+      if (absl::StartsWith(e.path().filename().string(), "tls.")) out.push_back(e.path().string());
+    }
+    return out;
+  };
+  EXPECT_EQ(staged().size(), 1u);
+  absl::StatusOr<int> code = daemon_.Stop(SIGTERM);
+  ASSERT_TRUE(code.ok()) << code.status();
+  EXPECT_EQ(*code, 0) << daemon_.output();
+  EXPECT_TRUE(staged().empty()) << staged()[0];
 }
 
 // Valid certificates are not enough: without a policy only Unix-socket
