@@ -1,6 +1,7 @@
-// The bus (Partition) driven synchronously through fake endpoints: no
-// channel threads, so the order in which the bus tells endpoints about an
-// offer, a match, an open and a rescind is checked exactly.
+// The bus (Partition) driven synchronously through fake endpoints on the
+// test's thread (one test excepted, see it): no channel tasks, so the order
+// in which the bus tells endpoints about an offer, a match, an open and a
+// rescind is checked exactly.
 #include <chrono>
 #include <future>
 #include <optional>
@@ -143,6 +144,9 @@ TEST(BusTest, AGpadlTornDownWhileItsWaiterMakesProgressIsNotMissed) {
   // The host unmaps (and so finishes the teardown) while the guest runs
   // its progress hook outside the partition's lock, as a channel on a
   // manual executor does; the hook itself ran no task of its own.
+  // This one test runs the waiter on a thread of its own: a missed answer
+  // shows only as a wait that never ends (a bounded wait would look again
+  // when it expires and pass), so the test must watch it from outside.
   auto teardown = std::async(std::launch::async, [&] {
     bool unmapped = false;
     return p->TeardownGuestGpadl(0, guest.relid, gpadl, std::nullopt, [&] {

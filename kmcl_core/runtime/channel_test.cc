@@ -1,14 +1,14 @@
 // The KMCL runtime end to end in one process: a host endpoint (VSP) and a
 // guest endpoint (VSC) in one partition, through the real control plane and
-// real rings in guest memory.
+// real rings in guest memory. Each test runs twice: on a ManualExecutor the
+// test drives (deterministic: act, settle, assert) and on the shared pools,
+// so the real executor stays covered.
 #include "kmcl_core/runtime/channel.h"
 
 #include <atomic>
 #include <string>
-#include <thread>
 #include <vector>
 
-#include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "kmcl_core/bus/partition.h"
@@ -22,13 +22,16 @@ using ::testing::ElementsAre;
 const Guid kType = *Guid::Parse("9d1f7a2e-4b0c-4c51-8a7e-3f5e2d6c1b00");
 const Guid kInstance = *Guid::Parse("00000000-0000-4000-8000-000000000001");
 
+using testing::Execution;
 using testing::Recorder;
 ChannelCallbacks Recording(Recorder& r, const std::string& who) {
   return testing::RecordingCallbacks(r, who);
 }
 
-class ChannelTest : public ::testing::Test {
+class ChannelTest : public ::testing::TestWithParam<Execution> {
  protected:
+  ChannelTest() : exec_(GetParam()) {}
+
   void SetUp() override {
     PartitionOptions o;
     o.memory_bytes = 256 << 20;
@@ -36,26 +39,31 @@ class ChannelTest : public ::testing::Test {
   }
 
   std::unique_ptr<Channel> Host(ChannelCallbacks cb) {
-    auto ch = *Channel::Allocate(*partition_, EndpointRole::kHost);
+    auto ch = *Channel::Allocate(*partition_, EndpointRole::kHost, exec_.channel_executors());
     EXPECT_TRUE(ch->SetTargetInterfaceId(kType, kInstance).ok());
     EXPECT_TRUE(ch->SetCallbacks(std::move(cb)).ok());
     return ch;
   }
   std::unique_ptr<Channel> Guest(ChannelCallbacks cb) {
-    auto ch = *Channel::Allocate(*partition_, EndpointRole::kGuest);
+    auto ch = *Channel::Allocate(*partition_, EndpointRole::kGuest, exec_.channel_executors());
     EXPECT_TRUE(ch->SetTargetPnp(kType, std::nullopt).ok());
     EXPECT_TRUE(ch->SetCallbacks(std::move(cb)).ok());
     return ch;
   }
 
+  testing::TestExecutors exec_;  // outlives the channels
   std::unique_ptr<Partition> partition_;
 };
+
+INSTANTIATE_TEST_SUITE_P(Executors, ChannelTest,
+                         ::testing::Values(Execution::kManual, Execution::kThreaded),
+                         testing::ExecutionName);
 
 // Every setter goes through one gate: state, then role, then the
 // configuration's validator; a refused edit leaves the configuration as it
 // was.
-TEST_F(ChannelTest, SettersShareOneStateCheckAndOneValidator) {
-  auto guest = *Channel::Allocate(*partition_, EndpointRole::kGuest);
+TEST_P(ChannelTest, SettersShareOneStateCheckAndOneValidator) {
+  auto guest = *Channel::Allocate(*partition_, EndpointRole::kGuest, exec_.channel_executors());
   ASSERT_TRUE(guest->SetMaximumPacketSize(512).ok());
   const uint32_t sizeof_packet = guest->SizeofPacket();
   EXPECT_EQ(guest->SetMaximumPacketSize(0).code(), absl::StatusCode::kInvalidArgument);
@@ -80,15 +88,20 @@ TEST_F(ChannelTest, SettersShareOneStateCheckAndOneValidator) {
   EXPECT_TRUE(host->SetMaximumPacketSize(512).ok()) << "configurable again once disabled";
 }
 
-TEST_F(ChannelTest, OpenRunsCallbacksInKmclOrderOnBothSides) {
+TEST_P(ChannelTest, OpenRunsCallbacksInKmclOrderOnBothSides) {
   Recorder r;
   auto host = Host(Recording(r, "host"));
   ASSERT_TRUE(host->Enable().ok());
   ASSERT_TRUE(host->Start().ok());
   auto guest = Guest(Recording(r, "guest"));
   ASSERT_TRUE(guest->Enable().ok());
-  ASSERT_TRUE(r.WaitFor("guest:post_started"));
-  ASSERT_TRUE(r.WaitFor("host:post_started"));
+  ASSERT_TRUE(exec_.Recorded(r, "guest:post_started"));
+  ASSERT_TRUE(exec_.Recorded(r, "host:post_started"));
+  if (exec_.manual()) {
+    // One thread, one order: the host is opened before the guest hears.
+    EXPECT_THAT(r.Events(), ElementsAre("host:opened", "host:started", "host:post_started",
+                                        "guest:opened", "guest:started", "guest:post_started"));
+  }
   std::vector<std::string> host_events, guest_events;
   for (const std::string& e : r.Events()) {
     (e.rfind("host:", 0) == 0 ? host_events : guest_events).push_back(e);
@@ -97,7 +110,7 @@ TEST_F(ChannelTest, OpenRunsCallbacksInKmclOrderOnBothSides) {
   EXPECT_THAT(guest_events, ElementsAre("guest:opened", "guest:started", "guest:post_started"));
 
   ASSERT_TRUE(guest->Disable().ok());
-  ASSERT_TRUE(r.WaitFor("host:closed"));
+  ASSERT_TRUE(exec_.Recorded(r, "host:closed"));
   ASSERT_TRUE(host->Disable().ok());
   host_events.clear();
   guest_events.clear();
@@ -110,7 +123,7 @@ TEST_F(ChannelTest, OpenRunsCallbacksInKmclOrderOnBothSides) {
                                        "host:suspend", "host:closed"));
 }
 
-TEST_F(ChannelTest, EchoWithCompletions) {
+TEST_P(ChannelTest, EchoWithCompletions) {
   Recorder r;
   ChannelCallbacks host_cb = Recording(r, "host");
   host_cb.process_packet = [](Channel& ch, Delivery& d, std::span<const uint8_t> buf, uint32_t) {
@@ -123,8 +136,8 @@ TEST_F(ChannelTest, EchoWithCompletions) {
   ASSERT_TRUE(host->Start().ok());
   auto guest = Guest(Recording(r, "guest"));
   ASSERT_TRUE(guest->Enable().ok());
-  ASSERT_TRUE(r.WaitFor("guest:post_started"));
-  ASSERT_TRUE(r.WaitFor("host:post_started"));
+  ASSERT_TRUE(exec_.Recorded(r, "guest:post_started"));
+  ASSERT_TRUE(exec_.Recorded(r, "host:post_started"));
 
   std::vector<uint8_t> request = {1, 2, 3, 4, 5, 6, 7, 8};
   std::vector<uint8_t> reply;
@@ -135,13 +148,11 @@ TEST_F(ChannelTest, EchoWithCompletions) {
 
   // The host publishes its read index after the callback that already sent
   // the completion, so the ring's indices settle a moment later.
-  ChannelSnapshot hs = host->Snapshot();
-  const absl::Time deadline = absl::Now() + absl::Seconds(20);
-  while (hs.incoming.has_value() && hs.incoming->read_index != hs.incoming->write_index &&
-         absl::Now() < deadline) {
-    std::this_thread::yield();
-    hs = host->Snapshot();
-  }
+  EXPECT_TRUE(exec_.Settled([&] {
+    const ChannelSnapshot s = host->Snapshot();
+    return s.incoming.has_value() && s.incoming->read_index == s.incoming->write_index;
+  }));
+  const ChannelSnapshot hs = host->Snapshot();
   EXPECT_EQ(hs.connection, ConnectionState::kOpened);
   EXPECT_EQ(hs.stats.packets_received, 1u);
   EXPECT_EQ(hs.stats.completions_sent, 1u);
@@ -149,6 +160,7 @@ TEST_F(ChannelTest, EchoWithCompletions) {
   EXPECT_EQ(hs.incoming->read_index, hs.incoming->write_index);
   ASSERT_TRUE(guest->Disable().ok());
   ASSERT_TRUE(host->Disable().ok());
+  EXPECT_EQ(exec_.RunUntilIdle(), 0u) << "work queued after both channels were disabled";
 }
 
 }  // namespace

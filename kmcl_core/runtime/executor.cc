@@ -173,6 +173,13 @@ size_t ManualExecutor::RunUntilIdle() {
   return ran;
 }
 
+bool ManualExecutor::RunUntil(const std::function<bool()>& done) {
+  while (!done()) {
+    if (!RunOneHere()) return done();
+  }
+  return true;
+}
+
 size_t ManualExecutor::pending() const {
   MutexLock lock(&mu_);
   return queue_.size();

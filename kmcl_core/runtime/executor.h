@@ -19,8 +19,12 @@
 //   The thread count therefore follows the number of callbacks blocked at
 //   the same moment, not the number of channels.
 //
-// ManualExecutor runs nothing on its own: a test drives it (RunUntilIdle)
-// so that channel tests run deterministically on the test's thread.
+// ManualExecutor runs nothing on its own: a test drives it (RunUntilIdle,
+// or RunUntil to stop in the middle of traffic) so that channel tests run
+// deterministically on the test's thread. Blocking channel calls (Pause,
+// Disable, SendSynchronous, a PostStarted that waits for a synchronous
+// request) drive it themselves while they wait, through RunOneHere: work
+// that blocks at passive level runs nested on the same thread.
 //
 // Threading: Executor::Submit, SerialTask::Kick and the statistics are
 // thread-safe. SerialTask::Stop must not be called from the task's body.
@@ -125,6 +129,11 @@ class ManualExecutor final : public Executor {
   // Runs tasks, including those they submit, until none is pending; returns
   // how many ran.
   size_t RunUntilIdle();
+  // Runs tasks one at a time until `done` holds or none is pending, and
+  // returns done(). `done` is checked before the first task and after each
+  // one, on the calling thread, so a test can stop channels at an exact
+  // point (say, after the host has received 2,000 packets) and act there.
+  bool RunUntil(const std::function<bool()>& done);
   size_t pending() const;
 
  private:

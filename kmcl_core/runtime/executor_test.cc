@@ -24,6 +24,20 @@ TEST(ManualExecutorTest, RunsNothingUntilDrivenThenEverythingItSubmits) {
   EXPECT_FALSE(ex.RunOneHere());
 }
 
+TEST(ManualExecutorTest, RunUntilStopsRightAfterTheTaskThatMadeItTrue) {
+  ManualExecutor ex;
+  int runs = 0;
+  for (int i = 0; i < 5; ++i) ex.Submit([&] { ++runs; });
+  EXPECT_TRUE(ex.RunUntil([&] { return runs == 2; }));
+  EXPECT_EQ(runs, 2);
+  EXPECT_EQ(ex.pending(), 3u) << "the rest wait for the next drive";
+  EXPECT_TRUE(ex.RunUntil([&] { return runs >= 1; })) << "already true: runs nothing";
+  EXPECT_EQ(runs, 2);
+  EXPECT_FALSE(ex.RunUntil([&] { return runs == 10; })) << "idle before it held";
+  EXPECT_EQ(runs, 5);
+  EXPECT_EQ(ex.pending(), 0u);
+}
+
 TEST(SerialTaskTest, KicksWhileIdleOrScheduledCoalesceIntoOneRun) {
   ManualExecutor ex;
   int runs = 0;

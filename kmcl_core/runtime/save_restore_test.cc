@@ -1,11 +1,13 @@
 // Save and restore: a partition with its channels, in the middle of traffic
 // with transactions outstanding in both directions, restored into a fresh
-// partition with fresh endpoints; 100 cycles; hostile blobs.
+// partition with fresh endpoints; 100 cycles; hostile blobs. The channels
+// run on a ManualExecutor the test drives (act, settle, assert); the
+// mid-traffic test also runs on the shared pools (SaveRestoreTraffic).
 #include <atomic>
 #include <cstring>
 #include <map>
 #include <random>
-#include <thread>
+#include <set>
 
 #include "gtest/gtest.h"
 #include "kmcl_core/runtime/channel_test_util.h"
@@ -57,13 +59,14 @@ class Driver {
     ASSERT_TRUE(ch.Send(*p, payload, {}, kFormatFlagWaitForCompletion).ok());
   }
 
-  // Every sequence sent completed exactly once, successfully, with its echo.
-  bool AllCompleted(absl::Duration timeout = absl::Seconds(20)) {
+  // Every sequence sent has completed (once each: see bad()).
+  bool Caught() {
     MutexLock lock(&mu_);
-    const absl::Time deadline = absl::Now() + timeout;
-    while (completed_.size() < sent_.size()) {
-      if (cv_.WaitWithDeadline(&mu_, deadline)) break;
-    }
+    return completed_.size() >= sent_.size();
+  }
+  // Every sequence sent completed exactly once, successfully, with its echo.
+  bool AllCompleted() {
+    MutexLock lock(&mu_);
     return completed_.size() == sent_.size() && bad_ == 0;
   }
   size_t completed() {
@@ -87,19 +90,19 @@ class Driver {
       pk.channel().FreePacket(&pk).IgnoreError();
       MutexLock lock(&mu_);
       if (st != kStatusSuccess || echoed != seq || !completed_.insert(seq).second) bad_++;
-      cv_.SignalAll();
     });
   }
 
   std::string name_;
   Mutex mu_;
-  CondVar cv_;
   std::set<uint64_t> sent_, completed_;
   uint64_t bad_ = 0;
 };
 
-class SaveRestore : public ::testing::Test {
+class SaveRestoreBase : public ::testing::Test {
  protected:
+  explicit SaveRestoreBase(Execution mode) : exec_(mode) {}
+
   struct World {
     std::unique_ptr<Partition> partition;
     std::unique_ptr<Channel> host, guest;
@@ -109,23 +112,33 @@ class SaveRestore : public ::testing::Test {
     PartitionOptions o;
     o.memory_bytes = 64 << 20;
     world_.partition = *Partition::Create(o);
-    world_.host = *Channel::Allocate(*world_.partition, EndpointRole::kHost);
+    world_.host = *Channel::Allocate(*world_.partition, EndpointRole::kHost, executors());
     ASSERT_TRUE(world_.host->SetTargetInterfaceId(kTestType, kTestInstance).ok());
     ASSERT_TRUE(world_.host->SetCallbacks(host_driver_.Callbacks(rec_)).ok());
     ASSERT_TRUE(world_.host->Enable().ok());
     ASSERT_TRUE(world_.host->Start().ok());
-    world_.guest = *Channel::Allocate(*world_.partition, EndpointRole::kGuest);
+    world_.guest = *Channel::Allocate(*world_.partition, EndpointRole::kGuest, executors());
     ASSERT_TRUE(world_.guest->SetTargetPnp(kTestType, std::nullopt).ok());
     ASSERT_TRUE(world_.guest->SetCallbacks(guest_driver_.Callbacks(rec_)).ok());
     ASSERT_TRUE(world_.guest->Enable().ok());
-    ASSERT_TRUE(rec_.WaitFor("guest:post_started"));
-    ASSERT_TRUE(rec_.WaitFor("host:post_started"));
+    ASSERT_TRUE(exec_.Recorded(rec_, "guest:post_started"));
+    ASSERT_TRUE(exec_.Recorded(rec_, "host:post_started"));
   }
   void TearDown() override {
-    for (World* w : {&world_}) {
-      if (w->guest) w->guest->Disable().IgnoreError();
-      if (w->host) w->host->Disable().IgnoreError();
+    if (world_.guest) world_.guest->Disable().IgnoreError();
+    if (world_.host) world_.host->Disable().IgnoreError();
+    if (exec_.manual()) {
+      EXPECT_EQ(exec_.RunUntilIdle(), 0u) << "work queued after both channels were disabled";
     }
+  }
+
+  ChannelExecutors executors() { return exec_.channel_executors(); }
+
+  // Settles the channels; then every sequence `d` sent completed exactly
+  // once, successfully, with its echo.
+  bool AllCompleted(Driver& d) {
+    exec_.Settled([&] { return d.Caught(); });
+    return d.AllCompleted();
   }
 
   // Pauses both endpoints, saves everything, discards the old world and
@@ -152,10 +165,10 @@ class SaveRestore : public ::testing::Test {
     absl::StatusOr<std::unique_ptr<Partition>> p = Partition::Restore(*partition_blob);
     ASSERT_TRUE(p.ok()) << p.status();
     world_.partition = *std::move(p);
-    world_.host = *Channel::Allocate(*world_.partition, EndpointRole::kHost);
+    world_.host = *Channel::Allocate(*world_.partition, EndpointRole::kHost, executors());
     ASSERT_TRUE(world_.host->SetCallbacks(host_driver_.Callbacks(rec_)).ok());
     ASSERT_TRUE(world_.host->Restore(*host_blob).ok());
-    world_.guest = *Channel::Allocate(*world_.partition, EndpointRole::kGuest);
+    world_.guest = *Channel::Allocate(*world_.partition, EndpointRole::kGuest, executors());
     ASSERT_TRUE(world_.guest->SetCallbacks(guest_driver_.Callbacks(rec_)).ok());
     ASSERT_TRUE(world_.guest->Restore(*guest_blob).ok());
     ASSERT_TRUE(world_.host->Enable().ok());
@@ -164,6 +177,7 @@ class SaveRestore : public ::testing::Test {
     ASSERT_TRUE(world_.guest->Start().ok());
   }
 
+  TestExecutors exec_;  // outlives the channels
   Recorder rec_;
   Driver host_driver_{"host"};
   Driver guest_driver_{"guest"};
@@ -171,14 +185,31 @@ class SaveRestore : public ::testing::Test {
   std::string last_host_blob_, last_partition_blob_;
 };
 
-TEST_F(SaveRestore, MidTrafficWithTransactionsOutstandingInBothDirections) {
+// On the ManualExecutor.
+class SaveRestore : public SaveRestoreBase {
+ protected:
+  SaveRestore() : SaveRestoreBase(Execution::kManual) {}
+};
+
+// Traffic across save and restore, on the ManualExecutor and on the pools
+// (so a restore with the real executor's tasks racing it stays covered).
+class SaveRestoreTraffic : public SaveRestoreBase, public ::testing::WithParamInterface<Execution> {
+ protected:
+  SaveRestoreTraffic() : SaveRestoreBase(GetParam()) {}
+};
+
+INSTANTIATE_TEST_SUITE_P(Executors, SaveRestoreTraffic,
+                         ::testing::Values(Execution::kManual, Execution::kThreaded),
+                         ExecutionName);
+
+TEST_P(SaveRestoreTraffic, MidTrafficWithTransactionsOutstandingInBothDirections) {
   // Some traffic completes normally first.
   for (uint64_t i = 0; i < 100; ++i) {
     guest_driver_.Send(*world_.guest, i);
     host_driver_.Send(*world_.host, 1000 + i);
   }
-  ASSERT_TRUE(guest_driver_.AllCompleted());
-  ASSERT_TRUE(host_driver_.AllCompleted());
+  ASSERT_TRUE(AllCompleted(guest_driver_));
+  ASSERT_TRUE(AllCompleted(host_driver_));
   // Now stop both sides from draining and leave transactions in flight both ways.
   ASSERT_TRUE(world_.host->Pause().ok());
   ASSERT_TRUE(world_.guest->Pause().ok());
@@ -192,15 +223,15 @@ TEST_F(SaveRestore, MidTrafficWithTransactionsOutstandingInBothDirections) {
   EXPECT_GT(guest_driver_.restored_packets_.load() + host_driver_.restored_packets_.load(), 0u)
       << "in-flight transactions went through the drivers' restore callbacks";
   // Traffic resumes: every transaction completes exactly once, nothing lost.
-  EXPECT_TRUE(guest_driver_.AllCompleted()) << guest_driver_.completed();
-  EXPECT_TRUE(host_driver_.AllCompleted()) << host_driver_.completed();
+  EXPECT_TRUE(AllCompleted(guest_driver_)) << guest_driver_.completed();
+  EXPECT_TRUE(AllCompleted(host_driver_)) << host_driver_.completed();
   EXPECT_GE(guest_driver_.completed() + host_driver_.completed(), before);
   EXPECT_EQ(guest_driver_.bad() + host_driver_.bad(), 0u);
   // And new traffic flows on the restored channel.
   guest_driver_.Send(*world_.guest, 5000);
   host_driver_.Send(*world_.host, 6000);
-  EXPECT_TRUE(guest_driver_.AllCompleted());
-  EXPECT_TRUE(host_driver_.AllCompleted());
+  EXPECT_TRUE(AllCompleted(guest_driver_));
+  EXPECT_TRUE(AllCompleted(host_driver_));
 }
 
 TEST_F(SaveRestore, HundredCyclesInARow) {
@@ -212,8 +243,8 @@ TEST_F(SaveRestore, HundredCyclesInARow) {
     }
     ASSERT_NO_FATAL_FAILURE(Cycle()) << "cycle " << cycle;
   }
-  EXPECT_TRUE(guest_driver_.AllCompleted()) << guest_driver_.completed() << " bad " << guest_driver_.bad();
-  EXPECT_TRUE(host_driver_.AllCompleted()) << host_driver_.completed() << " bad " << host_driver_.bad();
+  EXPECT_TRUE(AllCompleted(guest_driver_)) << guest_driver_.completed() << " bad " << guest_driver_.bad();
+  EXPECT_TRUE(AllCompleted(host_driver_)) << host_driver_.completed() << " bad " << host_driver_.bad();
   EXPECT_EQ(guest_driver_.completed(), 500u);
   EXPECT_EQ(host_driver_.completed(), 500u);
 }
@@ -225,7 +256,7 @@ TEST_F(SaveRestore, EveryTruncationAndBitFlipFailsCleanly) {
   // Every truncation of the channel blob; a strided sample of the larger
   // partition blob plus its last 64 lengths.
   for (size_t n = 0; n < channel_blob.size(); ++n) {
-    auto ch = *Channel::Allocate(*world_.partition, EndpointRole::kHost);
+    auto ch = *Channel::Allocate(*world_.partition, EndpointRole::kHost, executors());
     absl::Status s = ch->Restore(channel_blob.substr(0, n));
     ASSERT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << "truncated to " << n;
     EXPECT_FALSE(ch->restored());
@@ -240,7 +271,8 @@ TEST_F(SaveRestore, EveryTruncationAndBitFlipFailsCleanly) {
   for (int i = 0; i < 2000; ++i) {
     std::string flipped = i % 2 ? channel_blob : partition_blob;
     flipped[rng() % flipped.size()] ^= static_cast<char>(1u << (rng() % 8));
-    absl::Status s = i % 2 ? (*Channel::Allocate(*world_.partition, EndpointRole::kHost))
+    absl::Status s = i % 2 ? (*Channel::Allocate(*world_.partition, EndpointRole::kHost,
+                                                 executors()))
                                  ->Restore(flipped)
                            : Partition::Restore(flipped).status();
     ASSERT_FALSE(s.ok()) << "flip " << i;
@@ -250,7 +282,7 @@ TEST_F(SaveRestore, EveryTruncationAndBitFlipFailsCleanly) {
   }
   // The live world was never touched.
   guest_driver_.Send(*world_.guest, 77);
-  EXPECT_TRUE(guest_driver_.AllCompleted());
+  EXPECT_TRUE(AllCompleted(guest_driver_));
 }
 
 TEST_F(SaveRestore, RejectsNewerVersionsWrongKindAndWrongRole) {
@@ -258,39 +290,40 @@ TEST_F(SaveRestore, RejectsNewerVersionsWrongKindAndWrongRole) {
   saved::v1::SavedBlob newer;
   ASSERT_TRUE(newer.ParseFromString(last_host_blob_));
   newer.set_format_version(kSavedStateFormatVersion + 1);
-  auto ch = *Channel::Allocate(*world_.partition, EndpointRole::kHost);
+  auto ch = *Channel::Allocate(*world_.partition, EndpointRole::kHost, executors());
   absl::Status s = ch->Restore(newer.SerializeAsString());
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_NE(s.message().find("format version 2"), std::string::npos) << s;
   EXPECT_EQ(Partition::Restore(last_host_blob_).status().code(), absl::StatusCode::kInvalidArgument)
       << "a channel blob is not a partition";
-  auto client = *Channel::Allocate(*world_.partition, EndpointRole::kGuest);
+  auto client = *Channel::Allocate(*world_.partition, EndpointRole::kGuest, executors());
   EXPECT_EQ(client->Restore(last_host_blob_).code(), absl::StatusCode::kInvalidArgument)
       << "a server's blob does not restore a client";
   // A blob for a channel this partition does not have: Enable refuses.
   PartitionOptions o;
   o.memory_bytes = 16 << 20;
   auto empty = *Partition::Create(o);
-  auto stranger = *Channel::Allocate(*empty, EndpointRole::kHost);
+  auto stranger = *Channel::Allocate(*empty, EndpointRole::kHost, executors());
   ASSERT_TRUE(stranger->Restore(last_host_blob_).ok());
   EXPECT_EQ(stranger->Enable().code(), absl::StatusCode::kFailedPrecondition);
 }
 
 TEST(SaveRestoreForceNewChannel, AbandonsTheOldInstanceAndOffersAfresh) {
+  TestExecutors exec;  // manual; outlives the channels
   PartitionOptions o;
   o.memory_bytes = 64 << 20;
   auto partition = *Partition::Create(o);
   Recorder r;
-  auto host = *Channel::Allocate(*partition, EndpointRole::kHost);
+  auto host = *Channel::Allocate(*partition, EndpointRole::kHost, exec.channel_executors());
   ASSERT_TRUE(host->SetTargetInterfaceId(kTestType, kTestInstance).ok());
   ASSERT_TRUE(host->SetServerFlags(kServerFlagForceNewChannel).ok());
   ASSERT_TRUE(host->SetCallbacks(RecordingCallbacks(r, "host")).ok());
   ASSERT_TRUE(host->Enable().ok());
-  auto guest = *Channel::Allocate(*partition, EndpointRole::kGuest);
+  auto guest = *Channel::Allocate(*partition, EndpointRole::kGuest, exec.channel_executors());
   ASSERT_TRUE(guest->SetTargetPnp(kTestType, std::nullopt).ok());
   ASSERT_TRUE(guest->SetCallbacks(RecordingCallbacks(r, "guest")).ok());
   ASSERT_TRUE(guest->Enable().ok());
-  ASSERT_TRUE(r.WaitFor("guest:post_started"));
+  ASSERT_TRUE(exec.Recorded(r, "guest:post_started"));
   ASSERT_TRUE(guest->Pause().ok());
   // A transaction in flight when saved.
   Packet* p = host->AllocatePacket();
@@ -307,7 +340,7 @@ TEST(SaveRestoreForceNewChannel, AbandonsTheOldInstanceAndOffersAfresh) {
 
   auto restored = *Partition::Restore(partition_blob);
   std::atomic<int> cancelled{0};
-  auto host2 = *Channel::Allocate(*restored, EndpointRole::kHost);
+  auto host2 = *Channel::Allocate(*restored, EndpointRole::kHost, exec.channel_executors());
   ChannelCallbacks cb = RecordingCallbacks(r, "host2");
   cb.restore_packet = [&cancelled](Channel& ch, std::span<const uint8_t> lib,
                                    std::span<const uint8_t>) {
@@ -325,13 +358,14 @@ TEST(SaveRestoreForceNewChannel, AbandonsTheOldInstanceAndOffersAfresh) {
   EXPECT_NE(host2->relid(), 0u);
   EXPECT_NE(host2->relid(), old_relid) << "the old relid is still held until the guest releases it";
   ASSERT_TRUE(host2->Start().ok());
-  auto guest2 = *Channel::Allocate(*restored, EndpointRole::kGuest);
+  auto guest2 = *Channel::Allocate(*restored, EndpointRole::kGuest, exec.channel_executors());
   ASSERT_TRUE(guest2->SetTargetPnp(kTestType, std::nullopt).ok());
   ASSERT_TRUE(guest2->SetCallbacks(RecordingCallbacks(r, "guest2")).ok());
   ASSERT_TRUE(guest2->Enable().ok());
-  ASSERT_TRUE(r.WaitFor("host2:post_started")) << "the fresh offer is opened";
+  ASSERT_TRUE(exec.Recorded(r, "host2:post_started")) << "the fresh offer is opened";
   ASSERT_TRUE(guest2->Disable().ok());
   ASSERT_TRUE(host2->Disable().ok());
+  EXPECT_EQ(exec.RunUntilIdle(), 0u) << "work queued after both channels were disabled";
 }
 
 TEST_F(SaveRestore, SaveRefusesARunningChannel) {
