@@ -242,7 +242,7 @@ TEST_F(Scenario, MillionEchoesWithCompletionsInBothDirectionsInOrder) {
 // The same from two sending threads (fewer echoes: the million above is
 // the count check; this one is about Send racing the pools' I/O tasks).
 TEST_F(ThreadedScenario, EchoesWithCompletionsInBothDirectionsFromTwoThreadsInOrder) {
-  constexpr uint64_t kPerDirection = 50'000;
+  constexpr uint64_t kPerDirection = 25'000;
   EchoReceiver& host_rx = Keep<EchoReceiver>();
   EchoReceiver& guest_rx = Keep<EchoReceiver>();
   ASSERT_NO_FATAL_FAILURE(OpenEchoPair(host_rx, guest_rx));
