@@ -37,6 +37,7 @@ Channel::Channel(Partition& partition, EndpointRole role, ChannelExecutors execu
                              .pipe = pipe_mode()};
                        },
                    .finished = [this] { NotifyIo(); }}),
+      delivery_(this, &send_, DeliveryHooks()),
       fsm_(role),
       config_(role),
       executors_(executors) {
@@ -283,8 +284,8 @@ absl::Status Channel::Enable() {
     vtl = config_.client_vtl;
     type = config_.target_type;
     instance = config_.target_instance;
-    incoming_failed_ = false;
-    corruption_.clear();
+    send_corruption_.clear();
+    delivery_.ClearErrors();  // after mu_ (lock order)
   }
   // A restored endpoint re-attaches to its channel instead of offering or
   // opening anew.

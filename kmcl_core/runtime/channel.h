@@ -14,6 +14,10 @@
 //   ch->SetCallbacks({.process_packet = ...});
 //   ch->Enable(); ch->Start();
 //
+// Inside, the Channel keeps the state machine, its tasks' queues and the
+// configuration; the outgoing side is a SendPath (send_path.h) and the
+// incoming side a DeliveryPath (delivery_path.h), each with its own lock.
+//
 // Threading contract:
 // - Channels own no threads. Each enabled channel has two serial tasks on
 //   executors shared by all channels (executor.h): its control task, on
@@ -61,6 +65,7 @@
 #include "kmcl_core/memory/guest_memory.h"
 #include "kmcl_core/ring/ring_buffer.h"
 #include "kmcl_core/runtime/channel_config.h"
+#include "kmcl_core/runtime/delivery_path.h"
 #include "kmcl_core/runtime/executor.h"
 #include "kmcl_core/runtime/send_path.h"
 #include "kmcl_core/wire/gpa_range.h"
@@ -73,12 +78,11 @@ class Partition;
 struct RingLink;
 
 // KMCL flag values (vmbuskernelmodeclientlibapi.h); the Init flags and
-// limits are in channel_config.h.
+// limits are in channel_config.h, ProcessPacket's in delivery_path.h.
 inline constexpr uint32_t kFormatFlagWaitForCompletion = 0x1;
 inline constexpr uint32_t kFormatFlagForceMdlLength = 0x2;
 inline constexpr uint32_t kFormatFlagPagedBuffer = 0x4;
 inline constexpr uint32_t kFormatFlags = 0x7;
-inline constexpr uint32_t kProcessPacketFlagExternalData = 0x1;
 
 // An outgoing packet object (VMBPACKET). Allocated by the channel, or built
 // in caller memory of at least Channel::SizeofPacket() bytes.
@@ -106,7 +110,7 @@ class Packet {
  private:
   friend class Channel;
   friend class SendPath;
-  friend struct PacketTestAccess;  // send_path_test.cc
+  friend struct PacketTestAccess;  // fake_link_test_util.h
   Packet(Channel* channel, uint8_t* storage, uint32_t capacity, bool caller_memory)
       : channel_(channel), storage_(storage), capacity_(capacity), caller_memory_(caller_memory) {}
 
@@ -124,38 +128,6 @@ class Packet {
   uint64_t transaction_id_ = 0;
   absl::Time outstanding_since_;  // when it became an outstanding transaction
   std::vector<GpaRange> external_;
-};
-
-// An incoming packet as delivered to ProcessPacket (VMBPACKETCOMPLETION).
-// Valid until Complete (or Fail); owned by the channel.
-class Delivery {
- public:
-  Channel& channel() const { return *channel_; }
-  std::span<const uint8_t> payload() const { return payload_; }
-  bool completion_requested() const { return completion_requested_; }
-  bool has_external_data() const { return !external_.empty(); }
-  const std::vector<GpaRange>& external_ranges() const { return external_; }
-  uint64_t transaction_id() const { return transaction_id_; }
-  std::span<uint8_t> client_context() { return context_; }
-
-  static constexpr uint32_t kMagic = 0x504D4356;  // "VCMP"
-  uint32_t magic() const { return magic_; }
-
- private:
-  friend class Channel;
-  uint32_t magic_ = kMagic;
-  Channel* channel_ = nullptr;
-  std::vector<uint8_t> payload_;
-  std::vector<GpaRange> external_;
-  std::vector<uint8_t> context_;
-  uint64_t transaction_id_ = 0;
-  bool completion_requested_ = false;
-  bool in_callback_ = false;  // ProcessPacket is running for it now
-  bool deferred_ = false;
-  bool completed_ = false;
-  bool retired_ = false;      // RetireDelivery ran: its quota slot is back
-  bool passive_ = false;      // delivered (again) at passive level
-  std::optional<GuestView> external_view_;  // GetExternalData mapping
 };
 
 struct ChannelCallbacks {
@@ -193,13 +165,6 @@ struct ExternalData {
   uint64_t byte_count = 0;
   bool read_only = true;
 };
-
-// Upper bounds (inclusive, nanoseconds) of the completion-latency buckets:
-// 10 us to 10 s in 1-2.5-5 steps.
-inline constexpr std::array<uint64_t, 19> kCompletionLatencyBoundsNs = {
-    10'000,      25'000,      50'000,      100'000,       250'000,       500'000,      1'000'000,
-    2'500'000,   5'000'000,   10'000'000,  25'000'000,    50'000'000,    100'000'000,  250'000'000,
-    500'000'000, 1'000'000'000, 2'500'000'000, 5'000'000'000, 10'000'000'000};
 
 // How long this endpoint's transactions took: from the send (with
 // kFormatFlagWaitForCompletion) to the peer's completion being read.
@@ -388,16 +353,6 @@ class Channel final : public BusEndpoint {
     uint32_t relid = 0;
     Delivery* delivery = nullptr;
   };
-  struct AtomicStats {
-    // The send path counts its own (SendPath::Counters).
-    std::atomic<uint64_t> packets_received{0}, bytes_received{0}, completions_received{0},
-        quota_stalls{0}, corrupt_packets{0};
-    // Relaxed: diagnostics only.
-    std::array<std::atomic<uint64_t>, kCompletionLatencyBoundsNs.size() + 1> latency_buckets{};
-    std::atomic<uint64_t> latency_sum_ns{0};
-    void RecordLatency(int64_t ns);
-  };
-
   Channel(Partition& partition, EndpointRole role, ChannelExecutors executors);
   // Waits on done_cv_ until `done` holds; with a manual executor, runs its
   // tasks on this thread meanwhile instead.
@@ -434,13 +389,10 @@ class Channel final : public BusEndpoint {
   // I/O (channel_io.cc).
   // `view`: the ring GPADL mapped in DoubleMappedRingPages order.
   absl::Status SetUpRings(std::span<uint8_t> view, uint32_t downstream_offset);
-  void DrainIncoming();
-  // Runs callbacks_.peer_error for what DrainIncoming and the send path
-  // found since the last call (on the I/O task, no lock held).
+  // Runs callbacks_.peer_error for what the delivery path and the send
+  // path found since the last call (on the I/O task, no lock held).
   void ReportPeerErrors();
-  void Deliver(Delivery& delivery);
-  void RetireDelivery(Delivery& delivery);
-  Delivery* TakeDelivery() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  DeliveryPath::Hooks DeliveryHooks();
   absl::Status ValidateSend(Packet& packet, std::span<const uint8_t> buffer,
                             std::span<const GpaRange> external, uint32_t flags);
 
@@ -452,7 +404,12 @@ class Channel final : public BusEndpoint {
   // The outgoing side (send_path.h): its lock comes before mu_ (its gate
   // asks the state machine), so nothing calls into send_ under mu_.
   SendPath send_;
-  mutable Mutex mu_ ABSL_ACQUIRED_AFTER(send_.mu_);
+  // The incoming side (delivery_path.h): its drain lock comes before the
+  // send path's and mu_ (ProcessPacket sends); its bookkeeping lock after
+  // mu_ (the control task's waits ask it under mu_).
+  DeliveryPath delivery_;
+  mutable Mutex mu_ ABSL_ACQUIRED_AFTER(send_.mu_, delivery_.drain_mu_)
+      ABSL_ACQUIRED_BEFORE(delivery_.mu_);
   CondVar done_cv_;  // user-call completion, drain progress
   EndpointStateMachine fsm_ ABSL_GUARDED_BY(mu_);
   ChannelCallbacks callbacks_;  // set while disabled, read by the threads
@@ -473,7 +430,6 @@ class Channel final : public BusEndpoint {
   ConnectionState restored_connection_ ABSL_GUARDED_BY(mu_) = ConnectionState::kDisabled;
   RunState restored_run_ ABSL_GUARDED_BY(mu_) = RunState::kPaused;
   Actions restore_actions_ ABSL_GUARDED_BY(mu_);  // for the kRestoredOpen command
-  std::deque<Delivery*> redeliver_ ABSL_GUARDED_BY(mu_);  // delivered again after restore
   bool in_started_callback_ ABSL_GUARDED_BY(mu_) = false;
 
   // Tasks and their queues.
@@ -489,23 +445,9 @@ class Channel final : public BusEndpoint {
   uint64_t done_ticket_ ABSL_GUARDED_BY(mu_) = 0;
   bool io_work_ ABSL_GUARDED_BY(mu_) = false;
 
-  // Incoming.
-  bool incoming_on_ ABSL_GUARDED_BY(mu_) = false;
-  bool incoming_failed_ ABSL_GUARDED_BY(mu_) = false;
-  bool in_delivery_ ABSL_GUARDED_BY(mu_) = false;  // the I/O task is delivering
-  bool at_passive_ ABSL_GUARDED_BY(mu_) = false;
-  uint32_t quota_ ABSL_GUARDED_BY(mu_) = 0;  // 0 = unlimited
-  uint32_t delivered_ ABSL_GUARDED_BY(mu_) = 0;
-  std::vector<std::unique_ptr<Delivery>> deliveries_ ABSL_GUARDED_BY(mu_);  // all, owned
-  std::vector<Delivery*> free_deliveries_ ABSL_GUARDED_BY(mu_);
-  std::string corruption_ ABSL_GUARDED_BY(mu_);
-  std::optional<RingMemory> incoming_memory_ ABSL_GUARDED_BY(mu_);  // for Snapshot
-  // Held by the I/O task while it reads the ring and delivers, so before
-  // the send path's lock (a ProcessPacket completes and sends) and mu_.
-  Mutex reader_mu_ ABSL_ACQUIRED_BEFORE(send_.mu_, mu_);
-  std::unique_ptr<RingReader> reader_ ABSL_GUARDED_BY(reader_mu_);
-  IncomingPacket incoming_packet_ ABSL_GUARDED_BY(reader_mu_);
-  std::vector<std::string> peer_errors_ ABSL_GUARDED_BY(reader_mu_);  // not yet reported
+  // The outgoing ring's corruption, as the send path reported it (the
+  // incoming ring's is the delivery path's).
+  std::string send_corruption_ ABSL_GUARDED_BY(mu_);
 
   // Packet objects.
   std::vector<std::unique_ptr<uint8_t[]>> packet_memory_ ABSL_GUARDED_BY(mu_);
@@ -516,7 +458,6 @@ class Channel final : public BusEndpoint {
   std::optional<GuestView> ring_view_;    // client: its own ring pages
   std::vector<uint64_t> ring_pfns_;       // client
   uint32_t ring_gpadl_ = 0;               // client
-  AtomicStats stats_;
 };
 
 }  // namespace kmcl

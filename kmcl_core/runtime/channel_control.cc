@@ -89,7 +89,7 @@ void Channel::ControlRun() {
         break;
       }
       case CommandKind::kDeliverPassive:
-        Deliver(*cmd.delivery);
+        delivery_.Deliver(*cmd.delivery);
         break;
       case CommandKind::kRestoredOpen: {
         // Back from a restore: what the driver hears is the state
@@ -131,21 +131,18 @@ void Channel::RunAction(EndpointAction action) {
       return;
     }
     case EndpointAction::kIncomingOn: {
-      {
-        MutexLock lock(&mu_);
-        incoming_on_ = true;
-        incoming_failed_ = false;
-        KickIo();
-      }
+      delivery_.Start();
+      MutexLock lock(&mu_);
+      KickIo();
       return;
     }
     case EndpointAction::kCallPostStarted:
       if (callbacks_.post_started) callbacks_.post_started(*this);
       return;
     case EndpointAction::kIncomingOff: {
+      delivery_.Stop();
       MutexLock lock(&mu_);
-      incoming_on_ = false;
-      WaitDone([this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !in_delivery_; });
+      WaitDone([this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return delivery_.idle(); });
       return;
     }
     case EndpointAction::kCallSuspend:
@@ -153,7 +150,7 @@ void Channel::RunAction(EndpointAction action) {
       return;
     case EndpointAction::kWaitIncomingDrained: {
       MutexLock lock(&mu_);
-      WaitDone([this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return delivered_ == 0; });
+      WaitDone([this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return delivery_.delivered() == 0; });
       return;
     }
     case EndpointAction::kCancelTransactions:
@@ -317,10 +314,7 @@ void Channel::CallOpened() {
 }
 
 void Channel::ReleaseRings() {
-  {
-    MutexLock r(&reader_mu_);
-    reader_.reset();
-  }
+  delivery_.Detach();
   if (std::shared_ptr<RingLink> link = send_.Detach()) link->Detach(this);
   uint32_t relid;
   uint8_t vtl;

@@ -1,116 +1,70 @@
-// Channel, part 4: deliveries and the I/O task: draining the incoming
-// ring, ProcessPacket and the transaction quota, completing deliveries,
-// external data, the ring interrupts between the two endpoints, snapshots.
+// Channel, part 4: the incoming side as the channel drives it (the ring
+// reader, deliveries and the quota are the DeliveryPath's, delivery_path.cc):
+// the delivery hooks, external data, the I/O task, ring setup, snapshots.
 #include <algorithm>
-#include <cstring>
 #include <utility>
 
-#include "absl/container/flat_hash_set.h"
-#include "absl/strings/str_cat.h"
-#include "absl/time/clock.h"
 #include "kmcl_core/bus/partition.h"
 #include "kmcl_core/runtime/channel.h"
-#include "kmcl_core/wire/pipe_framing.h"
 
 namespace kmcl {
-namespace {
 
-constexpr int kCommitEvery = 16;  // publish the read index every 16 packets
+// ---- Deliveries (the DeliveryPath's; delivery_path.h) -----------------------------------------
 
-}  // namespace
-
-// ---- Deliveries -------------------------------------------------------------------------------
-
-Delivery* Channel::TakeDelivery() {
-  if (free_deliveries_.empty()) {
-    deliveries_.push_back(std::make_unique<Delivery>());
-    free_deliveries_.push_back(deliveries_.back().get());
-  }
-  Delivery* d = free_deliveries_.back();
-  free_deliveries_.pop_back();
-  d->channel_ = this;
-  d->in_callback_ = d->deferred_ = d->completed_ = d->retired_ = d->passive_ = false;
-  d->context_.assign(config_.client_context_size, 0);
-  return d;
-}
-
-void Channel::Deliver(Delivery& d) {
-  {
-    MutexLock lock(&mu_);
-    d.in_callback_ = true;
-  }
-  const uint32_t flags = d.external_.empty() ? 0 : kProcessPacketFlagExternalData;
-  if (callbacks_.process_packet) {
-    callbacks_.process_packet(*this, d, d.payload_, flags);
-  } else {
-    Complete(d, {});
-  }
-  MutexLock lock(&mu_);
-  d.in_callback_ = false;
-  if (d.deferred_) {
-    // Delivered again on the control task, at passive level.
-    d.deferred_ = false;
-    d.passive_ = true;
-    Post({CommandKind::kDeliverPassive, 0, 0, 0, &d});
-  } else if (d.retired_) {
-    free_deliveries_.push_back(&d);  // retired during the callback: reusable now
-  }
+DeliveryPath::Hooks Channel::DeliveryHooks() {
+  return {
+      .process_packet =
+          [this](Delivery& d, std::span<const uint8_t> data, uint32_t flags) {
+            if (callbacks_.process_packet) {
+              callbacks_.process_packet(*this, d, data, flags);
+            } else {
+              Complete(d, {});
+            }
+          },
+      .processing_complete =
+          [this](uint32_t packets) {
+            if (callbacks_.processing_complete) callbacks_.processing_complete(*this, packets);
+          },
+      .defer =
+          [this](Delivery& d) {
+            MutexLock lock(&mu_);
+            Post({CommandKind::kDeliverPassive, 0, 0, 0, &d});
+          },
+      .retired =
+          [this] {
+            MutexLock lock(&mu_);
+            KickIo();  // a completion restarts a quota-stalled queue
+            done_cv_.SignalAll();
+          },
+      .drained =
+          [this] {
+            MutexLock lock(&mu_);
+            done_cv_.SignalAll();  // the control task may wait for an idle drain
+          },
+  };
 }
 
 void Channel::Complete(Delivery& d, std::span<const uint8_t> completion) {
   if (d.magic_ != Delivery::kMagic || d.channel_ != this) return;
-  bool send_completion;
-  uint64_t transaction_id;
+  bool connected;
   {
     MutexLock lock(&mu_);
-    if (d.completed_) return;  // completed twice: ignore the second
-    d.completed_ = true;
-    // Read under the lock: once completed_ is set, a ProcessPacket ending on
-    // the I/O task may retire the delivery and reuse it for the next one.
-    transaction_id = d.transaction_id_;
-    send_completion = d.completion_requested_ && fsm_.connection() != ConnectionState::kDisabled;
+    connected = fsm_.connection() != ConnectionState::kDisabled;
   }
-  if (send_completion) {
-    send_.QueueCompletion(transaction_id, completion);
-    send_.Flush();
-  }
-  RetireDelivery(d);
+  delivery_.Complete(d, completion, /*send_completion=*/connected);
 }
 
 void Channel::Fail(Delivery& d) {
   if (d.magic_ != Delivery::kMagic || d.channel_ != this) return;
-  {
-    MutexLock lock(&mu_);
-    if (d.completed_) return;
-    d.completed_ = true;
-    incoming_failed_ = true;  // KMCL: the incoming queue stops
-  }
-  RetireDelivery(d);
-}
-
-void Channel::RetireDelivery(Delivery& d) {
-  d.external_view_.reset();
-  {
-    MutexLock lock(&mu_);
-    if (delivered_ > 0) --delivered_;
-    // Exactly one of RetireDelivery and Deliver's epilogue frees it: this
-    // one unless ProcessPacket is still running (it may complete the
-    // delivery on another thread), in which case Deliver does.
-    d.retired_ = true;
-    if (!d.in_callback_) free_deliveries_.push_back(&d);
-    KickIo();  // a completion restarts a quota-stalled queue
-    done_cv_.SignalAll();
-  }
+  delivery_.Fail(d);
 }
 
 absl::Status Channel::DeferToPassive(Delivery& d) {
-  MutexLock lock(&mu_);
-  if (d.magic_ != Delivery::kMagic || d.channel_ != this || !d.in_callback_ || d.passive_) {
+  if (d.magic_ != Delivery::kMagic || d.channel_ != this) {
     return absl::FailedPreconditionError(
         "VmbChannelPacketDeferToPassive is valid only inline in ProcessPacket");
   }
-  d.deferred_ = true;
-  return absl::OkStatus();
+  return delivery_.Defer(d);
 }
 
 absl::StatusOr<ExternalData> Channel::GetExternalData(Delivery& d, bool read_only) {
@@ -133,15 +87,9 @@ absl::StatusOr<ExternalData> Channel::GetExternalData(Delivery& d, bool read_onl
   return out;
 }
 
-void Channel::SetTransactionQuota(uint32_t quota) {
-  MutexLock lock(&mu_);
-  quota_ = quota;  // does not restart a stalled queue: only a completion does
-}
+void Channel::SetTransactionQuota(uint32_t quota) { delivery_.SetQuota(quota); }
 
-void Channel::SetIncomingProcessingAtPassive(bool passive) {
-  MutexLock lock(&mu_);
-  at_passive_ = passive;
-}
+void Channel::SetIncomingProcessingAtPassive(bool passive) { delivery_.SetAtPassive(passive); }
 
 // ---- The I/O task ---------------------------------------------------------------------------
 
@@ -157,7 +105,7 @@ void Channel::IoRun() {
     io_work_ = false;
   }
   send_.RunFinished();
-  DrainIncoming();
+  delivery_.Drain();
   send_.Flush();
   send_.RunFinished();
   ReportPeerErrors();
@@ -165,15 +113,11 @@ void Channel::IoRun() {
 }
 
 void Channel::ReportPeerErrors() {
-  std::vector<std::string> errors;
-  {
-    MutexLock r(&reader_mu_);
-    errors.swap(peer_errors_);
-  }
+  std::vector<std::string> errors = delivery_.TakePeerErrors();
   if (std::optional<std::string> sent = send_.TakePeerError(); sent.has_value()) {
     {
       MutexLock lock(&mu_);
-      if (corruption_.empty()) corruption_ = *sent;
+      if (send_corruption_.empty()) send_corruption_ = *sent;
     }
     errors.push_back(*std::move(sent));
   }
@@ -187,138 +131,26 @@ absl::Status Channel::SetUpRings(std::span<uint8_t> view, uint32_t downstream_of
   const RingMemory outgoing = IsHost(role_) ? pair->host_to_guest : pair->guest_to_host;
   const RingMemory incoming = IsHost(role_) ? pair->guest_to_host : pair->host_to_guest;
   uint32_t relid;
+  DeliveryPath::Settings settings;
   {
     MutexLock lock(&mu_);
     relid = relid_;
-    incoming_memory_ = incoming;
+    settings = {.pipe = pipe_mode(), .context_bytes = config_.client_context_size};
   }
   std::shared_ptr<RingLink> link = partition_->LinkFor(relid);
   if (link != nullptr) link->Attach(this, role_);
-  {
-    MutexLock r(&reader_mu_);
-    reader_ = std::make_unique<RingReader>(incoming);
-  }
+  delivery_.Attach(incoming, settings);
   send_.Attach(outgoing, link);
   NotifyIo();
   return absl::OkStatus();
-}
-
-void Channel::DrainIncoming() {
-  MutexLock r(&reader_mu_);
-  if (reader_ == nullptr) return;
-  bool pipe;
-  {
-    MutexLock lock(&mu_);
-    if (!incoming_on_ || incoming_failed_) return;
-    in_delivery_ = true;
-    pipe = pipe_mode();
-  }
-  uint32_t batch = 0;
-  int since_commit = 0;
-  bool signal = false;
-  // Packets delivered before a save and not completed come first.
-  for (;;) {
-    Delivery* d = nullptr;
-    {
-      MutexLock lock(&mu_);
-      if (redeliver_.empty() || !incoming_on_) break;
-      d = redeliver_.front();
-      redeliver_.pop_front();
-    }
-    ++batch;
-    Deliver(*d);
-  }
-  reader_->BeginDrain();
-  for (;;) {
-    bool passive;
-    {
-      MutexLock lock(&mu_);
-      if (!incoming_on_ || incoming_failed_) break;
-      if (quota_ != 0 && delivered_ >= quota_) {
-        stats_.quota_stalls++;
-        break;
-      }
-      passive = at_passive_;
-    }
-    RingStatus st = reader_->Read(incoming_packet_);
-    if (st == RingStatus::kEmpty) {
-      if (reader_->EndDrain()) {
-        reader_->BeginDrain();
-        continue;
-      }
-      break;
-    }
-    if (st == RingStatus::kCorrupt) {
-      stats_.corrupt_packets++;
-      peer_errors_.push_back(absl::StrCat("incoming ring: ", reader_->corruption().message()));
-      MutexLock lock(&mu_);
-      corruption_ = std::string(reader_->corruption().message());
-      incoming_failed_ = true;
-      break;
-    }
-    IncomingPacket& in = incoming_packet_;
-    if (++since_commit == kCommitEvery) {
-      signal |= reader_->CommitRead();
-      since_commit = 0;
-    }
-    if (in.type == wire::PacketType::kCompletion) {
-      absl::Time sent;
-      Packet* packet = send_.TakeOutstanding(in.transaction_id, &sent);
-      stats_.completions_received++;
-      if (packet != nullptr) {
-        stats_.RecordLatency(absl::ToInt64Nanoseconds(absl::Now() - sent));
-        SendPath::Complete(*packet, kStatusSuccess, in.payload);
-      }
-      continue;  // a completion for nothing outstanding is dropped
-    }
-    std::span<const uint8_t> data = in.payload;
-    if (pipe) {
-      absl::StatusOr<PipeFrame> frame = ParsePipePacket(in.payload);
-      if (!frame.ok()) {
-        stats_.corrupt_packets++;
-        peer_errors_.push_back(absl::StrCat("pipe frame: ", frame.status().message()));
-        continue;  // a malformed pipe frame is dropped, the channel goes on
-      }
-      data = frame->data;
-    }
-    stats_.packets_received++;
-    stats_.bytes_received += data.size();
-    Delivery* d;
-    {
-      MutexLock lock(&mu_);
-      d = TakeDelivery();
-      ++delivered_;
-    }
-    d->payload_.assign(data.begin(), data.end());
-    d->external_ = in.gpa_ranges;
-    d->transaction_id_ = in.transaction_id;
-    d->completion_requested_ = in.completion_requested();
-    ++batch;
-    if (passive) {
-      MutexLock lock(&mu_);
-      d->passive_ = true;
-      Post({CommandKind::kDeliverPassive, 0, 0, 0, d});
-    } else {
-      Deliver(*d);
-    }
-  }
-  reader_->EndDrain();
-  signal |= reader_->CommitRead();
-  if (batch != 0 && callbacks_.processing_complete) callbacks_.processing_complete(*this, batch);
-  {
-    MutexLock lock(&mu_);
-    in_delivery_ = false;
-    done_cv_.SignalAll();
-  }
-  if (signal) send_.SignalPeer();
 }
 
 // ---- Diagnostics ---------------------------------------------------------------------------------
 
 ChannelSnapshot Channel::Snapshot() const {
   ChannelSnapshot s;
-  std::optional<RingMemory> incoming;
   SendPath::Snapshot sent = send_.TakeSnapshot();  // before mu_ (lock order)
+  DeliveryPath::Snapshot in = delivery_.TakeSnapshot();
   s.queued_sends = sent.queued;
   s.outgoing = sent.ring;
   s.outstanding_transactions = sent.outstanding_count;
@@ -330,26 +162,27 @@ ChannelSnapshot Channel::Snapshot() const {
     s.run = fsm_.run();
     s.relid = relid_;
     s.offer_sequence = offer_sequence_;
-    s.delivered_uncompleted = delivered_;
-    s.transaction_quota = quota_;
     s.interrupt_latency = interrupt_latency_;
-    s.corruption = corruption_;
+    // The incoming ring's corruption first (it stops the channel's input).
+    s.corruption = in.corruption.empty() ? send_corruption_ : in.corruption;
     s.friendly_name = config_.friendly_name;
-    incoming = incoming_memory_;
   }
-  if (incoming.has_value() && s.outgoing.has_value()) s.incoming = SnapshotRing(*incoming);
+  s.delivered_uncompleted = in.delivered;
+  s.transaction_quota = in.quota;
+  if (s.outgoing.has_value()) s.incoming = in.ring;
   const SendPath::Counters& sc = send_.counters();
+  const DeliveryPath::Counters& dc = delivery_.counters();
   s.stats.packets_sent = sc.packets_sent;
   s.stats.bytes_sent = sc.bytes_sent;
-  s.stats.packets_received = stats_.packets_received;
-  s.stats.bytes_received = stats_.bytes_received;
+  s.stats.packets_received = dc.packets_received;
+  s.stats.bytes_received = dc.bytes_received;
   s.stats.completions_sent = sc.completions_sent;
-  s.stats.completions_received = stats_.completions_received;
+  s.stats.completions_received = dc.completions_received;
   s.stats.signals_sent = sc.signals_sent;
   s.stats.sends_queued = sc.sends_queued;
   s.stats.ring_full_events = sc.ring_full_events;
-  s.stats.quota_stalls = stats_.quota_stalls;
-  s.stats.corrupt_packets = stats_.corrupt_packets + sc.corrupt_rings;
+  s.stats.quota_stalls = dc.quota_stalls;
+  s.stats.corrupt_packets = dc.corrupt_packets + sc.corrupt_rings;
   std::sort(s.outstanding.begin(), s.outstanding.end(),
             [](const OutstandingTransaction& a, const OutstandingTransaction& b) {
               return a.age > b.age || (a.age == b.age && a.transaction_id < b.transaction_id);
@@ -357,20 +190,11 @@ ChannelSnapshot Channel::Snapshot() const {
   if (s.outstanding.size() > kMaxSnapshotTransactions) s.outstanding.resize(kMaxSnapshotTransactions);
   LatencyHistogram& h = s.stats.completion_latency;
   for (size_t i = 0; i < h.buckets.size(); ++i) {
-    h.buckets[i] = stats_.latency_buckets[i].load(std::memory_order_relaxed);
+    h.buckets[i] = dc.latency_buckets[i].load(std::memory_order_relaxed);
     h.count += h.buckets[i];
   }
-  h.sum_ns = stats_.latency_sum_ns.load(std::memory_order_relaxed);
+  h.sum_ns = dc.latency_sum_ns.load(std::memory_order_relaxed);
   return s;
-}
-
-void Channel::AtomicStats::RecordLatency(int64_t ns) {
-  const uint64_t v = ns < 0 ? 0 : static_cast<uint64_t>(ns);
-  const size_t bucket =
-      std::lower_bound(kCompletionLatencyBoundsNs.begin(), kCompletionLatencyBoundsNs.end(), v) -
-      kCompletionLatencyBoundsNs.begin();
-  latency_buckets[bucket].fetch_add(1, std::memory_order_relaxed);
-  latency_sum_ns.fetch_add(v, std::memory_order_relaxed);
 }
 
 }  // namespace kmcl

@@ -54,7 +54,7 @@ absl::StatusOr<std::string> Channel::Save() {
     out.set_max_packet_size(config_.max_packet_size);
     out.set_max_external_bytes(config_.max_external_bytes);
     out.set_max_external_chain(config_.max_external_chain);
-    out.set_transaction_quota(quota_);
+    out.set_transaction_quota(delivery_.quota());
     out.set_interrupt_latency(interrupt_latency_);
     out.set_client_context_size(config_.client_context_size);
     out.set_incoming_pages(config_.incoming_pages);
@@ -72,16 +72,12 @@ absl::StatusOr<std::string> Channel::Save() {
       out.set_ring_gpadl(ring_gpadl_);
       out.mutable_ring_pfns()->Add(ring_pfns_.begin(), ring_pfns_.end());
     }
-    for (const auto& d : deliveries_) {
-      if (d->completed_ || d->channel_ != this) continue;
-      bool free = false;
-      for (Delivery* f : free_deliveries_) free |= f == d.get();
-      if (free) continue;
+    for (const DeliveryPath::SavedDelivery& d : delivery_.Save()) {
       pb::Delivery* p = out.add_deliveries();
-      p->set_transaction_id(d->transaction_id_);
-      p->set_payload(std::string(d->payload_.begin(), d->payload_.end()));
-      p->set_completion_requested(d->completion_requested_);
-      saved_convert::RangesTo(d->external_, p->mutable_external());
+      p->set_transaction_id(d.transaction_id);
+      p->set_payload(std::string(d.payload.begin(), d.payload.end()));
+      p->set_completion_requested(d.completion_requested);
+      saved_convert::RangesTo(d.external, p->mutable_external());
     }
   }
   // The driver's per-packet state, outside the locks (its callback may call
@@ -177,21 +173,19 @@ absl::Status Channel::Restore(const std::string& blob) {
       matched_offer_ = ToOfferMessage(*offer);
       matched_offer_.child_relid = in.relid();
     }
-    quota_ = in.transaction_quota();
+    delivery_.SetQuota(in.transaction_quota());
     interrupt_latency_ = static_cast<uint16_t>(in.interrupt_latency());
     client_open_sent_ = in.client_open_sent();
     open_ = open;
     ring_gpadl_ = in.ring_gpadl();
     ring_pfns_.assign(in.ring_pfns().begin(), in.ring_pfns().end());
+    std::vector<DeliveryPath::SavedDelivery> deliveries;
     for (const pb::Delivery& p : in.deliveries()) {
-      Delivery* d = TakeDelivery();
-      d->payload_.assign(p.payload().begin(), p.payload().end());
-      d->external_ = saved_convert::RangesFrom(p.external());
-      d->transaction_id_ = p.transaction_id();
-      d->completion_requested_ = p.completion_requested();
-      ++delivered_;
-      redeliver_.push_back(d);
+      deliveries.push_back({p.transaction_id(),
+                            std::vector<uint8_t>(p.payload().begin(), p.payload().end()),
+                            saved_convert::RangesFrom(p.external()), p.completion_requested()});
     }
+    delivery_.Restore(deliveries, config_.client_context_size);
   }
   send_.RestoreNextTransactionId(in.next_transaction_id());
   for (const pb::QueuedCompletion& c : in.completions()) {
@@ -263,9 +257,7 @@ absl::StatusOr<bool> Channel::EnableRestored() {
     MutexLock lock(&mu_);
     relid_ = 0;
     open_.reset();
-    for (Delivery* d : redeliver_) free_deliveries_.push_back(d);
-    redeliver_.clear();
-    delivered_ = 0;
+    delivery_.DropRestored();
     return false;
   }
   if (absl::Status s = AttachRestored(); !s.ok()) {

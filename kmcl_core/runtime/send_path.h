@@ -172,7 +172,8 @@ class SendPath {
   std::optional<std::string> peer_error_ ABSL_GUARDED_BY(mu_);  // until TakePeerError
   Counters counters_;
 
-  friend class Channel;  // names mu_ in its lock-order annotation
+  friend class Channel;       // names mu_ in its lock-order annotation
+  friend class DeliveryPath;  // likewise
 };
 
 }  // namespace kmcl

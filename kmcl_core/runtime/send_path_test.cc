@@ -13,37 +13,10 @@
 #include "kmcl_core/bus/partition.h"
 #include "kmcl_core/ring/ring_mapping.h"
 #include "kmcl_core/runtime/channel.h"
+#include "kmcl_core/runtime/fake_link_test_util.h"
 
 namespace kmcl {
-
-// Builds packets without a channel (Packet's constructor is private).
-struct PacketTestAccess {
-  static std::unique_ptr<Packet> Make(std::vector<uint8_t>& storage) {
-    return std::unique_ptr<Packet>(
-        new Packet(nullptr, storage.data(), static_cast<uint32_t>(storage.size()), false));
-  }
-  static uint64_t transaction_id(const Packet& p) { return p.transaction_id_; }
-};
-
 namespace {
-
-// A bus endpoint that only counts ring interrupts.
-class CountingEndpoint : public BusEndpoint {
- public:
-  void OnOffered(const OfferHandle&) override {}
-  void OnOpenRequested(const OpenChannel&) override {}
-  void OnOpenCancelled() override {}
-  void OnReleased() override {}
-  void OnOfferMatched(uint32_t, const OfferChannel&) override {}
-  void OnOpenCompleted(NTSTATUS) override {}
-  void OnPeerClosed() override {}
-  void NotifyIo() override { ++interrupts; }
-  int interrupts = 0;
-};
-
-std::span<const uint8_t> Bytes(const std::string& s) {
-  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
-}
 
 class SendPathTest : public ::testing::Test {
  protected:
@@ -81,14 +54,7 @@ class SendPathTest : public ::testing::Test {
     send_.Attach(ring_->memory(), link_);
   }
 
-  // Every packet in the ring now, consumed.
-  std::vector<IncomingPacket> ReadAll() {
-    std::vector<IncomingPacket> out;
-    IncomingPacket in;
-    while (reader_->Read(in) == RingStatus::kOk) out.push_back(in);
-    reader_->CommitRead();
-    return out;
-  }
+  std::vector<IncomingPacket> ReadAll() { return kmcl::ReadAll(*reader_); }
 
   static std::string Payload(const IncomingPacket& in) {
     return std::string(in.payload.begin(), in.payload.end());
