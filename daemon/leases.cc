@@ -17,6 +17,18 @@ LeaseTable::~LeaseTable() {
 absl::StatusOr<LeaseRecord> LeaseTable::Map(const std::shared_ptr<PartitionEntry>& partition,
                                             uint32_t relid, uint32_t gpadl_id, bool read_only) {
   auto lease = partition->partition().MapGpadl(relid, gpadl_id, read_only);
+  if (absl::IsFailedPrecondition(lease.status())) {
+    // The partition names its own lease numbers; say which API lease holds
+    // it, or that kmcld itself does (a channel's ring, a built-in device).
+    kmcl::MutexLock lock(&mu_);
+    for (const auto& [id, r] : leases_) {
+      if (r.relid == relid && r.gpadl_id == gpadl_id && r.partition.lock() == partition) {
+        return absl::FailedPreconditionError(absl::StrCat("GPADL ", gpadl_id, " of channel ", relid,
+                                                          " is already mapped by lease_id ", id,
+                                                          "; UnmapGpadl it first"));
+      }
+    }
+  }
   if (!lease.ok()) return lease.status();
   LeaseRecord r;
   r.local_lease_id = lease->lease_id;

@@ -135,8 +135,12 @@ TEST_F(BridgeChannelTest, GpadlThroughALeaseWithReadOnlyAndTeardownAfterUnmap) {
   kmcl::v1::GpadlLease lease;
   ASSERT_TRUE(k_.gpadl->MapGpadl(Kmcld::Context().get(), map, &lease).ok());
   EXPECT_EQ(lease.byte_count(), g.byte_count());
-  s = k_.gpadl->MapGpadl(Kmcld::Context().get(), map, &lease);
+  kmcl::v1::GpadlLease second;
+  s = k_.gpadl->MapGpadl(Kmcld::Context().get(), map, &second);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << "one lease at a time";
+  EXPECT_NE(s.error_message().find("already mapped by lease_id " + std::to_string(lease.lease_id())),
+            std::string::npos)
+      << s.error_message();
 
   kmcl::v1::LeaseIoRequest read;
   read.set_lease_id(lease.lease_id());

@@ -251,6 +251,18 @@ std::vector<Case> Cases() {
     GpadlLease p;
     return k.gpadl->MapGpadl(Kmcld::Context().get(), r, &p);
   });
+  add("TeardownGpadl of the channel's ring", StatusCode::FAILED_PRECONDITION, [](Kmcld& k, const ChannelRef& ref) {
+    ListGpadlsRequest list;
+    list.set_partition_id(ref.partition_id());
+    list.set_channel_id(ref.channel_id());
+    ListGpadlsResponse gpadls;
+    grpc::Status s = k.gpadl->ListGpadls(Kmcld::Context().get(), list, &gpadls);
+    if (!s.ok() || gpadls.gpadls_size() != 1) return grpc::Status(StatusCode::UNKNOWN, "expected the ring GPADL");
+    auto r = WithChannel<TeardownGpadlRequest>(ref);
+    r.set_gpadl_id(gpadls.gpadls(0).gpadl_id());
+    Gpadl p;
+    return k.gpadl->TeardownGpadl(Kmcld::Context().get(), r, &p);
+  });
   add("ReadLease unknown lease", StatusCode::NOT_FOUND, [](Kmcld& k, const ChannelRef&) {
     LeaseIoRequest r;
     r.set_lease_id(999);

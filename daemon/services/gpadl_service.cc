@@ -311,6 +311,22 @@ grpc::ServerUnaryReactor* GpadlService::TeardownGpadl(grpc::CallbackServerContex
   if (!c.ok()) return FinishNow(ctx, c.status());
   auto before = Describe(*c, request->gpadl_id());
   if (!before.ok()) return FinishNow(ctx, before.status());
+  // Only the guest role kmcld plays for a tool tears down, as it creates;
+  // and never the ring of an open channel (that is the channel's close),
+  // which would leave the channel without rings and its saved state
+  // unrestorable.
+  if (c->guest == nullptr) {
+    return FinishNow(ctx, absl::FailedPreconditionError(absl::StrCat(
+                              "channel ", c->relid, ": GPADLs are torn down by the guest role that created them, ",
+                              "and kmcld holds no guest endpoint for this channel")));
+  }
+  for (const kmcl::ServerChannelInfo& info : c->partition->partition().ServerChannels()) {
+    if (info.relid == c->relid && info.open.has_value() && info.open->ring_buffer_gpadl == request->gpadl_id()) {
+      return FinishNow(ctx, absl::FailedPreconditionError(absl::StrCat(
+                                "GPADL ", request->gpadl_id(), " holds channel ", c->relid,
+                                "'s rings; close the channel (CloseChannel) to release it")));
+    }
+  }
   if (before->state() == kmcl::v1::GPADL_STATE_TEARING_DOWN) {
     return FinishNow(ctx, absl::FailedPreconditionError(absl::StrCat(
                               "GPADL ", request->gpadl_id(), " is already being torn down")));
