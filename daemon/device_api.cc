@@ -155,9 +155,12 @@ absl::Status DeviceApi::RequestShutdown(const kmcl::v1::RequestShutdownRequest& 
     case kmcl::v1::SHUTDOWN_ACTION_HIBERNATE:
       body.flags = ic::kShutdownFlagHibernate;
       break;
-    default:
+    case kmcl::v1::SHUTDOWN_ACTION_SHUTDOWN:
       body.flags = ic::kShutdownFlagShutdown;
       break;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat("unknown shutdown action ", request.action(),
+                                                     " (0 shutdown, 1 restart, 2 hibernate)"));
   }
   if (request.force()) body.flags |= ic::kShutdownFlagForce;
   auto r = Ask<ic::ShutdownHost, ic::ShutdownResult>(

@@ -114,6 +114,9 @@ TEST_F(DeviceServiceTest, ShutdownIsAcknowledged) {
   ASSERT_TRUE(api_->RequestShutdown(req, &resp).ok());
   EXPECT_FALSE(resp.acknowledged()) << "the emulated guest does not hibernate";
   EXPECT_EQ(resp.guest_status(), ic::kHvEFail);
+  req.set_action(static_cast<kmcl::v1::ShutdownAction>(99));
+  EXPECT_EQ(api_->RequestShutdown(req, &resp).code(), absl::StatusCode::kInvalidArgument)
+      << "an unknown action is not sent to the guest as a shutdown";
   devices_->vsc(ic::IcService::kShutdown)->Inspect([](ic::IcGuest& g) {
     ASSERT_EQ(g.shutdowns().size(), 2u);
     EXPECT_EQ(g.shutdowns()[0].request.display_message, "patching");
