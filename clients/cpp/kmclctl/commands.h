@@ -37,7 +37,7 @@ struct Cli {
   std::string targets_file;
   bool json = false;
   std::string output = "table";
-  double timeout_s = 10;
+  double timeout_s = 0;  // --timeout; 0: not given (10 s per call, 10 min per save/restore)
   std::string tls_ca, tls_cert, tls_key;
   // Set by the chosen subcommand's callback; run by main().
   std::function<int()> action;
@@ -46,7 +46,7 @@ struct Cli {
   std::vector<Target> targets;
   Format format() const;
   bool multi() const { return targets.size() > 1; }
-  absl::Duration timeout() const { return absl::Seconds(timeout_s); }
+  absl::Duration timeout() const { return absl::Seconds(timeout_s > 0 ? timeout_s : 10); }
   kc::ClientOptions client_options() const;
 };
 

@@ -24,6 +24,9 @@ kc::ClientOptions Cli::client_options() const {
   kc::ClientOptions o;
   o.connect_timeout = timeout();
   o.call_timeout = timeout();
+  // Save and restore streams keep the client library's long default unless
+  // --timeout was given, which then bounds them too.
+  if (timeout_s > 0) o.stream_timeout = timeout();
   o.tls_ca_file = tls_ca;
   o.tls_cert_file = tls_cert;
   o.tls_key_file = tls_key;

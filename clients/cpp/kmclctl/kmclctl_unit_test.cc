@@ -126,6 +126,17 @@ TEST(OutputTest, JsonUsesTheApiFieldNamesAndKeysByTarget) {
   EXPECT_EQ(inner.at("id"), "default");
 }
 
+TEST(CliTest, TimeoutBoundsSaveAndRestoreOnlyWhenGiven) {
+  Cli defaults;
+  EXPECT_EQ(defaults.client_options().call_timeout, absl::Seconds(10));
+  EXPECT_EQ(defaults.client_options().stream_timeout, kc::ClientOptions().stream_timeout);
+  Cli given;
+  given.timeout_s = 3;
+  EXPECT_EQ(given.client_options().connect_timeout, absl::Seconds(3));
+  EXPECT_EQ(given.client_options().call_timeout, absl::Seconds(3));
+  EXPECT_EQ(given.client_options().stream_timeout, absl::Seconds(3)) << "kmclctl --timeout 3 save ...";
+}
+
 TEST(OutputTest, HexdumpShowsOffsetsBytesAndText) {
   EXPECT_EQ(Hexdump("AB\x01", 16),
             "00000010  41 42 01                                          |AB.|\n");

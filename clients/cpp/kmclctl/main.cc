@@ -22,8 +22,10 @@ int main(int argc, char** argv) {
   app.add_flag("--json", cli.json, "protobuf's JSON mapping of the answers (API field names)");
   app.add_option("-o,--output", cli.output, "table (default), wide or json")
       ->check(CLI::IsMember({"table", "wide", "json"}));
-  app.add_option("--timeout", cli.timeout_s, "seconds per target for connecting and each call")
-      ->check(CLI::PositiveNumber);
+  app.add_option("--timeout", cli.timeout_s,
+                 "seconds per target for connecting and each call, save and restore included "
+                 "(default 10; save and restore 600)")
+      ->check(CLI::Range(0.001, 86400.0));
 
   app.add_option("--tls-ca", cli.tls_ca, "PEM of the CA of kmcld's TLS certificate (mutual TLS)")
       ->check(CLI::ExistingFile);
