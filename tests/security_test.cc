@@ -863,6 +863,37 @@ TEST_F(SecurityTest, TheConfigFileCanSecureTheListenerInsteadOfFlags) {
   EXPECT_TRUE(staged().empty()) << staged()[0];
 }
 
+// A kmcld killed with SIGKILL cannot remove its staging folder, which holds
+// a copy of the private key; the next kmcld on the same runtime folder does.
+TEST_F(SecurityTest, AKilledDaemonsStagedKeyIsRemovedAtTheNextStart) {
+  const std::string run = Cert("run-killed");
+  std::vector<std::string> flags;
+  for (const std::string& f : TlsFlags()) {
+    if (!absl::StartsWith(f, "--runtime_dir=")) flags.push_back(f);
+  }
+  flags.push_back("--runtime_dir=" + run);
+  auto staged = [&] {
+    std::set<std::string> out;
+    for (const auto& e : std::filesystem::directory_iterator(run)) {
+      if (absl::StartsWith(e.path().filename().string(), "tls.")) out.insert(e.path().filename().string());
+    }
+    return out;
+  };
+  DaemonProcess killed;
+  ASSERT_TRUE(killed.Start(flags).ok()) << killed.output();
+  const std::set<std::string> left = staged();
+  ASSERT_EQ(left.size(), 1u);
+  ASSERT_EQ(::kill(killed.pid(), SIGKILL), 0);
+  ASSERT_TRUE(killed.Stop(SIGKILL).ok());  // reaped: its pid no longer runs
+  EXPECT_EQ(staged(), left) << "SIGKILL leaves it behind";
+
+  DaemonProcess next;
+  ASSERT_TRUE(next.Start(flags).ok()) << next.output();
+  const std::set<std::string> now = staged();
+  EXPECT_EQ(now.size(), 1u);
+  EXPECT_EQ(now.count(*left.begin()), 0u) << "the killed daemon's folder is still there";
+}
+
 // Valid certificates are not enough: without a policy only Unix-socket
 // clients would have access, so a TLS listener without one does not start.
 TEST_F(SecurityTest, ATlsListenerWithoutAPolicyIsRefused) {

@@ -1,6 +1,7 @@
 #include "daemon/security/cert_stage.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <openssl/bio.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -100,9 +101,25 @@ absl::Status CheckTlsContents(const TlsFiles& names, const TlsFiles& contents) {
   return absl::OkStatus();
 }
 
+void CertStage::RemoveStaleFolders(const std::string& parent) {
+  std::error_code error;
+  for (const auto& entry : std::filesystem::directory_iterator(parent, error)) {
+    // tls.<pid>.XXXXXX: a folder whose kmcld no longer runs (it was killed
+    // or crashed) still holds a copy of the private key.
+    const std::string name = entry.path().filename().string();
+    int pid = 0;
+    char rest = 0;
+    if (std::sscanf(name.c_str(), "tls.%d.%c", &pid, &rest) != 2 || pid <= 0 || pid == ::getpid()) continue;
+    if (::kill(pid, 0) == 0 || errno != ESRCH) continue;  // alive, or not ours to judge
+    std::error_code ignored;
+    std::filesystem::remove_all(entry.path(), ignored);
+  }
+}
+
 absl::StatusOr<std::unique_ptr<CertStage>> CertStage::Create(TlsFiles sources, const std::string& parent) {
   if (::mkdir(parent.c_str(), 0700) != 0 && errno != EEXIST) return ErrnoError("cannot create", parent);
-  std::string pattern = absl::StrCat(parent, "/tls.XXXXXX");
+  RemoveStaleFolders(parent);
+  std::string pattern = absl::StrCat(parent, "/tls.", ::getpid(), ".XXXXXX");
   if (::mkdtemp(pattern.data()) == nullptr) return ErrnoError("cannot create a folder in", parent);
   std::unique_ptr<CertStage> stage(new CertStage(std::move(sources), pattern));
   absl::StatusOr<bool> first = stage->Refresh();

@@ -24,7 +24,9 @@
 //                                  stage->ca_path(), CertStage::kWatchSeconds);
 //   stage->Refresh();  // on SIGHUP: true when a new set was published
 //
-// The folder (mode 0700, files 0600) is removed by the destructor.
+// The folder (mode 0700, files 0600), tls.<pid>.XXXXXX, is removed by the
+// destructor; one that a killed kmcld left (its pid no longer runs) is
+// removed by the next Create in the same parent.
 // Thread-compatible: Refresh from one thread (kmcld's signal thread).
 #ifndef KMCLD_DAEMON_SECURITY_CERT_STAGE_H_
 #define KMCLD_DAEMON_SECURITY_CERT_STAGE_H_
@@ -58,6 +60,8 @@ class CertStage {
   static absl::StatusOr<std::unique_ptr<CertStage>> Create(TlsFiles sources, const std::string& parent);
   ~CertStage();
   CertStage(const CertStage&) = delete;
+  // Removes `parent`'s tls.<pid>.* folders whose process no longer runs.
+  static void RemoveStaleFolders(const std::string& parent);
   CertStage& operator=(const CertStage&) = delete;
 
   // Re-reads the sources: false when they are unchanged, true when a new
