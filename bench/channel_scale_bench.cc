@@ -35,6 +35,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/notification.h"
+#include "kmcl_core/base/mutex.h"
 #include "kmcl_core/bus/partition.h"
 #include "kmcl_core/runtime/channel.h"
 #include "kmcl_core/runtime/executor.h"
@@ -210,6 +211,7 @@ bool Blocking(int n, bool host_at_passive) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  kmcl::DisableAbslDeadlockDetectionInReleaseBuilds();  // as kmcld does (-c opt)
   absl::ParseCommandLine(argc, argv);
   std::printf("channel_scale_bench: %u cores, threads at start %d\n",
               std::thread::hardware_concurrency(), Threads());

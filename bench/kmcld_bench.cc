@@ -59,6 +59,7 @@
 #include "grpcpp/server.h"
 #include "grpcpp/server_builder.h"
 #include "grpcpp/support/channel_arguments.h"
+#include "kmcl_core/base/mutex.h"
 
 ABSL_FLAG(std::string, kmcld, "",
           "kmcld binary to start; empty: //daemon:kmcld from this binary's runfiles");
@@ -312,6 +313,7 @@ absl::Status RunEchoCell(kmcl::bench::EchoService::Stub& stub, Row& row, uint32_
 }  // namespace
 
 int main(int argc, char** argv) {
+  kmcl::DisableAbslDeadlockDetectionInReleaseBuilds();  // as kmcld does (-c opt)
   absl::SetProgramUsageMessage(
       "kmcld_bench: kmcld's packet path vs. a plain gRPC echo, over loopback TCP.\n"
       "Usage: bazel run -c opt //bench:kmcld_bench [-- --kmcld=PATH | --target=HOST:PORT]");

@@ -35,6 +35,7 @@
 #include "bench/kmcld_child.h"
 #include "clients/cpp/kmcl.h"
 #include "httplib.h"
+#include "kmcl_core/base/mutex.h"
 
 ABSL_FLAG(std::string, kmcld, "", "kmcld binary (default: from the runfiles)");
 ABSL_FLAG(double, seconds, 2, "measured seconds per packet-path cell");
@@ -257,6 +258,7 @@ int ScrapeCost(const std::string& binary, bool channel_labels) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  kmcl::DisableAbslDeadlockDetectionInReleaseBuilds();  // as kmcld does (-c opt)
   absl::ParseCommandLine(argc, argv);
   const std::string binary = kmcld::bench::FindKmcld(absl::GetFlag(FLAGS_kmcld), argv[0]);
   if (binary.empty()) {

@@ -54,6 +54,7 @@
 #include "benchmark/benchmark.h"
 #include "boost/lockfree/spsc_queue.hpp"
 #include "immintrin.h"
+#include "kmcl_core/base/mutex.h"
 #include "kmcl_core/ring/ring_buffer.h"
 #include "kmcl_core/ring/ring_mapping.h"
 
@@ -284,6 +285,7 @@ Result RunSpscFor(size_t payload, uint64_t packets) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  kmcl::DisableAbslDeadlockDetectionInReleaseBuilds();  // as kmcld does (-c opt)
   absl::ParseCommandLine(argc, argv);
   const int repeats = std::max(1, absl::GetFlag(FLAGS_repeats));
   const int64_t bytes = absl::GetFlag(FLAGS_bytes);
