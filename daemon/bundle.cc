@@ -57,20 +57,29 @@ absl::StatusOr<saved::SavedBundle> ParseBundle(const std::string& blob, saved::S
   return bundle;
 }
 
-// Re-creates one endpoint from its saved form in `partition`.
+absl::Status WasDeleted(const PartitionEntry& p) {
+  return absl::NotFoundError(absl::StrCat("partition '", p.id(), "' was deleted"));
+}
+
+// Re-creates one endpoint from its saved form in `partition`; NOT_FOUND
+// when a DeletePartition of it runs meanwhile.
 absl::StatusOr<std::shared_ptr<Endpoint>> RestoreEndpoint(Registry& registry,
                                                           const std::shared_ptr<PartitionEntry>& p,
                                                           const saved::SavedEndpoint& saved) {
   if (saved.role() != kmcl::v1::ENDPOINT_ROLE_HOST && saved.role() != kmcl::v1::ENDPOINT_ROLE_GUEST) {
     return absl::InvalidArgumentError("a saved endpoint has no role");
   }
-  auto ep = Endpoint::Create(p->partition(), p->id(), saved.role(), registry.limits().endpoint,
+  auto ep = Endpoint::Create(p->shared_partition(), p->id(), saved.role(), registry.limits().endpoint,
                              registry.log(), registry.timer(), p->peer_log);
   if (!ep.ok()) return ep.status();
   if (saved.max_packet_size() != 0) (*ep)->set_max_packet_size(saved.max_packet_size());
   if (absl::Status s = (*ep)->channel().Restore(saved.channel_blob()); !s.ok()) return s;
   // Restore brought back the quota KMCL saved; cap it by the window again.
   (*ep)->SetQuota(saved.transaction_quota());
+  {
+    kmcl::MutexLock lock(&p->mu);  // a deletion already under way: no endpoint to disable
+    if (p->deleted) return WasDeleted(*p);
+  }
   if (absl::Status s = (*ep)->channel().Enable(); !s.ok()) return s;
   const uint32_t relid = (*ep)->channel().relid();
   uint64_t sequence = saved.offer_sequence();
@@ -86,13 +95,21 @@ absl::StatusOr<std::shared_ptr<Endpoint>> RestoreEndpoint(Registry& registry,
   } else {
     (*ep)->set_offer_sequence(sequence);
   }
+  bool deleted;
   {
     kmcl::MutexLock lock(&p->mu);
-    if (saved.role() == kmcl::v1::ENDPOINT_ROLE_HOST) {
+    deleted = p->deleted;
+    if (!deleted && saved.role() == kmcl::v1::ENDPOINT_ROLE_HOST) {
       p->hosts[{relid, sequence}] = *ep;
-    } else {
+    } else if (!deleted) {
       p->guests.push_back(*ep);
     }
+  }
+  if (deleted) {
+    // DeletePartition freed the endpoints it found, not this one: it is
+    // disabled here, before anyone sees it.
+    (*ep)->channel().Disable().IgnoreError();
+    return WasDeleted(*p);
   }
   (*ep)->Event(kmcl::v1::EVENT_KIND_RESTORED, 0);
   return ep;
@@ -203,6 +220,10 @@ absl::StatusOr<std::string> SavePartitionBundle(Registry& registry, const std::s
 absl::StatusOr<std::shared_ptr<PartitionEntry>> RestorePartitionBundle(Registry& registry,
                                                                        const std::string& blob,
                                                                        const std::string& id) {
+  // The saved id (id empty) is checked by AddPartition.
+  if (!id.empty()) {
+    if (absl::Status s = ValidatePartitionId(id); !s.ok()) return s;
+  }
   auto bundle = ParseBundle(blob, saved::SavedBundle::KIND_PARTITION);
   if (!bundle.ok()) return bundle.status();
   if (!id.empty() && registry.HasPartition(id)) {
@@ -261,7 +282,9 @@ absl::StatusOr<std::shared_ptr<PartitionEntry>> RestorePartitionBundle(Registry&
     if (was_running && !Running(*ep)) status = ep->channel().Start();
   }
   if (!status.ok()) {
-    registry.DeletePartition(p->id(), /*force=*/true).IgnoreError();
+    // NOT_FOUND: a DeletePartition of it ran meanwhile, which is why the
+    // restore failed (its endpoints disabled under it): say so.
+    if (absl::IsNotFound(registry.DeletePartition(p->id(), /*force=*/true))) return WasDeleted(*p);
     return status;
   }
   return p;

@@ -34,8 +34,10 @@ inline constexpr uint32_t kBundleVersion = 2;
 
 absl::StatusOr<std::string> SavePartitionBundle(Registry& registry, const std::string& id,
                                                 bool stay_paused);
-// `id` empty: the saved id. ALREADY_EXISTS if taken; INVALID_ARGUMENT for a
-// bad blob, FAILED_PRECONDITION for a newer version. Nothing is left behind
+// `id` empty: the saved id. INVALID_ARGUMENT for an id ValidatePartitionId
+// refuses (given or saved) or a bad blob; ALREADY_EXISTS if taken;
+// FAILED_PRECONDITION for a newer version; NOT_FOUND ("was deleted") when a
+// DeletePartition of the new partition ran meanwhile. Nothing is left behind
 // on failure.
 absl::StatusOr<std::shared_ptr<PartitionEntry>> RestorePartitionBundle(Registry& registry,
                                                                        const std::string& blob,

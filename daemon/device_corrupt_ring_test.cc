@@ -55,7 +55,7 @@ class DeviceCorruptRing : public ::testing::Test {
   // host. Returns the channel's relid.
   uint32_t OpenAndCorrupt() {
     kmcl::Partition& partition = entry_->partition();
-    guest_ = *Endpoint::Create(partition, entry_->id(), kmcl::v1::ENDPOINT_ROLE_GUEST, registry().limits().endpoint,
+    guest_ = *Endpoint::Create(entry_->shared_partition(), entry_->id(), kmcl::v1::ENDPOINT_ROLE_GUEST, registry().limits().endpoint,
                                registry().log(), registry().timer(), entry_->peer_log);
     EXPECT_TRUE(
         guest_->channel().SetTargetPnp(ic::ServiceInfo(ic::IcService::kHeartbeat).interface_type, std::nullopt, 0).ok());

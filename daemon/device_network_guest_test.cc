@@ -237,7 +237,7 @@ TEST(DeviceNetworkGuest, AGuestThatCorruptsItsOutgoingRingIsNamedInAWarning) {
   ASSERT_TRUE(entry.ok()) << entry.status();
   kmcl::Partition& partition = (*entry)->partition();
   auto make = [&](Endpoint::Role role) {
-    return *Endpoint::Create(partition, (*entry)->id(), role, registry.limits().endpoint, registry.log(),
+    return *Endpoint::Create((*entry)->shared_partition(), (*entry)->id(), role, registry.limits().endpoint, registry.log(),
                              registry.timer(), (*entry)->peer_log);
   };
   std::shared_ptr<Endpoint> host = make(kmcl::v1::ENDPOINT_ROLE_HOST);

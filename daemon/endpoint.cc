@@ -22,7 +22,7 @@ Endpoint::Endpoint(std::string partition_id, Role role, EndpointLimits limits, E
     : partition_id_(std::move(partition_id)), role_(role), limits_(limits), log_(log),
       timer_(timer) {}
 
-absl::StatusOr<std::shared_ptr<Endpoint>> Endpoint::Create(kmcl::Partition& partition,
+absl::StatusOr<std::shared_ptr<Endpoint>> Endpoint::Create(std::shared_ptr<kmcl::Partition> partition,
                                                            std::string partition_id, Role role,
                                                            EndpointLimits limits, EventLog& log,
                                                            Timer& timer,
@@ -31,8 +31,9 @@ absl::StatusOr<std::shared_ptr<Endpoint>> Endpoint::Create(kmcl::Partition& part
   ep->self_ = ep;
   ep->peer_log_ =
       peer_log != nullptr ? std::move(peer_log) : std::make_shared<log::Limiter>(kPeerEventsPerMinute);
-  ep->partition_ = &partition;
-  auto channel = kmcl::Channel::Allocate(partition, role == kmcl::v1::ENDPOINT_ROLE_HOST
+  if (partition == nullptr) return absl::InvalidArgumentError("an endpoint needs a partition");
+  ep->partition_ = std::move(partition);
+  auto channel = kmcl::Channel::Allocate(*ep->partition_, role == kmcl::v1::ENDPOINT_ROLE_HOST
                                                         ? kmcl::EndpointRole::kHost
                                                         : kmcl::EndpointRole::kGuest);
   if (!channel.ok()) return channel.status();
@@ -47,6 +48,10 @@ Endpoint::~Endpoint() {
     kmcl::MutexLock lock(&mu_);
     if (linger_timer_ != 0) timer_.Cancel(linger_timer_);
   }
+  if (channel_ == nullptr) return;  // Create failed
+  // Disable while channel_ is still set: the callbacks it runs (Closed)
+  // use it. unique_ptr::reset clears the pointer before ~Channel runs.
+  channel_->Disable().IgnoreError();  // already disabled is fine
   channel_.reset();  // no callback runs after this
 }
 

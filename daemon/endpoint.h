@@ -19,6 +19,13 @@
 // acknowledging stream sends and kept completions share the window),
 // whatever the tool does.
 //
+// Ownership: an Endpoint shares ownership of its kmcl::Partition, so that
+// whoever holds the last reference (a call still running on the blocking
+// pool, a stream reactor, a test) may drop it after DeletePartition: the
+// channel's teardown (DetachHost, CancelConnect) always finds its partition.
+// Destroying an endpoint disables its channel first, so a callback that
+// the teardown runs still finds the channel (Ref, relid).
+//
 // Threading: thread-safe. Callbacks come from the channel's tasks (shared executor threads) and never
 // block. Lock order: a stream's own lock before Endpoint::mu_; the endpoint
 // never calls into a stream or the channel while holding mu_. Blocking calls
@@ -84,12 +91,15 @@ class Endpoint {
   // how many were left out. The channel counts every one
   // (ChannelStats::corrupt_packets).
   static constexpr int kPeerEventsPerMinute = 10;
-  static absl::StatusOr<std::shared_ptr<Endpoint>> Create(kmcl::Partition& partition,
+  // `partition` is kept alive until the endpoint is destroyed.
+  static absl::StatusOr<std::shared_ptr<Endpoint>> Create(std::shared_ptr<kmcl::Partition> partition,
                                                           std::string partition_id, Role role,
                                                           EndpointLimits limits, EventLog& log,
                                                           Timer& timer,
                                                           std::shared_ptr<log::Limiter> peer_log = nullptr);
-  ~Endpoint();  // destroys the channel (it must be disabled)
+  // Disables the channel (blocking, if it is still enabled: rather done
+  // by FreeEndpoint on the blocking pool), then destroys it.
+  ~Endpoint();
   Endpoint(const Endpoint&) = delete;
   Endpoint& operator=(const Endpoint&) = delete;
 
@@ -189,7 +199,8 @@ class Endpoint {
   EventLog& log_;
   Timer& timer_;
   std::shared_ptr<log::Limiter> peer_log_;
-  kmcl::Partition* partition_ = nullptr;
+  // Declared before channel_, so that the channel goes first.
+  std::shared_ptr<kmcl::Partition> partition_;
   std::unique_ptr<kmcl::Channel> channel_;
 
   mutable kmcl::Mutex mu_;

@@ -67,8 +67,8 @@ class EndpointTest : public ::testing::Test {
     limits.send_window = 16;
     limits.delivery_window = 8;
     limits.linger = absl::Hours(1);
-    host_ = *Endpoint::Create(*partition_, "p", kmcl::v1::ENDPOINT_ROLE_HOST, limits, log_, timer_);
-    guest_ = *Endpoint::Create(*partition_, "p", kmcl::v1::ENDPOINT_ROLE_GUEST, limits, log_, timer_);
+    host_ = *Endpoint::Create(partition_, "p", kmcl::v1::ENDPOINT_ROLE_HOST, limits, log_, timer_);
+    guest_ = *Endpoint::Create(partition_, "p", kmcl::v1::ENDPOINT_ROLE_GUEST, limits, log_, timer_);
     const kmcl::Guid type = *kmcl::Guid::Parse("11111111-2222-3333-4444-555555555555");
     ASSERT_TRUE(host_->channel().SetTargetInterfaceId(type, kmcl::Guid::Random()).ok());
     ASSERT_TRUE(host_->channel().Enable().ok());
@@ -82,6 +82,7 @@ class EndpointTest : public ::testing::Test {
     // The host first: a guest's close waits for the host to unmap the ring,
     // which waits for the deliveries the host holds.
     for (auto* ep : {&host_, &guest_}) {
+      if (*ep == nullptr) continue;  // the test freed it
       (*ep)->EndStreamAndRelease();
       (*ep)->channel().Disable().IgnoreError();
       ep->reset();
@@ -124,7 +125,7 @@ class EndpointTest : public ::testing::Test {
 
   Timer timer_;
   EventLog log_{1000};
-  std::unique_ptr<kmcl::Partition> partition_;
+  std::shared_ptr<kmcl::Partition> partition_;
   std::shared_ptr<Endpoint> host_, guest_;
 };
 
@@ -306,6 +307,45 @@ TEST_F(EndpointTest, EndStreamAndReleaseTellsTheStream) {
   host_->EndStreamAndRelease();
   EXPECT_TRUE(hs->gone());
   EXPECT_FALSE(host_->attached());
+}
+
+// Dropping the last reference to an endpoint whose channel is still opened
+// (a restore that lost a race with DeletePartition used to) closes the
+// channel first; its Closed callback names the channel, whose relid the
+// destructor must still be able to read.
+TEST_F(EndpointTest, DroppingAnOpenedEndpointClosesItFirst) {
+  host_->EndStreamAndRelease();
+  guest_->EndStreamAndRelease();
+  const uint32_t relid = guest_->relid();
+  ASSERT_NE(relid, 0u);
+  const uint64_t before = log_.last_sequence();
+  guest_.reset();  // still opened
+  std::vector<kmcl::v1::Event> events;
+  ASSERT_TRUE(log_.Read(before, 1000, &events).ok());
+  bool closed = false;
+  for (const auto& e : events) {
+    if (e.role() == kmcl::v1::ENDPOINT_ROLE_GUEST && e.kind() == kmcl::v1::EVENT_KIND_CLOSED) {
+      closed = true;
+      EXPECT_EQ(e.channel().channel_id(), relid);
+    }
+  }
+  EXPECT_TRUE(closed);
+}
+
+// An endpoint keeps its partition: a call that still holds one after the
+// partition's owner let go tears the channel down against a live partition.
+TEST_F(EndpointTest, EndpointsKeepTheirPartitionAlive) {
+  std::weak_ptr<kmcl::Partition> weak = partition_;
+  partition_.reset();  // as ~PartitionEntry after DeletePartition
+  EXPECT_FALSE(weak.expired());
+  guest_->EndStreamAndRelease();
+  ASSERT_TRUE(guest_->channel().Disable().ok());
+  guest_.reset();
+  EXPECT_FALSE(weak.expired());  // the host holds it
+  host_->EndStreamAndRelease();
+  ASSERT_TRUE(host_->channel().Disable().ok());
+  host_.reset();
+  EXPECT_TRUE(weak.expired());
 }
 
 }  // namespace

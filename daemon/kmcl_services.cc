@@ -133,10 +133,8 @@ void KmclServices::RegisterAll(grpc::ServerBuilder& builder) {
 void KmclServices::Shutdown() {
   if (registry_ == nullptr) return;
   // Freeing the endpoints releases what tools hold, so blocked calls return.
-  for (const auto& p : registry_->ListPartitions()) {
-    p->Unpin();
-    registry_->DeletePartition(p->id(), /*force=*/true).IgnoreError();
-  }
+  // By entry, not by id: every partition goes, whatever its id or pin.
+  registry_->DeleteAll();
   pool_.reset();  // waits for running blocking calls
   timer_.Stop();
   registry_.reset();

@@ -3,23 +3,36 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "daemon/convert.h"
 
 namespace kmcld {
 
-PartitionEntry::~PartitionEntry() = default;
+absl::Status ValidatePartitionId(absl::string_view id) {
+  bool ok = !id.empty() && id.size() <= 63;
+  for (char c : id) ok = ok && ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-');
+  if (ok) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat("partition id '", absl::CHexEscape(id.substr(0, 64)),
+                                                 id.size() > 64 ? "...' " : "' ",
+                                                 "must be 1 to 63 characters of [a-z0-9-]"));
+}
 
+PartitionEntry::~PartitionEntry() = default;
 
 Registry::Registry(RegistryLimits limits, EventLog& log, Timer& timer)
     : limits_(limits), log_(log), timer_(timer) {}
 
-Registry::~Registry() {
-  for (const auto& p : ListPartitions()) DeletePartition(p->id(), /*force=*/true).IgnoreError();
+Registry::~Registry() { DeleteAll(); }
+
+void Registry::DeleteAll() {
+  for (const auto& p : ListPartitions()) Delete(p, /*force=*/true, /*even_pinned=*/true).IgnoreError();
 }
 
 absl::StatusOr<std::shared_ptr<PartitionEntry>> Registry::AddPartition(
     std::unique_ptr<kmcl::Partition> partition) {
+  if (partition == nullptr) return absl::InvalidArgumentError("no partition");
+  if (absl::Status s = ValidatePartitionId(partition->id()); !s.ok()) return s;
   auto entry = std::make_shared<PartitionEntry>(std::move(partition));
   {
     kmcl::MutexLock lock(&mu_);
@@ -41,11 +54,7 @@ absl::StatusOr<std::shared_ptr<PartitionEntry>> Registry::AddPartition(
 
 absl::StatusOr<std::shared_ptr<PartitionEntry>> Registry::GetPartition(const std::string& id) const {
   if (id.empty()) return absl::InvalidArgumentError("partition_id is required");
-  bool well_formed = id.size() <= 63;
-  for (char c : id) well_formed = well_formed && ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-');
-  if (!well_formed) {
-    return absl::InvalidArgumentError("partition ids are 1 to 63 characters of [a-z0-9-]");
-  }
+  if (absl::Status s = ValidatePartitionId(id); !s.ok()) return s;
   kmcl::MutexLock lock(&mu_);
   auto it = partitions_.find(id);
   if (it == partitions_.end()) {
@@ -85,12 +94,16 @@ std::string Registry::NextPartitionId() {
 absl::Status Registry::DeletePartition(const std::string& id, bool force) {
   auto entry = GetPartition(id);
   if (!entry.ok()) return entry.status();
-  std::shared_ptr<PartitionEntry> p = *entry;
+  return Delete(*entry, force, /*even_pinned=*/false);
+}
+
+absl::Status Registry::Delete(const std::shared_ptr<PartitionEntry>& p, bool force, bool even_pinned) {
+  const std::string id = p->id();
   std::vector<std::shared_ptr<Endpoint>> endpoints;
   {
     kmcl::MutexLock lock(&p->mu);
     if (p->deleted) return absl::NotFoundError(absl::StrCat("partition '", id, "' is being deleted"));
-    if (p->pinned_) {
+    if (p->pinned_ && !even_pinned) {
       return absl::FailedPreconditionError(absl::StrCat(
           "partition '", id, "' is in use by kmcld's in-process demo (--demo)"));
     }
@@ -107,7 +120,8 @@ absl::Status Registry::DeletePartition(const std::string& id, bool force) {
   }
   {
     kmcl::MutexLock lock(&mu_);
-    partitions_.erase(id);
+    auto it = partitions_.find(id);
+    if (it != partitions_.end() && it->second == p) partitions_.erase(it);
   }
   // Release what every tool holds first: a guest's close waits for the host
   // to unmap the ring, which waits for the deliveries the host tool holds.

@@ -5,6 +5,20 @@
 // non-zero offer_sequence names another incarnation of a reused relid), so
 // the services never repeat those checks.
 //
+// Ownership: the Registry holds each PartitionEntry until DeletePartition;
+// a running call may hold an entry (and its endpoints) longer. The
+// kmcl::Partition is shared by its entry and every Endpoint made on it
+// (Endpoint::Create), so whichever of them goes last frees it: an endpoint
+// a call still holds when DeletePartition returns tears its channel down
+// against a live partition, and DeletePartition never waits for such calls
+// (it cannot block a gRPC reactor: it runs on the blocking pool, and the
+// calls it would wait for may be waiting on it). DeletePartition disables
+// every endpoint it finds; an endpoint added later to a deleted entry is
+// refused (the adder checks PartitionEntry::deleted under its lock).
+//
+// Partition ids: ValidatePartitionId is the one rule, for every path that
+// names a partition (AddPartition refuses any other id).
+//
 // Threading: thread-safe. Lock order: Registry::mu_, then
 // PartitionEntry::mu, then an Endpoint's lock; kmcl_core calls that may block
 // are never made under these locks.
@@ -19,6 +33,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "daemon/endpoint.h"
 #include "daemon/event_log.h"
 #include "daemon/log.h"
@@ -30,6 +45,10 @@
 #include "proto/common.pb.h"
 
 namespace kmcld {
+
+// OK for 1 to 63 characters of [a-z0-9-]; INVALID_ARGUMENT naming the id
+// (escaped, the first 64 characters) and the rule otherwise.
+absl::Status ValidatePartitionId(absl::string_view id);
 
 struct RegistryLimits {
   uint32_t max_partitions = 64;
@@ -47,10 +66,12 @@ struct GuestBuffer {
 class PartitionEntry {
  public:
   friend class Registry;
-  PartitionEntry(std::unique_ptr<kmcl::Partition> partition)
+  explicit PartitionEntry(std::unique_ptr<kmcl::Partition> partition)
       : partition_(std::move(partition)) {}
   ~PartitionEntry();
   kmcl::Partition& partition() const { return *partition_; }
+  // For Endpoint::Create: an endpoint keeps the partition alive.
+  const std::shared_ptr<kmcl::Partition>& shared_partition() const { return partition_; }
   const std::string& id() const { return partition_->id(); }
 
   kmcl::Mutex mu;
@@ -91,7 +112,7 @@ class PartitionEntry {
 
  private:
   bool pinned_ ABSL_GUARDED_BY(mu) = false;
-  std::unique_ptr<kmcl::Partition> partition_;
+  std::shared_ptr<kmcl::Partition> partition_;
   // Declared after partition_, so destroyed before it.
   std::shared_ptr<PartitionDevices> devices_ ABSL_GUARDED_BY(mu);
 };
@@ -119,7 +140,8 @@ class Registry {
   Timer& timer() { return timer_; }
 
   // ---- Partitions ----
-  // ALREADY_EXISTS for a taken id; RESOURCE_EXHAUSTED past max_partitions.
+  // INVALID_ARGUMENT for an id ValidatePartitionId refuses; ALREADY_EXISTS
+  // for a taken id; RESOURCE_EXHAUSTED past max_partitions.
   absl::StatusOr<std::shared_ptr<PartitionEntry>> AddPartition(
       std::unique_ptr<kmcl::Partition> partition);
   // NOT_FOUND naming the id; INVALID_ARGUMENT for an empty one.
@@ -136,6 +158,9 @@ class Registry {
   // built-in devices and the partition. FAILED_PRECONDITION with channels
   // other than the built-in devices' and no force.
   absl::Status DeletePartition(const std::string& id, bool force);
+  // Blocking: deletes every partition (force, pinned or not), by entry
+  // rather than by id. At shutdown, after the in-process users stopped.
+  void DeleteAll();
 
   // Blocking: gives `partition` its built-in devices (`saved`: restored
   // from a partition bundle); their events go to the log. An empty
@@ -168,6 +193,9 @@ class Registry {
                             const std::shared_ptr<Endpoint>& endpoint);
 
  private:
+  // DeletePartition's work, for an entry already looked up.
+  absl::Status Delete(const std::shared_ptr<PartitionEntry>& p, bool force, bool even_pinned);
+
   const RegistryLimits limits_;
   EventLog& log_;
   Timer& timer_;

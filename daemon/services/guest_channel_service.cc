@@ -107,7 +107,7 @@ grpc::ServerUnaryReactor* GuestChannelService::OpenChannel(
                                                 p.id(), "'"));
       }
     }
-    auto ep = Endpoint::Create(p.partition(), p.id(), kmcl::v1::ENDPOINT_ROLE_GUEST,
+    auto ep = Endpoint::Create(p.shared_partition(), p.id(), kmcl::v1::ENDPOINT_ROLE_GUEST,
                                ctx_.registry.limits().endpoint, ctx_.registry.log(),
                                ctx_.registry.timer(), p.peer_log);
     if (!ep.ok()) return ep.status();

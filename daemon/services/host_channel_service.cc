@@ -26,7 +26,7 @@ grpc::ServerUnaryReactor* HostChannelService::OfferChannel(
     auto partition = ctx_.registry.GetPartition(request->partition_id());
     if (!partition.ok()) return partition.status();
     const kmcl::v1::ServerChannelSettings& settings = request->settings();
-    auto ep = Endpoint::Create((*partition)->partition(), (*partition)->id(),
+    auto ep = Endpoint::Create((*partition)->shared_partition(), (*partition)->id(),
                                kmcl::v1::ENDPOINT_ROLE_HOST, ctx_.registry.limits().endpoint,
                                ctx_.registry.log(), ctx_.registry.timer(), (*partition)->peer_log);
     if (!ep.ok()) return ep.status();

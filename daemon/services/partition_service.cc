@@ -48,12 +48,7 @@ absl::StatusOr<kmcl::PartitionOptions> PartitionOptionsFrom(
   kmcl::PartitionOptions o;
   o.id = r.id();
   if (!o.id.empty()) {
-    bool ok = o.id.size() <= 63;
-    for (char c : o.id) ok = ok && ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-');
-    if (!ok) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "id '", o.id.substr(0, 64), "' must be 1 to 63 characters of [a-z0-9-]"));
-    }
+    if (absl::Status s = ValidatePartitionId(o.id); !s.ok()) return s;
   }
   if (!kmcl::v1::VmbusVersion_IsValid(r.vmbus_version())) {
     return absl::InvalidArgumentError(absl::StrCat("vmbus_version ", r.vmbus_version(),

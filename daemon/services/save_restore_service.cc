@@ -208,6 +208,11 @@ grpc::ServerReadReactor<kmcl::v1::RestoreChunk>* SaveRestoreService::RestorePart
     grpc::CallbackServerContext* ctx, kmcl::v1::Partition* response) {
   return new RestoreReactor(ctx, ctx_.pool, limits_.max_restore_bytes, restore_in_flight_,
                             [this, ctx](const kmcl::v1::RestoreChunk& target) {
+                              // Before any data: a new partition's id follows the one rule.
+                              const std::string& id = target.target().partition_id();
+                              if (!id.empty()) {
+                                if (absl::Status s = ValidatePartitionId(id); !s.ok()) return s;
+                              }
                               return Authorize(ctx_, ctx, "RestorePartition", target);
                             },
                             [this, response](const std::string& target, const std::string& blob) {
