@@ -141,12 +141,13 @@ void IcVsp::Run(const std::function<void(IcHostService&, absl::Time, IcOutput&)>
   IcOutput out;
   {
     MutexLock lock(&mu_);
+    ++emitting_;  // WaitUntil does not look until this change's events are out
     fn(*host_, options_.clock(), out);
     SendLocked(out.send);
   }
-  // Events first, so a waiter woken by this change has seen them.
   Emit(out);
   MutexLock lock(&mu_);
+  --emitting_;
   changed_.SignalAll();
 }
 
@@ -157,8 +158,10 @@ void IcVsp::Poll() {
 bool IcVsp::WaitUntil(const std::function<bool(IcHostService&)>& pred, absl::Duration timeout) {
   const absl::Time deadline = absl::Now() + timeout;
   MutexLock lock(&mu_);
-  while (!pred(*host_)) {
-    if (changed_.WaitWithDeadline(&mu_, deadline)) return pred(*host_);
+  // A state is looked at only with every change's events emitted, so a
+  // caller who sees the state also finds its events (options.on_event).
+  while (emitting_ > 0 || !pred(*host_)) {
+    if (changed_.WaitWithDeadline(&mu_, deadline)) return emitting_ == 0 && pred(*host_);
   }
   return true;
 }

@@ -37,7 +37,7 @@
 // events go to options.on_event and dropped-packet lines to
 // options.on_dropped after that lock is released, from whichever thread
 // caused them; options.on_peer_error runs on the I/O task. None of them
-// may block or call back into this VSP's Save() or destructor. Save() and the destructor block and must
+// may block or call back into this VSP's Save(), WaitUntil() or destructor. Save() and the destructor block and must
 // not be called from KMCL callbacks.
 #ifndef KMCLD_DEVICES_IC_VSP_H_
 #define KMCLD_DEVICES_IC_VSP_H_
@@ -98,8 +98,9 @@ class IcVsp {
   void Run(const std::function<void(IcHostService&, absl::Time, IcOutput&)>& fn);
   // Ticks the service at clock().
   void Poll();
-  // Waits until `pred` holds (checked under the lock after each change);
-  // false if `timeout` passed first.
+  // Waits until `pred` holds (checked under the lock after each change,
+  // once that change's events have gone to options.on_event); false if
+  // `timeout` passed first.
   bool WaitUntil(const std::function<bool(IcHostService&)>& pred, absl::Duration timeout);
   // The same for the counters other than stats().protocol (packets,
   // peer_errors): waits until `pred` holds, false if `timeout` passed.
@@ -140,6 +141,7 @@ class IcVsp {
   CondVar changed_;
   std::unique_ptr<IcHostService> host_ ABSL_GUARDED_BY(mu_);
   VspStats stats_ ABSL_GUARDED_BY(mu_);
+  int emitting_ ABSL_GUARDED_BY(mu_) = 0;  // Runs whose events are not out yet
 };
 
 }  // namespace kmcl::devices::ic
