@@ -1,5 +1,6 @@
 #include "daemon/device_service.h"
 
+#include "absl/strings/str_cat.h"
 #include "daemon/services/service_context.h"
 
 namespace kmcld {
@@ -11,7 +12,7 @@ grpc::ServerUnaryReactor* DeviceService::Waiting(grpc::CallbackServerContext* ct
                                                  std::function<absl::Status()> work) {
   if (absl::Status s = api_.CheckDevice(partition_id, service); !s.ok()) return FinishNow(ctx, s);
   if (pool_ == nullptr) return FinishNow(ctx, absl::UnavailableError("kmcld is shutting down"));
-  return FinishBlocking(ctx, *pool_, std::move(work));
+  return FinishBlocking(ctx, *pool_, {partition_id, absl::StrCat("device/", static_cast<int>(service))}, std::move(work));
 }
 
 grpc::ServerUnaryReactor* DeviceService::ListDevices(grpc::CallbackServerContext* ctx,

@@ -26,6 +26,21 @@ class BridgeFlowTest : public ::testing::Test {
     ref_ = offered->offer().channel();
     ASSERT_TRUE(k_.Open().ok());
   }
+  // The guest sends one packet, the host tool reads it and holds it; then a
+  // pause with a 1 s deadline waits for it: DEADLINE_EXCEEDED. Returns the
+  // held delivery.
+  kmcl::v1::ReceivedPacket HoldADeliveryAndPause(AttachStream& host, AttachStream& guest) {
+    EXPECT_TRUE(host.ok() && guest.ok());
+    EXPECT_TRUE(guest.Send({Packet(1, "hold me")}));
+    std::vector<kmcl::v1::ReceivedPacket> got;
+    EXPECT_TRUE(host.ReadDeliveries(1, &got));
+    kmcl::v1::ChannelRequest req;
+    *req.mutable_channel() = ref_;
+    kmcl::v1::ChannelResponse resp;
+    grpc::Status s = k_.host->PauseChannel(Kmcld::Context(1).get(), req, &resp);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << s.error_message();
+    return got.empty() ? kmcl::v1::ReceivedPacket() : got[0];
+  }
   kmcl::v1::Channel Get() {
     kmcl::v1::ChannelRequest req;
     *req.mutable_channel() = ref_;
@@ -282,25 +297,59 @@ TEST_F(BridgeFlowTest, PauseWhileAToolHoldsDeliveriesIsDeadlineExceededButTakesE
   Start();
   AttachStream host(*k_.packets, ref_, ENDPOINT_ROLE_HOST);
   AttachStream guest(*k_.packets, ref_, ENDPOINT_ROLE_GUEST);
-  ASSERT_TRUE(host.ok() && guest.ok());
-  ASSERT_TRUE(guest.Send({Packet(1, "hold me")}));
-  std::vector<kmcl::v1::ReceivedPacket> got;
-  ASSERT_TRUE(host.ReadDeliveries(1, &got));
+  const kmcl::v1::ReceivedPacket held = HoldADeliveryAndPause(host, guest);
   kmcl::v1::ChannelRequest req;
   *req.mutable_channel() = ref_;
   kmcl::v1::ChannelResponse resp;
-  grpc::Status s = k_.host->PauseChannel(Kmcld::Context(1).get(), req, &resp);
-  EXPECT_EQ(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << s.error_message();
   kmcl::v1::Channel now = Get();
   EXPECT_EQ(now.host().run(), kmcl::v1::RUN_STATE_PAUSED) << "the pause took effect at once";
   EXPECT_FALSE(now.host().running());
   // Completing the held delivery lets the pause finish; start again.
-  ASSERT_TRUE(host.Complete({{got[0].delivery_id(), "done"}}));
+  ASSERT_TRUE(host.Complete({{held.delivery_id(), "done"}}));
   std::vector<kmcl::v1::SendCompletion> completions;
   ASSERT_TRUE(guest.ReadCompletions(1, &completions));
-  s = k_.host->StartChannel(Kmcld::Context().get(), req, &resp);
+  grpc::Status s = k_.host->StartChannel(Kmcld::Context().get(), req, &resp);
   ASSERT_TRUE(s.ok()) << s.error_message();
   EXPECT_TRUE(resp.channel().host().running());
+}
+
+// The tester's t31: a pause waits for a held delivery; many more calls on
+// the same channel, each given up by its caller, must not take the daemon's
+// blocking threads: they queue behind the pause (docs/api.md, "Blocking
+// calls"), so another partition's calls and an admin's forced delete of
+// this partition still run.
+TEST_F(BridgeFlowTest, CallsQueuedBehindAHeldPauseLeaveOtherPartitionsTheirThreads) {
+  Start({"--max_blocking_calls=8"});
+  AttachStream host(*k_.packets, ref_, ENDPOINT_ROLE_HOST);
+  AttachStream guest(*k_.packets, ref_, ENDPOINT_ROLE_GUEST);
+  HoldADeliveryAndPause(host, guest);
+  ASSERT_FALSE(HasFailure());
+  kmcl::v1::ChannelRequest req;
+  *req.mutable_channel() = ref_;
+  // Twice the daemon's blocking threads' worth of starts, each given up.
+  std::vector<std::thread> callers;
+  for (int i = 0; i < 16; ++i) {
+    callers.emplace_back([&] {
+      kmcl::v1::ChannelResponse r;
+      grpc::Status st = k_.host->StartChannel(Kmcld::Context(1).get(), req, &r);
+      EXPECT_FALSE(st.ok()) << "a start ran while the pause waits";
+    });
+  }
+  for (std::thread& t : callers) t.join();
+
+  kmcl::v1::CreatePartitionRequest create;
+  create.set_id("other-tenant");
+  kmcl::v1::Partition p;
+  grpc::Status s = k_.partitions->CreatePartition(Kmcld::Context().get(), create, &p);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ASSERT_TRUE(k_.Offer("other-tenant").ok());
+
+  kmcl::v1::DeletePartitionRequest del;
+  del.set_id("default");
+  del.set_force(true);
+  kmcl::v1::DeletePartitionResponse deleted;
+  s = k_.partitions->DeletePartition(Kmcld::Context().get(), del, &deleted);
+  EXPECT_TRUE(s.ok()) << s.error_message();
 }
 
 }  // namespace

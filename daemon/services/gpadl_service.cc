@@ -337,7 +337,7 @@ grpc::ServerUnaryReactor* GpadlService::TeardownGpadl(grpc::CallbackServerContex
       : deadline == std::chrono::system_clock::time_point::max()
           ? absl::InfiniteDuration()
           : std::max(absl::FromChrono(deadline) - absl::Now(), absl::ZeroDuration());
-  return FinishBlocking(ctx, ctx_.pool, [this, c = *c, request, response, wait,
+  return FinishBlocking(ctx, ctx_.pool, {c->partition->id(), ""}, [this, c = *c, request, response, wait,
                                          before = *before]() mutable -> absl::Status {
     std::optional<absl::Duration> how_long;
     if (wait != absl::InfiniteDuration()) how_long = wait;

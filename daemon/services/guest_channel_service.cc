@@ -80,7 +80,7 @@ grpc::ServerUnaryReactor* GuestChannelService::OpenChannel(
   auto charge = ChargeCaller(ctx_, ctx, "OpenChannel", security::Resource::kChannels, 1);
   if (!charge.ok()) return FinishNow(ctx, charge.status());
   const absl::Time deadline = Deadline(ctx, absl::Seconds(30));
-  return FinishBlocking(ctx, ctx_.pool, [this, request, response, deadline, charge = *charge]() -> absl::Status {
+  return FinishBlocking(ctx, ctx_.pool, {request->partition_id(), ""}, [this, request, response, deadline, charge = *charge]() -> absl::Status {
     auto partition = ctx_.registry.GetPartition(request->partition_id());
     if (!partition.ok()) return partition.status();
     PartitionEntry& p = **partition;
@@ -172,7 +172,8 @@ grpc::ServerUnaryReactor* GuestChannelService::CloseChannel(grpc::CallbackServer
   auto ep = ctx_.registry.ResolveEndpoint(ref);
   if (!ep.ok()) return FinishNow(ctx, ep.status());
   const absl::Time deadline = Deadline(ctx, absl::Minutes(10));
-  return FinishBlocking(ctx, ctx_.pool, [this, ep = *ep, request, response, deadline] {
+  return FinishBlocking(ctx, ctx_.pool, {request->channel().partition_id(), ChannelLane((*ep)->relid())},
+                        [this, ep = *ep, request, response, deadline] {
     auto partition = ctx_.registry.GetPartition(request->channel().partition_id());
     if (!partition.ok()) return partition.status();
     const uint32_t relid = ep->relid();

@@ -22,7 +22,7 @@ grpc::ServerUnaryReactor* HostChannelService::OfferChannel(
   if (absl::Status s = Authorize(ctx_, ctx, "OfferChannel", *request); !s.ok()) return FinishNow(ctx, s);
   auto charge = ChargeCaller(ctx_, ctx, "OfferChannel", security::Resource::kChannels, 1);
   if (!charge.ok()) return FinishNow(ctx, charge.status());
-  return FinishBlocking(ctx, ctx_.pool, [this, request, response, charge = *charge]() -> absl::Status {
+  return FinishBlocking(ctx, ctx_.pool, {request->partition_id(), ""}, [this, request, response, charge = *charge]() -> absl::Status {
     auto partition = ctx_.registry.GetPartition(request->partition_id());
     if (!partition.ok()) return partition.status();
     const kmcl::v1::ServerChannelSettings& settings = request->settings();
@@ -70,7 +70,8 @@ grpc::ServerUnaryReactor* HostChannelService::HostOp(grpc::CallbackServerContext
                                                      std::function<absl::Status(Endpoint&)> op) {
   auto ep = ctx_.registry.ResolveEndpoint(HostRef(request->channel()));
   if (!ep.ok()) return FinishNow(ctx, ep.status());
-  return FinishBlocking(ctx, ctx_.pool, [this, ep = *ep, request, response, op] {
+  return FinishBlocking(ctx, ctx_.pool, {request->channel().partition_id(), ChannelLane((*ep)->relid())},
+                        [this, ep = *ep, request, response, op] {
     absl::Status s = op(*ep);
     kmcl::v1::ChannelRef ref = request->channel();
     ref.set_offer_sequence(0);  // describe whatever the relid is now
@@ -124,7 +125,7 @@ grpc::ServerUnaryReactor* HostChannelService::CleanupChannel(
                               "channel ", channel->relid,
                               " is still offered; RescindChannel before CleanupChannel")));
   }
-  return FinishBlocking(ctx, ctx_.pool, [this, c = *channel] {
+  return FinishBlocking(ctx, ctx_.pool, {channel->partition->id(), ChannelLane(channel->relid)}, [this, c = *channel] {
     return ctx_.registry.FreeEndpoint(c.partition, c.host);
   });
 }

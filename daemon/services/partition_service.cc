@@ -104,7 +104,7 @@ grpc::ServerUnaryReactor* PartitionService::CreatePartition(
     grpc::CallbackServerContext* ctx, const kmcl::v1::CreatePartitionRequest* request,
     kmcl::v1::Partition* response) {
   if (absl::Status s = Authorize(ctx_, ctx, "CreatePartition", *request); !s.ok()) return FinishNow(ctx, s);
-  return FinishBlocking(ctx, ctx_.pool, [this, request, response]() -> absl::Status {
+  return FinishBlocking(ctx, ctx_.pool, {request->id(), ""}, [this, request, response]() -> absl::Status {
     auto options = PartitionOptionsFrom(*request);
     if (!options.ok()) return options.status();
     auto devices = DeviceOptionsFrom(*request, ctx_.limits);
@@ -139,8 +139,17 @@ grpc::ServerUnaryReactor* PartitionService::DeletePartition(
     grpc::CallbackServerContext* ctx, const kmcl::v1::DeletePartitionRequest* request,
     kmcl::v1::DeletePartitionResponse*) {
   if (absl::Status s = Authorize(ctx_, ctx, "DeletePartition", *request); !s.ok()) return FinishNow(ctx, s);
-  return FinishBlocking(ctx, ctx_.pool, [this, request] {
-    return ctx_.registry.DeletePartition(request->id(), request->force());
+  // A forced delete runs at once past the pool's limits (so a partition's
+  // stalled calls cannot keep it out), ends the calls queued on the
+  // partition, and its release of the tools' deliveries unblocks the
+  // running ones.
+  return FinishBlocking(ctx, ctx_.pool, {request->id(), "", /*urgent=*/request->force()}, [this, request] {
+    absl::Status s = ctx_.registry.DeletePartition(request->id(), request->force());
+    if (s.ok()) {
+      ctx_.pool.DropQueued(request->id(), absl::AbortedError(absl::StrCat(
+                                              "partition '", request->id(), "' was deleted")));
+    }
+    return s;
   });
 }
 

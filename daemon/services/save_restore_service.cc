@@ -20,7 +20,7 @@ constexpr uint32_t kMaxChunk = 4 << 20;
 // OnDone never races it.
 class SaveReactor final : public grpc::ServerWriteReactor<kmcl::v1::SaveChunk> {
  public:
-  SaveReactor(BlockingPool& pool, uint32_t chunk_bytes,
+  SaveReactor(grpc::CallbackServerContext* ctx, BlockingPool& pool, BlockingKey key, uint32_t chunk_bytes,
               std::function<absl::StatusOr<std::string>()> compute) {
     if (chunk_bytes > kMaxChunk) {
       Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
@@ -28,7 +28,10 @@ class SaveReactor final : public grpc::ServerWriteReactor<kmcl::v1::SaveChunk> {
       return;
     }
     chunk_ = chunk_bytes == 0 ? kDefaultChunk : chunk_bytes;
-    const bool started = pool.Run([this, compute = std::move(compute)] {
+    BlockingPool::Job job;
+    job.partition = std::move(key.partition);
+    job.lane = std::move(key.lane);
+    job.run = [this, compute = std::move(compute)] {
       absl::StatusOr<std::string> blob = compute();
       if (!blob.ok()) {
         Finish(ToGrpc(blob.status()));
@@ -36,11 +39,10 @@ class SaveReactor final : public grpc::ServerWriteReactor<kmcl::v1::SaveChunk> {
       }
       blob_ = *std::move(blob);
       Next();
-    });
-    if (!started) {
-      Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                          "too many blocking calls are running in kmcld; try again"));
-    }
+    };
+    job.drop = [this](const absl::Status& why) { Finish(ToGrpc(why)); };
+    job.cancelled = [ctx] { return ctx->IsCancelled(); };
+    if (absl::Status s = pool.Submit(std::move(job)); !s.ok()) Finish(ToGrpc(s));
   }
   void OnWriteDone(bool ok) override {
     if (!ok) {
@@ -100,11 +102,12 @@ class RestoreReactor final : public grpc::ServerReadReactor<kmcl::v1::RestoreChu
                             "a restore stream must start with its target"));
         return;
       }
-      const bool started = pool_.Run([this] { Finish(ToGrpc(restore_(target_, blob_))); });
-      if (!started) {
-        Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                            "too many blocking calls are running in kmcld; try again"));
-      }
+      BlockingPool::Job job;
+      job.partition = target_;
+      job.run = [this] { Finish(ToGrpc(restore_(target_, blob_))); };
+      job.drop = [this](const absl::Status& why) { Finish(ToGrpc(why)); };
+      job.cancelled = [ctx = ctx_] { return ctx->IsCancelled(); };
+      if (absl::Status s = pool_.Submit(std::move(job)); !s.ok()) Finish(ToGrpc(s));
       return;
     }
     if (!have_target_) {
@@ -175,7 +178,9 @@ grpc::ServerWriteReactor<kmcl::v1::SaveChunk>* SaveRestoreService::SaveChannel(
   if (absl::Status s = Authorize(ctx_, ctx, "SaveChannel", *request); !s.ok()) {
     return RefuseStream<kmcl::v1::SaveChunk>(s);
   }
-  return new SaveReactor(ctx_.pool, request->chunk_bytes(), [this, ref = request->channel()] {
+  const kmcl::v1::ChannelRef& channel = request->channel();
+  return new SaveReactor(ctx, ctx_.pool, {channel.partition_id(), ChannelLane(channel.channel_id())},
+                         request->chunk_bytes(), [this, ref = channel] {
     return SaveChannelBundle(ctx_.registry, ref);
   });
 }
@@ -185,7 +190,7 @@ grpc::ServerWriteReactor<kmcl::v1::SaveChunk>* SaveRestoreService::SavePartition
   if (absl::Status s = Authorize(ctx_, ctx, "SavePartition", *request); !s.ok()) {
     return RefuseStream<kmcl::v1::SaveChunk>(s);
   }
-  return new SaveReactor(ctx_.pool, request->chunk_bytes(),
+  return new SaveReactor(ctx, ctx_.pool, {request->partition_id(), ""}, request->chunk_bytes(),
                          [this, id = request->partition_id(), stay = request->stay_paused()] {
                            return SavePartitionBundle(ctx_.registry, id, stay);
                          });

@@ -2,6 +2,8 @@
 
 #include <utility>
 
+#include "absl/strings/str_cat.h"
+
 namespace kmcld {
 
 absl::Status Authorize(const ServiceContext& services, const grpc::CallbackServerContext* ctx,
@@ -52,16 +54,19 @@ grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* ctx, const absl
   return reactor;
 }
 
+std::string ChannelLane(uint32_t relid) { return absl::StrCat("channel/", relid); }
+
 grpc::ServerUnaryReactor* FinishBlocking(grpc::CallbackServerContext* ctx, BlockingPool& pool,
-                                         std::function<absl::Status()> work) {
+                                         BlockingKey key, std::function<absl::Status()> work) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  const bool started = pool.Run([reactor, work = std::move(work)] {
-    reactor->Finish(ToGrpc(work()));
-  });
-  if (!started) {
-    reactor->Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                                 "too many blocking calls are running in kmcld; try again"));
-  }
+  BlockingPool::Job job;
+  job.partition = std::move(key.partition);
+  job.lane = std::move(key.lane);
+  job.urgent = key.urgent;
+  job.run = [reactor, work = std::move(work)] { reactor->Finish(ToGrpc(work())); };
+  job.drop = [reactor](const absl::Status& why) { reactor->Finish(ToGrpc(why)); };
+  job.cancelled = [ctx] { return ctx->IsCancelled(); };
+  if (absl::Status s = pool.Submit(std::move(job)); !s.ok()) reactor->Finish(ToGrpc(s));
   return reactor;
 }
 

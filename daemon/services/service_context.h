@@ -9,6 +9,7 @@
 #define KMCLD_DAEMON_SERVICES_SERVICE_CONTEXT_H_
 
 #include <functional>
+#include <string>
 
 #include "absl/status/status.h"
 #include "daemon/blocking_pool.h"
@@ -77,12 +78,24 @@ grpc::ServerWriteReactor<Response>* RefuseStream(const absl::Status& status) {
 // Finishes a unary call now with `status`.
 grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* ctx, const absl::Status& status);
 
-// Runs `work` on the blocking pool and finishes the call with its result.
-// RESOURCE_EXHAUSTED at once when the pool is full. The call's deadline is
-// enforced by gRPC for the client; the work itself runs to its end (a pause
-// past the deadline still takes effect).
+// Where a blocking call queues (BlockingPool::Job): its partition, its lane
+// inside it (calls on one channel run one at a time), and whether it runs
+// at once past every limit (an admin's DeletePartition --force).
+struct BlockingKey {
+  std::string partition;
+  std::string lane;
+  bool urgent = false;
+};
+// The lane of calls on one channel of a partition.
+std::string ChannelLane(uint32_t relid);
+
+// Runs `work` on the blocking pool under `key` and finishes the call with
+// its result. RESOURCE_EXHAUSTED at once when the partition's queue is
+// full; CANCELLED (work not run) when the caller went before its turn. The
+// call's deadline is enforced by gRPC for the client; work that started
+// runs to its end (a pause past the deadline still takes effect).
 grpc::ServerUnaryReactor* FinishBlocking(grpc::CallbackServerContext* ctx, BlockingPool& pool,
-                                         std::function<absl::Status()> work);
+                                         BlockingKey key, std::function<absl::Status()> work);
 
 }  // namespace kmcld
 
