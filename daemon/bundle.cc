@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "daemon/convert.h"
+#include "kmcl_core/saved/saved_blob.h"
 #include "proto/event.pb.h"
 
 namespace kmcld {
@@ -40,6 +41,19 @@ absl::StatusOr<saved::SavedEndpoint> SaveEndpoint(Endpoint& ep, bool was_running
   return out;
 }
 
+// The bundle's bytes, with its CRC (version 3) as their last field.
+std::string SealBundle(saved::SavedBundle& bundle) {
+  bundle.set_version(kBundleVersion);
+  bundle.clear_bundle_crc32();
+  std::string bytes = bundle.SerializeAsString();
+  saved::SavedBundle crc;
+  crc.set_bundle_crc32(kmcl::Crc32(bytes));
+  return bytes + crc.SerializeAsString();
+}
+
+// The length of a serialized bundle_crc32 field: tag, then 4 bytes.
+constexpr size_t kCrcFieldBytes = 5;
+
 absl::StatusOr<saved::SavedBundle> ParseBundle(const std::string& blob, saved::SavedBundle::Kind kind) {
   saved::SavedBundle bundle;
   if (blob.empty() || !bundle.ParseFromString(blob)) {
@@ -48,6 +62,20 @@ absl::StatusOr<saved::SavedBundle> ParseBundle(const std::string& blob, saved::S
   if (bundle.version() > kBundleVersion) {
     return absl::FailedPreconditionError(absl::StrCat("the bundle is format version ", bundle.version(),
                                                       "; this kmcld reads up to ", kBundleVersion));
+  }
+  // Version 3 carries a CRC of all its other bytes; one that says an older
+  // version but has a CRC (a flipped version) is checked too.
+  if (bundle.version() >= 3 || bundle.has_bundle_crc32()) {
+    saved::SavedBundle crc;
+    crc.set_bundle_crc32(bundle.bundle_crc32());
+    const bool ok = blob.size() > kCrcFieldBytes &&
+                    blob.compare(blob.size() - kCrcFieldBytes, kCrcFieldBytes, crc.SerializeAsString()) == 0 &&
+                    kmcl::Crc32(absl::string_view(blob).substr(0, blob.size() - kCrcFieldBytes)) ==
+                        bundle.bundle_crc32();
+    if (!ok) {
+      return absl::InvalidArgumentError(
+          "the bundle's CRC does not match its content (truncated, corrupted or edited)");
+    }
   }
   if (bundle.version() == 0 || bundle.kind() != kind) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -165,7 +193,6 @@ absl::StatusOr<std::string> SavePartitionBundle(Registry& registry, const std::s
     if (was_running.back() && status.ok()) status = ep->channel().Pause();
   }
   saved::SavedBundle bundle;
-  bundle.set_version(1);
   bundle.set_kind(saved::SavedBundle::KIND_PARTITION);
   // The devices next: their rings are saved with the partition below.
   std::shared_ptr<PartitionDevices> devices = (*p)->devices();
@@ -174,7 +201,6 @@ absl::StatusOr<std::string> SavePartitionBundle(Registry& registry, const std::s
     absl::StatusOr<SavedDevices> blobs = devices->Save();  // resumes them itself on failure
     if (blobs.ok()) {
       devices_saved = true;
-      bundle.set_version(kBundleVersion);
       ToSaved(*devices, *blobs, bundle.mutable_devices());
     } else {
       status = absl::Status(blobs.status().code(), absl::StrCat("devices: ", blobs.status().message()));
@@ -214,7 +240,7 @@ absl::StatusOr<std::string> SavePartitionBundle(Registry& registry, const std::s
     if (devices_saved) devices->Resume();
   }
   if (!status.ok()) return status;
-  return bundle.SerializeAsString();
+  return SealBundle(bundle);
 }
 
 absl::StatusOr<std::shared_ptr<PartitionEntry>> RestorePartitionBundle(Registry& registry,
@@ -304,12 +330,11 @@ absl::StatusOr<std::string> SaveChannelBundle(Registry& registry, const kmcl::v1
     return absl::FailedPreconditionError("the host endpoint is running; PauseChannel first");
   }
   saved::SavedBundle bundle;
-  bundle.set_version(1);
   bundle.set_kind(saved::SavedBundle::KIND_CHANNEL);
   auto e = SaveEndpoint(**ep, /*was_running=*/false);
   if (!e.ok()) return e.status();
   *bundle.add_endpoints() = *std::move(e);
-  return bundle.SerializeAsString();
+  return SealBundle(bundle);
 }
 
 absl::StatusOr<kmcl::v1::ChannelRef> RestoreChannelBundle(Registry& registry,

@@ -30,7 +30,7 @@ namespace kmcld {
 
 // The newest format this kmcld reads and writes; a bundle without built-in
 // devices is still written as version 1.
-inline constexpr uint32_t kBundleVersion = 2;
+inline constexpr uint32_t kBundleVersion = 3;
 
 absl::StatusOr<std::string> SavePartitionBundle(Registry& registry, const std::string& id,
                                                 bool stay_paused);

@@ -97,7 +97,16 @@ absl::Status IcVsp::Init(uint64_t vmbus_handle, const std::string* saved) {
       if (st != STATUS_MORE_PROCESSING_REQUIRED && !NT_SUCCESS(st)) break;
     }
     if (!r.done()) return absl::InvalidArgumentError("IC VSP saved state: truncated");
-    if (absl::Status s = Check(st, "VmbChannelRestoreFromBuffer"); !s.ok()) return s;
+    // The stream comes from the blob: KMCL refusing it, or it ending before
+    // KMCL has all of it, is a bad blob (INVALID_ARGUMENT), not kmcld's fault.
+    if (st == STATUS_MORE_PROCESSING_REQUIRED) {
+      return absl::InvalidArgumentError("IC VSP saved state: its channel's save stream ends early");
+    }
+    if (!NT_SUCCESS(st)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "IC VSP saved state: VmbChannelRestoreFromBuffer refused its channel's save stream (NTSTATUS 0x",
+          absl::Hex(static_cast<uint32_t>(st), absl::kZeroPad8), ")"));
+    }
     MutexLock lock(&mu_);
     if (absl::Status s = host_->Restore(state, options_.clock()); !s.ok()) return s;
   }

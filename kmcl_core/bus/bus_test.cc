@@ -3,6 +3,7 @@
 // in which the bus tells endpoints about an offer, a match, an open and a
 // rescind is checked exactly.
 #include <chrono>
+#include <functional>
 #include <future>
 #include <optional>
 #include <string>
@@ -11,6 +12,8 @@
 #include "gtest/gtest.h"
 #include "kmcl_core/bus/bus_endpoint.h"
 #include "kmcl_core/bus/partition.h"
+#include "kmcl_core/saved/saved_blob.h"
+#include "kmcl_core/saved/saved_state.pb.h"
 
 namespace kmcl {
 namespace {
@@ -234,6 +237,55 @@ TEST(BusTest, ARingLinkInterruptsOnlyThePeer) {
   link.Detach(&guest);
   link.Signal(&host);
   EXPECT_EQ(guest.interrupts, 1) << "a detached endpoint hears nothing";
+}
+
+// A saved partition with an open channel, edited by `edit` and sealed again
+// with a valid CRC (as a hand edit would be), then restored.
+absl::StatusOr<std::unique_ptr<Partition>> RestoreEdited(
+    const std::function<void(saved::v1::SavedPartition&)>& edit) {
+  auto p = NewPartition();
+  FakeEndpoint host, guest;
+  absl::StatusOr<OfferHandle> handle = p->Offer(&host, EchoOffer());
+  if (!handle.ok()) return handle.status();
+  p->Connect(&guest, 0, *Guid::Parse(kType), std::nullopt);
+  if (absl::Status s = OpenAsGuest(*p, guest.relid); !s.ok()) return s;
+  if (absl::Status s = p->AcceptOpen(handle->relid, kStatusSuccess); !s.ok()) return s;
+  absl::StatusOr<std::string> blob = p->Save();
+  p->DetachGuest(0, guest.relid, &guest);
+  p->DetachHost(handle->relid, &host);
+  if (!blob.ok()) return blob.status();
+  absl::StatusOr<std::string> body = OpenBlob(*blob, saved::v1::SavedBlob::KIND_PARTITION);
+  if (!body.ok()) return body.status();
+  saved::v1::SavedPartition saved;
+  if (!saved.ParseFromString(*body)) return absl::InternalError("cannot parse the saved partition");
+  edit(saved);
+  return Partition::Restore(SealBlob(saved::v1::SavedBlob::KIND_PARTITION, saved.SerializeAsString()), "");
+}
+
+TEST(BusTest, AnUneditedSavedPartitionWithAnOpenChannelRestores) {
+  absl::StatusOr<std::unique_ptr<Partition>> restored = RestoreEdited([](saved::v1::SavedPartition& saved) {
+    ASSERT_EQ(saved.gpadl_owners_size(), 1);
+    ASSERT_EQ(saved.connections_size(), 1);
+  });
+  EXPECT_TRUE(restored.ok()) << restored.status();
+}
+
+// The tester's fz-case-49: the ring GPADL's owner removed from the host
+// side. The guest's teardown of its ring would wait forever for an answer.
+TEST(BusTest, ARestoreRefusesAGuestGpadlWithoutItsOwner) {
+  absl::StatusOr<std::unique_ptr<Partition>> restored =
+      RestoreEdited([](saved::v1::SavedPartition& saved) { saved.clear_gpadl_owners(); });
+  ASSERT_EQ(restored.status().code(), absl::StatusCode::kInvalidArgument) << restored.status();
+  EXPECT_NE(restored.status().message().find("has no owner"), std::string::npos) << restored.status();
+}
+
+// The tester's fz-case-333: the host's connection record removed while the
+// guest is connected; every guest message would be refused.
+TEST(BusTest, ARestoreRefusesAConnectedGuestWithoutTheHostsConnection) {
+  absl::StatusOr<std::unique_ptr<Partition>> restored =
+      RestoreEdited([](saved::v1::SavedPartition& saved) { saved.clear_connections(); });
+  ASSERT_EQ(restored.status().code(), absl::StatusCode::kInvalidArgument) << restored.status();
+  EXPECT_NE(restored.status().message().find("connection record"), std::string::npos) << restored.status();
 }
 
 }  // namespace

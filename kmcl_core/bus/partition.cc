@@ -399,6 +399,13 @@ absl::Status Partition::TeardownGuestGpadl(uint8_t vtl, uint32_t relid, uint32_t
   PumpLocked();
   const absl::Time deadline = wait.has_value() ? absl::Now() + *wait : absl::InfiniteFuture();
   while (!gpadl_torn_down_.contains(gpadl_id)) {
+    // Messages go synchronously: if the host side no longer knows the
+    // GPADL, no GPADL_TORNDOWN can come, and waiting would be forever.
+    if (!server_.AnswersGpadl(vtl, relid, gpadl_id)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "GPADL ", gpadl_id, " of channel ", relid,
+          " is unknown to the host side of the control plane; its teardown cannot be answered"));
+    }
     if (make_progress) {
       mu_.Unlock();
       const bool ran = make_progress();

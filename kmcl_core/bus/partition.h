@@ -164,6 +164,9 @@ class Partition {
  private:
   explicit Partition(PartitionOptions options, std::unique_ptr<GuestMemory> memory);
   void PumpLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // After a restore: what each side of the control plane waits for, the
+  // other can give (partition_save.cc). INVALID_ARGUMENT naming the gap.
+  absl::Status CheckRestoredReferencesLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void HandleServerEffect(ServerEffect& effect) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void HandleClientEffect(uint8_t vtl, ClientEffect& effect) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MatchWaitersLocked(uint8_t vtl) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

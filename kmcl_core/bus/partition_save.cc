@@ -106,6 +106,7 @@ absl::StatusOr<std::unique_ptr<Partition>> Partition::Restore(const std::string&
     }
     if (absl::Status s = it->second.Restore(c); !s.ok()) return s;
   }
+  if (absl::Status s = p->CheckRestoredReferencesLocked(); !s.ok()) return s;
   p->mmio_next_ = in.mmio_next();
   for (const auto& [relid, r] : in.channel_mmio()) p->mmio_[relid] = {r.base(), r.size()};
   for (const ServerChannelInfo& c : p->server_.Channels()) {
@@ -118,6 +119,35 @@ absl::StatusOr<std::unique_ptr<Partition>> Partition::Restore(const std::string&
   }
   p->PumpLocked();
   return p;
+}
+
+// Each side of the control plane was validated on its own; what one side
+// waits for, the other must be able to give, or a teardown after the
+// restore waits forever (a guest's GPADL without its owner on the host, a
+// connected guest without the host's connection record).
+absl::Status Partition::CheckRestoredReferencesLocked() const {
+  for (const auto& [vtl, client] : clients_) {
+    const std::optional<uint32_t> host_version = server_.ConnectedVersion(vtl);
+    if (client.version().has_value() && client.version() != host_version) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "saved partition is inconsistent: the guest at VTL ", vtl, " is connected with version ",
+          *client.version(), " but the host's connection record at that VTL says ",
+          host_version.has_value() ? absl::StrCat("version ", *host_version) : "not connected"));
+    }
+    // While unloading, the host forgets the connection's GPADLs first.
+    if (client.unloading() || server_.Unloading(vtl)) continue;
+    for (const ClientChannelInfo& c : client.Channels()) {
+      const uint32_t relid = c.offer.child_relid;
+      for (const auto& [gpadl, state] : c.gpadls) {
+        if (!server_.AnswersGpadl(vtl, relid, gpadl)) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "saved partition is inconsistent: GPADL ", gpadl, " of the guest's channel ", relid,
+              " at VTL ", vtl, " has no owner (gpadl_owners) or pending teardown on the host side"));
+        }
+      }
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status Partition::AttachHost(uint32_t relid, uint64_t offer_sequence, BusEndpoint* host) {

@@ -483,4 +483,15 @@ bool VmbusServer::Unloading(uint8_t vtl) const {
   return it != connections_.end() && it->second.unloading;
 }
 
+bool VmbusServer::AnswersGpadl(uint8_t vtl, uint32_t relid, uint32_t gpadl_id) const {
+  if (auto it = gpadl_owners_.find(gpadl_id); it != gpadl_owners_.end()) {
+    return it->second.vtl == vtl && it->second.relid == relid;
+  }
+  if (auto it = teardowns_.find(gpadl_id); it != teardowns_.end()) {
+    return it->second.answer && it->second.vtl == vtl && it->second.relid == relid;
+  }
+  auto it = assembling_.find(gpadl_id);
+  return it != assembling_.end() && it->second.vtl == vtl;
+}
+
 }  // namespace kmcl

@@ -160,6 +160,12 @@ class VmbusServer {
   std::optional<uint32_t> ConnectedVersion(uint8_t vtl) const;
   // True between UNLOAD and UNLOAD_RESPONSE at `vtl`.
   bool Unloading(uint8_t vtl) const;
+  // True if the guest at `vtl` can still get an answer about GPADL
+  // `gpadl_id` of channel `relid`: it owns it (a teardown will be answered),
+  // its teardown waits for a host unmap and will be answered, or it is
+  // being assembled. False means a guest waiting for GPADL_TORNDOWN would
+  // wait forever (e.g. after restoring an inconsistent blob).
+  bool AnswersGpadl(uint8_t vtl, uint32_t relid, uint32_t gpadl_id) const;
 
   // The rules of docs/control-plane.md as checks on the tables: no entry
   // names a released relid or a connection that is gone, every open in

@@ -5,9 +5,8 @@
 #include "absl/strings/str_cat.h"
 
 namespace kmcl {
-namespace {
 
-uint32_t Crc32(const std::string& bytes) {
+uint32_t Crc32(absl::string_view bytes) {
   uLong crc = crc32(0L, Z_NULL, 0);
   const auto* p = reinterpret_cast<const Bytef*>(bytes.data());
   size_t left = bytes.size();
@@ -19,6 +18,8 @@ uint32_t Crc32(const std::string& bytes) {
   }
   return static_cast<uint32_t>(crc);
 }
+
+namespace {
 
 const char* KindName(saved::v1::SavedBlob::Kind kind) {
   switch (kind) {

@@ -19,6 +19,10 @@ namespace kmcl {
 
 inline constexpr uint32_t kSavedStateFormatVersion = 1;
 
+// The CRC-32 (zlib's) of `bytes`, as envelopes carry it; also for wrappers
+// that frame these blobs (kmcld's bundles).
+uint32_t Crc32(absl::string_view bytes);
+
 std::string SealBlob(saved::v1::SavedBlob::Kind kind, std::string body);
 absl::StatusOr<std::string> OpenBlob(absl::string_view blob, saved::v1::SavedBlob::Kind kind);
 
