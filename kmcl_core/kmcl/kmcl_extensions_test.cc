@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_join.h"
 #include "kmcl_core/kmcl/kmcl_conformance.h"
 #include "kmcl_core/wire/vmbus_wire.h"
 
@@ -102,7 +103,8 @@ TEST_F(PeerErrorTest, ReportsACorruptIncomingRingOncePerOpen) {
   CorruptGuestToHostRing();
   ASSERT_EQ(SendBytes(s, {3}, 0), STATUS_SUCCESS);
   ASSERT_TRUE(rec_.WaitFor("host:peer_error", 2));
-  EXPECT_EQ(Problems().size(), 2u);
+  problems = Problems();
+  EXPECT_EQ(problems.size(), 2u) << absl::StrJoin(problems, " | ");
 }
 
 }  // namespace

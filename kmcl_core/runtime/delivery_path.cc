@@ -24,6 +24,7 @@ void DeliveryPath::Attach(RingMemory incoming, Settings settings) {
   MutexLock r(&drain_mu_);
   reader_ = std::make_unique<RingReader>(incoming);
   MutexLock lock(&mu_);
+  ring_corrupt_ = false;
   memory_ = incoming;
   settings_ = settings;
 }
@@ -70,7 +71,7 @@ void DeliveryPath::Drain() {
   Settings settings;
   {
     MutexLock lock(&mu_);
-    if (!on_ || failed_) return;
+    if (!on_ || failed_ || ring_corrupt_) return;
     draining_ = true;
     settings = settings_;
   }
@@ -94,7 +95,7 @@ void DeliveryPath::Drain() {
     bool passive;
     {
       MutexLock lock(&mu_);
-      if (!on_ || failed_) break;
+      if (!on_ || failed_ || ring_corrupt_) break;
       if (quota_ != 0 && delivered_ >= quota_) {
         counters_.quota_stalls++;
         break;
@@ -115,7 +116,7 @@ void DeliveryPath::Drain() {
       MutexLock lock(&mu_);
       corruption_ = std::string(reader_->corruption().message());
       peer_errors_.push_back(absl::StrCat("incoming ring: ", corruption_));
-      failed_ = true;  // the reader is poisoned: nothing more from this ring
+      ring_corrupt_ = true;  // the reader is poisoned: nothing more from this ring
       break;
     }
     // The peer may rewrite the ring under `bytes`: everything used later is

@@ -231,7 +231,10 @@ class DeliveryPath {
   std::optional<RingMemory> memory_ ABSL_GUARDED_BY(mu_);  // while attached
   Settings settings_ ABSL_GUARDED_BY(mu_);
   bool on_ ABSL_GUARDED_BY(mu_) = false;
-  bool failed_ ABSL_GUARDED_BY(mu_) = false;    // Fail or a corrupt ring: until Start
+  bool failed_ ABSL_GUARDED_BY(mu_) = false;    // VmbChannelPacketFail: until Start
+  // The incoming ring broke: nothing more is read from it (Start does not
+  // undo it, so it is reported once) until Attach brings a new ring.
+  bool ring_corrupt_ ABSL_GUARDED_BY(mu_) = false;
   bool draining_ ABSL_GUARDED_BY(mu_) = false;  // Drain is past its checks
   bool at_passive_ ABSL_GUARDED_BY(mu_) = false;
   uint32_t quota_ ABSL_GUARDED_BY(mu_) = 0;

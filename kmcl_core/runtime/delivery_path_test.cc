@@ -513,6 +513,18 @@ TEST_F(CorruptRingTest, AWriteIndexOutsideTheRingIsReportedOnce) {
   ExpectReportedOnceAndNothingElseChanged("write_index");
 }
 
+// Unlike VmbChannelPacketFail, a pause and a Start do not bring a broken
+// ring back: it would be read, and reported, again on every drain.
+TEST_F(CorruptRingTest, StartDoesNotResumeACorruptRing) {
+  in_control()->write_index = 4096 + 8;
+  path_->Drain();
+  ASSERT_EQ(path_->TakePeerErrors().size(), 1u);
+  path_->Stop();
+  path_->Start();
+  path_->Drain();
+  EXPECT_TRUE(path_->TakePeerErrors().empty()) << "reported again after Start";
+}
+
 TEST_F(CorruptRingTest, GoodPacketsBeforeTheCorruptOneAreDelivered) {
   PeerSends("fine");
   // Then a descriptor of an unknown type right after it.
