@@ -320,12 +320,11 @@ grpc::ServerUnaryReactor* GpadlService::TeardownGpadl(grpc::CallbackServerContex
                               "channel ", c->relid, ": GPADLs are torn down by the guest role that created them, ",
                               "and kmcld holds no guest endpoint for this channel")));
   }
-  for (const kmcl::ServerChannelInfo& info : c->partition->partition().ServerChannels()) {
-    if (info.relid == c->relid && info.open.has_value() && info.open->ring_buffer_gpadl == request->gpadl_id()) {
-      return FinishNow(ctx, absl::FailedPreconditionError(absl::StrCat(
-                                "GPADL ", request->gpadl_id(), " holds channel ", c->relid,
-                                "'s rings; close the channel (CloseChannel) to release it")));
-    }
+  if (c->info.has_value() && c->info->open.has_value() &&
+      c->info->open->ring_buffer_gpadl == request->gpadl_id()) {  // Resolve looked the channel up
+    return FinishNow(ctx, absl::FailedPreconditionError(absl::StrCat(
+                              "GPADL ", request->gpadl_id(), " holds channel ", c->relid,
+                              "'s rings; close the channel (CloseChannel) to release it")));
   }
   if (before->state() == kmcl::v1::GPADL_STATE_TEARING_DOWN) {
     return FinishNow(ctx, absl::FailedPreconditionError(absl::StrCat(
