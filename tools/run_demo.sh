@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # tools/run_demo.sh [KMCLD FLAGS...]: what `make run` does after setup.
-# Builds kmcld and the example tools (optimised), starts kmcld on its embedded
+# Builds kmcld, kmclctl and the example tools (optimised), starts kmcld on its embedded
 # default partition, drives it through its own gRPC API with
 # examples/remote:remote_demo (a host tool and a guest tool: offer, open,
 # GPADL through a lease, echo round trips with completions, save and restore
@@ -11,7 +11,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bazel build -c opt //daemon:kmcld //examples/remote:remote_demo
+# kmclctl too: the README's next steps use it against this kmcld.
+bazel build -c opt //daemon:kmcld //clients/cpp/kmclctl //examples/remote:remote_demo
 bin=$(bazel info -c opt bazel-bin 2>/dev/null)
 
 log=$(mktemp /tmp/kmcld-run.XXXXXX)
@@ -37,4 +38,5 @@ if ! "$bin/examples/remote/remote_demo" --target="$target"; then
   echo "=== remote_demo failed; kmcld keeps running (Ctrl-C stops it)" >&2
 fi
 echo "=== kmcld is still serving at $target; Ctrl-C stops it" >&2
+echo "=== try: $bin/clients/cpp/kmclctl/kmclctl --target $target channels list" >&2
 wait "$kmcld"
