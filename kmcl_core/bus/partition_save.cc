@@ -2,6 +2,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "kmcl_core/base/status_macros.h"
 #include "kmcl_core/bus/partition.h"
 #include "kmcl_core/control/saved_convert.h"
 #include "kmcl_core/saved/saved_blob.h"
@@ -54,10 +55,13 @@ absl::StatusOr<std::string> Partition::Save() const {
 
 absl::StatusOr<std::unique_ptr<Partition>> Partition::Restore(const std::string& blob,
                                                               const std::string& id) {
-  absl::StatusOr<std::string> body = OpenBlob(blob, pb::SavedBlob::KIND_PARTITION);
+  // In place: a partition's body is most of the blob (its guest pages).
+  absl::StatusOr<absl::string_view> body = OpenBlobInPlace(blob, pb::SavedBlob::KIND_PARTITION);
   if (!body.ok()) return body.status();
   pb::SavedPartition in;
-  if (!in.ParseFromString(*body)) return absl::InvalidArgumentError("saved partition is corrupt");
+  if (!in.ParseFromArray(body->data(), static_cast<int>(body->size()))) {
+    return absl::InvalidArgumentError("saved partition is corrupt");
+  }
   PartitionOptions o;
   o.id = id.empty() ? in.id() : id;
   o.memory_bytes = in.memory_bytes();
@@ -78,17 +82,18 @@ absl::StatusOr<std::unique_ptr<Partition>> Partition::Restore(const std::string&
   if (absl::Status s = p->memory_->ClaimPages(allocated); !s.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("saved guest pages: ", s.message()));
   }
+  std::vector<uint64_t> page_pfns;
+  std::vector<const uint8_t*> page_data;
+  page_pfns.reserve(in.pages_size());
+  page_data.reserve(in.pages_size());
   for (const pb::MemoryPage& page : in.pages()) {
     if (page.data().size() != wire::kPageSize || !p->memory_->IsAllocated(page.pfn())) {
       return absl::InvalidArgumentError(absl::StrCat("saved page ", page.pfn(), " is malformed"));
     }
-    if (absl::Status s = p->memory_->Write(page.pfn() * wire::kPageSize,
-                                          {reinterpret_cast<const uint8_t*>(page.data().data()),
-                                           page.data().size()});
-        !s.ok()) {
-      return s;
-    }
+    page_pfns.push_back(page.pfn());
+    page_data.push_back(reinterpret_cast<const uint8_t*>(page.data().data()));
   }
+  RETURN_IF_ERROR(p->memory_->WritePages(page_pfns, page_data));
   std::vector<uint32_t> pending_teardowns;
   for (const pb::Gpadl& g : in.gpadls()) {
     absl::Status s = p->gpadls_.Create(g.gpadl_id(), g.channel_id(),

@@ -4,8 +4,10 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
+#include <climits>
 #include <cstring>
 #include <utility>
 
@@ -136,6 +138,40 @@ absl::Status GuestMemory::Write(uint64_t gpa, std::span<const uint8_t> data) con
                                               size_, " bytes)"));
   }
   if (!data.empty()) std::memcpy(base_ + gpa, data.data(), data.size());
+  return absl::OkStatus();
+}
+
+absl::Status GuestMemory::WritePages(std::span<const uint64_t> pfns,
+                                     std::span<const uint8_t* const> pages) const {
+  if (pfns.size() != pages.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(pfns.size(), " PFNs for ", pages.size(), " pages"));
+  }
+  RETURN_IF_ERROR(CheckPages(pfns));
+  std::vector<iovec> iov;
+  size_t i = 0;
+  while (i < pfns.size()) {
+    // One run of consecutive PFNs, at most IOV_MAX pages.
+    size_t n = 1;
+    while (i + n < pfns.size() && n < IOV_MAX && pfns[i + n] == pfns[i] + n) ++n;
+    iov.clear();
+    for (size_t k = 0; k < n; ++k) iov.push_back({const_cast<uint8_t*>(pages[i + k]), kPage});
+    off_t offset = static_cast<off_t>(pfns[i] * kPage);
+    size_t first = 0;
+    while (first < iov.size()) {
+      const ssize_t wrote = ::pwritev(fd_, iov.data() + first, static_cast<int>(iov.size() - first), offset);
+      if (wrote < 0 && errno == EINTR) continue;
+      if (wrote <= 0) return Errno(absl::StrCat("write guest page 0x", absl::Hex(pfns[i + first])));
+      // A short write ends inside some page: go on from there.
+      size_t left = static_cast<size_t>(wrote);
+      offset += wrote;
+      while (left > 0 && left >= iov[first].iov_len) left -= iov[first++].iov_len;
+      if (left > 0) {
+        iov[first].iov_base = static_cast<uint8_t*>(iov[first].iov_base) + left;
+        iov[first].iov_len -= left;
+      }
+    }
+    i += n;
+  }
   return absl::OkStatus();
 }
 

@@ -81,6 +81,15 @@ class GuestMemory {
   // if [gpa, gpa + length) is not inside guest memory.
   absl::Status Read(uint64_t gpa, std::span<uint8_t> out) const;
   absl::Status Write(uint64_t gpa, std::span<const uint8_t> data) const;
+  // Writes whole pages: pages[i] (4,096 bytes) into page pfns[i]; the spans
+  // have the same length. Goes through the memory file (pwritev, one call
+  // per run of consecutive PFNs) instead of the mapping, so the kernel fills
+  // the pages without a page fault each in this process: a restore writes
+  // tens of thousands of pages, and each fault costs microseconds (far more
+  // in a virtual machine). OUT_OF_RANGE naming the first PFN outside guest
+  // memory (nothing is written then); INTERNAL if the kernel refuses.
+  absl::Status WritePages(std::span<const uint64_t> pfns,
+                          std::span<const uint8_t* const> pages) const;
 
   // The host address of a guest physical address in the whole-memory
   // mapping (what an emulated guest driver uses as its "virtual address"),

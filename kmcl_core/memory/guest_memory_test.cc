@@ -226,5 +226,47 @@ TEST(GuestMemory, ClaimPagesMarksASavedLayoutAllocated) {
   for (uint64_t p : rest) EXPECT_TRUE(p != 7 && p != 2 && p != 11);
 }
 
+// Restore writes pages through the memory file in runs; what lands must be
+// what a mapping of the same pages shows.
+TEST(GuestMemory, WritePagesLandsEveryPageInRunsOfAnyLength) {
+  constexpr uint64_t kPages = 3000;  // a run longer than IOV_MAX (1,024)
+  auto mem = *GuestMemory::Create((kPages + 16) * 4096);
+  std::vector<uint64_t> pfns;
+  for (uint64_t pfn = 5; pfn < 5 + 2500; ++pfn) pfns.push_back(pfn);  // one long run
+  pfns.push_back(2600);                                                // alone
+  pfns.push_back(2);                                                   // backwards
+  pfns.push_back(3);
+  std::vector<std::vector<uint8_t>> bytes;
+  std::vector<const uint8_t*> pages;
+  for (uint64_t pfn : pfns) {
+    bytes.emplace_back(4096);
+    for (size_t i = 0; i < 4096; ++i) bytes.back()[i] = static_cast<uint8_t>(pfn * 7 + i);
+  }
+  for (const auto& b : bytes) pages.push_back(b.data());
+  ASSERT_TRUE(mem->WritePages(pfns, pages).ok());
+  std::vector<uint8_t> got(4096);
+  for (size_t k = 0; k < pfns.size(); ++k) {
+    ASSERT_TRUE(mem->Read(pfns[k] * 4096, std::span(got)).ok());
+    ASSERT_EQ(got, bytes[k]) << "page " << pfns[k];
+  }
+  ASSERT_TRUE(mem->Read(4 * 4096, std::span(got)).ok());  // untouched
+  EXPECT_EQ(got, std::vector<uint8_t>(4096, 0));
+}
+
+TEST(GuestMemory, WritePagesOutsideMemoryWritesNothing) {
+  auto mem = *GuestMemory::Create(16 * 4096);
+  std::vector<uint8_t> page(4096, 0xEE);
+  std::vector<uint64_t> pfns = {1, 16};
+  std::vector<const uint8_t*> pages = {page.data(), page.data()};
+  absl::Status s = mem->WritePages(pfns, pages);
+  EXPECT_EQ(s.code(), absl::StatusCode::kOutOfRange);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("0x10"));
+  std::vector<uint8_t> got(4096);
+  ASSERT_TRUE(mem->Read(4096, std::span(got)).ok());
+  EXPECT_EQ(got, std::vector<uint8_t>(4096, 0));
+  pages.pop_back();
+  EXPECT_EQ(mem->WritePages(pfns, pages).code(), absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace kmcl
