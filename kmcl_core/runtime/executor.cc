@@ -65,7 +65,30 @@ void ThreadPool::SpawnLocked(bool core) {
   threads_.emplace_back([this, core] { Worker(core); });
 }
 
+// A worker's next slot. Only its own thread reads or writes it: Submit
+// reaches it through the thread-local pointer, on the worker's thread.
+struct ThreadPool::WorkerSlot {
+  const ThreadPool* pool;
+  std::function<void()> task;  // empty when free
+};
+
+thread_local ThreadPool::WorkerSlot* ThreadPool::current_slot_ = nullptr;
+
 void ThreadPool::Submit(std::function<void()> task) {
+  WorkerSlot* slot = current_slot_;
+  if (slot != nullptr && slot->pool == this) {
+    if (!slot->task) {
+      slot->task = std::move(task);
+      return;
+    }
+    std::swap(slot->task, task);  // the newest waits in the slot
+  }
+  Enqueue(std::move(task));
+}
+
+void ThreadPool::SubmitBehind(std::function<void()> task) { Enqueue(std::move(task)); }
+
+void ThreadPool::Enqueue(std::function<void()> task) {
   {
     MutexLock lock(&mu_);
     queue_.push_back(std::move(task));
@@ -75,38 +98,64 @@ void ThreadPool::Submit(std::function<void()> task) {
 
 void ThreadPool::Worker(bool core) {
   ::pthread_setname_np(::pthread_self(), options_.name.substr(0, 15).c_str());
+  WorkerSlot slot{this, nullptr};
+  if (options_.next_slot && !options_.grow_when_starved) current_slot_ = &slot;
+  int slot_runs_in_a_row = 0;
   mu_.Lock();
   for (;;) {
-    while (queue_.empty() && !shutdown_) {
-      if (core) {
-        work_cv_.Wait(&mu_);
-        continue;
+    std::function<void()> task;
+    bool from_slot = false;
+    bool wake_another = false;
+    if (slot.task && slot_runs_in_a_row < kMaxNextInARow) {
+      task = std::move(slot.task);
+      slot.task = nullptr;
+      from_slot = true;
+      ++slot_runs_in_a_row;
+    } else {
+      slot_runs_in_a_row = 0;
+      const bool flushed = static_cast<bool>(slot.task);
+      if (flushed) {
+        // Enough slot tasks in a row: the shared queue goes first, and the
+        // slot's task waits there like any other (an idle worker may take it).
+        queue_.push_back(std::move(slot.task));
+        slot.task = nullptr;
       }
-      const bool timed_out = work_cv_.WaitWithDeadline(&mu_, absl::Now() + options_.idle_exit);
-      if (timed_out && queue_.empty() && !shutdown_) {
-        // An extra thread that is no longer needed leaves; the monitor joins it.
-        --alive_;
-        --idle_;
-        exited_.push_back(std::this_thread::get_id());
-        mu_.Unlock();
-        monitor_cv_.Signal();
-        return;
+      while (queue_.empty() && !shutdown_) {
+        if (core) {
+          work_cv_.Wait(&mu_);
+          continue;
+        }
+        const bool timed_out = work_cv_.WaitWithDeadline(&mu_, absl::Now() + options_.idle_exit);
+        if (timed_out && queue_.empty() && !shutdown_) {
+          // An extra thread that is no longer needed leaves; the monitor joins it.
+          --alive_;
+          --idle_;
+          exited_.push_back(std::this_thread::get_id());
+          mu_.Unlock();
+          monitor_cv_.Signal();
+          current_slot_ = nullptr;
+          return;
+        }
       }
+      if (queue_.empty()) break;  // shut down and drained
+      task = std::move(queue_.front());
+      queue_.pop_front();
+      wake_another = flushed && !queue_.empty() && idle_ > 1;
     }
-    if (queue_.empty()) break;  // shut down and drained
-    std::function<void()> task = std::move(queue_.front());
-    queue_.pop_front();
     --idle_;
     mu_.Unlock();
+    if (wake_another) work_cv_.Signal();
     RunAsCurrent(task);
     task = nullptr;  // destroy captures outside the lock
     mu_.Lock();
     ++idle_;
     ++tasks_run_;
+    if (from_slot) ++ran_from_slot_;
   }
   --alive_;
   --idle_;
   mu_.Unlock();
+  current_slot_ = nullptr;
 }
 
 void ThreadPool::Monitor() {
@@ -145,7 +194,7 @@ void ThreadPool::Monitor() {
 
 ThreadPool::Stats ThreadPool::stats() const {
   MutexLock lock(&mu_);
-  return {alive_, peak_, added_, tasks_run_, queue_.size()};
+  return {alive_, peak_, added_, tasks_run_, ran_from_slot_, queue_.size()};
 }
 
 // ---- ManualExecutor ---------------------------------------------------------------------
@@ -192,7 +241,7 @@ ThreadPool* DispatchPool(bool create) {
   static ThreadPool* pool = nullptr;
   static std::once_flag once;
   if (create) {
-    std::call_once(once, [] { pool = new ThreadPool({.name = "kmcl-dispatch"}); });
+    std::call_once(once, [] { pool = new ThreadPool({.name = "kmcl-dispatch", .next_slot = true}); });
   }
   return pool;
 }
@@ -297,7 +346,7 @@ void SerialTask::Run(const std::shared_ptr<State>& state) {
     state->again = false;
     state->idle_cv.SignalAll();
   }
-  if (resubmit) state->executor->Submit([state] { Run(state); });
+  if (resubmit) state->executor->SubmitBehind([state] { Run(state); });
 }
 
 void SerialTask::Stop() {

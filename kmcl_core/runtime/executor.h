@@ -10,7 +10,17 @@
 //
 // Two pools, for KMCL's two levels (docs/kmcl.md, "Threading contract"):
 // - dispatch: a fixed pool, one thread per core. Tasks must not block
-//   (ProcessPacket, ProcessingComplete, completion routines).
+//   (ProcessPacket, ProcessingComplete, completion routines). A task that
+//   one of its workers submits (a channel's I/O task kicking its peer's)
+//   goes to that worker's "next" slot and runs on the same thread as soon
+//   as the current task returns, without waking another thread: the hand-off
+//   between the two ends of a busy pair costs no futex call. Only the newest
+//   such task waits in the slot (an older one moves to the shared queue), a
+//   worker runs at most kMaxNextInARow slot tasks before taking one from the
+//   shared queue, and a SerialTask that reschedules itself goes behind the
+//   shared queue (SubmitBehind), so a busy pair cannot starve other channels.
+//   Because a slot task waits for the task that submitted it, dispatch tasks
+//   must not wait for one another (they never block: KMCL's contract).
 // - passive: state callbacks and packets deferred to passive level. They may
 //   block (a PostStarted waiting in VmbChannelSendSynchronousRequest), so the
 //   pool grows when it starves: when tasks wait, no worker is idle and no
@@ -51,6 +61,9 @@ class Executor {
   // Runs `task` once, soon, on one of the executor's threads. Never runs it
   // inline. Thread-safe.
   virtual void Submit(std::function<void()> task) = 0;
+  // As Submit, but behind every task already waiting (never in a worker's
+  // next slot): for a task that reschedules itself to yield its thread.
+  virtual void SubmitBehind(std::function<void()> task) { Submit(std::move(task)); }
   // A manual executor runs one pending task on the calling thread and
   // returns true; thread pools return false (the caller waits instead).
   virtual bool RunOneHere() { return false; }
@@ -71,6 +84,11 @@ struct ThreadPoolOptions {
   int threads = 0;
   // Add threads while tasks starve (the passive pool); a fixed pool if false.
   bool grow_when_starved = false;
+  // Tasks submitted by a worker of this pool go to that worker's next slot
+  // (see the file comment). Only for tasks that never block: a task waiting
+  // in the slot of a blocked worker would wait with it. Incompatible with
+  // grow_when_starved (slot tasks are invisible to the starvation check).
+  bool next_slot = false;
   int max_threads = 4096;
   // How often the pool checks for starvation, and how long an extra thread
   // may stay idle before it leaves.
@@ -87,18 +105,28 @@ class ThreadPool final : public Executor {
   ThreadPool& operator=(const ThreadPool&) = delete;
 
   void Submit(std::function<void()> task) override;
+  void SubmitBehind(std::function<void()> task) override;
+
+  // Slot tasks a worker runs one after another before it takes a task from
+  // the shared queue.
+  static constexpr int kMaxNextInARow = 32;
 
   struct Stats {
     int threads = 0;         // alive now
     int peak_threads = 0;    // most alive at once
     int added_for_starvation = 0;
-    uint64_t tasks_run = 0;
-    size_t queued = 0;
+    uint64_t tasks_run = 0;  // including slot tasks
+    uint64_t ran_from_next_slot = 0;
+    size_t queued = 0;       // in the shared queue
   };
   Stats stats() const;
 
  private:
+  struct WorkerSlot;
+  // The slot of the pool worker this thread is, if its pool has next slots.
+  static thread_local WorkerSlot* current_slot_;
   void Worker(bool core);
+  void Enqueue(std::function<void()> task);
   void Monitor();
   void SpawnLocked(bool core) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
@@ -114,6 +142,7 @@ class ThreadPool final : public Executor {
   int peak_ ABSL_GUARDED_BY(mu_) = 0;
   int added_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t tasks_run_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t ran_from_slot_ ABSL_GUARDED_BY(mu_) = 0;
   // Every thread ever started and not yet joined; an exiting extra thread
   // moves its id to exited_ and the monitor joins it.
   std::vector<std::thread> threads_ ABSL_GUARDED_BY(mu_);

@@ -1,6 +1,8 @@
 #include "kmcl_core/runtime/executor.h"
 
 #include <atomic>
+#include <functional>
+#include <thread>
 #include <vector>
 
 #include "absl/synchronization/notification.h"
@@ -163,6 +165,79 @@ TEST(ThreadPoolTest, DestructionRunsWhatWasSubmitted) {
     for (int i = 0; i < 50; ++i) pool.Submit([&] { n++; });
   }
   EXPECT_EQ(n.load(), 50);
+}
+
+// The dispatch pool's next slot: a task a worker submits runs on that
+// worker as soon as the submitting task returns, with no other thread
+// woken, and only the newest waits there.
+TEST(ThreadPoolTest, ATaskAWorkerSubmitsRunsNextOnThatWorker) {
+  ThreadPool pool({.threads = 2, .next_slot = true});
+  absl::Notification done;
+  std::thread::id submitter, b_ran_on, c_ran_on;
+  std::atomic<int> left{2};
+  pool.Submit([&] {
+    submitter = std::this_thread::get_id();
+    pool.Submit([&] {  // older: moves to the shared queue when c arrives
+      b_ran_on = std::this_thread::get_id();
+      if (--left == 0) done.Notify();
+    });
+    pool.Submit([&] {  // newest: waits in the slot
+      c_ran_on = std::this_thread::get_id();
+      if (--left == 0) done.Notify();
+    });
+  });
+  ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  EXPECT_EQ(c_ran_on, submitter);
+  EXPECT_EQ(pool.stats().ran_from_next_slot, 1u);
+  EXPECT_EQ(pool.stats().tasks_run, 3u);
+}
+
+// A pair of channels handing work to each other through the slot forever
+// must not starve a task waiting in the shared queue: after kMaxNextInARow
+// slot tasks the worker takes the queue's first.
+TEST(ThreadPoolTest, ASlotChainYieldsToTheSharedQueue) {
+  ThreadPool pool({.threads = 1, .next_slot = true});
+  absl::Notification chain_started, queued, x_ran;
+  std::atomic<int> steps{0};
+  std::atomic<int> steps_when_x_ran{-1};
+  std::function<void()> step = [&] {
+    if (x_ran.HasBeenNotified() || ++steps > 10 * ThreadPool::kMaxNextInARow) return;
+    pool.Submit(step);
+  };
+  pool.Submit([&] {
+    pool.Submit(step);  // into this worker's slot
+    chain_started.Notify();
+    queued.WaitForNotification();  // x is in the shared queue now
+  });
+  chain_started.WaitForNotification();
+  pool.Submit([&] {
+    steps_when_x_ran = steps.load();
+    x_ran.Notify();
+  });
+  queued.Notify();
+  ASSERT_TRUE(x_ran.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  EXPECT_EQ(steps_when_x_ran.load(), ThreadPool::kMaxNextInARow);
+}
+
+// SubmitBehind (a SerialTask yielding after a busy run) never uses the slot.
+TEST(ThreadPoolTest, SubmitBehindQueuesBehindWaitingTasks) {
+  ThreadPool pool({.threads = 1, .next_slot = true});
+  absl::Notification started, queued, done;
+  std::vector<char> order;  // written by the pool's one thread only
+  pool.Submit([&] {
+    started.Notify();
+    queued.WaitForNotification();
+    pool.SubmitBehind([&] {
+      order.push_back('y');
+      done.Notify();
+    });
+  });
+  started.WaitForNotification();
+  pool.Submit([&] { order.push_back('x'); });
+  queued.Notify();
+  ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  EXPECT_EQ(order, (std::vector<char>{'x', 'y'}));
+  EXPECT_EQ(pool.stats().ran_from_next_slot, 0u);
 }
 
 }  // namespace
