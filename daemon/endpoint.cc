@@ -261,6 +261,18 @@ void Endpoint::OnPeerError(absl::string_view what) {
 }
 
 void Endpoint::OnDelivery(kmcl::Delivery& delivery) {
+  bool release;
+  {
+    kmcl::MutexLock lock(&mu_);
+    release = released_;
+  }
+  if (release) {
+    // Being freed: no stream will take it, and the Disable that follows
+    // waits for every delivery (after EvtChannelSuspend, KMCL waits for the
+    // incoming packets). Completing inside ProcessPacket is allowed.
+    channel_->Complete(delivery, {});
+    return;
+  }
   {
     kmcl::MutexLock lock(&mu_);
     const uint64_t id = next_delivery_id_++;
@@ -308,6 +320,10 @@ absl::StatusOr<kmcl::v1::Attached> Endpoint::Attach(std::shared_ptr<EndpointStre
   *attached.mutable_endpoint()->mutable_channel() = Ref();
   attached.mutable_endpoint()->set_role(role_);
   kmcl::MutexLock lock(&mu_);
+  if (released_) {
+    return absl::NotFoundError(absl::StrCat("the ", EndpointRoleName(role_), " endpoint of channel ",
+                                            relid_, " is being freed"));
+  }
   if (stream_ != nullptr) {
     return absl::AlreadyExistsError(absl::StrCat("another stream is attached to the ",
                                                  EndpointRoleName(role_), " endpoint of channel ",
@@ -372,6 +388,7 @@ void Endpoint::EndStreamAndRelease() {
   std::shared_ptr<EndpointStream> stream;
   {
     kmcl::MutexLock lock(&mu_);
+    released_ = true;
     stream = std::move(stream_);
     stream_.reset();
     if (linger_timer_ != 0) timer_.Cancel(linger_timer_);

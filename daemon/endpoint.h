@@ -154,7 +154,9 @@ class Endpoint {
   bool NextMessage(const EndpointStream* stream, kmcl::v1::AttachResponse* out);
 
   // Ends the stream (OK) and completes every held delivery with an empty
-  // payload, so that Disable does not wait on a tool. Before freeing.
+  // payload, so that Disable does not wait on a tool. Before freeing: from
+  // then on a delivery is completed as it arrives (the peer may still send
+  // until the Disable turns incoming off), and no stream takes it.
   void EndStreamAndRelease();
 
   // Appends an event of this endpoint to the log (and the stream).
@@ -213,6 +215,8 @@ class Endpoint {
   bool opened_ ABSL_GUARDED_BY(mu_) = false;
   bool rescinded_ ABSL_GUARDED_BY(mu_) = false;
   bool closing_ ABSL_GUARDED_BY(mu_) = false;
+  // EndStreamAndRelease ran: deliveries are completed as they arrive.
+  bool released_ ABSL_GUARDED_BY(mu_) = false;
   bool started_ ABSL_GUARDED_BY(mu_) = false;
   std::optional<kmcl::NTSTATUS> open_failure_ ABSL_GUARDED_BY(mu_);
 

@@ -309,6 +309,24 @@ TEST_F(EndpointTest, EndStreamAndReleaseTellsTheStream) {
   EXPECT_FALSE(host_->attached());
 }
 
+// An endpoint being freed completes what arrives after its release: the
+// peer may send until the Disable turns incoming off, and that Disable
+// waits for every delivery. It used to hold them for a stream that could
+// never attach, and the Disable waited forever.
+TEST_F(EndpointTest, DeliveriesAfterTheReleaseAreCompletedAtOnce) {
+  auto hs = std::make_shared<FakeStream>();
+  ASSERT_TRUE(AttachTo(*host_, hs, 0, 0).ok());
+  guest_->EndStreamAndRelease();
+  ASSERT_TRUE(host_->Handle(hs.get(), Sends(3, 0)).ok());
+  std::vector<kmcl::v1::SendCompletion> done = Completions(*hs, *host_, 3);
+  ASSERT_EQ(done.size(), 3u);
+  for (const auto& c : done) EXPECT_EQ(c.payload(), "");
+  EXPECT_EQ(guest_->held_deliveries(), 0u);
+  auto late = std::make_shared<FakeStream>();
+  EXPECT_EQ(AttachTo(*guest_, late, 4, 4).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(guest_->channel().Disable().ok());
+}
+
 // Dropping the last reference to an endpoint whose channel is still opened
 // (a restore that lost a race with DeletePartition used to) closes the
 // channel first; its Closed callback names the channel, whose relid the
