@@ -223,6 +223,20 @@ TEST_F(KmclctlTest, FanOutMergesAnswersAndReportsTheDownTarget) {
   EXPECT_TRUE(absl::StrContains(down.err, "UNAVAILABLE")) << down.err;
 }
 
+// Nothing at the address: kmclctl fails at once (not after --timeout),
+// exit 1, naming the address and why.
+TEST_F(KmclctlTest, AMissingSocketOrRefusedPortFailsAtOnceNamingIt) {
+  const std::string missing = TempFile("no-kmcld-here.sock");
+  RunResult uds = Ctl({"-t", "unix:" + missing, "--timeout=30", "health"});
+  EXPECT_EQ(uds.exit_code, 1) << uds.err;
+  EXPECT_TRUE(absl::StrContains(uds.err, "no kmcld socket at " + missing)) << uds.err;
+  EXPECT_TRUE(absl::StrContains(uds.err, "No such file")) << uds.err;
+  RunResult tcp = Ctl({"-t", down_, "--timeout=30", "partitions", "list"});
+  EXPECT_EQ(tcp.exit_code, 1) << tcp.err;
+  EXPECT_TRUE(absl::StrContains(tcp.err, "cannot connect to kmcld at " + down_)) << tcp.err;
+  EXPECT_TRUE(absl::StrContains(tcp.err, "refused")) << tcp.err;
+}
+
 TEST_F(KmclctlTest, PartitionsCreateAndDelete) {
   RunResult c = On(A, {"--json", "partitions", "create", "e2e-p", "--vmbus-version", "5.0",
                        "--vtl", "0", "--vtl", "2", "--memory-mib", "64"});

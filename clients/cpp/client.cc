@@ -1,6 +1,10 @@
 #include "clients/cpp/client.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <utility>
@@ -61,6 +65,53 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> Credentials(
   return grpc::SslCredentials(ssl);
 }
 
+// A Unix target whose path is missing, or is not a socket, cannot answer:
+// say so before dialling (gRPC would retry it until the timeout).
+absl::Status CheckUnixSocket(absl::string_view target) {
+  absl::string_view path = target;
+  if (!absl::ConsumePrefix(&path, "unix:")) return absl::OkStatus();
+  struct stat st {};
+  if (::stat(std::string(path).c_str(), &st) != 0) {
+    const int err = errno;
+    return absl::UnavailableError(absl::StrCat("no kmcld socket at ", path, " (",
+                                               std::strerror(err),
+                                               "): is kmcld running and listening there "
+                                               "(its --uds flag)?"));
+  }
+  if (!S_ISSOCK(st.st_mode)) {
+    return absl::UnavailableError(
+        absl::StrCat(path, " is not a socket, so no kmcld listens there (kmcld's --uds flag)"));
+  }
+  return absl::OkStatus();
+}
+
+// Waits up to `timeout` for the connection, failing at once when the dial
+// fails (refused, unreachable, TLS handshake): one health check without
+// wait_for_ready, which gRPC fails UNAVAILABLE as soon as the channel is in
+// TRANSIENT_FAILURE, with the reason.
+absl::Status AwaitConnection(const std::string& target,
+                             const std::shared_ptr<grpc::Channel>& channel,
+                             absl::Duration timeout) {
+  KMCL_RETURN_IF_ERROR(CheckUnixSocket(target));
+  grpc::ClientContext context;
+  context.set_wait_for_ready(false);
+  context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  auto stub = grpc::health::v1::Health::NewStub(channel);
+  grpc::health::v1::HealthCheckResponse response;
+  const grpc::Status status =
+      stub->Check(&context, grpc::health::v1::HealthCheckRequest(), &response);
+  switch (status.error_code()) {
+    case grpc::StatusCode::UNAVAILABLE:
+      return absl::UnavailableError(
+          absl::StrCat("cannot connect to kmcld at ", target, ": ", status.error_message()));
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return absl::UnavailableError(absl::StrCat("cannot connect to kmcld at ", target,
+                                                 " within ", absl::FormatDuration(timeout)));
+    default:  // it answered (even an error is an answer): connected
+      return absl::OkStatus();
+  }
+}
+
 }  // namespace
 
 absl::Status FromGrpc(const grpc::Status& status, absl::string_view what) {
@@ -114,11 +165,8 @@ absl::StatusOr<std::shared_ptr<Client>> Client::Connect(absl::string_view target
   if (!credentials.ok()) return credentials.status();
   std::shared_ptr<grpc::Channel> channel =
       grpc::CreateCustomChannel(*normalized, *credentials, args);
-  if (options.wait_for_connect &&
-      !channel->WaitForConnected(absl::ToChronoTime(absl::Now() + options.connect_timeout))) {
-    return absl::UnavailableError(absl::StrCat("cannot connect to kmcld at ", *normalized,
-                                               " within ",
-                                               absl::FormatDuration(options.connect_timeout)));
+  if (options.wait_for_connect) {
+    KMCL_RETURN_IF_ERROR(AwaitConnection(*normalized, channel, options.connect_timeout));
   }
   return std::make_shared<Client>(*std::move(normalized), std::move(channel), options);
 }

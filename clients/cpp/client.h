@@ -55,6 +55,9 @@ struct ClientOptions {
   absl::Duration call_timeout = absl::Seconds(30);     // every unary call
   absl::Duration stream_timeout = absl::Minutes(10);   // save / restore
   // Connect() waits this long for the connection; UNAVAILABLE after it.
+  // It fails at once (UNAVAILABLE, naming the address and why) when the
+  // dial fails: a Unix socket path that does not exist or is not a
+  // socket, a refused or unreachable port, a failed TLS handshake.
   absl::Duration connect_timeout = absl::Seconds(10);
   // false: Connect() returns at once and the first call dials (and fails
   // UNAVAILABLE if nothing answers).

@@ -4,9 +4,11 @@
 
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 
@@ -68,14 +70,50 @@ TEST(ClientTest, NothingListeningIsUnavailable) {
   ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
   ::close(fd);  // bound, never listened: nothing answers on that port
   ClientOptions options;
-  options.connect_timeout = absl::Milliseconds(500);
-  auto client = Client::Connect(absl::StrCat("127.0.0.1:", ntohs(addr.sin_port)), options);
+  // A refused port fails at once, with gRPC's reason, not after this.
+  options.connect_timeout = absl::Seconds(30);
+  const std::string target = absl::StrCat("127.0.0.1:", ntohs(addr.sin_port));
+  auto client = Client::Connect(target, options);
   EXPECT_EQ(client.status().code(), absl::StatusCode::kUnavailable) << client.status();
+  EXPECT_TRUE(absl::StrContains(client.status().message(), target)) << client.status();
+  EXPECT_TRUE(absl::StrContains(client.status().message(), "refused")) << client.status();
+  EXPECT_FALSE(absl::StrContains(client.status().message(), "within")) << client.status();
   options.wait_for_connect = false;
   options.call_timeout = absl::Seconds(2);
   client = Client::Connect(absl::StrCat("127.0.0.1:", ntohs(addr.sin_port)), options);
   ASSERT_TRUE(client.ok());
   EXPECT_EQ((*client)->ListPartitions().status().code(), absl::StatusCode::kUnavailable);
+}
+
+// A Unix target that cannot answer fails at once, naming the path and why:
+// missing, not a socket, or a socket nobody listens on (a daemon that died).
+TEST(ClientTest, UnixSocketThatCannotAnswerFailsAtOnceNamingThePath) {
+  kmcld::testing::ShortTempDir dir;
+  ClientOptions options;
+  options.connect_timeout = absl::Seconds(30);  // never reached
+  auto missing = Client::Connect("unix:" + dir.Join("missing.sock"), options);
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_TRUE(absl::StrContains(missing.status().message(), dir.Join("missing.sock")))
+      << missing.status();
+  EXPECT_TRUE(absl::StrContains(missing.status().message(), "No such file")) << missing.status();
+
+  std::ofstream(dir.Join("plain")) << "not a socket";
+  auto plain = Client::Connect("unix:" + dir.Join("plain"), options);
+  EXPECT_EQ(plain.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_TRUE(absl::StrContains(plain.status().message(), "not a socket")) << plain.status();
+
+  int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  const std::string stale = dir.Join("stale.sock");
+  ASSERT_LT(stale.size(), sizeof(addr.sun_path));
+  std::strncpy(addr.sun_path, stale.c_str(), sizeof(addr.sun_path) - 1);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ::close(fd);  // the socket file stays; nothing listens on it
+  auto refused = Client::Connect("unix:" + stale, options);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_TRUE(absl::StrContains(refused.status().message(), stale)) << refused.status();
+  EXPECT_FALSE(absl::StrContains(refused.status().message(), "within")) << refused.status();
 }
 
 // kmcld's TCP listener with mutual TLS (certificates from
