@@ -135,7 +135,10 @@ absl::Status ApplyServerSettings(const kmcl::v1::ServerChannelSettings& s, kmcl:
                                                    absl::Hex(s.server_flags() & ~kmcl::kServerFlags)));
   }
   if ((s.channel_flags() & ~kmcl::kChannelInitFlagIsPipe) != 0) {
-    return absl::InvalidArgumentError("settings.channel_flags has unknown bits");
+    return absl::InvalidArgumentError(
+        absl::StrCat("settings.channel_flags has unknown bits 0x",
+                     absl::Hex(s.channel_flags() & ~kmcl::kChannelInitFlagIsPipe),
+                     " (known: 0x", absl::Hex(kmcl::kChannelInitFlagIsPipe), ", IS_PIPE)"));
   }
   if (!kmcl::v1::PipeMode_IsValid(s.pipe_mode())) {
     return absl::InvalidArgumentError(absl::StrCat("settings.pipe_mode ", s.pipe_mode(),

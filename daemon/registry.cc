@@ -3,20 +3,10 @@
 #include <algorithm>
 #include <utility>
 
-#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "daemon/convert.h"
 
 namespace kmcld {
-
-absl::Status ValidatePartitionId(absl::string_view id) {
-  bool ok = !id.empty() && id.size() <= 63;
-  for (char c : id) ok = ok && ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-');
-  if (ok) return absl::OkStatus();
-  return absl::InvalidArgumentError(absl::StrCat("partition id '", absl::CHexEscape(id.substr(0, 64)),
-                                                 id.size() > 64 ? "...' " : "' ",
-                                                 "must be 1 to 63 characters of [a-z0-9-]"));
-}
 
 PartitionEntry::~PartitionEntry() = default;
 
@@ -226,6 +216,22 @@ absl::Status Registry::FreeEndpoint(const std::shared_ptr<PartitionEntry>& parti
   return absl::OkStatus();
 }
 
+namespace {
+
+// FAILED_PRECONDITION for a ChannelRef whose offer_sequence is not the
+// channel's current incarnation: stale (older) or not yet given (newer: a
+// sequence of another kmcld, or from before a restart), with the current.
+absl::Status OfferSequenceMismatch(const kmcl::v1::ChannelRef& ref, uint64_t current) {
+  return absl::FailedPreconditionError(absl::StrCat(
+      "channel ", ref.channel_id(), " of partition '", ref.partition_id(), "': offer_sequence ",
+      ref.offer_sequence(),
+      ref.offer_sequence() < current ? " is stale (an older incarnation; the current one is "
+                                     : " is in the future (no offer had it yet; the current one is ",
+      current, ")"));
+}
+
+}  // namespace
+
 absl::StatusOr<ResolvedChannel> Registry::Resolve(const kmcl::v1::ChannelRef& ref) const {
   if (ref.partition_id().empty()) return absl::InvalidArgumentError("channel.partition_id is required");
   auto partition = GetPartition(ref.partition_id());
@@ -261,20 +267,13 @@ absl::StatusOr<ResolvedChannel> Registry::Resolve(const kmcl::v1::ChannelRef& re
   }
   if (!out.info.has_value() && out.host == nullptr) {
     for (auto& [key, ep] : out.partition->hosts) {
-      if (key.first == ref.channel_id()) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "channel ", ref.channel_id(), " of partition '", ref.partition_id(),
-            "': offer_sequence ", ref.offer_sequence(), " is stale (the current incarnation is ",
-            key.second, ")"));
-      }
+      if (key.first == ref.channel_id()) return OfferSequenceMismatch(ref, key.second);
     }
     return absl::NotFoundError(absl::StrCat("channel ", ref.channel_id(), " of partition '",
                                             ref.partition_id(), "' does not exist"));
   }
   if (ref.offer_sequence() != 0 && ref.offer_sequence() != out.offer_sequence) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "channel ", ref.channel_id(), " of partition '", ref.partition_id(), "': offer_sequence ",
-        ref.offer_sequence(), " is stale (the current incarnation is ", out.offer_sequence, ")"));
+    return OfferSequenceMismatch(ref, out.offer_sequence);
   }
   return out;
 }

@@ -16,8 +16,9 @@
 // every endpoint it finds; an endpoint added later to a deleted entry is
 // refused (the adder checks PartitionEntry::deleted under its lock).
 //
-// Partition ids: ValidatePartitionId is the one rule, for every path that
-// names a partition (AddPartition refuses any other id).
+// Partition ids: ValidatePartitionId (daemon/partition_id.h) is the one
+// rule, for every path that names a partition (AddPartition refuses any
+// other id).
 //
 // Threading: thread-safe. Lock order: Registry::mu_, then
 // PartitionEntry::mu, then an Endpoint's lock; kmcl_core calls that may block
@@ -38,6 +39,7 @@
 #include "daemon/event_log.h"
 #include "daemon/log.h"
 #include "daemon/partition_devices.h"
+#include "daemon/partition_id.h"
 #include "daemon/timer.h"
 #include "kmcl_core/base/mutex.h"
 #include "kmcl_core/bus/partition.h"
@@ -45,10 +47,6 @@
 #include "proto/common.pb.h"
 
 namespace kmcld {
-
-// OK for 1 to 63 characters of [a-z0-9-]; INVALID_ARGUMENT naming the id
-// (escaped, the first 64 characters) and the rule otherwise.
-absl::Status ValidatePartitionId(absl::string_view id);
 
 struct RegistryLimits {
   uint32_t max_partitions = 64;

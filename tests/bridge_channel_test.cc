@@ -87,13 +87,32 @@ TEST_F(BridgeChannelTest, OfferOpenAndDescribeBothEndpoints) {
   EXPECT_TRUE(opened->host().present());
   EXPECT_FALSE(opened->host().attached());
 
-  // A stale incarnation is refused.
+  // An incarnation never given yet is refused as in the future, naming the
+  // current one (an older one: BridgeFlowTest's rescind and re-offer).
   kmcl::v1::ChannelRequest get;
   *get.mutable_channel() = ref;
   get.mutable_channel()->set_offer_sequence(ref.offer_sequence() + 7);
   kmcl::v1::ChannelResponse resp;
   grpc::Status s = k_.host->GetChannel(Kmcld::Context().get(), get, &resp);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << s.error_message();
+  EXPECT_NE(s.error_message().find(absl::StrCat("offer_sequence ", ref.offer_sequence() + 7,
+                                                " is in the future (no offer had it yet; the "
+                                                "current one is ",
+                                                ref.offer_sequence(), ")")),
+            std::string::npos)
+      << s.error_message();
+
+  // Unknown channel_flags bits are named.
+  kmcl::v1::ServerChannelSettings bad;
+  bad.mutable_interface_type()->set_value(kEchoType);
+  bad.set_channel_flags(0x1 | 0x300);  // IS_PIPE and two unknown bits
+  kmcl::v1::OfferChannelRequest offer;
+  offer.set_partition_id("default");
+  *offer.mutable_settings() = bad;
+  s = k_.host->OfferChannel(Kmcld::Context().get(), offer, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+  EXPECT_NE(s.error_message().find("channel_flags has unknown bits 0x300"), std::string::npos)
+      << s.error_message();
 }
 
 TEST_F(BridgeChannelTest, GpadlThroughALeaseWithReadOnlyAndTeardownAfterUnmap) {

@@ -166,6 +166,12 @@ TEST_F(BridgeFlowTest, RescindWithTransactionsOutstandingCancelsEachOnce) {
   EXPECT_NE(again->offer().channel().offer_sequence(), ref_.offer_sequence());
   s = k_.host->GetChannel(Kmcld::Context().get(), req, &resp);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << "stale incarnation";
+  EXPECT_NE(s.error_message().find(absl::StrCat(
+                "offer_sequence ", ref_.offer_sequence(),
+                " is stale (an older incarnation; the current one is ",
+                again->offer().channel().offer_sequence(), ")")),
+            std::string::npos)
+      << s.error_message();
 }
 
 TEST_F(BridgeFlowTest, AToolThatStopsCompletingStopsThePeersCreditsThenTrafficResumes) {

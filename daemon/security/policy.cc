@@ -7,6 +7,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "daemon/partition_id.h"
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
 
@@ -52,7 +53,10 @@ absl::StatusOr<std::shared_ptr<const Policy>> Policy::FromProto(PolicyProto prot
       return absl::InvalidArgumentError(absl::StrCat(where, "needs at least one partition (or \"*\")"));
     }
     for (const std::string& p : g.partition()) {
-      if (p.empty()) return absl::InvalidArgumentError(absl::StrCat(where, "empty partition id"));
+      if (p == "*") continue;
+      if (absl::Status s = ValidatePartitionId(p); !s.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat(where, s.message(), " (or \"*\")"));
+      }
     }
     if (g.role_size() == 0) {
       return absl::InvalidArgumentError(absl::StrCat(where, "needs at least one role"));

@@ -56,6 +56,11 @@ TEST(Policy, MalformedPoliciesAreClearErrors) {
       {"grant { identity: \"a\" partition: \"*\" }", "role"},
       {"grant { identity: \"a\" partition: \"*\" role: ROLE_UNSPECIFIED }", "ROLE_UNSPECIFIED"},
       {"grant { identity: \"a\" partition: \"*\" role: KING }", "line 1"},
+      // Partition ids follow the one rule (ValidatePartitionId), or "*".
+      {"grant { identity: \"a\" partition: \"VM1\" role: HOST }",
+       "grant 1: partition id 'VM1' must be 1 to 63 characters of [a-z0-9-] (or \"*\")"},
+      {"grant { identity: \"a\" partition: \"vm*\" role: HOST }", "partition id 'vm*'"},
+      {"grant { identity: \"a\" partition: \"\" role: HOST }", "partition id ''"},
       {"bogus: 1", "bogus"},
   };
   for (const Case& c : cases) {

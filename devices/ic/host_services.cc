@@ -278,23 +278,35 @@ absl::StatusOr<uint64_t> KvpHost::Submit(KvpBody body, absl::Time now, IcOutput&
   return op;
 }
 
+namespace {
+
+// A key or value as the wire carries it (UTF-16LE + NUL); INVALID_ARGUMENT
+// naming which and its limit.
+absl::StatusOr<Bytes> KvpField(const char* what, std::string_view utf8, size_t max_bytes) {
+  absl::StatusOr<Bytes> bytes = EncodeKvpString(utf8, max_bytes);
+  if (bytes.ok()) return bytes;
+  return absl::Status(bytes.status().code(), absl::StrCat("KVP ", what, ": ", bytes.status().message()));
+}
+
+}  // namespace
+
 absl::StatusOr<uint64_t> KvpHost::Get(uint8_t pool, std::string_view key, absl::Time now, IcOutput& out) {
-  absl::StatusOr<Bytes> k = EncodeKvpString(key, kKvpMaxKeyBytes);
+  absl::StatusOr<Bytes> k = KvpField("key", key, kKvpMaxKeyBytes);
   if (!k.ok()) return k.status();
   return Submit(KvpBody{kKvpOpGet, pool, 0, kKvpRegSz, *std::move(k), {}}, now, out);
 }
 
 absl::StatusOr<uint64_t> KvpHost::Set(uint8_t pool, std::string_view key, std::string_view value,
                                       absl::Time now, IcOutput& out) {
-  absl::StatusOr<Bytes> k = EncodeKvpString(key, kKvpMaxKeyBytes);
+  absl::StatusOr<Bytes> k = KvpField("key", key, kKvpMaxKeyBytes);
   if (!k.ok()) return k.status();
-  absl::StatusOr<Bytes> v = EncodeKvpString(value, kKvpMaxValueBytes);
+  absl::StatusOr<Bytes> v = KvpField("value", value, kKvpMaxValueBytes);
   if (!v.ok()) return v.status();
   return Submit(KvpBody{kKvpOpSet, pool, 0, kKvpRegSz, *std::move(k), *std::move(v)}, now, out);
 }
 
 absl::StatusOr<uint64_t> KvpHost::Delete(uint8_t pool, std::string_view key, absl::Time now, IcOutput& out) {
-  absl::StatusOr<Bytes> k = EncodeKvpString(key, kKvpMaxKeyBytes);
+  absl::StatusOr<Bytes> k = KvpField("key", key, kKvpMaxKeyBytes);
   if (!k.ok()) return k.status();
   return Submit(KvpBody{kKvpOpDelete, pool, 0, 0, *std::move(k), {}}, now, out);
 }

@@ -158,8 +158,10 @@ absl::StatusOr<Bytes> EncodeKvpString(std::string_view utf8, size_t max_bytes) {
   }
   unit(0);
   if (out.size() > max_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat("UTF-16 form takes ", out.size(),
-                                                   " bytes with its terminator; the limit is ", max_bytes));
+    return absl::InvalidArgumentError(absl::StrCat(
+        utf8.size(), " bytes of UTF-8 take ", out.size(),
+        " bytes as UTF-16 with the terminator; the limit is ", max_bytes, " bytes (",
+        max_bytes / 2 - 1, " UTF-16 units: as many ASCII characters)"));
   }
   return out;
 }

@@ -196,8 +196,18 @@ TEST_F(Kvp, LargestKeysAndValuesRoundTrip) {
   EXPECT_EQ(e.value, value);
   // One more character does not fit: refused on the host before anything is sent.
   IcOutput out;
-  EXPECT_TRUE(absl::IsInvalidArgument(l.host.Set(0, key + "k", "v", l.now, out).status()));
-  EXPECT_TRUE(absl::IsInvalidArgument(l.host.Set(0, "k", value + "v", l.now, out).status()));
+  // The message says which field and its limits.
+  absl::Status long_key = l.host.Set(0, key + "k", "v", l.now, out).status();
+  EXPECT_TRUE(absl::IsInvalidArgument(long_key));
+  EXPECT_NE(long_key.message().find("KVP key: 256 bytes of UTF-8 take 514 bytes"), std::string::npos)
+      << long_key;
+  EXPECT_NE(long_key.message().find("limit is 512 bytes (255 UTF-16 units"), std::string::npos)
+      << long_key;
+  absl::Status long_value = l.host.Set(0, "k", value + "v", l.now, out).status();
+  EXPECT_TRUE(absl::IsInvalidArgument(long_value));
+  EXPECT_NE(long_value.message().find("KVP value: "), std::string::npos) << long_value;
+  EXPECT_NE(long_value.message().find("limit is 2048 bytes (1023 UTF-16 units"), std::string::npos)
+      << long_value;
   EXPECT_TRUE(absl::IsInvalidArgument(l.host.Get(5, "k", l.now, out).status())) << "pool 5";
   EXPECT_TRUE(out.send.empty());
 }
