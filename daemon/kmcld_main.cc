@@ -24,6 +24,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -184,6 +185,14 @@ std::string BoundAddress(const std::string& requested, int port) {
   return absl::StrCat(requested.substr(0, requested.rfind(':')), ":", port);
 }
 
+// A numeric flag and its accepted range, inclusive.
+struct FlagRange {
+  const char* name;
+  int64_t value, min, max;
+};
+constexpr int64_t kMaxFlagMs = 86'400'000;  // a day
+constexpr int64_t kMaxDemoPackets = 1'000'000'000;
+
 int Run() {
   // Block the shutdown signals in every thread (gRPC's included, which
   // inherit the mask); a dedicated thread receives them with sigwait.
@@ -202,11 +211,15 @@ int Run() {
   }
   kmcld::log::Init(*log_format, *log_level);
 
-  if (absl::GetFlag(FLAGS_shutdown_grace_ms) < 0 || absl::GetFlag(FLAGS_demo_interval_ms) < 0 ||
-      absl::GetFlag(FLAGS_demo_packets) < 1) {
-    kmcld::log::Error("--shutdown_grace_ms and --demo_interval_ms must be >= 0 and "
-                  "--demo_packets >= 1");
-    return 1;
+  for (const FlagRange& f : {
+           FlagRange{"shutdown_grace_ms", absl::GetFlag(FLAGS_shutdown_grace_ms), 0, kMaxFlagMs},
+           FlagRange{"demo_interval_ms", absl::GetFlag(FLAGS_demo_interval_ms), 0, kMaxFlagMs},
+           FlagRange{"demo_packets", absl::GetFlag(FLAGS_demo_packets), 1, kMaxDemoPackets}}) {
+    if (f.value < f.min || f.value > f.max) {
+      kmcld::log::Error(absl::StrFormat("--%s=%d is out of range: it must be >= %d and <= %d",
+                                        f.name, f.value, f.min, f.max));
+      return 1;
+    }
   }
 
   absl::StatusOr<kmcld::config::KmcldConfig> config = Configure();
@@ -232,6 +245,15 @@ int Run() {
     return 1;
   }
   const std::string metrics_listen = config->metrics_listen();  // validated by Configure
+  absl::StatusOr<std::unique_ptr<kmcld::security::ServerSecurity>> security =
+      kmcld::security::ServerSecurity::Create(
+          kmcld::security::SecurityOptionsFromFlags(config->security()), *options);
+  if (!security.ok()) {
+    kmcld::log::Error(absl::StrFormat("security: %s", security.status().message()));
+    return 1;
+  }
+  // Only a configuration kmcld would start with has an entry: the whole
+  // configuration, security included, is checked first.
   if (absl::GetFlag(FLAGS_print_sd_entry)) {
     const std::string grpc_target =
         options->tcp_address.empty() ? "unix:" + options->uds_path : options->tcp_address;
@@ -249,13 +271,6 @@ int Run() {
                         : "";
     absl::PrintF("%s\n", kmcld::metrics::SdEntryJson(grpc_target, metrics_address));
     return 0;
-  }
-  absl::StatusOr<std::unique_ptr<kmcld::security::ServerSecurity>> security =
-      kmcld::security::ServerSecurity::Create(
-          kmcld::security::SecurityOptionsFromFlags(config->security()), *options);
-  if (!security.ok()) {
-    kmcld::log::Error(absl::StrFormat("security: %s", security.status().message()));
-    return 1;
   }
 
   // The embedded default partition: an emulated VM with 4 GiB of lazily
@@ -419,12 +434,23 @@ int Run() {
   return 0;
 }
 
+// --help and --helpshort list every flag the daemon defines (this file,
+// daemon/security/flags.cc, ...), not only this file's: absl's default keeps
+// the flags of <program>_main.cc alone.
+bool IsDaemonFlagFile(absl::string_view file) { return absl::StrContains(file, "daemon/"); }
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  absl::FlagsUsageConfig usage;
+  usage.contains_help_flags = IsDaemonFlagFile;
+  usage.contains_helpshort_flags = IsDaemonFlagFile;
+  absl::SetFlagsUsageConfig(usage);
+  // absl prints "kmcld: " before this message: it starts with what kmcld is.
   absl::SetProgramUsageMessage(
-      "kmcld: serves emulated VMBus channels (KMCL) over gRPC.\n"
-      "Usage: kmcld [--listen=HOST:PORT] [--uds=PATH|none] [--runtime_dir=DIR]");
+      "serves emulated VMBus channels (KMCL) over gRPC.\n"
+      "Usage: kmcld [--listen=HOST:PORT] [--uds=PATH|none] [--runtime_dir=DIR] "
+      "[--config=FILE] [--tls_cert=PEM --tls_key=PEM --tls_ca=PEM --policy=FILE] ...");
   absl::ParseCommandLine(argc, argv);
   kmcl::DisableAbslDeadlockDetectionInReleaseBuilds();
   return Run();

@@ -3,9 +3,14 @@
 // kmcl.v1 services through reflection, and exits 0 on SIGTERM and SIGINT.
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/wait.h>
+
+#include <cstdio>
 
 #include <algorithm>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
@@ -110,14 +115,71 @@ TEST(KmcldStart, UnusableTcpAddressFailsClearly) {
   EXPECT_TRUE(absl::StrContains(daemon.output(), "cannot listen")) << daemon.output();
 }
 
+// Each names the flag, its value and the range.
 TEST(KmcldStart, OutOfRangeFlagsFailClearly) {
-  for (const char* flag : {"--demo_packets=-1", "--demo_interval_ms=-5", "--shutdown_grace_ms=-1"}) {
+  for (const auto& [flag, range] : std::vector<std::pair<std::string, std::string>>{
+           {"--demo_packets=-1", ">= 1 and <= 1000000000"},
+           {"--demo_interval_ms=-5", ">= 0 and <= 86400000"},
+           {"--shutdown_grace_ms=-1", ">= 0 and <= 86400000"},
+           {"--shutdown_grace_ms=100000000", ">= 0 and <= 86400000"}}) {
     DaemonProcess daemon;
     EXPECT_FALSE(
         daemon.Start({"--listen=127.0.0.1:0", "--insecure_plaintext_tcp", "--uds=none", "--demo", flag}).ok())
         << flag;
-    EXPECT_TRUE(absl::StrContains(daemon.output(), "must be >= ")) << flag << ": " << daemon.output();
+    EXPECT_TRUE(absl::StrContains(daemon.output(), flag + " is out of range: it must be " + range))
+        << flag << ": " << daemon.output();
   }
+}
+
+// kmcld run to completion with `args` (a one-shot: --help,
+// --print_sd_entry): its exit code and what it wrote (stdout and stderr).
+struct OneShot {
+  int exit_code = -1;
+  std::string out;
+};
+OneShot RunKmcld(const std::string& args) {
+  OneShot r;
+  const std::string command = DaemonProcess::BinaryPath() + " " + args + " 2>&1";
+  FILE* pipe = ::popen(command.c_str(), "r");
+  if (pipe == nullptr) return r;
+  char buffer[4096];
+  for (size_t n; (n = std::fread(buffer, 1, sizeof(buffer), pipe)) > 0;) r.out.append(buffer, n);
+  const int status = ::pclose(pipe);
+  if (WIFEXITED(status)) r.exit_code = WEXITSTATUS(status);
+  return r;
+}
+
+// --help: the usage line names kmcld once, and every flag the daemon
+// defines is listed, those of daemon/security/flags.cc (TLS, policy) too.
+TEST(KmcldStart, HelpListsEveryDaemonFlag) {
+  for (const char* help : {"--help", "--helpshort"}) {
+    const OneShot run = RunKmcld(help);
+    ASSERT_GE(run.exit_code, 0) << help;
+    const std::string& out = run.out;
+    EXPECT_TRUE(absl::StartsWith(out, "kmcld: serves")) << help << ":\n" << out;
+    EXPECT_FALSE(absl::StrContains(out, "kmcld: kmcld:")) << help << ":\n" << out;
+    for (const char* flag : {"--listen", "--uds", "--shutdown_grace_ms", "--config",  // main
+                             "--tls_cert", "--tls_ca", "--policy", "--insecure_plaintext_tcp"}) {
+      const bool listed = absl::StrContains(out, std::string(flag) + " ") ||
+                          absl::StrContains(out, std::string(flag) + "\n");
+      EXPECT_TRUE(listed) << help << ": " << flag << "\n" << out;
+    }
+  }
+}
+
+// --print_sd_entry prints an entry only for a configuration kmcld would
+// start with; otherwise the configuration's error and exit code 1.
+TEST(KmcldStart, PrintSdEntryChecksTheWholeConfigurationFirst) {
+  ShortTempDir tmp;
+  const OneShot good = RunKmcld("--uds=" + tmp.path() + "/k.sock --print_sd_entry");
+  EXPECT_EQ(good.exit_code, 0) << good.out;
+  EXPECT_TRUE(absl::StrContains(good.out, "\"targets\":[\"unix:" + tmp.path() + "/k.sock\"]"))
+      << good.out;
+  // TCP off loopback without mutual TLS: kmcld refuses to start.
+  const OneShot refused = RunKmcld("--listen=0.0.0.0:50551 --print_sd_entry");
+  EXPECT_EQ(refused.exit_code, 1) << refused.out;
+  EXPECT_TRUE(absl::StrContains(refused.out, "needs mutual TLS")) << refused.out;
+  EXPECT_FALSE(absl::StrContains(refused.out, "targets")) << refused.out;
 }
 
 }  // namespace
