@@ -214,14 +214,26 @@ TEST_F(BridgeChannelTest, GpadlThroughALeaseWithReadOnlyAndTeardownAfterUnmap) {
   EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND) << "torn down at the unmap";
   ASSERT_TRUE(k_.gpadl->FreeGuestBuffer(Kmcld::Context().get(), fb, &fbr).ok());
 
-  // A read-only GPADL from explicit ranges: only read-only maps, no writes.
+  // Explicit ranges describe only pages of guest buffers: the freed
+  // buffer's pages are refused, naming the first.
   kmcl::v1::CreateGpadlRequest ro;
   *ro.mutable_channel() = ref;
   ro.set_read_only(true);
   kmcl::v1::GpaRange* r = ro.mutable_ranges()->add_ranges();
   r->set_byte_count(4096);
   r->set_byte_offset(0);
-  r->add_pfns(5000);
+  r->add_pfns(buffer.pfns(0));
+  s = k_.gpadl->CreateGpadl(Kmcld::Context().get(), ro, &g);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+  EXPECT_NE(s.error_message().find(absl::StrCat("PFN ", buffer.pfns(0), " (range 0, page 0)")),
+            std::string::npos)
+      << s.error_message();
+
+  // A read-only GPADL from explicit ranges (a buffer's page): only
+  // read-only maps, no writes.
+  alloc.set_byte_count(4096);
+  ASSERT_TRUE(k_.gpadl->AllocateGuestBuffer(Kmcld::Context().get(), alloc, &buffer).ok());
+  r->set_pfns(0, buffer.pfns(0));
   ASSERT_TRUE(k_.gpadl->CreateGpadl(Kmcld::Context().get(), ro, &g).ok());
   EXPECT_TRUE(g.read_only());
   map.set_gpadl_id(g.gpadl_id());

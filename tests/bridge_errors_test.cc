@@ -237,6 +237,14 @@ std::vector<Case> Cases() {
     Gpadl p;
     return k.gpadl->CreateGpadl(Kmcld::Context().get(), r, &p);
   });
+  add("CreateGpadl PFN never allocated", StatusCode::INVALID_ARGUMENT, [](Kmcld& k, const ChannelRef& ref) {
+    auto r = WithChannel<CreateGpadlRequest>(ref);
+    GpaRange* g = r.mutable_ranges()->add_ranges();
+    g->set_byte_count(4096);
+    g->add_pfns(5000);  // inside guest memory; no guest buffer holds it
+    Gpadl p;
+    return k.gpadl->CreateGpadl(Kmcld::Context().get(), r, &p);
+  });
   add("CreateGpadl wrong PFN count", StatusCode::INVALID_ARGUMENT, [](Kmcld& k, const ChannelRef& ref) {
     auto r = WithChannel<CreateGpadlRequest>(ref);
     GpaRange* g = r.mutable_ranges()->add_ranges();

@@ -54,12 +54,17 @@ TEST(BridgeLifecycleTest, ALeaseItsToolStopsUsingIsReleasedSoTeardownCompletes) 
   ASSERT_TRUE(offered.ok());
   ASSERT_TRUE(k.Open().ok());
   const kmcl::v1::ChannelRef ref = offered->offer().channel();
+  kmcl::v1::AllocateGuestBufferRequest alloc;
+  alloc.set_partition_id("default");
+  alloc.set_byte_count(8192);
+  kmcl::v1::GuestBuffer buffer;
+  ASSERT_TRUE(k.gpadl->AllocateGuestBuffer(Kmcld::Context().get(), alloc, &buffer).ok());
   kmcl::v1::CreateGpadlRequest cg;
   *cg.mutable_channel() = ref;
   kmcl::v1::GpaRange* r = cg.mutable_ranges()->add_ranges();
   r->set_byte_count(8192);
-  r->add_pfns(3000);
-  r->add_pfns(3001);
+  r->add_pfns(buffer.pfns(1));  // any order of the buffer's pages
+  r->add_pfns(buffer.pfns(0));
   kmcl::v1::Gpadl g;
   ASSERT_TRUE(k.gpadl->CreateGpadl(Kmcld::Context().get(), cg, &g).ok());
   kmcl::v1::MapGpadlRequest map;

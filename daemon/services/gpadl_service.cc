@@ -2,10 +2,12 @@
 
 #include <algorithm>
 #include <map>
+#include <span>
 #include <string>
 #include <tuple>
 #include <utility>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "daemon/convert.h"
 #include "kmcl_core/wire/vmbus_wire.h"
@@ -26,6 +28,33 @@ void LogGpadl(EventLog& log, const ResolvedChannel& c, kmcl::v1::EventKind kind,
   e.set_role(kmcl::v1::ENDPOINT_ROLE_GUEST);
   e.set_detail(absl::StrCat("GPADL ", id));
   log.Append(std::move(e));
+}
+
+// A tool's explicit ranges may only describe pages of the partition's guest
+// buffers (AllocateGuestBuffer): not pages nobody allocated, nor another
+// channel's rings. INVALID_ARGUMENT naming the first other PFN.
+absl::Status CheckBufferPages(PartitionEntry& partition, std::span<const kmcl::GpaRange> ranges) {
+  absl::flat_hash_set<uint64_t> unowned;
+  for (const kmcl::GpaRange& r : ranges) unowned.insert(r.pfns.begin(), r.pfns.end());
+  {
+    kmcl::MutexLock lock(&partition.mu);
+    for (const auto& [id, buffer] : partition.buffers) {
+      for (uint64_t pfn : buffer.pfns) {
+        if (unowned.erase(pfn) != 0 && unowned.empty()) return absl::OkStatus();
+      }
+    }
+  }
+  if (unowned.empty()) return absl::OkStatus();
+  for (size_t i = 0; i < ranges.size(); ++i) {
+    for (size_t j = 0; j < ranges[i].pfns.size(); ++j) {
+      if (!unowned.contains(ranges[i].pfns[j])) continue;
+      return absl::InvalidArgumentError(absl::StrCat(
+          "PFN ", ranges[i].pfns[j], " (range ", i, ", page ", j,
+          ") is not in a guest buffer of partition '", partition.id(),
+          "': describe pages from AllocateGuestBuffer"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 // The guest VTL that owns a channel's GPADLs.
@@ -284,8 +313,9 @@ grpc::ServerUnaryReactor* GpadlService::CreateGpadl(grpc::CallbackServerContext*
       if (!parsed.ok()) return FinishNow(ctx, parsed.status());
       if (absl::Status s = kmcl::ValidateGpaRanges(*parsed, c->partition->partition().memory().page_count());
           !s.ok()) {
-        return FinishNow(ctx, s);
+        return FinishNow(ctx, s);  // OUT_OF_RANGE outside guest memory
       }
+      if (absl::Status s = CheckBufferPages(*c->partition, *parsed); !s.ok()) return FinishNow(ctx, s);
       ranges = *std::move(parsed);
       break;
     }
