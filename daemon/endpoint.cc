@@ -384,7 +384,7 @@ void Endpoint::LingerExpired() {
   ReleaseHeld();
 }
 
-void Endpoint::EndStreamAndRelease() {
+void Endpoint::EndStreamAndRelease(const absl::Status& why) {
   std::shared_ptr<EndpointStream> stream;
   {
     kmcl::MutexLock lock(&mu_);
@@ -394,7 +394,7 @@ void Endpoint::EndStreamAndRelease() {
     if (linger_timer_ != 0) timer_.Cancel(linger_timer_);
     linger_timer_ = 0;
   }
-  if (stream != nullptr) stream->EndpointGone();
+  if (stream != nullptr) stream->EndpointGone(why);
   ReleaseHeld();
 }
 

@@ -68,8 +68,10 @@ class EndpointStream {
   virtual ~EndpointStream() = default;
   // Something new may be ready for NextMessage. Never blocks.
   virtual void Wake() = 0;
-  // The endpoint is being freed: finish the stream OK. Never blocks.
-  virtual void EndpointGone() = 0;
+  // The endpoint is being freed: finish the stream with `why` (OK when the
+  // channel or partition goes; UNAVAILABLE when kmcld shuts down). Never
+  // blocks.
+  virtual void EndpointGone(const absl::Status& why) = 0;
   // A line for diagnostics (writes started and done, ...).
   virtual std::string DebugState() { return ""; }
 };
@@ -153,11 +155,13 @@ class Endpoint {
   // The next message for `stream`, if any.
   bool NextMessage(const EndpointStream* stream, kmcl::v1::AttachResponse* out);
 
-  // Ends the stream (OK) and completes every held delivery with an empty
-  // payload, so that Disable does not wait on a tool. Before freeing: from
-  // then on a delivery is completed as it arrives (the peer may still send
-  // until the Disable turns incoming off), and no stream takes it.
-  void EndStreamAndRelease();
+  // Ends the stream with `why` (OK: the endpoint goes; an error tells the
+  // tool why, e.g. UNAVAILABLE at shutdown) and completes every held
+  // delivery with an empty payload, so that Disable does not wait on a
+  // tool. Before freeing: from then on a delivery is completed as it
+  // arrives (the peer may still send until the Disable turns incoming off),
+  // and no stream takes it.
+  void EndStreamAndRelease(const absl::Status& why = absl::OkStatus());
 
   // Appends an event of this endpoint to the log (and the stream).
   void Event(kmcl::v1::EventKind kind, kmcl::NTSTATUS status, std::string detail = "");

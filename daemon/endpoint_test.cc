@@ -24,7 +24,7 @@ class FakeStream : public EndpointStream {
     ++wakes_;
     cv_.SignalAll();
   }
-  void EndpointGone() override {
+  void EndpointGone(const absl::Status&) override {
     kmcl::MutexLock lock(&mu_);
     gone_ = true;
   }

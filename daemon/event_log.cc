@@ -32,9 +32,16 @@ uint64_t EventLog::Append(kmcl::v1::Event event) {
 
 absl::Status EventLog::Read(uint64_t after, size_t max, std::vector<kmcl::v1::Event>* out) const {
   kmcl::MutexLock lock(&mu_);
-  if (events_.empty()) return absl::OkStatus();
+  if (!closed_.ok() && after >= closed_after_) return closed_;
+  const uint64_t newest = next_sequence_ - 1;
+  if (after > newest) {
+    return absl::OutOfRangeError(absl::StrCat(
+        "after_sequence ", after, " is beyond the newest event, ", newest,
+        ": a sequence from before a kmcld restart (sequences start again at 1)? Resume from 0 "
+        "(the oldest retained event) or from a sequence up to ", newest));
+  }
+  if (events_.empty() || after == newest) return absl::OkStatus();  // nothing newer yet
   const uint64_t oldest = events_.front().sequence();
-  if (after >= events_.back().sequence()) return absl::OkStatus();  // nothing newer yet
   if (after != 0 && after + 1 < oldest) {
     return absl::OutOfRangeError(absl::StrCat("events after sequence ", after,
                                               " were dropped from the retention window; the "
@@ -42,8 +49,22 @@ absl::Status EventLog::Read(uint64_t after, size_t max, std::vector<kmcl::v1::Ev
                                               oldest));
   }
   size_t index = after < oldest ? 0 : static_cast<size_t>(after + 1 - oldest);
-  for (; index < events_.size() && out->size() < max; ++index) out->push_back(events_[index]);
+  for (; index < events_.size() && out->size() < max; ++index) {
+    if (!closed_.ok() && events_[index].sequence() > closed_after_) break;
+    out->push_back(events_[index]);
+  }
   return absl::OkStatus();
+}
+
+void EventLog::Close(absl::Status why) {
+  {
+    kmcl::MutexLock lock(&mu_);
+    if (!closed_.ok() || why.ok()) return;
+    closed_ = std::move(why);
+    closed_after_ = next_sequence_ - 1;
+  }
+  kmcl::MutexLock lock(&watch_mu_);
+  for (auto& [id, wake] : watchers_) wake();
 }
 
 uint64_t EventLog::last_sequence() const {

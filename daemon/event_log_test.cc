@@ -49,6 +49,38 @@ TEST(EventLogTest, BeyondRetentionIsOutOfRangeNamingTheOldest) {
   EXPECT_EQ(out.front().sequence(), 25u);
 }
 
+TEST(EventLogTest, BeyondTheNewestIsOutOfRangeNamingIt) {
+  EventLog log(16);
+  std::vector<kmcl::v1::Event> out;
+  EXPECT_TRUE(log.Read(0, 10, &out).ok());
+  EXPECT_EQ(log.Read(1, 10, &out).code(), absl::StatusCode::kOutOfRange) << "empty log";
+  for (int i = 0; i < 3; ++i) log.Append(Kind(kmcl::v1::EVENT_KIND_STARTED));
+  EXPECT_TRUE(log.Read(3, 10, &out).ok()) << "the newest: nothing after it yet";
+  EXPECT_TRUE(out.empty());
+  absl::Status s = log.Read(4, 10, &out);
+  EXPECT_EQ(s.code(), absl::StatusCode::kOutOfRange);
+  EXPECT_NE(s.message().find("newest event, 3"), absl::string_view::npos) << s;
+}
+
+TEST(EventLogTest, CloseEndsReadersAfterWhatWasAppendedBefore) {
+  EventLog log(16);
+  int woken = 0;
+  log.Subscribe([&] { ++woken; });
+  log.Append(Kind(kmcl::v1::EVENT_KIND_OFFERED));
+  log.Append(Kind(kmcl::v1::EVENT_KIND_OPENED));
+  log.Close(absl::UnavailableError("shutting down"));
+  EXPECT_EQ(woken, 3) << "Close wakes the watchers";
+  log.Close(absl::InternalError("second"));  // the first status stays
+  log.Append(Kind(kmcl::v1::EVENT_KIND_CLOSED));  // still logged, not read
+  std::vector<kmcl::v1::Event> out;
+  ASSERT_TRUE(log.Read(0, 10, &out).ok()) << "events from before Close still come";
+  EXPECT_EQ(out.size(), 2u);
+  EXPECT_EQ(log.last_sequence(), 3u);
+  absl::Status s = log.Read(2, 10, &out);
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(s.message(), "shutting down");
+}
+
 TEST(EventLogTest, WatchersAreWokenUntilUnsubscribed) {
   EventLog log(16);
   int woken = 0;

@@ -417,7 +417,11 @@ int Run() {
     server->GetHealthCheckService()->SetServingStatus(false);
     // Streams end and held deliveries complete, so that calls blocked on a
     // tool (a pause waiting for completions) finish within the grace.
-    services.registry().ReleaseAllStreams();
+    // They end UNAVAILABLE, not OK, so a tool tells a shutdown from the end
+    // of its channel (Attach) or of the backlog (WatchEvents).
+    const absl::Status shutting_down = absl::UnavailableError("kmcld is shutting down");
+    services.registry().log().Close(shutting_down);
+    services.registry().ReleaseAllStreams(shutting_down);
     (*security)->StopAccepting();
     server->Shutdown(std::chrono::system_clock::now() +
                      std::chrono::milliseconds(absl::GetFlag(FLAGS_shutdown_grace_ms)));

@@ -164,7 +164,7 @@ absl::Status Registry::AttachDevices(const std::shared_ptr<PartitionEntry>& part
   return absl::NotFoundError(absl::StrCat("partition '", partition->id(), "' was deleted"));
 }
 
-void Registry::ReleaseAllStreams() {
+void Registry::ReleaseAllStreams(const absl::Status& why) {
   for (const auto& p : ListPartitions()) {
     std::vector<std::shared_ptr<Endpoint>> endpoints;
     {
@@ -172,7 +172,7 @@ void Registry::ReleaseAllStreams() {
       for (auto& [key, ep] : p->hosts) endpoints.push_back(ep);
       for (auto& ep : p->guests) endpoints.push_back(ep);
     }
-    for (auto& ep : endpoints) ep->EndStreamAndRelease();
+    for (auto& ep : endpoints) ep->EndStreamAndRelease(why);
   }
 }
 

@@ -180,9 +180,11 @@ class Registry {
   kmcl::v1::Channel Describe(const ResolvedChannel& channel, const kmcl::ChannelSnapshot* host,
                              const kmcl::ChannelSnapshot* guest) const;
 
-  // Ends every Attach stream (OK) and releases what the tools held, so
-  // that blocked KMCL calls return (at shutdown, before the server stops).
-  void ReleaseAllStreams();
+  // Ends every Attach stream with `why` (kmcld passes UNAVAILABLE "kmcld is
+  // shutting down", so a tool tells it apart from its channel going, which
+  // ends the stream OK) and releases what the tools held, so that blocked
+  // KMCL calls return (at shutdown, before the server stops).
+  void ReleaseAllStreams(const absl::Status& why);
 
   // Blocking: ends the endpoint's stream, releases its held deliveries,
   // disables it (close or rescind) and forgets it.

@@ -5,6 +5,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "tests/bridge_fixture.h"
 
@@ -469,14 +470,38 @@ TEST(BridgeErrorsTest, OddInputsGetTheirDocumentedCodes) {
   kmcl::v1::GuestBuffer b;
   EXPECT_EQ(k.gpadl->AllocateGuestBuffer(Kmcld::Context().get(), alloc, &b).error_code(),
             grpc::StatusCode::INVALID_ARGUMENT);
+  // The newest sequence: nothing after it yet, OK. Beyond it (a stale
+  // sequence from before a restart): OUT_OF_RANGE naming the newest, at
+  // once, whether following or not.
+  kmcl::v1::WatchEventsRequest all;
+  all.set_backlog_only(true);
+  auto all_ctx = Kmcld::Context();
+  auto all_reader = k.events->WatchEvents(all_ctx.get(), all);
+  kmcl::v1::Event e;
+  uint64_t newest = 0;
+  while (all_reader->Read(&e)) newest = e.sequence();
+  ASSERT_TRUE(all_reader->Finish().ok());
+  ASSERT_GT(newest, 0u) << "kmcld logs its default partition";
   kmcl::v1::WatchEventsRequest watch;
-  watch.set_after_sequence(~uint64_t{0});
+  watch.set_after_sequence(newest);
   watch.set_backlog_only(true);
   auto ctx = Kmcld::Context();
   auto reader = k.events->WatchEvents(ctx.get(), watch);
-  kmcl::v1::Event e;
   EXPECT_FALSE(reader->Read(&e));
-  EXPECT_TRUE(reader->Finish().ok()) << "nothing after the last sequence, not OUT_OF_RANGE";
+  EXPECT_TRUE(reader->Finish().ok()) << "nothing after the newest sequence, not OUT_OF_RANGE";
+  for (bool backlog_only : {true, false}) {
+    for (uint64_t stale : {newest + 1000, ~uint64_t{0}}) {
+      watch.set_after_sequence(stale);
+      watch.set_backlog_only(backlog_only);
+      auto stale_ctx = Kmcld::Context();
+      auto stale_reader = k.events->WatchEvents(stale_ctx.get(), watch);
+      EXPECT_FALSE(stale_reader->Read(&e));
+      grpc::Status s = stale_reader->Finish();
+      EXPECT_EQ(s.error_code(), grpc::StatusCode::OUT_OF_RANGE) << stale << ": " << s.error_message();
+      EXPECT_NE(s.error_message().find(absl::StrCat("newest event, ", newest)), std::string::npos)
+          << s.error_message();
+    }
+  }
   // A restore stream whose data is not a bundle is refused at its first byte.
   kmcl::v1::Partition p;
   auto rctx = Kmcld::Context();

@@ -1,6 +1,9 @@
 // End-to-end lifecycle corners: a guest that opens before the offer exists
 // (wait_for_offer), host leases released when their tool stops using them,
-// pipe-mode offers, and ListOffers filters.
+// pipe-mode offers, ListOffers filters, and how streams end when kmcld
+// shuts down.
+#include <signal.h>
+
 #include <string>
 #include <vector>
 
@@ -45,6 +48,39 @@ TEST(BridgeLifecycleTest, AGuestWaitingForAnOfferOpensItWhenItArrives) {
   ASSERT_TRUE(guest.Send({Packet(1, "late but open")}));
   std::vector<kmcl::v1::ReceivedPacket> got;
   ASSERT_TRUE(host.ReadDeliveries(1, &got));
+}
+
+// SIGTERM ends Attach and WatchEvents streams UNAVAILABLE ("kmcld is
+// shutting down"), not OK, so a tool tells a shutdown from the end of its
+// channel; at once, not after --shutdown_grace_ms.
+TEST(BridgeLifecycleTest, StreamsEndUnavailableWhenKmcldShutsDown) {
+  Kmcld k;
+  ASSERT_TRUE(k.Start({"--shutdown_grace_ms=600000"}).ok()) << k.process.output();
+  auto offered = k.Offer();
+  ASSERT_TRUE(offered.ok()) << offered.status();
+  ASSERT_TRUE(k.Open().ok());
+  AttachStream host(*k.packets, offered->offer().channel(), kmcl::v1::ENDPOINT_ROLE_HOST);
+  ASSERT_TRUE(host.ok());
+  kmcl::v1::WatchEventsRequest watch;  // follows live after the backlog
+  auto ctx = Kmcld::Context();
+  auto reader = k.events->WatchEvents(ctx.get(), watch);
+  kmcl::v1::Event e;
+  ASSERT_TRUE(reader->Read(&e)) << "the stream is up";
+
+  ASSERT_EQ(::kill(k.process.pid(), SIGTERM), 0);
+  while (reader->Read(&e)) {
+  }
+  grpc::Status watch_end = reader->Finish();
+  EXPECT_EQ(watch_end.error_code(), grpc::StatusCode::UNAVAILABLE) << watch_end.error_message();
+  EXPECT_NE(watch_end.error_message().find("shutting down"), std::string::npos)
+      << watch_end.error_message();
+  kmcl::v1::AttachResponse r;
+  while (host.Read(&r)) {
+  }
+  grpc::Status attach_end = host.Close();
+  EXPECT_EQ(attach_end.error_code(), grpc::StatusCode::UNAVAILABLE) << attach_end.error_message();
+  EXPECT_NE(attach_end.error_message().find("shutting down"), std::string::npos)
+      << attach_end.error_message();
 }
 
 TEST(BridgeLifecycleTest, ALeaseItsToolStopsUsingIsReleasedSoTeardownCompletes) {

@@ -111,12 +111,12 @@ class AttachStream final : public EndpointStream,
     ++reads_;
   }
 
-  void EndpointGone() override {
+  void EndpointGone(const absl::Status& why) override {
     {
       kmcl::MutexLock lock(&mu_);
       endpoint_.reset();
     }
-    StreamPump::Default().Post([self = shared_from_this()] { self->Finish(grpc::Status::OK); });
+    StreamPump::Default().Post([self = shared_from_this(), why] { self->Finish(ToGrpc(why)); });
   }
 
   // Writes the first message (Attached) before anything NextMessage gives.
