@@ -74,6 +74,48 @@ bool Channel::OnOwnThread() const {
   return self == control_id_.load() || self == io_id_.load();
 }
 
+// Enable, Start, Pause and Disable take turns. Without turns two Disables
+// could both find the tasks running and both stop them, the second on
+// tasks the first had already destroyed; an Enable could start between a
+// Disable's command and its stop and lose its tasks to that stop; a Pause
+// could queue its command after a stop drained the queue and wait forever.
+class Channel::UserCallTurn {
+ public:
+  UserCallTurn(Channel& channel, absl::string_view call) : channel_(channel) {
+    if (channel_.OnOwnThread()) {
+      status_ = absl::FailedPreconditionError(
+          absl::StrCat(call, " must not be called from the channel's own callbacks"));
+      return;
+    }
+    const std::thread::id self = std::this_thread::get_id();
+    MutexLock lock(&channel_.mu_);
+    if (channel_.user_call_owner_ == self) {
+      status_ = absl::FailedPreconditionError(absl::StrCat(
+          call, " while this thread's own Enable/Start/Pause/Disable of the channel runs"));
+      return;
+    }
+    channel_.WaitDone([this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(channel_.mu_) {
+      return channel_.user_call_owner_ == std::thread::id();
+    });
+    channel_.user_call_owner_ = self;
+  }
+  ~UserCallTurn() {
+    if (!status_.ok()) return;
+    MutexLock lock(&channel_.mu_);
+    channel_.user_call_owner_ = std::thread::id();
+    channel_.done_cv_.SignalAll();
+  }
+  UserCallTurn(const UserCallTurn&) = delete;
+  UserCallTurn& operator=(const UserCallTurn&) = delete;
+
+  // FAILED_PRECONDITION if the call may not run (it has no turn).
+  const absl::Status& status() const { return status_; }
+
+ private:
+  Channel& channel_;
+  absl::Status status_;
+};
+
 absl::Status Channel::CheckConfigurable() const {
   if (!fsm_.configurable() || threads_running_) {
     return absl::FailedPreconditionError(absl::StrCat(
@@ -226,7 +268,9 @@ void Channel::StopThreads() {
     if (!commands_.empty()) control->Kick();
   }
   // The tasks live until threads_running_ is cleared below, and only this
-  // function replaces them, so the pointers stay valid without the lock.
+  // function replaces them, called by the one user call whose turn it is
+  // (or by the destructor, once no call can run), so the pointers stay
+  // valid without the lock.
   WaitControlIdle();
   control->Stop();
   io->Stop();
@@ -265,9 +309,8 @@ void Channel::WaitDone(const std::function<bool()>& done) {
 // ---- State ----------------------------------------------------------------------------
 
 absl::Status Channel::Enable() {
-  if (OnOwnThread()) {
-    return absl::FailedPreconditionError("VmbChannelEnable from the channel's own callback");
-  }
+  UserCallTurn turn(*this, "VmbChannelEnable");
+  RETURN_IF_ERROR(turn.status());
   Actions actions;
   ServerOffer offer;
   uint8_t vtl;
@@ -313,10 +356,6 @@ absl::Status Channel::Enable() {
 }
 
 absl::Status Channel::RunUserCommand(CommandKind kind) {
-  if (OnOwnThread()) {
-    return absl::FailedPreconditionError(
-        "VmbChannelStart/Pause/Disable must not be called from the channel's callbacks");
-  }
   MutexLock lock(&mu_);
   if (!threads_running_) {
     // Disabled: nothing runs, so answer here.
@@ -339,6 +378,8 @@ absl::Status Channel::RunUserCommand(CommandKind kind) {
 }
 
 absl::Status Channel::Start() {
+  UserCallTurn turn(*this, "VmbChannelStart");
+  RETURN_IF_ERROR(turn.status());
   {
     MutexLock lock(&mu_);
     if (fsm_.connection() == ConnectionState::kDisabled) {
@@ -351,10 +392,18 @@ absl::Status Channel::Start() {
   return RunUserCommand(CommandKind::kStart);
 }
 
-absl::Status Channel::Pause() { return RunUserCommand(CommandKind::kPause); }
+absl::Status Channel::Pause() {
+  UserCallTurn turn(*this, "VmbChannelPause");
+  RETURN_IF_ERROR(turn.status());
+  return RunUserCommand(CommandKind::kPause);
+}
 
 absl::Status Channel::Disable() {
-  if (absl::Status s = RunUserCommand(CommandKind::kDisable); !s.ok()) return s;
+  // One turn for the command and the stop: no other call starts or stops
+  // the tasks in between.
+  UserCallTurn turn(*this, "VmbChannelDisable");
+  RETURN_IF_ERROR(turn.status());
+  RETURN_IF_ERROR(RunUserCommand(CommandKind::kDisable));
   StopThreads();
   return absl::OkStatus();
 }

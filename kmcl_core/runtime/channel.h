@@ -34,6 +34,12 @@
 // - Enable, Start, Pause, Disable, the setters and destruction must not be
 //   called from this channel's callbacks (KMCL forbids it; here they return
 //   FAILED_PRECONDITION instead of deadlocking). Pause and Disable block.
+// - Enable, Start, Pause and Disable may be called from several threads at
+//   once: they take turns, each running to its end before the next starts
+//   (a second Disable waits for the first, then finds the channel
+//   disabled). A call that would wait for a turn its own thread holds (a
+//   task that a waiting call ran nested on a manual executor) fails with
+//   FAILED_PRECONDITION instead.
 // - No callback runs after Disable returns, nor after destruction.
 #ifndef KMCLD_KMCL_CORE_RUNTIME_CHANNEL_H_
 #define KMCLD_KMCL_CORE_RUNTIME_CHANNEL_H_
@@ -354,6 +360,8 @@ class Channel final : public BusEndpoint {
     Delivery* delivery = nullptr;
   };
   Channel(Partition& partition, EndpointRole role, ChannelExecutors executors);
+  // A user call's turn (see user_call_owner_), held for its whole run.
+  class UserCallTurn;
   // Waits on done_cv_ until `done` holds; with a manual executor, runs its
   // tasks on this thread meanwhile instead.
   void WaitDone(const std::function<bool()>& done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -366,12 +374,15 @@ class Channel final : public BusEndpoint {
   absl::Status Configure(std::optional<EndpointRole> only,
                          absl::FunctionRef<void(ChannelConfig&)> edit);
   bool OnOwnThread() const;
+  // With the caller's UserCallTurn held.
   absl::Status RunUserCommand(CommandKind kind);
   void Post(Command command) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ControlRun();  // the control task's body: runs the queued commands
   void IoRun();       // the I/O task's body: one pass over the rings
   void Execute(const Actions& actions);
   void RunAction(EndpointAction action);
+  // With the caller's UserCallTurn held (StopThreads also from the
+  // destructor, once no call can run).
   void StartThreads();
   void StopThreads();
   bool pipe_mode() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -439,6 +450,10 @@ class Channel final : public BusEndpoint {
   // The threads running the two tasks' bodies now (none: default id).
   std::atomic<std::thread::id> control_id_{}, io_id_{};
   bool threads_running_ ABSL_GUARDED_BY(mu_) = false;
+  // The thread whose Enable, Start, Pause or Disable is running (none:
+  // default id). Only that call starts or stops the tasks, so a stop never
+  // races another stop or a start.
+  std::thread::id user_call_owner_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::deque<Command> commands_ ABSL_GUARDED_BY(mu_);
   uint64_t next_ticket_ ABSL_GUARDED_BY(mu_) = 1;

@@ -6,7 +6,9 @@
 #include "kmcl_core/runtime/channel.h"
 
 #include <atomic>
+#include <latch>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -51,6 +53,16 @@ class ChannelTest : public ::testing::TestWithParam<Execution> {
     return ch;
   }
 
+  // Offers and starts `host`, opens `guest` on it, and waits until both
+  // have run PostStarted (recorded in `r` as "<who>:post_started").
+  void Open(Channel& host, Channel& guest, Recorder& r) {
+    ASSERT_TRUE(host.Enable().ok());
+    ASSERT_TRUE(host.Start().ok());
+    ASSERT_TRUE(guest.Enable().ok());
+    ASSERT_TRUE(exec_.Recorded(r, "guest:post_started"));
+    ASSERT_TRUE(exec_.Recorded(r, "host:post_started"));
+  }
+
   testing::TestExecutors exec_;  // outlives the channels
   std::unique_ptr<Partition> partition_;
 };
@@ -91,12 +103,8 @@ TEST_P(ChannelTest, SettersShareOneStateCheckAndOneValidator) {
 TEST_P(ChannelTest, OpenRunsCallbacksInKmclOrderOnBothSides) {
   Recorder r;
   auto host = Host(Recording(r, "host"));
-  ASSERT_TRUE(host->Enable().ok());
-  ASSERT_TRUE(host->Start().ok());
   auto guest = Guest(Recording(r, "guest"));
-  ASSERT_TRUE(guest->Enable().ok());
-  ASSERT_TRUE(exec_.Recorded(r, "guest:post_started"));
-  ASSERT_TRUE(exec_.Recorded(r, "host:post_started"));
+  ASSERT_NO_FATAL_FAILURE(Open(*host, *guest, r));
   if (exec_.manual()) {
     // One thread, one order: the host is opened before the guest hears.
     EXPECT_THAT(r.Events(), ElementsAre("host:opened", "host:started", "host:post_started",
@@ -132,12 +140,8 @@ TEST_P(ChannelTest, EchoWithCompletions) {
     ch.Complete(d, reply);
   };
   auto host = Host(host_cb);
-  ASSERT_TRUE(host->Enable().ok());
-  ASSERT_TRUE(host->Start().ok());
   auto guest = Guest(Recording(r, "guest"));
-  ASSERT_TRUE(guest->Enable().ok());
-  ASSERT_TRUE(exec_.Recorded(r, "guest:post_started"));
-  ASSERT_TRUE(exec_.Recorded(r, "host:post_started"));
+  ASSERT_NO_FATAL_FAILURE(Open(*host, *guest, r));
 
   std::vector<uint8_t> request = {1, 2, 3, 4, 5, 6, 7, 8};
   std::vector<uint8_t> reply;
@@ -161,6 +165,66 @@ TEST_P(ChannelTest, EchoWithCompletions) {
   ASSERT_TRUE(guest->Disable().ok());
   ASSERT_TRUE(host->Disable().ok());
   EXPECT_EQ(exec_.RunUntilIdle(), 0u) << "work queued after both channels were disabled";
+}
+
+// Disables from several threads at once (in kmcld, a rescind racing a close
+// and a forced partition deletion): each returns only once the channel is
+// disabled, the callbacks run once, and no call stops tasks another call
+// has already stopped and destroyed (which crashed, or failed under ASan).
+TEST_P(ChannelTest, ConcurrentDisablesTakeTurns) {
+  constexpr int kRounds = 40;
+  constexpr int kThreadsPerChannel = 3;
+  for (int round = 0; round < kRounds; ++round) {
+    SCOPED_TRACE(round);
+    Recorder r;
+    auto host = Host(Recording(r, "host"));
+    auto guest = Guest(Recording(r, "guest"));
+    ASSERT_NO_FATAL_FAILURE(Open(*host, *guest, r));
+    std::latch go(2 * kThreadsPerChannel);
+    std::atomic<int> failed{0};
+    std::vector<std::thread> threads;
+    for (int i = 0; i < kThreadsPerChannel; ++i) {
+      for (Channel* ch : {guest.get(), host.get()}) {
+        threads.emplace_back([&go, &failed, ch] {
+          go.arrive_and_wait();
+          if (!ch->Disable().ok()) ++failed;
+          if (ch->connection() != ConnectionState::kDisabled) ++failed;
+        });
+      }
+    }
+    for (std::thread& t : threads) t.join();
+    EXPECT_EQ(failed.load(), 0) << "a Disable failed or returned before the channel was disabled";
+    EXPECT_EQ(r.Count("guest:closed"), 1u);
+    EXPECT_EQ(r.Count("host:closed"), 1u);
+    // A run that one channel's close queued for the other after its tasks
+    // stopped may still be pending: it finds them stopped and does nothing.
+    exec_.RunUntilIdle();
+  }
+}
+
+// An Enable racing a Disable either fails (still enabled) or enables the
+// channel anew with its own tasks, never a channel that looks enabled but
+// has no tasks left to run its commands: the Disable after it must rescind
+// the offer.
+TEST_P(ChannelTest, EnableRacingDisableLeavesAChannelThatDisables) {
+  constexpr int kRounds = 200;
+  auto host = Host({});
+  for (int round = 0; round < kRounds; ++round) {
+    SCOPED_TRACE(round);
+    ASSERT_TRUE(host->Enable().ok());
+    std::latch go(2);
+    std::thread disabler([&] {
+      go.arrive_and_wait();
+      EXPECT_TRUE(host->Disable().ok());
+    });
+    go.arrive_and_wait();
+    host->Enable().IgnoreError();  // FAILED_PRECONDITION if it came first
+    disabler.join();
+    ASSERT_TRUE(host->Disable().ok());
+    ASSERT_EQ(host->connection(), ConnectionState::kDisabled);
+    ASSERT_TRUE(exec_.Settled([&] { return partition_->ServerChannels().empty(); }))
+        << "the offer outlived the last Disable";
+  }
 }
 
 }  // namespace
