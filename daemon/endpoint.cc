@@ -261,10 +261,23 @@ void Endpoint::OnPeerError(absl::string_view what) {
 }
 
 void Endpoint::OnDelivery(kmcl::Delivery& delivery) {
-  bool release;
+  // Whether it is released and holding it are one step: a release between
+  // them would empty held_ before this delivery joined it, and nothing
+  // would complete it.
+  bool release = false;
+  bool wake = false;
   {
     kmcl::MutexLock lock(&mu_);
-    release = released_;
+    if (released_) {
+      release = true;
+    } else {
+      const uint64_t id = next_delivery_id_++;
+      held_.emplace(id, &delivery);
+      if (stream_ != nullptr) {  // else it is sent when a stream attaches
+        undelivered_.push_back(id);
+        wake = true;
+      }
+    }
   }
   if (release) {
     // Being freed: no stream will take it, and the Disable that follows
@@ -273,14 +286,7 @@ void Endpoint::OnDelivery(kmcl::Delivery& delivery) {
     channel_->Complete(delivery, {});
     return;
   }
-  {
-    kmcl::MutexLock lock(&mu_);
-    const uint64_t id = next_delivery_id_++;
-    held_.emplace(id, &delivery);
-    if (stream_ == nullptr) return;  // sent when a stream attaches
-    undelivered_.push_back(id);
-  }
-  WakeStream();
+  if (wake) WakeStream();
 }
 
 void Endpoint::OnSendDone(uint64_t tag, uint64_t epoch, kmcl::NTSTATUS status,
