@@ -160,7 +160,11 @@ absl::Status GuestMemory::WritePages(std::span<const uint64_t> pfns,
     while (first < iov.size()) {
       const ssize_t wrote = ::pwritev(fd_, iov.data() + first, static_cast<int>(iov.size() - first), offset);
       if (wrote < 0 && errno == EINTR) continue;
-      if (wrote <= 0) return Errno(absl::StrCat("write guest page 0x", absl::Hex(pfns[i + first])));
+      if (wrote < 0) return Errno(absl::StrCat("write guest page 0x", absl::Hex(pfns[i + first])));
+      if (wrote == 0) {  // no progress and no errno to report
+        return absl::ResourceExhaustedError(
+            absl::StrCat("write guest page 0x", absl::Hex(pfns[i + first]), ": no bytes written"));
+      }
       // A short write ends inside some page: go on from there.
       size_t left = static_cast<size_t>(wrote);
       offset += wrote;

@@ -87,7 +87,8 @@ class GuestMemory {
   // the pages without a page fault each in this process: a restore writes
   // tens of thousands of pages, and each fault costs microseconds (far more
   // in a virtual machine). OUT_OF_RANGE naming the first PFN outside guest
-  // memory (nothing is written then); INTERNAL if the kernel refuses.
+  // memory (nothing is written then); RESOURCE_EXHAUSTED (with the
+  // kernel's reason) if the memory file takes no more pages.
   absl::Status WritePages(std::span<const uint64_t> pfns,
                           std::span<const uint8_t* const> pages) const;
 
