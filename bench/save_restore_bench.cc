@@ -17,8 +17,8 @@
 // and the endpoints' part, since a fixed cost spread over 10 pairs says
 // nothing about the cost of a channel.
 //
-// Each count runs --repeats rounds (default 5) and the median round is the
-// one compared.
+// Each count runs --repeats rounds (default 5), round-robin across the
+// counts, and each count's median round is the one compared.
 //
 // Usage: bazel run -c opt //bench:save_restore_bench [-- --counts=10,100,1000,10000 --repeats=5]
 #include <algorithm>
@@ -165,29 +165,48 @@ int main(int argc, char** argv) {
   // which is no channel's restore cost (it made 10 pairs look 2.5x dearer).
   std::printf("warm-up (not counted):\n");
   if (RunOnce(10).total_us <= 0) ok = false;
-  double lo = 0, hi = 0, ep_lo = 0, ep_hi = 0;
+  std::vector<int> counts;
   for (absl::string_view c : absl::StrSplit(absl::GetFlag(FLAGS_counts), ',')) {
     int n;
-    if (!absl::SimpleAtoi(c, &n) || n <= 0) continue;
-    // The median of several rounds: one round of 10 pairs takes a few
-    // milliseconds, so one scheduling delay on a busy machine would
-    // otherwise decide the ratio.
-    std::vector<Restored> rounds;
-    for (int i = 0; i < std::max(1, absl::GetFlag(FLAGS_repeats)); ++i) {
-      const Restored one = RunOnce(n);
-      if (one.total_us <= 0) break;
-      rounds.push_back(one);
+    if (absl::SimpleAtoi(c, &n) && n > 0) counts.push_back(n);
+  }
+  // Rounds go round-robin across the counts (10, 100, ..., 10, 100, ...)
+  // rather than all of one count and then the next, as the echo comparison
+  // alternates its builds: a slow spell of the machine, or the heap state a
+  // round leaves behind, then falls on every count alike instead of on
+  // whichever count happened to run during it.
+  std::vector<std::vector<Restored>> rounds(counts.size());
+  std::vector<bool> failed(counts.size(), false);
+  for (int round = 0; round < std::max(1, absl::GetFlag(FLAGS_repeats)); ++round) {
+    std::printf("round %d:\n", round + 1);
+    for (size_t i = 0; i < counts.size(); ++i) {
+      if (failed[i]) continue;
+      const Restored one = RunOnce(counts[i]);
+      if (one.total_us <= 0) {
+        failed[i] = true;
+        continue;
+      }
+      rounds[i].push_back(one);
     }
-    if (rounds.empty()) {
+  }
+  double lo = 0, hi = 0, ep_lo = 0, ep_hi = 0;
+  for (size_t i = 0; i < counts.size(); ++i) {
+    const int n = counts[i];
+    if (failed[i]) {
       std::printf("%6d pairs  FAILED\n", n);
       ok = false;
       continue;
     }
-    std::sort(rounds.begin(), rounds.end(),
+    // The median round: one round of 10 pairs takes a few milliseconds, so
+    // one scheduling delay on a busy machine would otherwise decide the ratio.
+    std::vector<Restored>& r_all = rounds[i];
+    std::sort(r_all.begin(), r_all.end(),
               [](const Restored& a, const Restored& b) { return a.total_us < b.total_us; });
-    const Restored r = rounds[rounds.size() / 2];
-    std::printf("%6d pairs  median of %zu rounds: restore %7.1f us/pair (endpoints %7.1f)\n", n, rounds.size(),
-                r.total_us, r.endpoints_us);
+    const Restored r = r_all[r_all.size() / 2];
+    std::printf("%6d pairs  median of %zu rounds: restore %7.1f us/pair (endpoints %7.1f; rounds "
+                "%.1f-%.1f)\n",
+                n, r_all.size(), r.total_us, r.endpoints_us, r_all.front().total_us,
+                r_all.back().total_us);
     lo = lo == 0 ? r.total_us : std::min(lo, r.total_us);
     hi = std::max(hi, r.total_us);
     ep_lo = ep_lo == 0 ? r.endpoints_us : std::min(ep_lo, r.endpoints_us);
