@@ -5,10 +5,57 @@
 
 #include "absl/strings/str_cat.h"
 #include "daemon/convert.h"
+#include "kmcl_core/base/status_macros.h"
 
 namespace kmcld {
 
 PartitionEntry::~PartitionEntry() = default;
+
+absl::Status PartitionEntry::FreeBuffer(uint64_t buffer_id) {
+  kmcl::MutexLock lock(&mu);
+  auto it = buffers.find(buffer_id);
+  if (it == buffers.end()) {
+    return absl::NotFoundError(absl::StrCat("guest buffer ", buffer_id, " does not exist"));
+  }
+  if (it->second.users != 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "guest buffer ", buffer_id,
+        " is in use by a call in progress (a memory transfer or a GPADL being created over it); "
+        "try again when it has finished"));
+  }
+  for (uint64_t pfn : it->second.pfns) {
+    if (partition().gpadls().CoversPage(pfn)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "guest buffer ", buffer_id, " is still covered by a GPADL; tear it down first"));
+    }
+  }
+  RETURN_IF_ERROR(partition().memory().FreePages(it->second.pfns));
+  buffer_bytes -= it->second.byte_count;
+  buffers.erase(it);
+  return absl::OkStatus();
+}
+
+BufferUse UseBuffersLocked(const std::shared_ptr<PartitionEntry>& entry,
+                           std::vector<uint64_t> buffer_ids) {
+  for (uint64_t id : buffer_ids) ++entry->buffers.at(id).users;
+  BufferUse use;
+  use.entry_ = entry;
+  use.buffer_ids_ = std::move(buffer_ids);
+  return use;
+}
+
+void BufferUse::Release() {
+  if (entry_ == nullptr) return;
+  kmcl::MutexLock lock(&entry_->mu);
+  for (uint64_t id : buffer_ids_) {
+    // A buffer in use cannot be freed; only DeletePartition drops it,
+    // when no channel of the partition is left for its pages to reach.
+    auto it = entry_->buffers.find(id);
+    if (it != entry_->buffers.end() && it->second.users > 0) --it->second.users;
+  }
+  entry_.reset();
+  buffer_ids_.clear();
+}
 
 Registry::Registry(RegistryLimits limits, EventLog& log, Timer& timer)
     : limits_(limits), log_(log), timer_(timer) {}

@@ -59,6 +59,46 @@ struct GuestBuffer {
   uint64_t byte_count = 0;
   std::vector<uint64_t> pfns;
   std::shared_ptr<void> charge;  // against its allocator's guest_buffer_bytes limit; null: none
+  // Calls that looked the buffer up under PartitionEntry::mu and still use
+  // its pages after releasing it (BufferUse).
+  uint32_t users = 0;
+};
+
+class PartitionEntry;
+
+// Keeps guest buffers from being freed while a call that looked them up
+// under PartitionEntry::mu goes on using their pages without it (a guest
+// memory transfer, a GPADL being created over them). Without it, a
+// FreeGuestBuffer in between returns the pages to the allocator, the next
+// channel's rings may take them, and the transfer or the new GPADL would
+// reach that other channel. PartitionEntry::FreeBuffer refuses a buffer in
+// use.
+//
+// Threading: created under the entry's mu (UseBuffersLocked); destroyed
+// anywhere without it (the destructor takes it).
+class BufferUse {
+ public:
+  BufferUse() = default;
+  BufferUse(BufferUse&& other) noexcept
+      : entry_(std::move(other.entry_)), buffer_ids_(std::move(other.buffer_ids_)) {}
+  // Releases what this one held first, which takes that entry's mu: assign
+  // under the lock only onto an empty BufferUse.
+  BufferUse& operator=(BufferUse&& other) noexcept {
+    Release();
+    entry_ = std::move(other.entry_);
+    buffer_ids_ = std::move(other.buffer_ids_);
+    return *this;
+  }
+  BufferUse(const BufferUse&) = delete;
+  BufferUse& operator=(const BufferUse&) = delete;
+  ~BufferUse() { Release(); }
+
+ private:
+  void Release();
+  friend BufferUse UseBuffersLocked(const std::shared_ptr<PartitionEntry>& entry,
+                                    std::vector<uint64_t> buffer_ids);
+  std::shared_ptr<PartitionEntry> entry_;
+  std::vector<uint64_t> buffer_ids_;
 };
 
 class PartitionEntry {
@@ -100,6 +140,11 @@ class PartitionEntry {
     kmcl::MutexLock lock(&mu);
     return pinned_;
   }
+  // FreeGuestBuffer: returns the buffer's pages to the partition's
+  // allocator. NOT_FOUND for an unknown id; FAILED_PRECONDITION while a
+  // GPADL covers one of its pages or a call uses it (BufferUse).
+  absl::Status FreeBuffer(uint64_t buffer_id);
+
   // The partition's built-in devices (Registry::AttachDevices), or null.
   // A caller that waits on them holds this pointer and the entry, so the
   // devices always go before the partition.
@@ -114,6 +159,11 @@ class PartitionEntry {
   // Declared after partition_, so destroyed before it.
   std::shared_ptr<PartitionDevices> devices_ ABSL_GUARDED_BY(mu);
 };
+
+// Marks `buffer_ids` (each a key of entry->buffers) in use until the
+// returned BufferUse is destroyed.
+BufferUse UseBuffersLocked(const std::shared_ptr<PartitionEntry>& entry,
+                           std::vector<uint64_t> buffer_ids) ABSL_EXCLUSIVE_LOCKS_REQUIRED(entry->mu);
 
 // A ChannelRef resolved: the partition, the relid, the incarnation and the
 // endpoints kmcld holds for it (either may be null).

@@ -138,5 +138,45 @@ TEST_F(RegistryTest, DestroyingTheRegistryFreesEveryPartition) {
   EXPECT_TRUE(weak.expired());
 }
 
+// A guest buffer a call still uses (a memory transfer, a GPADL being
+// created over it) is not freed: its pages could otherwise become another
+// channel's rings under that call. Once the use ends it frees.
+TEST_F(RegistryTest, ABufferInUseIsNotFreed) {
+  std::shared_ptr<PartitionEntry> p = Add("buffers");
+  uint64_t id;
+  std::vector<uint64_t> pfns;
+  {
+    kmcl::MutexLock lock(&p->mu);
+    auto allocated = p->partition().memory().AllocatePages(2);
+    ASSERT_TRUE(allocated.ok()) << allocated.status();
+    GuestBuffer b;
+    b.buffer_id = id = p->next_buffer_id++;
+    b.byte_count = 2 * 4096;
+    b.pfns = pfns = *allocated;
+    p->buffer_bytes += b.byte_count;
+    p->buffers.emplace(id, std::move(b));
+  }
+  EXPECT_EQ(p->FreeBuffer(id + 1).code(), absl::StatusCode::kNotFound);
+  {
+    BufferUse use;
+    {
+      kmcl::MutexLock lock(&p->mu);
+      use = UseBuffersLocked(p, {id});
+    }
+    BufferUse moved(std::move(use));  // the use moves with it
+    absl::Status s = p->FreeBuffer(id);
+    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+    EXPECT_NE(s.message().find("in use"), absl::string_view::npos) << s;
+  }
+  EXPECT_TRUE(p->FreeBuffer(id).ok());
+  kmcl::MutexLock lock(&p->mu);
+  EXPECT_TRUE(p->buffers.empty());
+  EXPECT_EQ(p->buffer_bytes, 0u);
+  // The pages went back to the allocator: it hands them out again.
+  auto again = p->partition().memory().AllocatePages(2);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(*again, pfns);
+}
+
 }  // namespace
 }  // namespace kmcld

@@ -32,29 +32,34 @@ void LogGpadl(EventLog& log, const ResolvedChannel& c, kmcl::v1::EventKind kind,
 
 // A tool's explicit ranges may only describe pages of the partition's guest
 // buffers (AllocateGuestBuffer): not pages nobody allocated, nor another
-// channel's rings. INVALID_ARGUMENT naming the first other PFN.
-absl::Status CheckBufferPages(PartitionEntry& partition, std::span<const kmcl::GpaRange> ranges) {
+// channel's rings. INVALID_ARGUMENT naming the first other PFN. The buffers
+// they lie in stay in use (no FreeGuestBuffer) while the returned BufferUse
+// lives: the caller keeps it until the GPADL covers the pages.
+absl::StatusOr<BufferUse> UseBufferPages(const std::shared_ptr<PartitionEntry>& partition,
+                                          std::span<const kmcl::GpaRange> ranges) {
   absl::flat_hash_set<uint64_t> unowned;
   for (const kmcl::GpaRange& r : ranges) unowned.insert(r.pfns.begin(), r.pfns.end());
   {
-    kmcl::MutexLock lock(&partition.mu);
-    for (const auto& [id, buffer] : partition.buffers) {
-      for (uint64_t pfn : buffer.pfns) {
-        if (unowned.erase(pfn) != 0 && unowned.empty()) return absl::OkStatus();
-      }
+    kmcl::MutexLock lock(&partition->mu);
+    std::vector<uint64_t> owners;
+    for (const auto& [id, buffer] : partition->buffers) {
+      bool owns = false;
+      for (uint64_t pfn : buffer.pfns) owns |= unowned.erase(pfn) != 0;
+      if (owns) owners.push_back(id);
+      if (unowned.empty()) break;
     }
+    if (unowned.empty()) return UseBuffersLocked(partition, std::move(owners));
   }
-  if (unowned.empty()) return absl::OkStatus();
   for (size_t i = 0; i < ranges.size(); ++i) {
     for (size_t j = 0; j < ranges[i].pfns.size(); ++j) {
       if (!unowned.contains(ranges[i].pfns[j])) continue;
       return absl::InvalidArgumentError(absl::StrCat(
           "PFN ", ranges[i].pfns[j], " (range ", i, ", page ", j,
-          ") is not in a guest buffer of partition '", partition.id(),
+          ") is not in a guest buffer of partition '", partition->id(),
           "': describe pages from AllocateGuestBuffer"));
     }
   }
-  return absl::OkStatus();
+  return absl::InternalError("no page of the ranges is outside the guest buffers, yet not all are inside");
 }
 
 // The guest VTL that owns a channel's GPADLs.
@@ -81,6 +86,7 @@ absl::Status GpadlService::GuestIo(const std::string& partition_id, bool has_gpa
   }
   if (!has_buffer) return absl::InvalidArgumentError("set either gpa or buffer_id");
   std::vector<uint64_t> pfns;
+  BufferUse use;  // the pages stay the buffer's until the transfer is done
   {
     kmcl::MutexLock lock(&(*p)->mu);
     auto it = (*p)->buffers.find(buffer_id);
@@ -94,6 +100,7 @@ absl::Status GpadlService::GuestIo(const std::string& partition_id, bool has_gpa
                                                 size, " bytes"));
     }
     pfns = it->second.pfns;
+    use = UseBuffersLocked(*p, {buffer_id});
   }
   uint64_t done = 0;
   while (done < length) {
@@ -154,25 +161,7 @@ grpc::ServerUnaryReactor* GpadlService::FreeGuestBuffer(
   if (absl::Status s = Authorize(ctx_, ctx, "FreeGuestBuffer", *request); !s.ok()) return FinishNow(ctx, s);
   auto p = ctx_.registry.GetPartition(request->partition_id());
   if (!p.ok()) return FinishNow(ctx, p.status());
-  kmcl::MutexLock lock(&(*p)->mu);
-  auto it = (*p)->buffers.find(request->buffer_id());
-  if (it == (*p)->buffers.end()) {
-    return FinishNow(ctx, absl::NotFoundError(absl::StrCat("guest buffer ", request->buffer_id(),
-                                                           " does not exist")));
-  }
-  for (uint64_t pfn : it->second.pfns) {
-    if ((*p)->partition().gpadls().CoversPage(pfn)) {
-      return FinishNow(ctx, absl::FailedPreconditionError(absl::StrCat(
-                                "guest buffer ", request->buffer_id(),
-                                " is still covered by a GPADL; tear it down first")));
-    }
-  }
-  absl::Status s = (*p)->partition().memory().FreePages(it->second.pfns);
-  if (s.ok()) {
-    (*p)->buffer_bytes -= it->second.byte_count;
-    (*p)->buffers.erase(it);
-  }
-  return FinishNow(ctx, s);
+  return FinishNow(ctx, (*p)->FreeBuffer(request->buffer_id()));
 }
 
 grpc::ServerUnaryReactor* GpadlService::WriteGuestMemory(
@@ -288,6 +277,8 @@ grpc::ServerUnaryReactor* GpadlService::CreateGpadl(grpc::CallbackServerContext*
                               ": GPADLs are created by the guest role on a channel it has open")));
   }
   std::vector<kmcl::GpaRange> ranges;
+  // Until the GPADL covers them, FreeGuestBuffer must not return the pages.
+  BufferUse use;
   switch (request->source_case()) {
     case kmcl::v1::CreateGpadlRequest::kBuffer: {
       const kmcl::v1::BufferSlice& slice = request->buffer();
@@ -306,6 +297,7 @@ grpc::ServerUnaryReactor* GpadlService::CreateGpadl(grpc::CallbackServerContext*
       auto sliced = SliceRanges({whole}, slice.offset(), slice.length());
       if (!sliced.ok()) return FinishNow(ctx, sliced.status());
       ranges = *std::move(sliced);
+      use = UseBuffersLocked(c->partition, {slice.buffer_id()});
       break;
     }
     case kmcl::v1::CreateGpadlRequest::kRanges: {
@@ -315,7 +307,9 @@ grpc::ServerUnaryReactor* GpadlService::CreateGpadl(grpc::CallbackServerContext*
           !s.ok()) {
         return FinishNow(ctx, s);  // OUT_OF_RANGE outside guest memory
       }
-      if (absl::Status s = CheckBufferPages(*c->partition, *parsed); !s.ok()) return FinishNow(ctx, s);
+      auto used = UseBufferPages(c->partition, *parsed);
+      if (!used.ok()) return FinishNow(ctx, used.status());
+      use = *std::move(used);
       ranges = *std::move(parsed);
       break;
     }
