@@ -287,42 +287,40 @@ absl::StatusOr<ResolvedChannel> Registry::Resolve(const kmcl::v1::ChannelRef& re
   ResolvedChannel out;
   out.partition = *partition;
   out.relid = ref.channel_id();
+  std::optional<kmcl::ServerChannelInfo> current;  // the control plane's incarnation of the relid
   for (kmcl::ServerChannelInfo& info : out.partition->partition().ServerChannels()) {
-    if (info.relid == ref.channel_id()) out.info = std::move(info);
+    if (info.relid == ref.channel_id()) current = std::move(info);
   }
   kmcl::MutexLock lock(&out.partition->mu);
-  // The newest host endpoint for the relid, or the one the sequence names.
-  for (auto& [key, ep] : out.partition->hosts) {
-    if (key.first != ref.channel_id()) continue;
-    if (ref.offer_sequence() != 0 && key.second != ref.offer_sequence()) continue;
-    out.host = ep;
+  // A relid is reused once the guest released it, while kmcld may still hold
+  // an older incarnation's endpoints (a host awaiting CleanupChannel, a
+  // rescinded guest awaiting CloseChannel). The ref names one incarnation:
+  // its offer_sequence, else the current offer, else the newest kmcld holds.
+  uint64_t newest = 0;
+  for (const auto& [key, ep] : out.partition->hosts) {
+    if (key.first == out.relid) newest = std::max(newest, key.second);
   }
-  if (out.info.has_value()) {
-    out.offer_sequence = out.info->offer_sequence;
-    if (out.host != nullptr && out.host->Ref().offer_sequence() != out.offer_sequence &&
-        ref.offer_sequence() == 0) {
-      out.host = nullptr;  // an older incarnation awaiting cleanup
-    }
-  } else if (out.host != nullptr) {
-    out.offer_sequence = out.host->Ref().offer_sequence();
+  std::vector<std::pair<uint64_t, std::shared_ptr<Endpoint>>> guests;  // (sequence, endpoint)
+  for (const auto& ep : out.partition->guests) {
+    if (ep->relid() == out.relid) guests.emplace_back(ep->Ref().offer_sequence(), ep);
   }
-  for (auto& ep : out.partition->guests) {
-    if (ep->relid() == out.relid) out.guest = ep;
+  for (const auto& [sequence, ep] : guests) newest = std::max(newest, sequence);
+  const uint64_t known = current.has_value() ? current->offer_sequence : newest;
+  const uint64_t sequence = ref.offer_sequence() != 0 ? ref.offer_sequence() : known;
+  out.offer_sequence = sequence;
+  if (current.has_value() && current->offer_sequence == sequence) out.info = std::move(current);
+  if (auto it = out.partition->hosts.find({out.relid, sequence}); it != out.partition->hosts.end()) {
+    out.host = it->second;
   }
-  if (!out.info.has_value() && out.host == nullptr && out.guest != nullptr) {
-    return out;  // a guest endpoint whose offer is gone (rescinded and cleaned up)
+  for (const auto& [guest_sequence, ep] : guests) {
+    // 0: a guest that opened with wait_for_offer, whose incarnation kmcld
+    // did not record; it goes with the current one.
+    if (guest_sequence == sequence || (guest_sequence == 0 && sequence == known)) out.guest = ep;
   }
-  if (!out.info.has_value() && out.host == nullptr) {
-    for (auto& [key, ep] : out.partition->hosts) {
-      if (key.first == ref.channel_id()) return OfferSequenceMismatch(ref, key.second);
-    }
-    return absl::NotFoundError(absl::StrCat("channel ", ref.channel_id(), " of partition '",
-                                            ref.partition_id(), "' does not exist"));
-  }
-  if (ref.offer_sequence() != 0 && ref.offer_sequence() != out.offer_sequence) {
-    return OfferSequenceMismatch(ref, out.offer_sequence);
-  }
-  return out;
+  if (out.info.has_value() || out.host != nullptr || out.guest != nullptr) return out;
+  if (known != 0) return OfferSequenceMismatch(ref, known);
+  return absl::NotFoundError(absl::StrCat("channel ", ref.channel_id(), " of partition '",
+                                          ref.partition_id(), "' does not exist"));
 }
 
 absl::StatusOr<std::shared_ptr<Endpoint>> Registry::ResolveEndpoint(
@@ -366,14 +364,17 @@ std::vector<ResolvedChannel> Registry::Channels(const std::shared_ptr<PartitionE
     c.host = ep;
   }
   for (auto& ep : partition->guests) {
-    const uint32_t relid = ep->relid();
-    if (relid == 0) continue;
-    // The newest incarnation of the relid.
-    ResolvedChannel* newest = nullptr;
+    const kmcl::v1::ChannelRef ref = ep->Ref();
+    if (ref.channel_id() == 0) continue;
+    // Its own incarnation (one kmcld did not record, wait_for_offer: the
+    // newest), never a newer offer that reused the relid.
+    ResolvedChannel* own = nullptr;
     for (auto& [key, c] : out) {
-      if (key.first == relid) newest = &c;
+      if (key.first == ref.channel_id() && (ref.offer_sequence() == 0 || key.second == ref.offer_sequence())) {
+        own = &c;
+      }
     }
-    if (newest != nullptr) newest->guest = ep;
+    if (own != nullptr) own->guest = ep;
   }
   std::vector<ResolvedChannel> list;
   for (auto& [key, c] : out) list.push_back(std::move(c));

@@ -193,4 +193,12 @@ std::string Padded(std::string s) {
   return s;
 }
 
+bool PacketFlows(kmcl::v1::PacketService::Stub& stub, const kmcl::v1::ChannelRef& ref) {
+  AttachStream host(stub, ref, kmcl::v1::ENDPOINT_ROLE_HOST);
+  AttachStream guest(stub, ref, kmcl::v1::ENDPOINT_ROLE_GUEST);
+  std::vector<kmcl::v1::ReceivedPacket> got;
+  return host.ok() && guest.ok() && guest.Send({Packet(1, "still here")}) && host.ReadDeliveries(1, &got) &&
+         got[0].payload() == Padded("still here");
+}
+
 }  // namespace kmcld::testing

@@ -108,6 +108,10 @@ std::unique_ptr<AttachStream> AttachWhenFree(kmcl::v1::PacketService::Stub& stub
                                              uint32_t delivery_credits = 0);
 
 kmcl::v1::SendPacket Packet(uint64_t tag, std::string payload, bool wait_for_completion = true);
+// Attaches both endpoints of `ref`, sends one packet from the guest and
+// reads it on the host: true when it arrives as sent (padded). The channel
+// still carries traffic.
+bool PacketFlows(kmcl::v1::PacketService::Stub& stub, const kmcl::v1::ChannelRef& ref);
 // Zero-pads to a multiple of 8, as VMBus rings deliver.
 std::string Padded(std::string s);
 

@@ -4,6 +4,7 @@
 // shuts down.
 #include <signal.h>
 
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -173,6 +174,76 @@ TEST(BridgeLifecycleTest, PipeOffersCarryTheirModeAndListOffersFilters) {
   std::vector<kmcl::v1::ReceivedPacket> got;
   ASSERT_TRUE(host.ReadDeliveries(1, &got));
   EXPECT_EQ(got[0].payload().substr(0, 7), "message");
+}
+
+// A rescinded guest endpoint stays until its tool closes it, but its relid
+// is released at once and the next offer may reuse it: each incarnation is
+// then named by its offer_sequence, the new channel never shows the old
+// guest, and closing the old guest and cleaning up the old host leave the
+// new channel (its ring GPADL included) whole.
+TEST(BridgeLifecycleTest, AReusedRelidKeepsEachIncarnationApart) {
+  Kmcld k;
+  ASSERT_TRUE(k.Start().ok()) << k.process.output();
+  auto first = k.Offer();
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_TRUE(k.Open().ok());
+  const kmcl::v1::ChannelRef old = first->offer().channel();
+  kmcl::v1::ChannelRequest old_req;
+  *old_req.mutable_channel() = old;
+  kmcl::v1::ChannelResponse resp;
+  grpc::Status s = k.host->RescindChannel(Kmcld::Context().get(), old_req, &resp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+
+  // The guest releases the relid on its own thread once it heard the
+  // rescind: offer (each of a type of its own) until an offer gets it back.
+  kmcl::v1::Channel second;
+  std::string second_type;
+  for (int i = 0; i < 1000 && second.offer().channel().channel_id() != old.channel_id(); ++i) {
+    char type[40];
+    std::snprintf(type, sizeof(type), "8e1d0a5e-2a3b-4c5d-9e0f-%012d", i);
+    second_type = type;
+    auto offered = k.Offer("default", second_type);
+    ASSERT_TRUE(offered.ok()) << offered.status();
+    second = *offered;
+  }
+  const kmcl::v1::ChannelRef now = second.offer().channel();
+  ASSERT_EQ(now.channel_id(), old.channel_id()) << "the guest released the relid: reused";
+  ASSERT_NE(now.offer_sequence(), old.offer_sequence());
+  EXPECT_FALSE(second.guest().present()) << "the old incarnation's guest is not the new one's";
+
+  ASSERT_TRUE(k.Open("default", second_type).ok());
+  kmcl::v1::ChannelRequest now_req;
+  *now_req.mutable_channel() = now;
+  kmcl::v1::ListGpadlsRequest lg;
+  lg.set_partition_id(now.partition_id());
+  lg.set_channel_id(now.channel_id());
+  kmcl::v1::ListGpadlsResponse gpadls_before;
+  ASSERT_TRUE(k.gpadl->ListGpadls(Kmcld::Context().get(), lg, &gpadls_before).ok());
+  ASSERT_FALSE(gpadls_before.gpadls().empty()) << "the new channel's ring";
+
+  // The old incarnation, by its sequence: its guest closes, its host is
+  // cleaned up.
+  s = k.host->GetChannel(Kmcld::Context().get(), old_req, &resp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(resp.channel().guest().connection(), kmcl::v1::CONNECTION_STATE_RESCINDED);
+  EXPECT_EQ(resp.channel().host().connection(), kmcl::v1::CONNECTION_STATE_RESCINDED);
+  s = k.guest->CloseChannel(Kmcld::Context().get(), old_req, &resp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  kmcl::v1::CleanupChannelResponse cleaned;
+  s = k.host->CleanupChannel(Kmcld::Context().get(), old_req, &cleaned);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  s = k.host->GetChannel(Kmcld::Context().get(), old_req, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << "gone: stale";
+
+  // The new channel is untouched.
+  s = k.host->GetChannel(Kmcld::Context().get(), now_req, &resp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(resp.channel().host().connection(), kmcl::v1::CONNECTION_STATE_OPENED);
+  EXPECT_EQ(resp.channel().guest().connection(), kmcl::v1::CONNECTION_STATE_OPENED);
+  kmcl::v1::ListGpadlsResponse gpadls_after;
+  ASSERT_TRUE(k.gpadl->ListGpadls(Kmcld::Context().get(), lg, &gpadls_after).ok());
+  EXPECT_EQ(gpadls_after.gpadls_size(), gpadls_before.gpadls_size());
+  EXPECT_TRUE(PacketFlows(*k.packets, now));
 }
 
 }  // namespace

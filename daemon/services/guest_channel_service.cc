@@ -177,12 +177,21 @@ grpc::ServerUnaryReactor* GuestChannelService::CloseChannel(grpc::CallbackServer
     auto partition = ctx_.registry.GetPartition(request->channel().partition_id());
     if (!partition.ok()) return partition.status();
     const uint32_t relid = ep->relid();
+    const uint64_t sequence = ep->Ref().offer_sequence();
     const uint8_t vtl = ep->channel().client_vtl();
     if (absl::Status s = ctx_.registry.FreeEndpoint(*partition, ep); !s.ok()) return s;
     // The GPADLs the tool created on the channel go with it; each waits for
-    // the host to unmap (host leases expire, see GpadlService).
+    // the host to unmap (host leases expire, see GpadlService). Once a newer
+    // offer reused the relid (this endpoint was rescinded), the relid's
+    // GPADLs are the newer channel's: this one's went when the relid was
+    // released.
+    bool reused = false;
+    for (const kmcl::ServerChannelInfo& info : (*partition)->partition().ServerChannels()) {
+      reused = reused || (info.relid == relid && sequence != 0 && info.offer_sequence != sequence);
+    }
     absl::Status status;
-    for (const kmcl::GpadlInfo& g : (*partition)->partition().gpadls().ListForChannel(relid)) {
+    for (const kmcl::GpadlInfo& g :
+         reused ? std::vector<kmcl::GpadlInfo>{} : (*partition)->partition().gpadls().ListForChannel(relid)) {
       absl::Status s = (*partition)->partition().TeardownGuestGpadl(
           vtl, relid, g.gpadl_id, std::max(deadline - absl::Now(), absl::ZeroDuration()));
       if (!s.ok() && status.ok()) status = s;
