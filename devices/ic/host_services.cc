@@ -103,6 +103,7 @@ HeartbeatHost::HeartbeatHost(const HostOptions& options)
 void HeartbeatHost::Open(absl::Time now, IcOutput& out) {
   alive_ = true;  // given `timeout` to answer from now
   last_answer_.reset();
+  resumed_at_.reset();
   next_send_ = now;
   outstanding_op_.reset();
   IcHostService::Open(now, out);
@@ -116,7 +117,7 @@ void HeartbeatHost::Tick(absl::Time now, IcOutput& out) {
     next_send_ = now + interval_;
     Finish(now, out);
   }
-  const absl::Time since = last_answer_.value_or(*opened_at_);
+  const absl::Time since = SilentSince();
   if (alive_ && now - since > timeout_) {
     alive_ = false;
     ++unresponsive_events_;
@@ -158,8 +159,13 @@ HeartbeatStatus HeartbeatHost::Status(absl::Time now) const {
   s.last_answer = last_answer_;
   s.answers = answers_;
   s.unresponsive_events = unresponsive_events_;
-  if (opened_at_) s.alive = now - last_answer_.value_or(*opened_at_) <= timeout_;
+  if (opened_at_) s.alive = now - SilentSince() <= timeout_;
   return s;
+}
+
+absl::Time HeartbeatHost::SilentSince() const {
+  const absl::Time since = last_answer_.value_or(*opened_at_);
+  return resumed_at_.has_value() && *resumed_at_ > since ? *resumed_at_ : since;
 }
 
 void HeartbeatHost::SaveExtra(std::string& out) const {
@@ -188,6 +194,7 @@ absl::Status HeartbeatHost::RestoreExtra(std::string_view in) {
   // answer from here, and the next heartbeat goes out on the next tick.
   alive_ = true;
   last_answer_.reset();
+  resumed_at_.reset();
   next_send_ = opened_at_;
   return absl::OkStatus();
 }

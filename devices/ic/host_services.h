@@ -62,6 +62,9 @@ class IcHostService {
   void Close(IcOutput& out);
   void OnPacket(std::span<const uint8_t> packet, absl::Time now, IcOutput& out);
   virtual void Tick(absl::Time now, IcOutput& out);
+  // The channel runs again after a pause for a save that was not a
+  // migration (IcVsp::Resume): the paused time was not the guest's silence.
+  virtual void Resumed(absl::Time now) {}
 
   // Core state plus the service's own; Restore treats outstanding requests
   // as sent at `now`. INVALID_ARGUMENT for bytes another service saved.
@@ -113,8 +116,13 @@ class HeartbeatHost final : public IcHostService {
   void Open(absl::Time now, IcOutput& out) override;
   void Tick(absl::Time now, IcOutput& out) override;
   HeartbeatStatus Status(absl::Time now) const;
+  // The guest gets `timeout` to answer from `now`.
+  void Resumed(absl::Time now) override { resumed_at_ = now; }
 
  private:
+  // Since when the guest has been silent: its last answer, the opening, or
+  // the last resume after a save, whichever is latest.
+  absl::Time SilentSince() const;
   void OnCompletion(IcCompletion& completion, absl::Time now, IcOutput& out) override;
   void SaveExtra(std::string& out) const override;
   absl::Status RestoreExtra(std::string_view in) override;
@@ -122,6 +130,7 @@ class HeartbeatHost final : public IcHostService {
   absl::Duration interval_, timeout_;
   uint64_t last_sequence_ = 0;
   std::optional<absl::Time> last_answer_;
+  std::optional<absl::Time> resumed_at_;
   std::optional<absl::Time> next_send_;
   std::optional<uint64_t> outstanding_op_;
   bool alive_ = false;

@@ -161,7 +161,12 @@ void IcVsp::Run(const std::function<void(IcHostService&, absl::Time, IcOutput&)>
 }
 
 void IcVsp::Poll() {
-  Run([](IcHostService& s, absl::Time now, IcOutput& out) { s.Tick(now, out); });
+  Run([this](IcHostService& s, absl::Time now, IcOutput& out) {
+    mu_.AssertHeld();  // Run holds it
+    // Frozen for a save, nothing goes out: the service does not judge the
+    // guest (or time its requests out) by a silence the host imposed.
+    if (!frozen_) s.Tick(now, out);
+  });
 }
 
 bool IcVsp::WaitUntil(const std::function<bool(IcHostService&)>& pred, absl::Duration timeout) {
@@ -245,7 +250,14 @@ Guid IcVsp::instance() const {
   return FromGUID(g);
 }
 
-void IcVsp::Resume() { kmcl_.VmbChannelStart(channel_); }
+void IcVsp::Resume() {
+  {
+    MutexLock lock(&mu_);
+    frozen_ = false;
+    host_->Resumed(options_.clock());
+  }
+  kmcl_.VmbChannelStart(channel_);
+}
 
 absl::StatusOr<std::string> IcVsp::Save() {
   kmcl_.VmbChannelPause(channel_);  // waits for packet callbacks, which take mu_
@@ -253,6 +265,7 @@ absl::StatusOr<std::string> IcVsp::Save() {
   // save and the service's would leave a request in the state whose packet
   // is not in the saved ring. Lock order mu_, then the channel's (as Send).
   MutexLock lock(&mu_);
+  frozen_ = true;  // until Resume()
   if (absl::Status s = Check(kmcl_.VmbChannelSaveBegin(channel_), "VmbChannelSaveBegin"); !s.ok()) return s;
   std::vector<std::string> chunks;
   std::string buffer(64 << 10, '\0');

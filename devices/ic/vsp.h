@@ -117,7 +117,9 @@ class IcVsp {
   // Create a new one from the blob on the restored partition, or Resume().
   absl::StatusOr<std::string> Save();
   // After Save(): the channel runs here again (a checkpoint, or a migration
-  // that failed); what it queued while frozen is sent.
+  // that failed); what it queued while frozen is sent. Poll() does not tick
+  // the service from Save() to here, and the heartbeat gives the guest its
+  // timeout afresh: a long save is not an unresponsive guest.
   void Resume();
 
  private:
@@ -142,6 +144,7 @@ class IcVsp {
   std::unique_ptr<IcHostService> host_ ABSL_GUARDED_BY(mu_);
   VspStats stats_ ABSL_GUARDED_BY(mu_);
   int emitting_ ABSL_GUARDED_BY(mu_) = 0;  // Runs whose events are not out yet
+  bool frozen_ ABSL_GUARDED_BY(mu_) = false;  // from Save() to Resume(): Poll does not tick
 };
 
 }  // namespace kmcl::devices::ic

@@ -4,6 +4,8 @@
 // sample, and a partition save/restore with a heartbeat in flight. Waits
 // are bounded waits on conditions, never sleeps.
 #include <algorithm>
+#include <memory>
+#include <utility>
 #include <vector>
 
 #include "devices/ic/vsc.h"
@@ -85,6 +87,22 @@ class Devices : public ::testing::Test {
         kWait))
         << "sequence stuck at " << Sequence(vsp);
     EXPECT_EQ(Sequence(vsp), want);
+  }
+  HeartbeatStatus Heartbeat(IcVsp& vsp) {
+    HeartbeatStatus st;
+    vsp.Run([&](IcHostService& s, absl::Time now, IcOutput&) { st = static_cast<HeartbeatHost&>(s).Status(now); });
+    return st;
+  }
+  // A heartbeat VSP and its emulated guest, negotiated, after the guest's
+  // first two answers (sequence 2).
+  std::pair<std::unique_ptr<IcVsp>, std::unique_ptr<IcVsc>> BeatingHeartbeat() {
+    auto hb = *IcVsp::Create(IcService::kHeartbeat, partition_->vmbus_handle(), Options());
+    auto guest = *IcVsc::Create(*partition_, IcService::kHeartbeat, {}, nullptr, clock_.Fn());
+    EXPECT_TRUE(hb->WaitUntil(Ready, kWait));
+    hb->Poll();
+    EXPECT_TRUE(hb->WaitUntil([&](IcHostService& s) { return static_cast<HeartbeatHost&>(s).Status(clock_.Now()).answers == 1; }, kWait));
+    Beat(*hb, 2);
+    return {std::move(hb), std::move(guest)};
   }
 
   TestClock clock_;
@@ -176,12 +194,7 @@ TEST_F(Devices, AllFourServicesWorkEndToEnd) {
 }
 
 TEST_F(Devices, HeartbeatContinuesAcrossAPartitionSaveAndRestore) {
-  auto hb = *IcVsp::Create(IcService::kHeartbeat, partition_->vmbus_handle(), Options());
-  auto guest = *IcVsc::Create(*partition_, IcService::kHeartbeat, {}, nullptr, clock_.Fn());
-  ASSERT_TRUE(hb->WaitUntil(Ready, kWait));
-  hb->Poll();
-  ASSERT_TRUE(hb->WaitUntil([&](IcHostService& s) { return static_cast<HeartbeatHost&>(s).Status(clock_.Now()).answers == 1; }, kWait));
-  Beat(*hb, 2);
+  auto [hb, guest] = BeatingHeartbeat();
   Beat(*hb, 3);
   // The guest stops draining; the next heartbeat stays in the ring.
   auto guest_blob = guest->Save();
@@ -208,6 +221,28 @@ TEST_F(Devices, HeartbeatContinuesAcrossAPartitionSaveAndRestore) {
   }
   guest.reset();
   hb.reset();
+}
+
+// A checkpoint (Save, then Resume on the source) is no silence of the
+// guest's: however long the partition's save holds the channel paused while
+// the daemon keeps polling, the heartbeat reports no unresponsive guest, and
+// the guest answers again once resumed.
+TEST_F(Devices, ALongSaveThenResumeIsNotAnUnresponsiveGuest) {
+  auto [hb, guest] = BeatingHeartbeat();
+  auto blob = hb->Save();
+  ASSERT_TRUE(blob.ok()) << blob.status();
+  for (int i = 0; i < 30; ++i) {  // 30 s of saving, six times the timeout
+    clock_.Advance(absl::Seconds(1));
+    hb->Poll();
+  }
+  hb->Resume();
+  hb->Poll();
+  EXPECT_TRUE(Heartbeat(*hb).alive);
+  Beat(*hb, 3);
+  Beat(*hb, 4);
+  EXPECT_EQ(Heartbeat(*hb).unresponsive_events, 0u);
+  MutexLock l(&events_mu_);
+  EXPECT_EQ(std::count(events_.begin(), events_.end(), IcEventKind::kGuestUnresponsive), 0);
 }
 
 TEST_F(Devices, AKvpRequestInFlightCompletesAfterAPartitionSaveAndRestore) {
@@ -241,12 +276,7 @@ TEST_F(Devices, AKvpRequestInFlightCompletesAfterAPartitionSaveAndRestore) {
 }
 
 TEST_F(Devices, AGuestThatReopensRenegotiatesAndTheSequenceContinues) {
-  auto hb = *IcVsp::Create(IcService::kHeartbeat, partition_->vmbus_handle(), Options());
-  auto guest = *IcVsc::Create(*partition_, IcService::kHeartbeat, {}, nullptr, clock_.Fn());
-  ASSERT_TRUE(hb->WaitUntil(Ready, kWait));
-  hb->Poll();
-  ASSERT_TRUE(hb->WaitUntil([&](IcHostService& s) { return static_cast<HeartbeatHost&>(s).Status(clock_.Now()).answers == 1; }, kWait));
-  Beat(*hb, 2);
+  auto [hb, guest] = BeatingHeartbeat();
   guest.reset();  // the guest closes the channel: the host's service closes
   ASSERT_TRUE(hb->WaitUntil([](IcHostService& s) { return s.core().state() == IcHostCore::State::kClosed; }, kWait));
   guest = *IcVsc::Create(*partition_, IcService::kHeartbeat, {}, nullptr, clock_.Fn());
