@@ -150,6 +150,8 @@ TEST_F(KmclctlTest, UsageErrorsExitTwoAndHelpExitsZero) {
            {"channels", "show", "default"},
            {"send", "default/1"},
            {"send", "default/1", "--hex", "xyz"},
+           {"partitions", "create", "big", "--memory-mib", "17592186044416"},  // 2^44: wraps to 0
+           {"top", "--once", "--interval", "1e9"},  // 31 years
            {"-t", "127.0.0.1:1", "-t", "127.0.0.1:2", "save", "default", "-o", "/tmp/x"}}) {
     RunResult r = Ctl(bad);
     EXPECT_EQ(r.exit_code, 2) << absl::StrJoin(bad, " ") << "\n" << r.out << r.err;

@@ -1,4 +1,5 @@
 // kmclctl partitions list | create | delete.
+#include <limits>
 #include <memory>
 
 #include "absl/strings/ascii.h"
@@ -89,6 +90,12 @@ void RegisterPartitionCommands(CLI::App& app, Cli& cli) {
         request.set_vmbus_version(*v);
       }
       for (uint32_t vtl : create_flags->vtls) request.add_client_vtls(vtl);
+      // Shifted past 64 bits the size would wrap (2^44 MiB to 0, kmcld's
+      // default): refuse it rather than ask for another size.
+      if (create_flags->memory_mib > (std::numeric_limits<uint64_t>::max() >> 20)) {
+        return UsageError(absl::StrCat("--memory-mib ", create_flags->memory_mib,
+                                       " is too large (in bytes it does not fit 64 bits)"));
+      }
       request.set_guest_memory_bytes(create_flags->memory_mib << 20);
       return FanOut(cli, [request](kc::Client& c) -> absl::StatusOr<Output> {
         auto p = c.CreatePartition(request);

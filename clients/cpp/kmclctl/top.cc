@@ -155,7 +155,7 @@ void RegisterTopCommand(CLI::App& app, Cli& cli) {
                              "outstanding transactions (keys: s/t/r/o/n sort, q quit)");
   top->add_flag("--once", f->once, "print one frame (rates over one interval) on stdout and exit");
   top->add_option("--interval", f->interval_s, "seconds between refreshes (the rate window)")
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::Range(0.001, 86400.0));  // as --timeout: a day at most, and a short message
   top->add_option("--sort", f->sort, "traffic (default), ring, outstanding or name")
       ->check(CLI::IsMember({"traffic", "ring", "outstanding", "name"}));
   top->callback([&cli, f] {
