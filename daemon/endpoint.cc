@@ -498,7 +498,9 @@ absl::StatusOr<std::vector<kmcl::GpaRange>> Endpoint::ResolveExternal(
     case kmcl::v1::ExternalData::KIND_NOT_SET:
       break;
   }
-  return std::vector<kmcl::GpaRange>();
+  // Set but empty: an unset oneof, INVALID_ARGUMENT as everywhere
+  // (docs/api.md), not a plain send.
+  return absl::InvalidArgumentError("external data names neither a GPADL nor GPA ranges");
 }
 
 absl::Status Endpoint::HandleSends(const kmcl::v1::SendBatch& batch) {
