@@ -211,6 +211,23 @@ TEST(BridgeEventsTest, TheLogRecordsCallbacksInOrderAndResumes) {
   auto offered = k.Offer();
   ASSERT_TRUE(offered.ok());
   ASSERT_TRUE(k.Open().ok());
+  // Open returns once the guest has the channel open; the host's STARTED
+  // and POST_STARTED may still be on their way to the log. Follow the live
+  // log until the last of them is in it.
+  {
+    kmcl::v1::WatchEventsRequest req;
+    *req.mutable_channel() = offered->offer().channel();
+    auto ctx = Kmcld::Context();
+    auto reader = k.events->WatchEvents(ctx.get(), req);
+    kmcl::v1::Event e;
+    bool post_started = false;
+    while (!post_started && reader->Read(&e)) {
+      post_started = e.role() == ENDPOINT_ROLE_HOST && e.kind() == kmcl::v1::EVENT_KIND_POST_STARTED;
+    }
+    ASSERT_TRUE(post_started) << "the host's POST_STARTED never reached the log";
+    ctx->TryCancel();
+    reader->Finish();
+  }
   auto watch = [&](uint64_t after, std::vector<kmcl::v1::Event>* out) {
     kmcl::v1::WatchEventsRequest req;
     req.set_after_sequence(after);
