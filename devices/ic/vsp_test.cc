@@ -229,6 +229,7 @@ TEST_F(Devices, HeartbeatContinuesAcrossAPartitionSaveAndRestore) {
 // the guest answers again once resumed.
 TEST_F(Devices, ALongSaveThenResumeIsNotAnUnresponsiveGuest) {
   auto [hb, guest] = BeatingHeartbeat();
+  const uint64_t saved_at = Sequence(*hb);
   auto blob = hb->Save();
   ASSERT_TRUE(blob.ok()) << blob.status();
   for (int i = 0; i < 30; ++i) {  // 30 s of saving, six times the timeout
@@ -238,8 +239,19 @@ TEST_F(Devices, ALongSaveThenResumeIsNotAnUnresponsiveGuest) {
   hb->Resume();
   hb->Poll();
   EXPECT_TRUE(Heartbeat(*hb).alive);
-  Beat(*hb, 3);
-  Beat(*hb, 4);
+  // The beats go on. The Poll right after Resume may already have sent one
+  // whose answer lands at any moment, so the sequence is checked to reach
+  // each value, not to stop at it.
+  for (uint64_t want : {saved_at + 1, saved_at + 2}) {
+    clock_.Advance(absl::Seconds(1));
+    hb->Poll();
+    ASSERT_TRUE(hb->WaitUntil(
+        [&](IcHostService& s) {
+          return static_cast<HeartbeatHost&>(s).Status(clock_.Now()).last_sequence >= want;
+        },
+        kWait))
+        << "sequence stuck at " << Sequence(*hb) << " after the resume";
+  }
   EXPECT_EQ(Heartbeat(*hb).unresponsive_events, 0u);
   MutexLock l(&events_mu_);
   EXPECT_EQ(std::count(events_.begin(), events_.end(), IcEventKind::kGuestUnresponsive), 0);
